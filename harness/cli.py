@@ -1,0 +1,164 @@
+"""The ``medharness`` command. User errors print one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from harness.config import load_config, parse_config
+from harness.errors import UserError
+from tasks import TASKS
+
+EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medharness",
+        description="Train, evaluate, compare and gate medical LLM fine-tunes.",
+        epilog="Exit codes: 0 success, 1 gate failed, 2 bad input or usage.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="evaluate every model of a config on every task; write runs/<name>/",
+        description="Run a YAML config: every model on every task, results with 95%% CIs, "
+        "per-sample logs, a manifest and report.html in <output_dir>/<name>/.",
+    )
+    run.add_argument("config", type=Path, help="run config (YAML); see configs/quickstart.yaml")
+    run.add_argument(
+        "--out",
+        type=Path,
+        help="parent folder of the run directory "
+        "(default: the config's output_dir, relative to the current folder)",
+    )
+    run.add_argument("--limit", type=positive_int, help="evaluate at most N samples per task")
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="quick look: one model on some tasks, printing a results table",
+        description="Evaluate one model on the given tasks and print a table. Writes a run "
+        "directory like `run` does.",
+    )
+    evaluate.add_argument(
+        "--model",
+        required=True,
+        help="smollm2-135m-instruct, fake:SCRIPT, a local path or a hub id",
+    )
+    evaluate.add_argument("--adapter", help="PEFT adapter (directory or hub id) on --model")
+    evaluate.add_argument(
+        "--tasks", required=True, type=task_list, help=f"comma-separated, from: {', '.join(TASKS)}"
+    )
+    evaluate.add_argument("--limit", type=positive_int, help="at most N samples per task")
+    evaluate.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs"),
+        help="parent folder of the run directory (default: runs)",
+    )
+    evaluate.add_argument("--name", help="run directory name (default: eval-<model>)")
+    evaluate.add_argument("--batch-size", type=positive_int, default=8)
+    evaluate.add_argument("--max-new-tokens", type=positive_int, default=128)
+    evaluate.add_argument("--data-dir", help="dataset root (default: $MEDHARNESS_DATA_DIR)")
+    return parser
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def task_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in TASKS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown task(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(TASKS)}"
+        )
+    return names
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:80] or "model"
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from harness.runner import run
+
+    config = load_config(args.config)
+    run_dir = run(config, base_dir=Path.cwd(), output_dir=args.out, limit=args.limit)
+    print(f"Run written to {run_dir}  (report: {run_dir / 'report.html'})")
+    return EXIT_OK
+
+
+def command_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from harness.runner import run
+
+    model_name = slug(Path(args.model.removeprefix("fake:")).name)
+    config = parse_config(
+        {
+            "name": args.name or f"eval-{model_name}",
+            "models": [
+                {
+                    "name": model_name,
+                    "model": args.model,
+                    "adapter": args.adapter,
+                    "batch_size": args.batch_size,
+                }
+            ],
+            "tasks": args.tasks,
+            "limit": args.limit,
+            "data_dir": args.data_dir,
+            "generation": {"max_new_tokens": args.max_new_tokens},
+        },
+        "command line",
+    )
+    run_dir = run(config, base_dir=Path.cwd(), output_dir=args.out)
+    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    print(format_table(results["results"]))
+    print(f"\nRun written to {run_dir}")
+    return EXIT_OK
+
+
+def format_table(results: dict[str, Any]) -> str:
+    lines = [f"{'model':<24} {'task':<16} {'metric':<10} {'value':>9}  {'95% CI':<21} {'n':>5}"]
+    for model, tasks in results.items():
+        for task, entry in tasks.items():
+            for metric, value in entry["metrics"].items():
+                low, high = value["ci95"]
+                lines.append(
+                    f"{model:<24} {task:<16} {metric:<10} {value['value']:>9.4f}  "
+                    f"[{low:.4f}, {high:.4f}]{'':<3} {entry['n']:>5}"
+                )
+    return "\n".join(lines)
+
+
+COMMANDS = {"run": command_run, "eval": command_eval}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"medharness: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("medharness: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

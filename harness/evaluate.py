@@ -1,0 +1,126 @@
+"""Put a task's samples to a model, score each sample, and aggregate with 95% intervals."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from harness.models import LanguageModel
+from harness.stats import bootstrap_corpus_ci, bootstrap_mean_ci, exact_binomial_ci
+from tasks import Sample, Task
+from tasks.metrics import (
+    ROUGE_SETTINGS,
+    ROUGE_TYPES,
+    accuracy,
+    bleu_from_statistics,
+    bleu_sentence_statistics,
+    corpus_bleu,
+    rouge,
+)
+
+CHUNK = 16  # samples per model call: small enough for a lively progress bar
+
+
+def evaluate_samples(
+    model: LanguageModel,
+    task: Task,
+    samples: Sequence[Sample],
+    *,
+    max_new_tokens: int,
+    label: str,
+) -> list[dict[str, Any]]:
+    """One JSON-ready row per sample: prediction, per-sample metrics, what produced them."""
+    rows: list[dict[str, Any]] = []
+    with tqdm(total=len(samples), desc=label, unit="doc", leave=False) as bar:
+        for start in range(0, len(samples), CHUNK):
+            chunk = samples[start : start + CHUNK]
+            if task.kind == "multiple_choice":
+                rows.extend(_score_choices(model, task, chunk))
+            else:
+                outputs = model.generate([s.prompt for s in chunk], max_new_tokens)
+                rows.extend(_generation_row(s, out) for s, out in zip(chunk, outputs, strict=True))
+            bar.update(len(chunk))
+    return rows
+
+
+def _score_choices(
+    model: LanguageModel, task: Task, chunk: Sequence[Sample]
+) -> list[dict[str, Any]]:
+    requests = [
+        (sample.prompt, task.target_delimiter + choice)
+        for sample in chunk
+        for choice in sample.choices
+    ]
+    scores = iter(model.loglikelihoods(requests))
+    rows = []
+    for sample in chunk:
+        values = [next(scores) for _ in sample.choices]
+        invalid = any(math.isnan(v) for v in values)
+        chosen = -1 if invalid else int(np.argmax(values))
+        assert sample.gold is not None
+        rows.append(
+            {
+                "doc_id": sample.doc_id,
+                "prompt": sample.prompt,
+                "target": sample.target,
+                "prediction": sample.choices[chosen] if chosen >= 0 else "",
+                "choices": list(sample.choices),
+                "loglikelihoods": [None if math.isnan(v) else v for v in values],
+                "chosen": chosen,
+                "gold": sample.gold,
+                "invalid_loglikelihood": invalid,
+                "metrics": {"acc": accuracy(chosen, sample.gold)},
+                "metadata": dict(sample.metadata),
+            }
+        )
+    return rows
+
+
+def _generation_row(sample: Sample, output: str) -> dict[str, Any]:
+    return {
+        "doc_id": sample.doc_id,
+        "prompt": sample.prompt,
+        "target": sample.target,
+        "prediction": output,
+        "metrics": rouge(output, sample.target),
+        "metadata": dict(sample.metadata),
+    }
+
+
+def aggregate(
+    task: Task, rows: Sequence[dict[str, Any]], *, resamples: int, seed: int
+) -> dict[str, Any]:
+    """Task result: ``n``, each metric's value with its 95% interval, and how it was computed."""
+    n = len(rows)
+    metrics: dict[str, dict[str, Any]] = {}
+    settings: dict[str, Any] = {}
+    if task.kind == "multiple_choice":
+        correct = int(sum(row["metrics"]["acc"] for row in rows))
+        metrics["acc"] = {"value": correct / n, "ci95": list(exact_binomial_ci(correct, n))}
+        settings["acc"] = {"interval": "Clopper-Pearson exact"}
+        invalid = sum(bool(row.get("invalid_loglikelihood")) for row in rows)
+        if invalid:
+            settings["invalid_loglikelihood"] = invalid
+    else:
+        for name in ROUGE_TYPES:
+            values = np.array([row["metrics"][name] for row in rows])
+            metrics[name] = {
+                "value": float(values.mean()),
+                "ci95": list(bootstrap_mean_ci(values, resamples, seed)),
+            }
+        predictions = [row["prediction"] for row in rows]
+        references = [row["target"] for row in rows]
+        value, signature = corpus_bleu(predictions, references)
+        statistics = bleu_sentence_statistics(predictions, references)
+        metrics["bleu"] = {
+            "value": value,
+            "ci95": list(bootstrap_corpus_ci(statistics, bleu_from_statistics, resamples, seed)),
+        }
+        settings["rouge"] = ROUGE_SETTINGS
+        settings["bleu"] = {"package": "sacrebleu", "signature": signature, "scale": "0-100"}
+        settings["bootstrap"] = {"resamples": resamples, "seed": seed, "method": "percentile"}
+    return {"n": n, "metrics": metrics, "settings": settings}

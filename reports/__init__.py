@@ -1,0 +1,1 @@
+"""Reports read saved run directories only; they never load or call a model."""

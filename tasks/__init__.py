@@ -1,0 +1,33 @@
+"""Benchmarks: one module each, and this explicit registry of them (no import-time magic)."""
+
+from __future__ import annotations
+
+from harness.errors import UserError
+from tasks.base import LoadedData, Sample, Task
+from tasks.medmcqa import MEDMCQA
+from tasks.medqa import MEDQA_4OPT, MEDQA_5OPT, MEDQA_MAINLAND, MEDQA_TAIWAN
+from tasks.medquad import MEDQUAD_GEN
+from tasks.pubmedqa import PUBMEDQA
+
+TASKS: dict[str, Task] = {
+    task.name: task
+    for task in (
+        MEDQUAD_GEN,
+        MEDQA_4OPT,
+        MEDQA_5OPT,
+        MEDQA_MAINLAND,
+        MEDQA_TAIWAN,
+        PUBMEDQA,
+        MEDMCQA,
+    )
+}
+
+
+def get_task(name: str) -> Task:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise UserError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}") from None
+
+
+__all__ = ["TASKS", "LoadedData", "Sample", "Task", "get_task"]

@@ -1,0 +1,52 @@
+"""Typed records shared by every task: what a sample is and what a task declares about itself."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+TaskKind = Literal["generate", "multiple_choice"]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One document of a benchmark, ready to be put to a model.
+
+    For generation tasks ``prompt`` is the user message (wrapped in the model's chat template
+    at evaluation time) and ``target`` the reference answer. For multiple-choice tasks
+    ``prompt`` is the complete scoring context (lm-eval style, no chat template), ``choices``
+    the continuations scored by log-likelihood, ``gold`` the index of the right one.
+    """
+
+    doc_id: str
+    prompt: str
+    target: str
+    choices: tuple[str, ...] = ()
+    gold: int | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LoadedData:
+    """The samples of one split and the sha256 of every data file read to make them."""
+
+    samples: list[Sample]
+    file_hashes: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A benchmark: where its data lives, how to load it, how it is scored."""
+
+    name: str
+    version: str
+    kind: TaskKind
+    summary: str
+    data_subdir: str
+    obtain_hint: str
+    load: Callable[[Path], LoadedData]
+    metric_names: tuple[str, ...]
+    target_delimiter: str = " "
+    prompt_template: str = ""

@@ -1,0 +1,74 @@
+"""MedMCQA: Indian medical entrance exam (AIIMS/NEET PG) multiple-choice questions.
+
+Dataset: the official dev (validation) set, ``medmcqa/dev.jsonl`` (fields question, opa..opd,
+cop 1-based, subject_name, topic_name, id, choice_type); the test set has no public answers,
+so, like lm-eval's ``medmcqa``, the dev set is the evaluation split. Paper: Pal, Umapathi,
+Sankarasubbu, "MedMCQA: A Large-scale Multi-Subject Multi-Choice Dataset for Medical domain
+Question Answering", CHIL 2022, PMLR 174:248-260, arXiv:2203.14371. License: MIT.
+
+Scoring: lm-eval's ``medmcqa`` prompt ("Question: ...\\nChoices:\\nA. ...\\nAnswer:") and
+log-likelihood of the letters; metric ``acc``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.errors import UserError
+from harness.io import read_jsonl, sha256_file
+from tasks.base import LoadedData, Sample, Task
+from tasks.multiple_choice import letter_sample, medmcqa_prompt
+
+VERSION = "1"
+FILE_NAME = "dev.jsonl"
+OBTAIN = (
+    "MedMCQA: download the dev set (dev.json, JSON Lines) from https://github.com/medmcqa/medmcqa "
+    "and save it as medmcqa/dev.jsonl"
+)
+
+
+def load_medmcqa_file(path: Path) -> list[Sample]:
+    samples = []
+    for index, row in enumerate(read_jsonl(path)):
+        try:
+            options = [row["opa"], row["opb"], row["opc"], row["opd"]]
+            gold = int(row["cop"]) - 1  # this release is 1-based; the HF copy is 0-based
+        except (KeyError, ValueError, TypeError) as exc:
+            raise UserError(f"{path}: record {index + 1}: missing or bad field ({exc})") from None
+        if not 0 <= gold < 4:
+            raise UserError(f"{path}: record {index + 1}: cop {row['cop']!r} is not 1..4")
+        samples.append(
+            letter_sample(
+                doc_id=str(row.get("id", index)),
+                prompt=medmcqa_prompt(row["question"], options),
+                n_options=4,
+                gold=gold,
+                metadata={
+                    "subject": row.get("subject_name") or "",
+                    "topic": row.get("topic_name") or "",
+                    "choice_type": row.get("choice_type") or "",
+                    "question": row["question"],
+                },
+            )
+        )
+    return samples
+
+
+def _load(root: Path) -> LoadedData:
+    path = root / FILE_NAME
+    if not path.is_file():
+        raise UserError(f"MedMCQA file not found: {path}. {OBTAIN}")
+    return LoadedData(load_medmcqa_file(path), {f"medmcqa/{FILE_NAME}": sha256_file(path)})
+
+
+MEDMCQA = Task(
+    name="medmcqa",
+    version=VERSION,
+    kind="multiple_choice",
+    summary="MedMCQA dev set, 4 options (lm-eval medmcqa prompt)",
+    data_subdir="medmcqa",
+    obtain_hint=OBTAIN,
+    load=_load,
+    metric_names=("acc",),
+    prompt_template="Question: {question}\nChoices:\n{A. option ...}Answer:",
+)

@@ -1,0 +1,63 @@
+"""Small pure scorers. ROUGE through rouge_score and BLEU through sacrebleu, never re-implemented.
+
+Settings are constants recorded in results so a reader knows exactly which variant was used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+
+import numpy as np
+import sacrebleu
+from rouge_score import rouge_scorer
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+ROUGE_SETTINGS = {
+    "package": "rouge_score",
+    "types": list(ROUGE_TYPES),
+    "score": "F-measure, mean over samples",
+    "use_stemmer": False,
+    "tokenizer": "rouge_score default (lower case, non-alphanumerics to spaces)",
+    "rougeLsum_sentences": "newline-separated",
+}
+
+
+@cache
+def _rouge() -> rouge_scorer.RougeScorer:
+    return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False)
+
+
+def rouge(prediction: str, reference: str) -> dict[str, float]:
+    """ROUGE F-measures of one prediction against one reference."""
+    scores = _rouge().score(reference, prediction)
+    return {name: float(scores[name].fmeasure) for name in ROUGE_TYPES}
+
+
+def _bleu() -> sacrebleu.BLEU:
+    return sacrebleu.BLEU()
+
+
+def corpus_bleu(predictions: Sequence[str], references: Sequence[str]) -> tuple[float, str]:
+    """sacrebleu corpus BLEU (0-100) with one reference per prediction, and its signature."""
+    metric = _bleu()
+    score = metric.corpus_score(list(predictions), [list(references)]).score
+    return float(score), str(metric.get_signature())
+
+
+def bleu_sentence_statistics(predictions: Sequence[str], references: Sequence[str]) -> np.ndarray:
+    """Per-sample BLEU sufficient statistics (matches, totals, lengths), one row per sample.
+
+    Summing rows of any subset and calling :func:`bleu_from_statistics` gives that subset's
+    corpus BLEU exactly, which is what the bootstrap resamples.
+    """
+    stats = _bleu()._extract_corpus_statistics(list(predictions), [list(references)])
+    return np.asarray(stats, dtype=np.int64)
+
+
+def bleu_from_statistics(summed: Sequence[int]) -> float:
+    return float(_bleu()._compute_score_from_stats([int(v) for v in summed]).score)
+
+
+def accuracy(predicted: int, gold: int) -> float:
+    return float(predicted == gold)

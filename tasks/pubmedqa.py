@@ -1,0 +1,78 @@
+"""PubMedQA (PQA-L): yes/no/maybe questions answered from a PubMed abstract.
+
+Dataset: the expert-labelled subset, official 500-item test split ``pubmedqa/test_set.json``
+(PMID -> QUESTION, CONTEXTS, final_decision, ...). Paper: Jin, Dhingra, Liu, Cohen, Lu,
+"PubMedQA: A Dataset for Biomedical Research Question Answering", EMNLP-IJCNLP 2019,
+arXiv:1909.06146. License: MIT.
+
+Scoring: lm-eval's ``pubmedqa`` prompt ("Abstract: <contexts>\\nQuestion: ...\\nAnswer:") and
+log-likelihood of " yes", " no", " maybe"; metric ``acc``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness.errors import UserError
+from harness.io import sha256_file
+from tasks.base import LoadedData, Sample, Task
+
+VERSION = "1"
+FILE_NAME = "test_set.json"
+LABELS = ("yes", "no", "maybe")
+OBTAIN = (
+    "PubMedQA: run preprocess/split_dataset.py pqal from https://github.com/pubmedqa/pubmedqa "
+    "and copy its test_set.json to pubmedqa/test_set.json"
+)
+
+
+def pubmedqa_prompt(contexts: list[str], question: str) -> str:
+    return "Abstract: {}\nQuestion: {}\nAnswer:".format("\n".join(contexts), question)
+
+
+def load_pubmedqa_file(path: Path) -> list[Sample]:
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    if not isinstance(entries, dict):
+        raise UserError(f"{path}: expected a JSON object keyed by PMID")
+    samples = []
+    for pmid, entry in entries.items():
+        try:
+            gold = LABELS.index(entry["final_decision"])
+            prompt = pubmedqa_prompt(entry["CONTEXTS"], entry["QUESTION"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise UserError(f"{path}: PMID {pmid}: missing or bad field ({exc})") from None
+        samples.append(
+            Sample(
+                doc_id=str(pmid),
+                prompt=prompt,
+                target=LABELS[gold],
+                choices=LABELS,
+                gold=gold,
+                metadata={"question": entry["QUESTION"], "year": entry.get("YEAR", "")},
+            )
+        )
+    return samples
+
+
+def _load(root: Path) -> LoadedData:
+    path = root / FILE_NAME
+    if not path.is_file():
+        raise UserError(f"PubMedQA file not found: {path}. {OBTAIN}")
+    return LoadedData(load_pubmedqa_file(path), {f"pubmedqa/{FILE_NAME}": sha256_file(path)})
+
+
+PUBMEDQA = Task(
+    name="pubmedqa",
+    version=VERSION,
+    kind="multiple_choice",
+    summary="PubMedQA PQA-L test (500), yes/no/maybe (lm-eval pubmedqa prompt)",
+    data_subdir="pubmedqa",
+    obtain_hint=OBTAIN,
+    load=_load,
+    metric_names=("acc",),
+    prompt_template="Abstract: {contexts}\nQuestion: {question}\nAnswer:",
+)

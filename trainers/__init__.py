@@ -1,0 +1,1 @@
+"""Training recipes (LoRA, QLoRA, full SFT): self-contained setup -> train -> save."""
