@@ -106,7 +106,12 @@ def command_eval(args: argparse.Namespace) -> int:
 
     from harness.runner import run
 
-    model_name = slug(Path(args.model.removeprefix("fake:")).name)
+    spec = args.model
+    model_name = slug(
+        Path(spec.removeprefix("fake:")).stem
+        if spec.startswith("fake:")
+        else spec.rstrip("/").split("/")[-1]
+    )
     config = parse_config(
         {
             "name": args.name or f"eval-{model_name}",

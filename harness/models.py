@@ -287,7 +287,7 @@ def builtin_model_dir() -> Path:
     # The GGUF flag makes save_pretrained refuse; the dequantized weights are plain fp32.
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    plain = LlamaForCausalLM(config)
+    plain = LlamaForCausalLM(config)  # type: ignore[arg-type]
     plain.load_state_dict(quantized.state_dict())
     staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
@@ -333,7 +333,7 @@ def load_model(
     chosen_device = pick_device(device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(
+        model: Any = AutoModelForCausalLM.from_pretrained(
             source,
             dtype=pick_dtype(dtype, chosen_device),
             use_safetensors=True,

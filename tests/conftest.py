@@ -1,0 +1,193 @@
+"""Shared fixtures: small datasets in the real formats, a tiny random Llama, a fake model."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REAL_DATA = (
+    Path(os.environ["MEDHARNESS_DATA_DIR"]) if os.environ.get("MEDHARNESS_DATA_DIR") else None
+)
+
+MEDQA_ROWS = [
+    {
+        "question": f"A {30 + i}-year-old presents with symptom {i}. What is the diagnosis?",
+        "options": {
+            "A": f"alpha {i}",
+            "B": f"beta {i}",
+            "C": f"gamma {i}",
+            "D": f"delta {i}",
+            "E": f"epsilon {i}",
+        },
+        "answer_idx": "ABCDE"[i % 4],
+        "answer": None,
+        "meta_info": "step1",
+    }
+    for i in range(8)
+]
+for row in MEDQA_ROWS:
+    row["answer"] = row["options"][row["answer_idx"]]  # type: ignore[index]
+
+MEDQUAD_QUESTIONS = [f"What is (are) Condition {i} ?" for i in range(60)]
+
+
+def medquad_document(doc_id: str, pairs: list[tuple[str, str, str]]) -> str:
+    body = "".join(
+        f'<QAPair pid="{n}"><Question qid="{doc_id}-{n}" qtype="{qtype}">{q}</Question>'
+        f"<Answer>{a}</Answer></QAPair>"
+        for n, (q, a, qtype) in enumerate(pairs, start=1)
+    )
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<Document id="{doc_id}" source="Fixture" '
+        f'url="https://example.org/{doc_id}"><Focus>Focus {doc_id}</Focus>'
+        f"<QAPairs>{body}</QAPairs></Document>"
+    )
+
+
+def write_fixture_data(root: Path) -> Path:
+    medqa = root / "medqa"
+    medqa.mkdir(parents=True)
+    four = []
+    for row in MEDQA_ROWS:
+        options = {k: v for k, v in row["options"].items() if k != "E"}  # type: ignore[union-attr]
+        four.append({**row, "options": options})
+    for name, rows in (
+        ("us_4opt_test.jsonl", four),
+        ("us_5opt_test.jsonl", MEDQA_ROWS),
+        ("mainland_4opt_test.jsonl", four),
+        ("taiwan_test.jsonl", four),
+    ):
+        (medqa / name).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+    medmcqa = root / "medmcqa"
+    medmcqa.mkdir()
+    (medmcqa / "dev.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {
+                    "question": f"Which nerve {i}?",
+                    "opa": "a",
+                    "opb": "b",
+                    "opc": "c",
+                    "opd": "d",
+                    "cop": 1 + i % 4,
+                    "subject_name": "Anatomy",
+                    "topic_name": None,
+                    "id": f"id-{i}",
+                    "choice_type": "single",
+                }
+            )
+            + "\n"
+            for i in range(6)
+        ),
+        encoding="utf-8",
+    )
+
+    pubmedqa = root / "pubmedqa"
+    pubmedqa.mkdir()
+    (pubmedqa / "test_set.json").write_text(
+        json.dumps(
+            {
+                str(1000 + i): {
+                    "QUESTION": f"Does drug {i} help?",
+                    "CONTEXTS": [f"Trial {i}.", "More."],
+                    "final_decision": ["yes", "no", "maybe"][i % 3],
+                    "YEAR": "2001",
+                }
+                for i in range(6)
+            }
+        ),
+        encoding="utf-8",
+    )
+
+    folder = root / "medquad" / "1_Fixture_QA"
+    folder.mkdir(parents=True)
+    for i, question in enumerate(MEDQUAD_QUESTIONS):
+        pairs = [
+            (question, f"Condition {i} is a disorder.\n   It affects organ {i}.", "information"),
+            (f"What causes Condition {i} ?", "", "causes"),
+        ]  # an empty answer: skipped
+        (folder / f"{i:07d}.xml").write_text(medquad_document(f"{i:07d}", pairs), encoding="utf-8")
+    # the same question text in another folder must land in the same split
+    other = root / "medquad" / "2_Other_QA"
+    other.mkdir()
+    (other / "0000001.xml").write_text(
+        medquad_document(
+            "0000001", [(MEDQUAD_QUESTIONS[0].upper(), "Another answer.", "symptoms")]
+        ),
+        encoding="utf-8",
+    )
+    return root
+
+
+@pytest.fixture(scope="session")
+def fixture_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_fixture_data(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture
+def data_env(fixture_data: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MEDHARNESS_DATA_DIR", str(fixture_data))
+    return fixture_data
+
+
+@pytest.fixture(scope="session")
+def fake_script(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("fake") / "fake.yaml"
+    path.write_text(
+        "generate:\n"
+        "  - {match: 'Condition 1 ', output: 'Condition 1 is a disorder. It affects organ 1.'}\n"
+        "default_output: \"Ask a doctor. <script>alert('x')</script>"
+        '<img src=x onerror=alert(1)>"\n'
+        "choose:\n"
+        "  - {match: 'symptom 0', answer: 'A'}\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer Llama with a real byte-level tokenizer and a ChatML template."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    for special in ("<|im_start|>", "<|im_end|>"):
+        vocab[special] = len(vocab)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        bos_token="<|im_start|>",
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        eos_token_id=vocab["<|im_end|>"],
+        bos_token_id=vocab["<|im_start|>"],
+        pad_token_id=vocab["<|im_end|>"],
+    )
+    path = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -1,0 +1,211 @@
+"""Every CLI path end to end with the fake model on fixture data: outputs and bad inputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import sacrebleu
+import yaml
+from rouge_score import rouge_scorer
+
+from harness.cli import main
+
+
+def write_config(path: Path, fake_script: Path, **overrides: object) -> Path:
+    config = {
+        "name": "demo",
+        "models": [
+            {"name": "base", "model": f"fake:{fake_script}"},
+            {"name": "other", "model": f"fake:{fake_script}", "system_prompt": "x"},
+        ],
+        "tasks": ["medquad_gen", {"name": "medqa_4opt", "limit": 5}, "pubmedqa", "medmcqa"],
+        "bootstrap_resamples": 200,
+        **overrides,
+    }
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def finished_run(data_env: Path, fake_script: Path, tmp_path: Path) -> Path:
+    config = write_config(tmp_path / "run.yaml", fake_script)
+    assert main(["run", str(config), "--out", str(tmp_path / "runs")]) == 0
+    return tmp_path / "runs" / "demo"
+
+
+def test_run_writes_the_run_directory_contract(finished_run: Path) -> None:
+    assert sorted(p.name for p in finished_run.iterdir()) == [
+        "manifest.json",
+        "report.html",
+        "results.json",
+        "samples",
+    ]
+    results = json.loads((finished_run / "results.json").read_text())
+    assert results["schema_version"] == 1 and results["baseline"] == "base"
+    assert set(results["results"]) == {"base", "other"}
+    medqa = results["results"]["base"]["medqa_4opt"]
+    assert medqa["n"] == 5
+    low, high = medqa["metrics"]["acc"]["ci95"]
+    assert 0 <= low <= medqa["metrics"]["acc"]["value"] <= high <= 1
+    gen = results["results"]["base"]["medquad_gen"]
+    assert set(gen["metrics"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum", "bleu"}
+    assert gen["settings"]["bleu"]["signature"].startswith("nrefs:1|")
+    manifest = json.loads((finished_run / "manifest.json").read_text())
+    assert set(manifest["tasks"]) == {"medquad_gen", "medqa_4opt", "pubmedqa", "medmcqa"}
+    assert "medqa/us_4opt_test.jsonl" in manifest["data"]["sha256"]
+    assert manifest["versions"]["transformers"]
+    assert not list(finished_run.parent.glob(".*")), "no staging folder left behind"
+
+
+def test_multiple_choice_samples_carry_choices_and_loglikelihoods(finished_run: Path) -> None:
+    lines = (finished_run / "samples/base/medqa_4opt.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    assert len(lines) == 5
+    assert first["choices"] == ["A", "B", "C", "D"] and len(first["loglikelihoods"]) == 4
+    assert first["chosen"] == 0  # the fake script favours A for "symptom 0"
+    assert first["metrics"]["acc"] == float(first["chosen"] == first["gold"])
+
+
+def test_reported_rouge_and_bleu_recompute_from_samples(finished_run: Path) -> None:
+    rows = [
+        json.loads(line)
+        for line in (finished_run / "samples/base/medquad_gen.jsonl").read_text().splitlines()
+    ]
+    metrics = json.loads((finished_run / "results.json").read_text())["results"]["base"][
+        "medquad_gen"
+    ]["metrics"]
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"])
+    for name in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
+        values = [scorer.score(r["target"], r["prediction"])[name].fmeasure for r in rows]
+        assert metrics[name]["value"] == pytest.approx(sum(values) / len(values), abs=1e-12)
+    bleu = sacrebleu.corpus_bleu([r["prediction"] for r in rows], [[r["target"] for r in rows]])
+    assert metrics["bleu"]["value"] == pytest.approx(bleu.score, abs=1e-9)
+
+
+def test_report_escapes_model_text(finished_run: Path) -> None:
+    html = (finished_run / "report.html").read_text()
+    assert "<script>alert" not in html and "<img src=x" not in html
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in html
+    assert "medquad_gen" in html and "(baseline)" in html
+    assert "http://" not in html and "https://" not in html.split("<details>")[0]
+
+
+def test_eval_prints_a_table(
+    data_env: Path, fake_script: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "eval",
+            "--model",
+            f"fake:{fake_script}",
+            "--tasks",
+            "medqa_4opt,pubmedqa",
+            "--limit",
+            "3",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "medqa_4opt" in out and "pubmedqa" in out and "95% CI" in out
+    assert (tmp_path / "eval-fake" / "results.json").is_file()
+
+
+BAD_INPUTS = {
+    "malformed YAML": ("name: [unclosed\n", "malformed YAML"),
+    "unknown key": ({"colour": "red"}, "colour: unknown key"),
+    "bad value": (
+        {"models": [{"name": "a", "model": "fake:x", "batch_size": 0}]},
+        "models.0.batch_size",
+    ),
+    "unknown task": ({"tasks": ["medqa_9opt"]}, "unknown task 'medqa_9opt'"),
+    "missing data dir": ({"data_dir": "/no/such/data"}, "data for medquad_gen not found"),
+    "missing model path": (
+        {"models": [{"name": "a", "model": "./no/such/model"}]},
+        "model path does not exist",
+    ),
+    "unsafe run name": ({"name": "../escape"}, "name: String should match pattern"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_one_line_and_exit_2(
+    case: str,
+    data_env: Path,
+    fake_script: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    change, message = BAD_INPUTS[case]
+    path = tmp_path / "run.yaml"
+    if isinstance(change, str):
+        path.write_text(change, encoding="utf-8")
+    else:
+        write_config(path, fake_script, **change)
+    code = main(["run", str(path), "--out", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("medharness: error:") and err.count("\n") == 1, err
+    assert message in err
+    assert not (tmp_path / "runs" / "demo").exists()
+
+
+def test_corrupt_data_line_is_exit_2_with_file_and_line(
+    fixture_data: Path,
+    fake_script: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(fixture_data, data)
+    with (data / "medqa/us_4opt_test.jsonl").open("a") as handle:
+        handle.write('{"question": "cut off\n')
+    monkeypatch.setenv("MEDHARNESS_DATA_DIR", str(data))
+    code = main(
+        [
+            "run",
+            str(write_config(tmp_path / "c.yaml", fake_script)),
+            "--out",
+            str(tmp_path / "runs"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "us_4opt_test.jsonl:9: not valid JSON" in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_failure_during_evaluation_leaves_no_run_directory(
+    data_env: Path,
+    fake_script: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import harness.runner
+
+    def explode(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(harness.runner, "render_run_report", explode)
+    with pytest.raises(RuntimeError):
+        main(
+            [
+                "run",
+                str(write_config(tmp_path / "c.yaml", fake_script)),
+                "--out",
+                str(tmp_path / "runs"),
+            ]
+        )
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_help_explains_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "run" in out and "eval" in out and "Exit codes" in out

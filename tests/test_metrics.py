@@ -1,0 +1,99 @@
+"""Metric and interval checks against independent references (rouge_score, sacrebleu, scipy)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import sacrebleu
+from rouge_score import rouge_scorer
+from scipy.stats import beta
+
+from harness.stats import bootstrap_corpus_ci, bootstrap_mean_ci, exact_binomial_ci
+from tasks.metrics import bleu_from_statistics, bleu_sentence_statistics, corpus_bleu, rouge
+
+# (prediction, reference, expected rouge1 F, rouge2 F) worked out by hand
+ROUGE_CASES = [
+    ("the cat sat", "the cat sat", 1.0, 1.0),
+    ("the cat", "the cat sat on the mat", 2 * (1.0 * (2 / 6)) / (1.0 + 2 / 6), 2 * (1 * 0.2) / 1.2),
+    ("", "anything", 0.0, 0.0),
+    ("Dogs BARK!", "dogs bark", 1.0, 1.0),  # default tokenizer lowercases, drops punctuation
+]
+
+
+@pytest.mark.parametrize(("prediction", "reference", "r1", "r2"), ROUGE_CASES)
+def test_rouge_hand_cases(prediction: str, reference: str, r1: float, r2: float) -> None:
+    scores = rouge(prediction, reference)
+    assert scores["rouge1"] == pytest.approx(r1, abs=1e-9)
+    assert scores["rouge2"] == pytest.approx(r2, abs=1e-9)
+
+
+def test_rouge_equals_rouge_score_without_stemmer() -> None:
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"])
+    prediction, reference = "Running tests helps.\nAlways run them.", "Tests run.\nRun always."
+    expected = scorer.score(reference, prediction)
+    for name, value in rouge(prediction, reference).items():
+        assert value == pytest.approx(expected[name].fmeasure, abs=1e-12)
+
+
+def _corpus(seed: int, n: int) -> tuple[list[str], list[str]]:
+    rng = random.Random(seed)
+    words = [
+        "the",
+        "a",
+        "patient",
+        "disease",
+        "treatment",
+        "symptoms",
+        "may",
+        "include",
+        "fever",
+        "pain",
+        "rare",
+        "gene",
+    ]
+    predictions = [" ".join(rng.choices(words, k=rng.randint(0, 12))) for _ in range(n)]
+    references = [" ".join(rng.choices(words, k=rng.randint(1, 12))) for _ in range(n)]
+    return predictions, references
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bleu_from_summed_statistics_equals_sacrebleu_on_subsets(seed: int) -> None:
+    predictions, references = _corpus(seed, 40)
+    statistics = bleu_sentence_statistics(predictions, references)
+    rng = np.random.default_rng(seed)
+    for _ in range(5):
+        subset = rng.integers(0, 40, size=40)
+        expected = sacrebleu.corpus_bleu(
+            [predictions[i] for i in subset], [[references[i] for i in subset]]
+        ).score
+        assert bleu_from_statistics(statistics[subset].sum(axis=0)) == pytest.approx(expected)
+    value, signature = corpus_bleu(predictions, references)
+    assert value == pytest.approx(sacrebleu.corpus_bleu(predictions, [references]).score)
+    assert signature.startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:")
+
+
+@pytest.mark.parametrize(("k", "n"), [(0, 10), (5, 10), (10, 10), (37, 120)])
+def test_exact_interval_equals_clopper_pearson_from_beta(k: int, n: int) -> None:
+    low = 0.0 if k == 0 else beta.ppf(0.025, k, n - k + 1)
+    high = 1.0 if k == n else beta.ppf(0.975, k + 1, n - k)
+    assert exact_binomial_ci(k, n) == pytest.approx((low, high), abs=1e-9)
+
+
+def test_bootstrap_mean_interval_is_seeded_and_covers_the_mean() -> None:
+    values = np.random.default_rng(3).normal(0.3, 0.1, size=200)
+    first = bootstrap_mean_ci(values, 1000, seed=7)
+    assert first == bootstrap_mean_ci(values, 1000, seed=7)
+    assert first[0] < values.mean() < first[1]
+    # normal-theory half width 1.96 * sd / sqrt(n): the bootstrap agrees within 15%
+    expected = 1.96 * values.std(ddof=1) / np.sqrt(len(values))
+    assert (first[1] - first[0]) / 2 == pytest.approx(expected, rel=0.15)
+
+
+def test_bleu_bootstrap_interval_brackets_the_corpus_score() -> None:
+    predictions, references = _corpus(5, 60)
+    statistics = bleu_sentence_statistics(predictions, references)
+    low, high = bootstrap_corpus_ci(statistics, bleu_from_statistics, 300, seed=1)
+    assert low <= corpus_bleu(predictions, references)[0] <= high
+    assert low < high

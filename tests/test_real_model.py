@@ -1,0 +1,112 @@
+"""The built-in SmolLM2-135M on a few real samples: parity with lm-eval, reference scores.
+
+Slow (the first run converts the GGUF, ~45 s; each test then takes seconds to a minute).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import REAL_DATA
+
+from harness.cli import main
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(REAL_DATA is None, reason="needs MEDHARNESS_DATA_DIR"),
+]
+TASKS_DIR = Path(__file__).resolve().parent.parent / "tasks"
+REFERENCE = json.loads((Path(__file__).parent / "reference_scores.json").read_text())
+
+
+def lm_eval_samples(task: str, limit: int, **kwargs: Any) -> list[dict[str, Any]]:
+    """Run lm-eval itself on the lm-eval view of our task, with the same weights."""
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    from harness.models import builtin_model_dir
+
+    model = HFLM(pretrained=str(builtin_model_dir()), device="cpu", batch_size=4)
+    output = simple_evaluate(
+        model=model,
+        tasks=[task],
+        limit=limit,
+        log_samples=True,
+        task_manager=TaskManager(include_path=str(TASKS_DIR)),
+        **kwargs,
+    )
+    assert output is not None
+    samples: list[dict[str, Any]] = output["samples"][task]
+    return sorted(samples, key=lambda sample: sample["doc_id"])
+
+
+def our_samples(tmp_path: Path, task: str, limit: int, *extra: str) -> list[dict[str, Any]]:
+    code = main(
+        [
+            "eval",
+            "--model",
+            "smollm2-135m-instruct",
+            "--tasks",
+            task,
+            "--limit",
+            str(limit),
+            "--out",
+            str(tmp_path),
+            "--batch-size",
+            "4",
+            *extra,
+        ]
+    )
+    assert code == 0
+    lines = (
+        (
+            tmp_path
+            / "eval-smollm2-135m-instruct"
+            / "samples"
+            / "smollm2-135m-instruct"
+            / f"{task}.jsonl"
+        )
+        .read_text()
+        .splitlines()
+    )
+    return [json.loads(line) for line in lines]
+
+
+def test_medqa_loglikelihoods_and_choices_equal_lm_eval(tmp_path: Path) -> None:
+    limit = REFERENCE["medqa_4opt"]["limit"]
+    ours = our_samples(tmp_path, "medqa_4opt", limit)
+    theirs = lm_eval_samples("medqa_4opt", limit)
+    assert len(ours) == len(theirs) == limit
+    for mine, reference in zip(ours, theirs, strict=True):
+        expected = [float(resp[0][0]) for resp in reference["resps"]]
+        assert mine["loglikelihoods"] == pytest.approx(expected, abs=1e-3)
+        assert mine["metrics"]["acc"] == reference["acc"]
+
+
+def test_medqa_matches_committed_reference_scores(tmp_path: Path) -> None:
+    reference = REFERENCE["medqa_4opt"]
+    ours = our_samples(tmp_path, "medqa_4opt", reference["limit"])
+    accuracy = sum(row["metrics"]["acc"] for row in ours) / len(ours)
+    assert accuracy == pytest.approx(reference["acc"], abs=1e-9)
+    assert ours[0]["loglikelihoods"] == pytest.approx(reference["first_loglikelihoods"], abs=1e-3)
+
+
+def test_medquad_generation_equals_lm_eval_with_chat_template(tmp_path: Path) -> None:
+    reference = REFERENCE["medquad_gen"]
+    tokens = str(reference["max_new_tokens"])
+    ours = our_samples(tmp_path, "medquad_gen", reference["limit"], "--max-new-tokens", tokens)
+    theirs = lm_eval_samples(
+        "medquad_gen",
+        reference["limit"],
+        apply_chat_template=True,
+        gen_kwargs=f"max_gen_toks={tokens}",
+    )
+    by_doc = {row["doc_id"]: row["prediction"] for row in ours}
+    for sample in theirs:
+        assert by_doc[sample["doc"]["doc_id"]] == sample["resps"][0][0].strip()
+    rouge1 = sum(row["metrics"]["rouge1"] for row in ours) / len(ours)
+    assert rouge1 == pytest.approx(reference["rouge1"], abs=0.02)
