@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 CONFIG ?= configs/quickstart.yaml
 BIN := $(VENV)/bin
 
-.PHONY: run test lint setup clean
+.PHONY: run test lint setup browser clean
 
 setup: $(VENV)/.installed
 
@@ -21,7 +21,13 @@ $(VENV)/.installed: pyproject.toml Makefile
 run: setup
 	$(BIN)/medharness run $(CONFIG)
 
-test: setup
+# Report tests drive a real headless Chromium (Debian's package); installed here when root.
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	  >/dev/null; } || echo "chromium not installed: browser tests will be skipped"
+
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 lint: setup

@@ -37,21 +37,52 @@ def main() -> None:
 
     weights = builtin_model_dir()  # convert once, outside the timings
     work = Path(tempfile.mkdtemp(prefix="medqa-bench-"))
-    ours_s = timed([
-        str(BIN / "medharness"), "eval", "--model", "smollm2-135m-instruct", "--tasks",
-        "medqa_4opt", "--limit", str(args.limit), "--batch-size", str(args.batch_size),
-        "--out", str(work / "ours"),
-    ])
-    theirs_s = timed([
-        str(BIN / "lm-eval"), "run", "--include_path", str(ROOT / "tasks"), "--tasks",
-        "medqa_4opt", "--limit", str(args.limit), "--model", "hf", "--model_args",
-        f"pretrained={weights}", "--device", "cpu", "--batch_size", str(args.batch_size),
-        "--log_samples", "--output_path", str(work / "lm_eval"),
-    ])
+    ours_s = timed(
+        [
+            str(BIN / "medharness"),
+            "eval",
+            "--model",
+            "smollm2-135m-instruct",
+            "--tasks",
+            "medqa_4opt",
+            "--limit",
+            str(args.limit),
+            "--batch-size",
+            str(args.batch_size),
+            "--out",
+            str(work / "ours"),
+        ]
+    )
+    theirs_s = timed(
+        [
+            str(BIN / "lm-eval"),
+            "run",
+            "--include_path",
+            str(ROOT / "tasks"),
+            "--tasks",
+            "medqa_4opt",
+            "--limit",
+            str(args.limit),
+            "--model",
+            "hf",
+            "--model_args",
+            f"pretrained={weights}",
+            "--device",
+            "cpu",
+            "--batch_size",
+            str(args.batch_size),
+            "--log_samples",
+            "--output_path",
+            str(work / "lm_eval"),
+        ]
+    )
 
     ours_file = work / "ours/eval-smollm2-135m-instruct/samples/smollm2-135m-instruct"
-    ours = [json.loads(line) for line in (ours_file / "medqa_4opt.jsonl").read_text().split("\n")
-            if line]
+    ours = [
+        json.loads(line)
+        for line in (ours_file / "medqa_4opt.jsonl").read_text().split("\n")
+        if line
+    ]
     theirs_path = next((work / "lm_eval").rglob("samples_medqa_4opt_*.jsonl"))
     theirs = sorted(
         (json.loads(line) for line in theirs_path.read_text().splitlines() if line),

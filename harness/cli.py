@@ -65,6 +65,26 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=positive_int, default=8)
     evaluate.add_argument("--max-new-tokens", type=positive_int, default=128)
     evaluate.add_argument("--data-dir", help="dataset root (default: $MEDHARNESS_DATA_DIR)")
+    report = commands.add_parser(
+        "report",
+        help="comparative report of one or more runs (HTML, or Markdown for a .md file)",
+        description="Render the models of one or more run directories into one report. The "
+        "first model of the first run is the baseline. A .md output is the metrics block of "
+        "a model card.",
+    )
+    report.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run directories")
+    report.add_argument(
+        "-o", "--output", required=True, type=Path, help="report.html, or a .md file for Markdown"
+    )
+
+    board = commands.add_parser(
+        "leaderboard",
+        help="one sortable table of every model from many runs",
+        description="Every model of the given runs, one row each, columns per task metric, "
+        "with provenance and warnings where runs are not comparable.",
+    )
+    board.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run directories")
+    board.add_argument("-o", "--output", required=True, type=Path, help="leaderboard.html")
     return parser
 
 
@@ -150,7 +170,32 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-COMMANDS = {"run": command_run, "eval": command_eval}
+def command_report(args: argparse.Namespace) -> int:
+    from harness.io import write_text_atomic
+    from reports.html import render_markdown, render_report
+
+    markdown = args.output.suffix.lower() in {".md", ".markdown"}
+    text = render_markdown(args.runs) if markdown else render_report(args.runs)
+    write_text_atomic(args.output, text)
+    print(f"Report written to {args.output}")
+    return EXIT_OK
+
+
+def command_leaderboard(args: argparse.Namespace) -> int:
+    from harness.io import write_text_atomic
+    from reports.leaderboard import render_leaderboard
+
+    write_text_atomic(args.output, render_leaderboard(args.runs))
+    print(f"Leaderboard written to {args.output}")
+    return EXIT_OK
+
+
+COMMANDS = {
+    "run": command_run,
+    "eval": command_eval,
+    "report": command_report,
+    "leaderboard": command_leaderboard,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

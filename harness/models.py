@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import random
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from harness.errors import UserError
 BUILTIN_MODEL = "smollm2-135m-instruct"
 BUILTIN_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 FAKE_PREFIX = "fake:"
+FILLER_WORDS = ("the", "a", "is", "of", "and", "to", "in", "may", "include", "patients")
 
 
 class LanguageModel(Protocol):
@@ -63,12 +65,16 @@ class FakeModel:
         default_output: "I am not sure."
         choose:                        # favour a continuation when `match` is in the context
           - {match: "orthopaedic", answer: "B"}
+        babble_words: 80               # instead of default_output: that many pseudo-random
+        seed: 0                        # words drawn from the message (differs per seed)
     """
 
     path: Path
     generate_rules: list[dict[str, str]] = field(default_factory=list)
     default_output: str = ""
     choose_rules: list[dict[str, str]] = field(default_factory=list)
+    babble_words: int = 0
+    seed: int = 0
 
     @classmethod
     def from_file(cls, path: Path) -> FakeModel:
@@ -78,7 +84,7 @@ class FakeModel:
             script = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
             raise UserError(f"{path}: not valid YAML ({exc})") from None
-        unknown = set(script) - {"generate", "default_output", "choose"}
+        unknown = set(script) - {"generate", "default_output", "choose", "babble_words", "seed"}
         if not isinstance(script, dict) or unknown:
             raise UserError(f"{path}: unknown keys in fake model script: {sorted(unknown)}")
         return cls(
@@ -86,6 +92,8 @@ class FakeModel:
             generate_rules=list(script.get("generate", [])),
             default_output=str(script.get("default_output", "")),
             choose_rules=list(script.get("choose", [])),
+            babble_words=int(script.get("babble_words", 0)),
+            seed=int(script.get("seed", 0)),
         )
 
     def loglikelihoods(self, requests: Sequence[tuple[str, str]]) -> list[float]:
@@ -97,7 +105,7 @@ class FakeModel:
             if favoured is not None:
                 scores.append(-0.1 if continuation.strip() == favoured else -5.0)
             else:
-                digest = hashlib.sha256(f"{context}\0{continuation}".encode()).digest()
+                digest = hashlib.sha256(f"{self.seed}\0{context}\0{continuation}".encode()).digest()
                 scores.append(-1.0 - digest[0] / 64.0)
         return scores
 
@@ -105,8 +113,19 @@ class FakeModel:
         outputs = []
         for message in user_messages:
             rule = next((r for r in self.generate_rules if r["match"] in message), None)
-            outputs.append(rule["output"] if rule else self.default_output)
+            if rule:
+                outputs.append(rule["output"])
+            elif self.babble_words:
+                outputs.append(self._babble(message))
+            else:
+                outputs.append(self.default_output)
         return outputs
+
+    def _babble(self, message: str) -> str:
+        words = message.split() + list(FILLER_WORDS)
+        digest = hashlib.sha256(f"{self.seed}\0{message}".encode()).digest()
+        rng = random.Random(digest)
+        return " ".join(rng.choice(words) for _ in range(self.babble_words))
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "fake", "script": str(self.path), "device": "none"}

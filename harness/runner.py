@@ -7,6 +7,7 @@ only when every file is written, so ``runs/<name>/`` is either complete or absen
 from __future__ import annotations
 
 import gc
+import hashlib
 import os
 import platform
 import shutil
@@ -37,6 +38,20 @@ PACKAGES = ("torch", "transformers", "peft", "lm_eval", "rouge_score", "sacreble
 class PreparedTask:
     task: Task
     samples: list[Sample]
+    file_hashes: dict[str, str]
+
+    def identity(self) -> dict[str, Any]:
+        """What makes results on this task comparable with another run's."""
+        ids = "\n".join(sample.doc_id for sample in self.samples).encode()
+        return {
+            "version": self.task.version,
+            "kind": self.task.kind,
+            "summary": self.task.summary,
+            "prompt": self.task.prompt_template,
+            "n": len(self.samples),
+            "sample_ids_sha256": hashlib.sha256(ids).hexdigest(),
+            "data_sha256": self.file_hashes,
+        }
 
 
 def run(
@@ -118,7 +133,7 @@ def prepare_tasks(
         samples = loaded.samples[:cap]
         if not samples:
             raise UserError(f"task {task.name}: no samples to evaluate in {data_root.path}")
-        prepared.append(PreparedTask(task, samples))
+        prepared.append(PreparedTask(task, samples, loaded.file_hashes))
         file_hashes.update(loaded.file_hashes)
     return prepared, file_hashes
 
@@ -194,16 +209,7 @@ def build_manifest(
         "started": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": config.model_dump(mode="json"),
-        "tasks": {
-            item.task.name: {
-                "version": item.task.version,
-                "kind": item.task.kind,
-                "summary": item.task.summary,
-                "prompt": item.task.prompt_template,
-                "n": len(item.samples),
-            }
-            for item in prepared
-        },
+        "tasks": {item.task.name: item.identity() for item in prepared},
         "models": models,
         "data": {"root": str(data_root.path), "origin": data_root.origin, "sha256": file_hashes},
         "seeds": {"bootstrap": config.seed, "medquad_split": SPLIT_SEED},

@@ -1,126 +1,378 @@
-"""The run's single-file HTML report: per task, models x metrics with CIs and deltas."""
+"""The comparative report: one self-contained HTML file (and a Markdown metrics block).
+
+Input is one or more run directories; the first model of the first run is the baseline.
+Samples are embedded gzip-compressed for the in-page browser, which builds every element
+with ``textContent`` so model text is never parsed as HTML.
+"""
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 
-from harness.io import read_jsonl
+from harness.compare import Comparison, answer_lengths, breakdown, compare_task
+from harness.errors import UserError
+from reports.charts import bar_chart, color, line_chart
+from reports.runs import RunData
 
-EXAMPLES_PER_TASK = 3
 # Metrics stored on a 0-1 scale are shown in points (x100), so every column reads 0-100.
 HUNDREDFOLD = {"acc", "rouge1", "rouge2", "rougeL", "rougeLsum"}
+DEFAULT_RESAMPLES = 1000
 
 
 def points(metric: str, value: float) -> float:
     return value * 100 if metric in HUNDREDFOLD else value
 
 
+@dataclass(frozen=True)
+class Entry:
+    """A model as the report shows it: its label, and where its results live."""
+
+    label: str
+    run: RunData
+    model: str
+
+    def has(self, task: str) -> bool:
+        return task in self.run.results["results"][self.model]
+
+    def result(self, task: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.run.results["results"][self.model][task]
+        return result
+
+    def samples(self, task: str) -> list[dict[str, Any]]:
+        return self.run.samples(self.model, task)
+
+
+def entries_of(runs: list[RunData]) -> list[Entry]:
+    """Every model of every run; labels gain the run name only where names clash."""
+    pairs = [(run, model) for run in runs for model in run.models]
+    names = [model for _, model in pairs]
+    return [
+        Entry(model if names.count(model) == 1 else f"{run.name}/{model}", run, model)
+        for run, model in pairs
+    ]
+
+
 def environment() -> Environment:
-    return Environment(
+    env = Environment(
         loader=PackageLoader("reports", "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["pts"] = lambda value: "—" if value is None else f"{value:.2f}"
+    return env
 
 
-def metric_cells(metrics: dict[str, Any], baseline: dict[str, Any] | None) -> list[dict[str, Any]]:
-    cells = []
-    for name, metric in metrics.items():
-        value = points(name, metric["value"])
-        low, high = (points(name, bound) for bound in metric["ci95"])
-        cell: dict[str, Any] = {"value": value, "low": low, "high": high}
-        if baseline is not None and name in baseline:
-            base = points(name, baseline[name]["value"])
-            cell["delta"] = value - base
-            cell["relative"] = (value - base) / base * 100 if base else None
-        cells.append(cell)
-    return cells
+def primary_metric(metrics: list[str]) -> str:
+    return "acc" if "acc" in metrics else ("rouge1" if "rouge1" in metrics else metrics[0])
 
 
-def choice_probabilities(loglikelihoods: list[float | None]) -> list[float | None]:
-    """Softmax over the options' log-likelihoods, as a reader's 'how sure was it'."""
-    if any(v is None for v in loglikelihoods):
-        return [None] * len(loglikelihoods)
-    values = [float(v) for v in loglikelihoods if v is not None]
-    top = max(values)
-    weights = [math.exp(v - top) for v in values]
-    total = sum(weights)
-    return [w / total for w in weights]
+def comparisons_for(
+    task: str, baseline: Entry, others: list[Entry], metrics: list[str], seed: int
+) -> dict[str, list[Comparison] | str]:
+    """Candidate label -> its comparisons with the baseline, or why there are none."""
+    found: dict[str, list[Comparison] | str] = {}
+    for entry in others:
+        try:
+            found[entry.label] = compare_task(
+                task,
+                baseline.label,
+                entry.label,
+                baseline.samples(task),
+                entry.samples(task),
+                metrics,
+                resamples=DEFAULT_RESAMPLES,
+                seed=seed,
+            )
+        except UserError as exc:
+            found[entry.label] = str(exc)
+    return found
 
 
-def examples(run_dir: Path, task: str, models: list[str]) -> list[dict[str, Any]]:
-    per_model = {
-        model: list(read_jsonl(run_dir / "samples" / model / f"{task}.jsonl"))[:EXAMPLES_PER_TASK]
-        for model in models
-    }
-    shown = []
-    for index, row in enumerate(per_model[models[0]]):
-        answers = []
-        for model in models:
-            other = per_model[model][index]
-            answer = {"model": model, "text": other["prediction"], "metrics": other["metrics"]}
-            if "loglikelihoods" in other and other["chosen"] >= 0:
-                answer["probability"] = choice_probabilities(other["loglikelihoods"])[
-                    other["chosen"]
-                ]
-            answers.append(answer)
-        shown.append(
-            {
-                "doc_id": row["doc_id"],
-                "prompt": row["prompt"],
-                "target": row["target"],
-                "answers": answers,
+def summary_rows(
+    task: str,
+    entries: list[Entry],
+    baseline: Entry,
+    metrics: list[str],
+    comparisons: dict[str, list[Comparison] | str],
+) -> list[dict[str, Any]]:
+    rows = []
+    base_metrics = baseline.result(task)["metrics"]
+    for entry in entries:
+        result = entry.result(task)
+        tested = comparisons.get(entry.label)
+        by_metric = {c.metric: c for c in tested} if isinstance(tested, list) else {}
+        cells: list[dict[str, Any] | None] = []
+        for metric in metrics:
+            value = result["metrics"].get(metric)
+            if value is None:
+                cells.append(None)
+                continue
+            cell: dict[str, Any] = {
+                "value": points(metric, value["value"]),
+                "low": points(metric, value["ci95"][0]),
+                "high": points(metric, value["ci95"][1]),
             }
+            if entry is not baseline and metric in base_metrics:
+                base = points(metric, base_metrics[metric]["value"])
+                cell["delta"] = cell["value"] - base
+                cell["relative"] = cell["delta"] / base * 100 if base else None
+                if metric in by_metric:
+                    cell["verdict"] = by_metric[metric].verdict
+                    cell["p"] = by_metric[metric].p_value
+            cells.append(cell)
+        rows.append(
+            {"label": entry.label, "n": result["n"], "cells": cells, "baseline": entry is baseline}
         )
-    return shown
+    return rows
 
 
-def render_run_report(run_dir: Path) -> str:
-    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
-    baseline_name = results["baseline"]
-    models = list(results["results"])
-    task_names = list(results["results"][baseline_name])
-    sections = []
-    for task in task_names:
-        baseline = results["results"][baseline_name][task]["metrics"]
-        rows = []
-        for model in models:
-            entry = results["results"][model][task]
+def comparison_rows(comparisons: dict[str, list[Comparison] | str]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for label, found in comparisons.items():
+        if isinstance(found, str):
+            rows.append({"candidate": label, "error": found})
+            continue
+        for c in found:
             rows.append(
                 {
-                    "model": model,
-                    "n": entry["n"],
-                    "cells": metric_cells(
-                        entry["metrics"], None if model == baseline_name else baseline
-                    ),
+                    "candidate": label,
+                    "metric": c.metric,
+                    "n": c.n,
+                    "difference": points(c.metric, c.difference),
+                    "low": points(c.metric, c.ci95[0]),
+                    "high": points(c.metric, c.ci95[1]),
+                    "relative": (c.difference / c.baseline_value * 100)
+                    if c.baseline_value
+                    else None,
+                    "p": c.p_value,
+                    "test": c.test,
+                    "verdict": c.verdict,
+                    "effect": None
+                    if c.effect_size is None or math.isinf(c.effect_size)
+                    else c.effect_size,
+                    "effect_name": c.effect_name,
                 }
             )
+    return rows
+
+
+def breakdown_tables(
+    task: str, entries: list[Entry], keys: list[str], metric: str
+) -> list[dict[str, Any]]:
+    tables = []
+    for key in keys:
+        per_model = {e.label: breakdown(e.samples(task), key, metric) for e in entries}
+        groups = sorted({g for table in per_model.values() for g in table})
+        if len(groups) < 2:
+            continue
+        values = [v for table in per_model.values() for v, _ in table.values()]
+        top = max(values) or 1.0
+        rows = []
+        for group in groups:
+            n = next((t[group][1] for t in per_model.values() if group in t), 0)
+            cells = []
+            for entry in entries:
+                found = per_model[entry.label].get(group)
+                cells.append(
+                    None
+                    if found is None
+                    else {"value": points(metric, found[0]), "shade": found[0] / top}
+                )
+            rows.append({"group": group, "n": n, "cells": cells})
+        tables.append({"key": key, "metric": metric, "rows": rows})
+    return tables
+
+
+def task_keys(entry: Entry, task: str) -> list[str]:
+    from tasks import TASKS
+
+    return list(TASKS[task].breakdown_keys) if task in TASKS else []
+
+
+def browser_payload(tasks: list[str], entries: list[Entry]) -> str:
+    """Every sample of every task, gzip + base64, for the in-page sample browser."""
+    data: dict[str, Any] = {"models": [e.label for e in entries], "tasks": {}}
+    for task in tasks:
+        present = [e for e in entries if e.has(task)]
+        per_model = {e.label: {r["doc_id"]: r for r in e.samples(task)} for e in present}
+        first = present[0].samples(task)
+        kind = "choice" if "choices" in first[0] else "generate"
+        metric = primary_metric(list(first[0]["metrics"]))
+        docs = []
+        for row in first:
+            answers: list[Any] = []
+            for entry in entries:
+                other = per_model.get(entry.label, {}).get(row["doc_id"])
+                if other is None:
+                    answers.append(None)
+                elif kind == "choice":
+                    answers.append(
+                        [other["prediction"], other["metrics"][metric], probability(other)]
+                    )
+                else:
+                    answers.append([other["prediction"], round(other["metrics"][metric], 4)])
+            doc: dict[str, Any] = {
+                "id": row["doc_id"],
+                "prompt": row["prompt"],
+                "target": row["target"],
+                "meta": row.get("metadata", {}),
+                "answers": answers,
+            }
+            docs.append(doc)
+        data["tasks"][task] = {"kind": kind, "metric": metric, "docs": docs}
+    raw = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    return base64.b64encode(gzip.compress(raw, compresslevel=6, mtime=0)).decode()
+
+
+def probability(row: dict[str, Any]) -> float | None:
+    """Softmax probability of the chosen option among the options' log-likelihoods."""
+    values = row.get("loglikelihoods") or []
+    if row.get("chosen", -1) < 0 or any(v is None for v in values):
+        return None
+    top = max(values)
+    weights = [math.exp(v - top) for v in values]
+    return round(weights[row["chosen"]] / sum(weights), 4)
+
+
+def training_charts(entries: list[Entry]) -> list[Markup]:
+    logs = {e.label: e.run.train_log(e.model) for e in entries}
+    logs = {label: log for label, log in logs.items() if log}
+    charts = []
+    for field, title in (
+        ("loss", "training loss"),
+        ("learning_rate", "learning rate"),
+        ("grad_norm", "gradient norm"),
+    ):
+        series = {
+            label: [(float(r["step"]), float(r[field])) for r in log if r.get(field) is not None]
+            for label, log in logs.items()
+        }
+        if any(series.values()):
+            charts.append(line_chart(title, series))
+    return charts
+
+
+def bar(metric: str, value: dict[str, Any] | None) -> tuple[float, float, float] | None:
+    """A metric as (value, low, high) in points, for the bar chart."""
+    if value is None:
+        return None
+    low, high = value["ci95"]
+    return points(metric, value["value"]), points(metric, low), points(metric, high)
+
+
+def build_report(run_dirs: list[Path]) -> dict[str, Any]:
+    """Everything the template shows, computed from the run directories alone."""
+    runs = [RunData.open(path) for path in run_dirs]
+    entries = entries_of(runs)
+    tasks: list[str] = []
+    for entry in entries:
+        tasks.extend(t for t in entry.run.results["results"][entry.model] if t not in tasks)
+    seed = int(runs[0].manifest.get("config", {}).get("seed", 1234))
+    sections = []
+    for task in tasks:
+        present = [e for e in entries if e.has(task)]
+        baseline = present[0]
+        metrics = list(baseline.result(task)["metrics"])
+        comparisons = comparisons_for(task, baseline, present[1:], metrics, seed)
+        chart_values = [
+            [bar(m, e.result(task)["metrics"].get(m)) for m in metrics] for e in present
+        ]
+        generation = "rouge1" in metrics
         sections.append(
             {
                 "name": task,
-                "info": manifest["tasks"][task],
-                "metrics": list(baseline),
-                "rows": rows,
-                "settings": results["results"][baseline_name][task].get("settings", {}),
-                "examples": examples(run_dir, task, models),
+                "info": baseline.run.manifest.get("tasks", {}).get(task, {}),
+                "baseline": baseline.label,
+                "metrics": metrics,
+                "rows": summary_rows(task, present, baseline, metrics, comparisons),
+                "comparisons": comparison_rows(comparisons),
+                "chart": bar_chart(metrics, [e.label for e in present], chart_values),
+                "models": [{"label": e.label, "color": color(i)} for i, e in enumerate(present)],
+                "breakdowns": breakdown_tables(
+                    task, present, task_keys(baseline, task), primary_metric(metrics)
+                ),
+                "lengths": [{"label": e.label, **answer_lengths(e.samples(task))} for e in present]
+                if generation
+                else [],
+                "settings": baseline.result(task).get("settings", {}),
             }
         )
-    return (
-        environment()
-        .get_template("report.html.j2")
-        .render(
-            run_name=run_dir.name.removeprefix(".").removesuffix(".partial"),
-            baseline=baseline_name,
-            models=models,
-            sections=sections,
-            manifest=manifest,
-            manifest_json=json.dumps(manifest, indent=2, ensure_ascii=False),
-        )
-    )
+    return {
+        "title": " + ".join(run.name for run in runs),
+        "runs": runs,
+        "entries": entries,
+        "baseline": entries[0].label,
+        "sections": sections,
+        "training": training_charts(entries),
+        "sweeps": [(run.name, run.sweep()) for run in runs if run.sweep()],
+        "manifests": [
+            (run.name, json.dumps(run.manifest, indent=2, ensure_ascii=False)) for run in runs
+        ],
+        "payload": browser_payload(tasks, entries),
+    }
+
+
+def render_report(run_dirs: list[Path]) -> str:
+    return environment().get_template("report.html.j2").render(**build_report(run_dirs))
+
+
+def render_run_report(run_dir: Path) -> str:
+    return render_report([run_dir])
+
+
+def render_markdown(run_dirs: list[Path]) -> str:
+    """The metrics block of a model card: values, CIs, deltas, and exact metric settings."""
+    report = build_report(run_dirs)
+    lines = [f"## Evaluation results ({report['title']})", ""]
+    for section in report["sections"]:
+        lines += [
+            f"### {section['name']}",
+            "",
+            "| model | n | " + " | ".join(section["metrics"]) + " |",
+            "|---|---:|" + "---:|" * len(section["metrics"]),
+        ]
+        for row in section["rows"]:
+            cells = []
+            for cell in row["cells"]:
+                if cell is None:
+                    cells.append("—")
+                    continue
+                text = f"{cell['value']:.2f} [{cell['low']:.2f}, {cell['high']:.2f}]"
+                if "delta" in cell:
+                    relative = "" if cell["relative"] is None else f", {cell['relative']:+.1f}%"
+                    mark = {"better": " ▲", "worse": " ▼"}.get(cell.get("verdict", ""), "")
+                    text += f" ({cell['delta']:+.2f} pts{relative}){mark}"
+                cells.append(text)
+            suffix = " (baseline)" if row["baseline"] else ""
+            lines.append(f"| {row['label']}{suffix} | {row['n']} | " + " | ".join(cells) + " |")
+        lines.append("")
+        settings = section["settings"]
+        if "rouge" in settings:
+            rouge = settings["rouge"]
+            lines.append(
+                f"ROUGE: {rouge['package']}, {rouge['score']}, use_stemmer="
+                f"{rouge['use_stemmer']}, tokenizer: {rouge['tokenizer']}. "
+                f"BLEU: sacrebleu `{settings['bleu']['signature']}` (0-100)."
+            )
+        else:
+            lines.append(
+                "Accuracy: log-likelihood of each option; 95% interval "
+                f"{settings.get('acc', {}).get('interval', 'exact')}."
+            )
+        lines += [
+            "Scores in points (accuracy and ROUGE x100). Brackets: 95% interval. "
+            "Deltas vs the baseline in points and relative %; ▲/▼ significant at "
+            "p < 0.05 (McNemar exact for accuracy, paired bootstrap otherwise).",
+            "",
+        ]
+    return "\n".join(lines)

@@ -50,3 +50,4 @@ class Task:
     metric_names: tuple[str, ...]
     target_delimiter: str = " "
     prompt_template: str = ""
+    breakdown_keys: tuple[str, ...] = ()  # sample metadata keys reports group scores by

@@ -71,4 +71,5 @@ MEDMCQA = Task(
     load=_load,
     metric_names=("acc",),
     prompt_template="Question: {question}\nChoices:\n{A. option ...}Answer:",
+    breakdown_keys=("subject",),
 )

@@ -79,6 +79,7 @@ def _medqa_task(name: str, file_name: str, n_options: int, summary: str) -> Task
         load=partial(_load, file_name, n_options),
         metric_names=("acc",),
         prompt_template="Question: {question}\n{A. option ...}Answer:",
+        breakdown_keys=("meta_info",),
     )
 
 

@@ -175,4 +175,5 @@ MEDQUAD_GEN = Task(
     load=_load_test,
     metric_names=("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu"),
     prompt_template="{question} (as the user turn of the model's chat template)",
+    breakdown_keys=("qtype", "source"),
 )

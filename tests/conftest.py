@@ -31,6 +31,7 @@ MEDQA_ROWS = [
 for row in MEDQA_ROWS:
     row["answer"] = row["options"][row["answer_idx"]]  # type: ignore[index]
 
+QTYPES = ("information", "symptoms")
 MEDQUAD_QUESTIONS = [f"What is (are) Condition {i} ?" for i in range(60)]
 
 
@@ -107,7 +108,7 @@ def write_fixture_data(root: Path) -> Path:
     folder.mkdir(parents=True)
     for i, question in enumerate(MEDQUAD_QUESTIONS):
         pairs = [
-            (question, f"Condition {i} is a disorder.\n   It affects organ {i}.", "information"),
+            (question, f"Condition {i} is a disorder.\n   It affects organ {i}.", QTYPES[i % 2]),
             (f"What causes Condition {i} ?", "", "causes"),
         ]  # an empty answer: skipped
         (folder / f"{i:07d}.xml").write_text(medquad_document(f"{i:07d}", pairs), encoding="utf-8")

@@ -86,9 +86,17 @@ def test_reported_rouge_and_bleu_recompute_from_samples(finished_run: Path) -> N
 
 
 def test_report_escapes_model_text(finished_run: Path) -> None:
+    import base64
+    import gzip
+    import re
+
     html = (finished_run / "report.html").read_text()
     assert "<script>alert" not in html and "<img src=x" not in html
-    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in html
+    embedded = re.search(r'id="samples-data">([^<]*)</script>', html)
+    assert embedded is not None
+    payload = json.loads(gzip.decompress(base64.b64decode(embedded.group(1))))
+    answers = [a[0] for d in payload["tasks"]["medquad_gen"]["docs"] for a in d["answers"]]
+    assert "Ask a doctor. <script>alert('x')</script><img src=x onerror=alert(1)>" in answers
     assert "medquad_gen" in html and "(baseline)" in html
     assert "http://" not in html and "https://" not in html.split("<details>")[0]
 

@@ -1,0 +1,235 @@
+"""Paired comparisons of two models on the same samples, and per-group breakdowns.
+
+Used by reports and the gate. Paired tests fit here because both models answered the same
+questions: the per-question differences carry the signal, not the two marginal scores.
+- accuracy: McNemar's exact test on the discordant pairs (binomial, two-sided);
+- ROUGE (per-sample means): paired bootstrap of the mean difference;
+- BLEU (a corpus metric): paired bootstrap recomputing both corpus scores on each resample.
+Paired-bootstrap p-values are two-sided: twice the smaller share of resampled differences
+on either side of zero, with the usual +1 correction so that p is never 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from statistics import median
+from typing import Any, Literal
+
+import numpy as np
+from scipy.stats import binomtest
+
+from harness.errors import UserError
+from harness.stats import CONFIDENCE, bootstrap_indices
+from tasks.metrics import bleu_from_statistics, bleu_sentence_statistics
+
+Verdict = Literal["better", "worse", "no significant difference"]
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Candidate minus baseline on one metric of one task, with its test."""
+
+    task: str
+    metric: str
+    baseline: str
+    candidate: str
+    n: int
+    baseline_value: float
+    candidate_value: float
+    difference: float  # in the metric's own units (0-1, or 0-100 for BLEU)
+    ci95: tuple[float, float]
+    p_value: float
+    test: str
+    effect_size: float | None
+    effect_name: str
+    verdict: Verdict
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ci95"] = list(self.ci95)
+        return data
+
+
+def verdict(difference: float, p_value: float, alpha: float = ALPHA) -> Verdict:
+    if p_value >= alpha or difference == 0:
+        return "no significant difference"
+    return "better" if difference > 0 else "worse"
+
+
+def pair_rows(
+    baseline: Sequence[dict[str, Any]], candidate: Sequence[dict[str, Any]], what: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Align two sample logs by doc_id; different sample sets cannot be compared."""
+    by_id = {row["doc_id"]: row for row in candidate}
+    missing = [row["doc_id"] for row in baseline if row["doc_id"] not in by_id]
+    if missing or len(by_id) != len(baseline):
+        raise UserError(
+            f"{what}: the two models were not scored on the same samples "
+            f"({len(baseline)} vs {len(candidate)} samples, {len(missing)} not shared)"
+        )
+    return list(baseline), [by_id[row["doc_id"]] for row in baseline]
+
+
+def _two_sided_bootstrap_p(differences: np.ndarray) -> float:
+    below = int((differences <= 0).sum())
+    above = int((differences >= 0).sum())
+    return min(1.0, 2 * (min(below, above) + 1) / (len(differences) + 1))
+
+
+def _interval(values: np.ndarray) -> tuple[float, float]:
+    alpha = (1 - CONFIDENCE) / 2
+    low, high = np.quantile(values, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
+def mcnemar_exact(baseline_correct: Sequence[bool], candidate_correct: Sequence[bool]) -> float:
+    """Two-sided exact McNemar p-value from the discordant pairs."""
+    lost = sum(b and not c for b, c in zip(baseline_correct, candidate_correct, strict=True))
+    won = sum(c and not b for b, c in zip(baseline_correct, candidate_correct, strict=True))
+    if lost + won == 0:
+        return 1.0
+    return float(binomtest(won, lost + won, 0.5).pvalue)
+
+
+def compare_accuracy(
+    base: Sequence[dict[str, Any]], cand: Sequence[dict[str, Any]], *, resamples: int, seed: int
+) -> tuple[float, float, float, tuple[float, float], float, float | None]:
+    a = np.array([row["metrics"]["acc"] for row in base], dtype=float)
+    b = np.array([row["metrics"]["acc"] for row in cand], dtype=float)
+    diffs = b - a
+    resampled = diffs[bootstrap_indices(len(diffs), resamples, seed)].mean(axis=1)
+    p_value = mcnemar_exact(list(a > 0.5), list(b > 0.5))
+    lost, won = int(((a > 0.5) & (b < 0.5)).sum()), int(((b > 0.5) & (a < 0.5)).sum())
+    odds = won / lost if lost else (math.inf if won else None)
+    return (
+        float(a.mean()),
+        float(b.mean()),
+        float(diffs.mean()),
+        _interval(resampled),
+        p_value,
+        odds,
+    )
+
+
+def compare_mean_metric(
+    base: Sequence[dict[str, Any]],
+    cand: Sequence[dict[str, Any]],
+    metric: str,
+    *,
+    resamples: int,
+    seed: int,
+) -> tuple[float, float, float, tuple[float, float], float, float | None]:
+    a = np.array([row["metrics"][metric] for row in base], dtype=float)
+    b = np.array([row["metrics"][metric] for row in cand], dtype=float)
+    diffs = b - a
+    resampled = diffs[bootstrap_indices(len(diffs), resamples, seed)].mean(axis=1)
+    spread = float(diffs.std(ddof=1)) if len(diffs) > 1 else 0.0
+    cohen_dz = float(diffs.mean()) / spread if spread > 0 else None
+    return (
+        float(a.mean()),
+        float(b.mean()),
+        float(diffs.mean()),
+        _interval(resampled),
+        _two_sided_bootstrap_p(resampled),
+        cohen_dz,
+    )
+
+
+def compare_bleu(
+    base: Sequence[dict[str, Any]], cand: Sequence[dict[str, Any]], *, resamples: int, seed: int
+) -> tuple[float, float, float, tuple[float, float], float, float | None]:
+    references = [row["target"] for row in base]
+    stats_a = bleu_sentence_statistics([row["prediction"] for row in base], references)
+    stats_b = bleu_sentence_statistics([row["prediction"] for row in cand], references)
+    value_a = bleu_from_statistics(stats_a.sum(axis=0))
+    value_b = bleu_from_statistics(stats_b.sum(axis=0))
+    indices = bootstrap_indices(len(references), resamples, seed)
+    resampled = np.array(
+        [
+            bleu_from_statistics(stats_b[row].sum(axis=0))
+            - bleu_from_statistics(stats_a[row].sum(axis=0))
+            for row in indices
+        ]
+    )
+    return (
+        value_a,
+        value_b,
+        value_b - value_a,
+        _interval(resampled),
+        _two_sided_bootstrap_p(resampled),
+        None,
+    )
+
+
+def compare_task(
+    task: str,
+    baseline_name: str,
+    candidate_name: str,
+    baseline_rows: Sequence[dict[str, Any]],
+    candidate_rows: Sequence[dict[str, Any]],
+    metrics: Iterable[str],
+    *,
+    resamples: int = 1000,
+    seed: int = 1234,
+    alpha: float = ALPHA,
+) -> list[Comparison]:
+    base, cand = pair_rows(
+        baseline_rows, candidate_rows, f"{task}: {baseline_name} vs {candidate_name}"
+    )
+    comparisons = []
+    for metric in metrics:
+        if metric == "acc":
+            values = compare_accuracy(base, cand, resamples=resamples, seed=seed)
+            test, effect = "McNemar exact", "odds ratio (won/lost questions)"
+        elif metric == "bleu":
+            values = compare_bleu(base, cand, resamples=resamples, seed=seed)
+            test, effect = f"paired bootstrap ({resamples} resamples)", ""
+        else:
+            values = compare_mean_metric(base, cand, metric, resamples=resamples, seed=seed)
+            test, effect = f"paired bootstrap ({resamples} resamples)", "Cohen's d_z"
+        value_a, value_b, difference, interval, p_value, effect_size = values
+        comparisons.append(
+            Comparison(
+                task=task,
+                metric=metric,
+                baseline=baseline_name,
+                candidate=candidate_name,
+                n=len(base),
+                baseline_value=value_a,
+                candidate_value=value_b,
+                difference=difference,
+                ci95=interval,
+                p_value=p_value,
+                test=test,
+                effect_size=effect_size,
+                effect_name=effect,
+                verdict=verdict(difference, p_value, alpha),
+            )
+        )
+    return comparisons
+
+
+def breakdown(
+    rows: Sequence[dict[str, Any]], key: str, metric: str
+) -> dict[str, tuple[float, int]]:
+    """Mean of a per-sample metric for each value of a metadata key: {group: (mean, n)}."""
+    groups: dict[str, list[float]] = {}
+    for row in rows:
+        group = str(row.get("metadata", {}).get(key) or "(none)")
+        groups.setdefault(group, []).append(float(row["metrics"][metric]))
+    return {group: (sum(v) / len(v), len(v)) for group, v in sorted(groups.items())}
+
+
+def answer_lengths(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Words per generated answer and per reference: mean and median of each."""
+    generated = [len(row["prediction"].split()) for row in rows]
+    reference = [len(row["target"].split()) for row in rows]
+    return {
+        "generated_mean": sum(generated) / len(generated),
+        "generated_median": float(median(generated)),
+        "reference_mean": sum(reference) / len(reference),
+        "reference_median": float(median(reference)),
+    }

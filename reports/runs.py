@@ -1,0 +1,67 @@
+"""Read saved run directories: the only input reports have."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError
+from harness.io import read_jsonl
+
+
+@dataclass
+class RunData:
+    """One run directory, its files parsed on first use."""
+
+    path: Path
+    _samples: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, path: Path) -> RunData:
+        for name in ("results.json", "manifest.json"):
+            if not (path / name).is_file():
+                raise UserError(f"{path} is not a finished run directory (no {name})")
+        return cls(path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name.removeprefix(".").removesuffix(".partial")
+
+    @cached_property
+    def results(self) -> dict[str, Any]:
+        return self._json("results.json")
+
+    @cached_property
+    def manifest(self) -> dict[str, Any]:
+        return self._json("manifest.json")
+
+    def _json(self, name: str) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads((self.path / name).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{self.path / name}:{exc.lineno}: not valid JSON") from None
+        return data
+
+    @property
+    def models(self) -> list[str]:
+        return list(self.results["results"])
+
+    def samples(self, model: str, task: str) -> list[dict[str, Any]]:
+        key = (model, task)
+        if key not in self._samples:
+            path = self.path / "samples" / model / f"{task}.jsonl"
+            if not path.is_file():
+                raise UserError(f"{path} is missing from the run directory")
+            self._samples[key] = list(read_jsonl(path))
+        return self._samples[key]
+
+    def train_log(self, model: str) -> list[dict[str, Any]]:
+        path = self.path / "train" / model / "log.jsonl"
+        return list(read_jsonl(path)) if path.is_file() else []
+
+    def sweep(self) -> dict[str, Any] | None:
+        path = self.path / "sweep.json"
+        return self._json("sweep.json") if path.is_file() else None

@@ -1,0 +1,226 @@
+"""Reports from saved runs: content, Markdown block, leaderboard, and real Chromium checks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.cli import main
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-logging=stderr",
+    "--v=0",
+    "--virtual-time-budget=8000",
+]
+PAYLOADS = (
+    "<script>document.body.dataset.pwned = 'script'</script>"
+    "<img src=x onerror=\"document.body.dataset.pwned = 'img'\">"
+)
+
+
+def fake_model(directory: Path, name: str, **script: object) -> str:
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(script), encoding="utf-8")
+    return f"fake:{path}"
+
+
+@pytest.fixture(scope="module")
+def three_model_run(tmp_path_factory: pytest.TempPathFactory, fixture_data: Path) -> Path:
+    work = tmp_path_factory.mktemp("reports")
+    models = [
+        {"name": "base", "model": fake_model(work, "base", babble_words=20, seed=1)},
+        {
+            "name": "tuned",
+            "model": fake_model(
+                work,
+                "tuned",
+                seed=2,
+                default_output=PAYLOADS,
+                choose=[{"match": f"symptom {i}", "answer": "ABCD"[i % 4]} for i in range(8)],
+            ),
+        },
+        {"name": "other", "model": fake_model(work, "other", babble_words=5, seed=3)},
+    ]
+    config = work / "run.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "three",
+                "models": models,
+                "data_dir": str(fixture_data),
+                "tasks": ["medquad_gen", "medqa_4opt", "pubmedqa"],
+                "bootstrap_resamples": 200,
+            }
+        ),
+        encoding="utf-8",
+    )
+    assert main(["run", str(config), "--out", str(work / "runs")]) == 0
+    return work / "runs" / "three"
+
+
+def chromium(*args: str) -> subprocess.CompletedProcess[str]:
+    assert CHROMIUM is not None
+    return subprocess.run(
+        [CHROMIUM, *CHROMIUM_FLAGS, *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def console_messages(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if ":CONSOLE" in line]
+
+
+def test_report_shows_three_models_deltas_and_tests(three_model_run: Path) -> None:
+    html = (three_model_run / "report.html").read_text()
+    for text in (
+        "base",
+        "tuned",
+        "other",
+        "Paired comparisons with base",
+        "McNemar exact",
+        "paired bootstrap",
+        "rouge1 by qtype",
+        "Answer length",
+        "Sample browser",
+    ):
+        assert text in html, text
+    assert "<script>document.body" not in html and 'onerror="document' not in html
+    assert "http://" not in html and "https://" not in html.replace("https://example.org", "")
+
+
+def test_markdown_block_carries_metric_settings(three_model_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "card.md"
+    assert main(["report", str(three_model_run), "-o", str(out)]) == 0
+    text = out.read_text()
+    assert "| base (baseline) |" in text and "| tuned |" in text
+    assert "use_stemmer=False" in text and "nrefs:1|case:mixed|eff:no|tok:13a" in text
+    assert "pts" in text and "%" in text  # deltas both in points and relative percent
+
+
+def test_leaderboard_warns_when_runs_are_not_comparable(
+    three_model_run: Path, tmp_path: Path, fixture_data: Path
+) -> None:
+    config = tmp_path / "small.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "small",
+                "data_dir": str(fixture_data),
+                "limit": 3,
+                "models": [{"name": "solo", "model": fake_model(tmp_path, "solo", seed=9)}],
+                "tasks": ["medqa_4opt"],
+            }
+        ),
+        encoding="utf-8",
+    )
+    assert main(["run", str(config), "--out", str(tmp_path / "runs")]) == 0
+    out = tmp_path / "board.html"
+    assert (
+        main(["leaderboard", str(three_model_run), str(tmp_path / "runs/small"), "-o", str(out)])
+        == 0
+    )
+    html = out.read_text()
+    assert "medqa_4opt: runs differ in sample counts" in html
+    assert "solo" in html and html.count("<tr>") >= 5
+
+
+def test_training_curves_and_sweep_table_render_when_present(
+    three_model_run: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "trained"
+    shutil.copytree(three_model_run, run)
+    log = run / "train" / "tuned" / "log.jsonl"
+    log.parent.mkdir(parents=True)
+    log.write_text(
+        "".join(
+            json.dumps({"step": s, "loss": 2.0 / s, "learning_rate": 1e-4, "grad_norm": 1.0}) + "\n"
+            for s in range(1, 6)
+        )
+    )
+    (run / "sweep.json").write_text(
+        json.dumps(
+            {
+                "metric": "rouge1",
+                "best": 1,
+                "points": [
+                    {"params": {"lr": 1e-4, "rank": 16}, "value": 0.31},
+                    {"params": {"lr": 2e-4, "rank": 8}, "value": 0.33},
+                ],
+            }
+        )
+    )
+    out = tmp_path / "report.html"
+    assert main(["report", str(run), "-o", str(out)]) == 0
+    html = out.read_text()
+    assert "Training curves" in html and "training loss" in html
+    assert "Hyper-parameter sweep" in html and "<strong>best</strong>" in html
+
+
+def test_report_refuses_a_folder_that_is_not_a_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["report", str(tmp_path), "-o", str(tmp_path / "r.html")]) == 2
+    assert "not a finished run directory" in capsys.readouterr().err
+
+
+@needs_chromium
+def test_report_runs_in_chromium_without_errors_or_injected_script(
+    three_model_run: Path, tmp_path: Path
+) -> None:
+    result = chromium(
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--dump-dom",
+        (three_model_run / "report.html").as_uri(),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert console_messages(result.stderr) == []
+    dom = result.stdout
+    assert 'data-browser-ready="1"' in dom, "the sample browser did not finish loading"
+    assert "data-pwned" not in dom, "model text ran as script"
+    assert "document.body.dataset.pwned = 'script'" in dom  # shown as text instead
+    assert dom.count('class="doc"') == 9  # the fixture's MedQuAD test split, first task
+
+
+@needs_chromium
+def test_report_screenshot_shows_the_summary_table(three_model_run: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    shot = tmp_path / "shot.png"
+    result = chromium(
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1200,900",
+        f"--screenshot={shot}",
+        (three_model_run / "report.html").as_uri(),
+    )
+    assert result.returncode == 0 and shot.is_file(), result.stderr[-2000:]
+    image = Image.open(shot).convert("RGB")
+    pixels = list(image.getdata())
+    header_grey = sum(1 for p in pixels if p == (0xF4, 0xF6, 0xF9))
+    ink = sum(1 for p in pixels if sum(p) < 200)
+    assert header_grey > 2000, "the summary table's header row is not visible"
+    assert ink > 1500, "hardly any text on screen"
+    bars = sum(1 for p in pixels if p == (0x3B, 0x6F, 0xB6))
+    assert bars > 100, "no bar of the chart is visible"
+
+
+@needs_chromium
+def test_leaderboard_sorts_in_chromium(three_model_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "board.html"
+    assert main(["leaderboard", str(three_model_run), "-o", str(out)]) == 0
+    result = chromium(f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", out.as_uri())
+    assert console_messages(result.stderr) == []
+    assert 'data-ready="1"' in result.stdout
