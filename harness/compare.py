@@ -18,11 +18,11 @@ from statistics import median
 from typing import Any, Literal
 
 import numpy as np
-from scipy.stats import binomtest
 
 from harness.errors import UserError
-from harness.stats import CONFIDENCE, bootstrap_indices
-from tasks.metrics import bleu_from_statistics, bleu_sentence_statistics
+from harness.evaluate import bleu_statistics_of
+from harness.stats import CONFIDENCE, bootstrap_indices, resample_counts
+from tasks.metrics import bleu_from_statistics
 
 Verdict = Literal["better", "worse", "no significant difference"]
 ALPHA = 0.05
@@ -87,6 +87,8 @@ def _interval(values: np.ndarray) -> tuple[float, float]:
 
 def mcnemar_exact(baseline_correct: Sequence[bool], candidate_correct: Sequence[bool]) -> float:
     """Two-sided exact McNemar p-value from the discordant pairs."""
+    from scipy.stats import binomtest  # scipy.stats takes a second to import
+
     lost = sum(b and not c for b, c in zip(baseline_correct, candidate_correct, strict=True))
     won = sum(c and not b for b, c in zip(baseline_correct, candidate_correct, strict=True))
     if lost + won == 0:
@@ -141,17 +143,15 @@ def compare_mean_metric(
 def compare_bleu(
     base: Sequence[dict[str, Any]], cand: Sequence[dict[str, Any]], *, resamples: int, seed: int
 ) -> tuple[float, float, float, tuple[float, float], float, float | None]:
-    references = [row["target"] for row in base]
-    stats_a = bleu_sentence_statistics([row["prediction"] for row in base], references)
-    stats_b = bleu_sentence_statistics([row["prediction"] for row in cand], references)
+    stats_a, stats_b = bleu_statistics_of(base), bleu_statistics_of(cand)
     value_a = bleu_from_statistics(stats_a.sum(axis=0))
     value_b = bleu_from_statistics(stats_b.sum(axis=0))
-    indices = bootstrap_indices(len(references), resamples, seed)
+    counts = resample_counts(len(base), resamples, seed)
+    totals_a, totals_b = counts @ stats_a.astype(np.float64), counts @ stats_b.astype(np.float64)
     resampled = np.array(
         [
-            bleu_from_statistics(stats_b[row].sum(axis=0))
-            - bleu_from_statistics(stats_a[row].sum(axis=0))
-            for row in indices
+            bleu_from_statistics(b) - bleu_from_statistics(a)
+            for a, b in zip(totals_a, totals_b, strict=True)
         ]
     )
     return (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,26 +25,50 @@ from tasks.metrics import (
 CHUNK = 16  # samples per model call: small enough for a lively progress bar
 
 
-def evaluate_samples(
+def evaluate_chunks(
     model: LanguageModel,
     task: Task,
     samples: Sequence[Sample],
     *,
     max_new_tokens: int,
     label: str,
-) -> list[dict[str, Any]]:
-    """One JSON-ready row per sample: prediction, per-sample metrics, what produced them."""
-    rows: list[dict[str, Any]] = []
-    with tqdm(total=len(samples), desc=label, unit="doc", leave=False) as bar:
+    already_done: int = 0,
+) -> Iterator[list[dict[str, Any]]]:
+    """Score samples a chunk at a time, yielding JSON-ready rows (prediction, per-sample
+    metrics, what produced them) so the caller can persist each chunk before the next."""
+    total = already_done + len(samples)
+    with tqdm(total=total, initial=already_done, desc=label, unit="doc", leave=False) as bar:
         for start in range(0, len(samples), CHUNK):
             chunk = samples[start : start + CHUNK]
             if task.kind == "multiple_choice":
-                rows.extend(_score_choices(model, task, chunk))
+                rows = _score_choices(model, task, chunk)
             else:
                 outputs = model.generate([s.prompt for s in chunk], max_new_tokens)
-                rows.extend(_generation_row(s, out) for s, out in zip(chunk, outputs, strict=True))
+                statistics = bleu_sentence_statistics(outputs, [s.target for s in chunk])
+                rows = [
+                    _generation_row(sample, output, stats)
+                    for sample, output, stats in zip(chunk, outputs, statistics, strict=True)
+                ]
+            yield rows
             bar.update(len(chunk))
-    return rows
+
+
+def evaluate_samples(
+    model: LanguageModel,
+    task: Task,
+    samples: Sequence[Sample],
+    *,
+    max_new_tokens: int,
+    label: str = "",
+) -> list[dict[str, Any]]:
+    """All rows at once, for callers that need no persistence between chunks."""
+    return [
+        row
+        for rows in evaluate_chunks(
+            model, task, samples, max_new_tokens=max_new_tokens, label=label
+        )
+        for row in rows
+    ]
 
 
 def _score_choices(
@@ -61,6 +85,7 @@ def _score_choices(
         values = [next(scores) for _ in sample.choices]
         invalid = any(math.isnan(v) for v in values)
         chosen = -1 if invalid else int(np.argmax(values))
+        weights = [] if invalid else [math.exp(v - max(values)) for v in values]
         assert sample.gold is not None
         rows.append(
             {
@@ -71,6 +96,8 @@ def _score_choices(
                 "choices": list(sample.choices),
                 "loglikelihoods": [None if math.isnan(v) else v for v in values],
                 "chosen": chosen,
+                # softmax over the options: how sure the model was of its choice
+                "chosen_probability": weights[chosen] / sum(weights) if weights else None,
                 "gold": sample.gold,
                 "invalid_loglikelihood": invalid,
                 "metrics": {"acc": accuracy(chosen, sample.gold)},
@@ -80,15 +107,26 @@ def _score_choices(
     return rows
 
 
-def _generation_row(sample: Sample, output: str) -> dict[str, Any]:
+def _generation_row(sample: Sample, output: str, bleu_stats: np.ndarray) -> dict[str, Any]:
     return {
         "doc_id": sample.doc_id,
         "prompt": sample.prompt,
         "target": sample.target,
         "prediction": output,
         "metrics": rouge(output, sample.target),
+        # sacrebleu's per-sample sufficient statistics: corpus BLEU of any subset is a sum away
+        "bleu_stats": [int(v) for v in bleu_stats],
         "metadata": dict(sample.metadata),
     }
+
+
+def bleu_statistics_of(rows: Sequence[dict[str, Any]]) -> np.ndarray:
+    """The rows' stored BLEU statistics; recomputed only for logs written without them."""
+    if rows and all("bleu_stats" in row for row in rows):
+        return np.asarray([row["bleu_stats"] for row in rows], dtype=np.int64)
+    return bleu_sentence_statistics(
+        [row["prediction"] for row in rows], [row["target"] for row in rows]
+    )
 
 
 def aggregate(
@@ -115,7 +153,7 @@ def aggregate(
         predictions = [row["prediction"] for row in rows]
         references = [row["target"] for row in rows]
         value, signature = corpus_bleu(predictions, references)
-        statistics = bleu_sentence_statistics(predictions, references)
+        statistics = bleu_statistics_of(rows)
         metrics["bleu"] = {
             "value": value,
             "ci95": list(bootstrap_corpus_ci(statistics, bleu_from_statistics, resamples, seed)),

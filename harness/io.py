@@ -58,3 +58,33 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def append_jsonl_durable(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Append rows and fsync, so a kill at any moment loses at most the rows being written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n" for row in rows)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_jsonl_prefix(path: Path) -> list[dict[str, Any]]:
+    """Rows of an append-only log up to the last complete line; a torn tail is cut off."""
+    if not path.is_file():
+        return []
+    data = path.read_bytes()
+    rows, good_end = [], 0
+    for line in data.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+        good_end += len(line)
+    if good_end != len(data):
+        with path.open("r+b") as handle:
+            handle.truncate(good_end)
+    return rows

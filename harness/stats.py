@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 
 import numpy as np
-from scipy.stats import binomtest
 
 DEFAULT_RESAMPLES = 1000
 CONFIDENCE = 0.95
 
 
+@lru_cache(maxsize=8)
 def bootstrap_indices(n: int, resamples: int, seed: int) -> np.ndarray:
-    """``resamples`` rows of ``n`` indices drawn with replacement (percentile bootstrap)."""
+    """``resamples`` rows of ``n`` indices drawn with replacement (percentile bootstrap).
+
+    Cached and read-only: every metric of a task, and both sides of a paired comparison,
+    reuse the same draws."""
     rng = np.random.default_rng(seed)
-    return rng.integers(0, n, size=(resamples, n))
+    indices = rng.integers(0, n, size=(resamples, n))
+    indices.setflags(write=False)
+    return indices
+
+
+def resample_counts(n: int, resamples: int, seed: int) -> np.ndarray:
+    """How often each sample appears in each resample of :func:`bootstrap_indices`, so a sum
+    over a resample is one matrix product: ``counts @ per_sample_values``."""
+    indices = bootstrap_indices(n, resamples, seed)
+    counts = np.zeros((resamples, n), dtype=np.float64)
+    np.add.at(counts, (np.arange(resamples)[:, None], indices), 1.0)
+    return counts
 
 
 def _percentiles(values: np.ndarray) -> tuple[float, float]:
@@ -43,12 +58,14 @@ def bootstrap_corpus_ci(
     if n < 2:
         value = score(statistics.sum(axis=0))
         return value, value
-    totals = statistics[bootstrap_indices(n, resamples, seed)].sum(axis=1)
+    totals = resample_counts(n, resamples, seed) @ statistics.astype(np.float64)
     return _percentiles(np.array([score(row) for row in totals]))
 
 
 def exact_binomial_ci(successes: int, n: int) -> tuple[float, float]:
     """Clopper-Pearson exact 95% interval for a proportion (accuracy)."""
+    from scipy.stats import binomtest  # scipy.stats takes a second to import
+
     if n == 0:
         return float("nan"), float("nan")
     interval = binomtest(successes, n).proportion_ci(confidence_level=CONFIDENCE, method="exact")

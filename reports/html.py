@@ -231,11 +231,14 @@ def browser_payload(tasks: list[str], entries: list[Entry]) -> str:
             docs.append(doc)
         data["tasks"][task] = {"kind": kind, "metric": metric, "docs": docs}
     raw = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
-    return base64.b64encode(gzip.compress(raw, compresslevel=6, mtime=0)).decode()
+    return base64.b64encode(gzip.compress(raw, compresslevel=3, mtime=0)).decode()
 
 
 def probability(row: dict[str, Any]) -> float | None:
     """Softmax probability of the chosen option among the options' log-likelihoods."""
+    if "chosen_probability" in row:
+        stored: float | None = row["chosen_probability"]
+        return None if stored is None else round(stored, 4)
     values = row.get("loglikelihoods") or []
     if row.get("chosen", -1) < 0 or any(v is None for v in values):
         return None

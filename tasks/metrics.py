@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cache
+from typing import Any
 
 import numpy as np
 import sacrebleu
-from rouge_score import rouge_scorer
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 ROUGE_SETTINGS = {
@@ -24,7 +24,10 @@ ROUGE_SETTINGS = {
 
 
 @cache
-def _rouge() -> rouge_scorer.RougeScorer:
+def _rouge() -> Any:
+    # imported here: rouge_score pulls in nltk, a second of start-up for every command
+    from rouge_score import rouge_scorer
+
     return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False)
 
 
@@ -56,7 +59,7 @@ def bleu_sentence_statistics(predictions: Sequence[str], references: Sequence[st
 
 
 def bleu_from_statistics(summed: np.ndarray) -> float:
-    return float(_bleu()._compute_score_from_stats([int(v) for v in summed]).score)
+    return float(_bleu()._compute_score_from_stats([round(v) for v in summed]).score)
 
 
 def accuracy(predicted: int, gold: int) -> float:

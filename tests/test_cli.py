@@ -82,6 +82,11 @@ def test_reported_rouge_and_bleu_recompute_from_samples(finished_run: Path) -> N
         values = [scorer.score(r["target"], r["prediction"])[name].fmeasure for r in rows]
         assert metrics[name]["value"] == pytest.approx(sum(values) / len(values), abs=1e-12)
     bleu = sacrebleu.corpus_bleu([r["prediction"] for r in rows], [[r["target"] for r in rows]])
+    stored = [r["bleu_stats"] for r in rows]
+    fresh = sacrebleu.BLEU()._extract_corpus_statistics(
+        [r["prediction"] for r in rows], [[r["target"] for r in rows]]
+    )
+    assert stored == [[int(v) for v in stats] for stats in fresh]
     assert metrics["bleu"]["value"] == pytest.approx(bleu.score, abs=1e-9)
 
 
