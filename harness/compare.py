@@ -12,7 +12,7 @@ on either side of zero, with the usual +1 correction so that p is never 0.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from statistics import median
 from typing import Any, Literal
@@ -22,7 +22,7 @@ import numpy as np
 from harness.errors import UserError
 from harness.evaluate import bleu_statistics_of
 from harness.stats import CONFIDENCE, bootstrap_indices, resample_counts
-from tasks.metrics import bleu_from_statistics
+from tasks.metrics import bleu_from_statistics, bleu_from_statistics_batch
 
 Verdict = Literal["better", "worse", "no significant difference"]
 ALPHA = 0.05
@@ -86,14 +86,15 @@ def _interval(values: np.ndarray) -> tuple[float, float]:
 
 
 def mcnemar_exact(baseline_correct: Sequence[bool], candidate_correct: Sequence[bool]) -> float:
-    """Two-sided exact McNemar p-value from the discordant pairs."""
-    from scipy.stats import binomtest  # scipy.stats takes a second to import
-
+    """Two-sided exact McNemar p-value from the discordant pairs: twice the binomial(n, 1/2)
+    tail of the smaller count, capped at 1 (statsmodels' ``mcnemar(exact=True)``)."""
     lost = sum(b and not c for b, c in zip(baseline_correct, candidate_correct, strict=True))
     won = sum(c and not b for b, c in zip(baseline_correct, candidate_correct, strict=True))
-    if lost + won == 0:
+    n = lost + won
+    if n == 0:
         return 1.0
-    return float(binomtest(won, lost + won, 0.5).pvalue)
+    tail = sum(math.comb(n, k) for k in range(min(lost, won) + 1))
+    return min(1.0, 2 * tail / 2**n)
 
 
 def compare_accuracy(
@@ -148,12 +149,7 @@ def compare_bleu(
     value_b = bleu_from_statistics(stats_b.sum(axis=0))
     counts = resample_counts(len(base), resamples, seed)
     totals_a, totals_b = counts @ stats_a.astype(np.float64), counts @ stats_b.astype(np.float64)
-    resampled = np.array(
-        [
-            bleu_from_statistics(b) - bleu_from_statistics(a)
-            for a, b in zip(totals_a, totals_b, strict=True)
-        ]
-    )
+    resampled = bleu_from_statistics_batch(totals_b) - bleu_from_statistics_batch(totals_a)
     return (
         value_a,
         value_b,
@@ -213,12 +209,16 @@ def compare_task(
 
 
 def breakdown(
-    rows: Sequence[dict[str, Any]], key: str, metric: str
+    rows: Sequence[dict[str, Any]],
+    metadata: Mapping[str, Mapping[str, Any]],
+    key: str,
+    metric: str,
 ) -> dict[str, tuple[float, int]]:
-    """Mean of a per-sample metric for each value of a metadata key: {group: (mean, n)}."""
+    """Mean of a per-sample metric for each value of a metadata key: {group: (mean, n)}.
+    ``metadata`` maps doc_id to that sample's metadata."""
     groups: dict[str, list[float]] = {}
     for row in rows:
-        group = str(row.get("metadata", {}).get(key) or "(none)")
+        group = str(metadata.get(row["doc_id"], {}).get(key) or "(none)")
         groups.setdefault(group, []).append(float(row["metrics"][metric]))
     return {group: (sum(v) / len(v), len(v)) for group, v in sorted(groups.items())}
 

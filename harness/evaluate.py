@@ -16,7 +16,7 @@ from tasks.metrics import (
     ROUGE_SETTINGS,
     ROUGE_TYPES,
     accuracy,
-    bleu_from_statistics,
+    bleu_from_statistics_batch,
     bleu_sentence_statistics,
     corpus_bleu,
     rouge,
@@ -90,7 +90,6 @@ def _score_choices(
         rows.append(
             {
                 "doc_id": sample.doc_id,
-                "prompt": sample.prompt,
                 "target": sample.target,
                 "prediction": sample.choices[chosen] if chosen >= 0 else "",
                 "choices": list(sample.choices),
@@ -101,7 +100,6 @@ def _score_choices(
                 "gold": sample.gold,
                 "invalid_loglikelihood": invalid,
                 "metrics": {"acc": accuracy(chosen, sample.gold)},
-                "metadata": dict(sample.metadata),
             }
         )
     return rows
@@ -110,13 +108,11 @@ def _score_choices(
 def _generation_row(sample: Sample, output: str, bleu_stats: np.ndarray) -> dict[str, Any]:
     return {
         "doc_id": sample.doc_id,
-        "prompt": sample.prompt,
         "target": sample.target,
         "prediction": output,
         "metrics": rouge(output, sample.target),
         # sacrebleu's per-sample sufficient statistics: corpus BLEU of any subset is a sum away
         "bleu_stats": [int(v) for v in bleu_stats],
-        "metadata": dict(sample.metadata),
     }
 
 
@@ -127,6 +123,19 @@ def bleu_statistics_of(rows: Sequence[dict[str, Any]]) -> np.ndarray:
     return bleu_sentence_statistics(
         [row["prediction"] for row in rows], [row["target"] for row in rows]
     )
+
+
+def input_row(sample: Sample) -> dict[str, Any]:
+    """What every model was asked about one sample: written once per run, not per model."""
+    row: dict[str, Any] = {
+        "doc_id": sample.doc_id,
+        "prompt": sample.prompt,
+        "target": sample.target,
+    }
+    if sample.choices:
+        row["choices"], row["gold"] = list(sample.choices), sample.gold
+    row["metadata"] = dict(sample.metadata)
+    return row
 
 
 def aggregate(
@@ -156,7 +165,9 @@ def aggregate(
         statistics = bleu_statistics_of(rows)
         metrics["bleu"] = {
             "value": value,
-            "ci95": list(bootstrap_corpus_ci(statistics, bleu_from_statistics, resamples, seed)),
+            "ci95": list(
+                bootstrap_corpus_ci(statistics, bleu_from_statistics_batch, resamples, seed)
+            ),
         }
         settings["rouge"] = ROUGE_SETTINGS
         settings["bleu"] = {"package": "sacrebleu", "signature": signature, "scale": "0-100"}

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import random
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +69,8 @@ class FakeModel:
           - {match: "orthopaedic", answer: "B"}
         babble_words: 80               # instead of default_output: that many pseudo-random
         seed: 0                        # words drawn from the message (differs per seed)
+        delay: 0.0                     # seconds per call, to stand in for a slow model
+        trace_file: calls.log          # appends one line per request (tests of resuming)
     """
 
     path: Path
@@ -75,6 +79,8 @@ class FakeModel:
     choose_rules: list[dict[str, str]] = field(default_factory=list)
     babble_words: int = 0
     seed: int = 0
+    delay: float = 0.0
+    trace_file: Path | None = None
 
     @classmethod
     def from_file(cls, path: Path) -> FakeModel:
@@ -84,7 +90,16 @@ class FakeModel:
             script = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
             raise UserError(f"{path}: not valid YAML ({exc})") from None
-        unknown = set(script) - {"generate", "default_output", "choose", "babble_words", "seed"}
+        known = {
+            "generate",
+            "default_output",
+            "choose",
+            "babble_words",
+            "seed",
+            "delay",
+            "trace_file",
+        }
+        unknown = set(script) - known
         if not isinstance(script, dict) or unknown:
             raise UserError(f"{path}: unknown keys in fake model script: {sorted(unknown)}")
         return cls(
@@ -94,9 +109,19 @@ class FakeModel:
             choose_rules=list(script.get("choose", [])),
             babble_words=int(script.get("babble_words", 0)),
             seed=int(script.get("seed", 0)),
+            delay=float(script.get("delay", 0.0)),
+            trace_file=Path(script["trace_file"]) if script.get("trace_file") else None,
         )
 
+    def _called(self, kind: str, texts: Sequence[str]) -> None:
+        if self.delay:
+            time.sleep(self.delay)
+        if self.trace_file is not None:
+            with self.trace_file.open("a", encoding="utf-8") as handle:
+                handle.writelines(f"{kind}\t{json.dumps(text)}\n" for text in texts)
+
     def loglikelihoods(self, requests: Sequence[tuple[str, str]]) -> list[float]:
+        self._called("loglikelihood", sorted({context for context, _ in requests}))
         scores = []
         for context, continuation in requests:
             favoured = next(
@@ -110,6 +135,7 @@ class FakeModel:
         return scores
 
     def generate(self, user_messages: Sequence[str], max_new_tokens: int) -> list[str]:
+        self._called("generate", user_messages)
         outputs = []
         for message in user_messages:
             rule = next((r for r in self.generate_rules if r["match"] in message), None)

@@ -6,8 +6,10 @@ only when every file is written, so ``runs/<name>/`` is either complete or absen
 
 from __future__ import annotations
 
+import errno
 import gc
 import hashlib
+import json
 import os
 import platform
 import shutil
@@ -24,13 +26,21 @@ from harness import __version__
 from harness.config import ModelEntry, RunConfig
 from harness.data import DataRoot, load_task_data, resolve_data_root
 from harness.errors import UserError
-from harness.evaluate import aggregate, evaluate_samples
-from harness.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
+from harness.evaluate import aggregate, evaluate_chunks, input_row
+from harness.io import (
+    append_jsonl_durable,
+    read_jsonl,
+    read_jsonl_prefix,
+    write_json_atomic,
+    write_jsonl_atomic,
+    write_text_atomic,
+)
 from harness.models import BUILTIN_MODEL, FAKE_PREFIX, load_model, looks_like_path
 from reports.html import render_run_report
 from tasks import Sample, Task, get_task
 
 SCHEMA_VERSION = 1
+STATE_FILE = "run_state.json"  # in the staging folder: which sample logs belong to which key
 PACKAGES = ("torch", "transformers", "peft", "lm_eval", "rouge_score", "sacrebleu", "numpy")
 
 
@@ -72,14 +82,16 @@ def run(
     target = out / config.name
     staging = out / f".{config.name}.partial"
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
+        staging.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot write the run directory under {out}: {exc.strerror}") from None
 
     try:
-        results, models, timings = evaluate_all(config, prepared, staging, base_dir)
+        for item in prepared:
+            write_jsonl_atomic(
+                staging / "inputs" / f"{item.task.name}.jsonl", map(input_row, item.samples)
+            )
+        results, models, timings = evaluate_all(config, prepared, staging)
         write_json_atomic(
             staging / "results.json",
             {
@@ -93,12 +105,20 @@ def run(
             build_manifest(config, data_root, file_hashes, prepared, models, timings, started),
         )
         write_text_atomic(staging / "report.html", render_run_report(staging))
+        (staging / STATE_FILE).unlink(missing_ok=True)
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise UserError(
+                f"disk full while writing {exc.filename or staging}; finished "
+                f"samples are kept in {staging} for the next attempt"
+            ) from None
         raise
+    finally:
+        if staging.exists() and not any((staging / "samples").rglob("*.jsonl*")):
+            shutil.rmtree(staging, ignore_errors=True)  # nothing worth resuming
     return target
 
 
@@ -138,49 +158,100 @@ def prepare_tasks(
     return prepared, file_hashes
 
 
+def pair_key(config: RunConfig, entry: ModelEntry, item: PreparedTask) -> str:
+    """What a finished (model, task) sample log depends on; reused only while it is equal."""
+    identity = {
+        "model": entry.model_dump(mode="json"),
+        "task": item.identity(),
+        "max_new_tokens": config.generation.max_new_tokens,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
 def evaluate_all(
-    config: RunConfig, prepared: list[PreparedTask], staging: Path, base_dir: Path
+    config: RunConfig, prepared: list[PreparedTask], staging: Path
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Every model on every task, resuming from whatever an earlier attempt left in staging:
+    finished sample logs are reused, partial ones continue after their last full chunk."""
+    state_path = staging / STATE_FILE
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    state.setdefault("pairs", {})
+    state.setdefault("models", {})
     results: dict[str, Any] = {}
-    models: dict[str, Any] = {}
     timings: dict[str, Any] = {}
     for entry in config.models:
-        print(
-            f"[{entry.name}] loading {entry.model}"
-            + (f" + {entry.adapter}" if entry.adapter else ""),
-            file=sys.stderr,
-        )
-        clock = time.time()
-        model = load_model(
-            entry.model,
-            adapter=entry.adapter,
-            dtype=entry.dtype,
-            device=entry.device,
-            batch_size=entry.batch_size,
-            system_prompt=entry.system_prompt,
-        )
-        models[entry.name] = model.describe()
-        timings[entry.name] = {"load_s": round(time.time() - clock, 3)}
-        results[entry.name] = {}
+        results[entry.name], timings[entry.name] = {}, {}
+        pending = []
         for item in prepared:
+            key = pair_key(config, entry, item)
+            final, partial = sample_paths(staging, entry.name, item.task.name)
+            if state["pairs"].get(f"{entry.name}/{item.task.name}") != key:
+                final.unlink(missing_ok=True)
+                partial.unlink(missing_ok=True)
+                state["pairs"][f"{entry.name}/{item.task.name}"] = key
+                write_json_atomic(state_path, state)
+            if not final.is_file():
+                pending.append(item)
+        if pending:
             clock = time.time()
-            rows = evaluate_samples(
-                model,
-                item.task,
-                item.samples,
-                max_new_tokens=config.generation.max_new_tokens,
-                label=f"{entry.name} {item.task.name}",
+            print(
+                f"[{entry.name}] loading {entry.model}"
+                + (f" + {entry.adapter}" if entry.adapter else ""),
+                file=sys.stderr,
             )
-            write_jsonl_atomic(staging / "samples" / entry.name / f"{item.task.name}.jsonl", rows)
+            model = load_model(
+                entry.model,
+                adapter=entry.adapter,
+                dtype=entry.dtype,
+                device=entry.device,
+                batch_size=entry.batch_size,
+                system_prompt=entry.system_prompt,
+            )
+            state["models"][entry.name] = model.describe()
+            write_json_atomic(state_path, state)
+            timings[entry.name]["load_s"] = round(time.time() - clock, 3)
+            for item in pending:
+                clock = time.time()
+                complete_sample_log(config, entry, item, model, staging)
+                timings[entry.name][item.task.name + "_s"] = round(time.time() - clock, 3)
+            del model
+            gc.collect()
+        for item in prepared:
+            final, _ = sample_paths(staging, entry.name, item.task.name)
+            rows = list(read_jsonl(final))
             result = aggregate(
                 item.task, rows, resamples=config.bootstrap_resamples, seed=config.seed
             )
             results[entry.name][item.task.name] = result
-            timings[entry.name][item.task.name + "_s"] = round(time.time() - clock, 3)
             print(f"[{entry.name}] {item.task.name}: " + summary_line(result), file=sys.stderr)
-        del model
-        gc.collect()
-    return results, models, timings
+    return results, state["models"], timings
+
+
+def sample_paths(staging: Path, model: str, task: str) -> tuple[Path, Path]:
+    folder = staging / "samples" / model
+    return folder / f"{task}.jsonl", folder / f"{task}.jsonl.partial"
+
+
+def complete_sample_log(
+    config: RunConfig, entry: ModelEntry, item: PreparedTask, model: Any, staging: Path
+) -> None:
+    """Score the samples the partial log lacks, appending each chunk durably; then write the
+    finished log in sample order and drop the partial one."""
+    final, partial = sample_paths(staging, entry.name, item.task.name)
+    done = {row["doc_id"]: row for row in read_jsonl_prefix(partial)}
+    remaining = [sample for sample in item.samples if sample.doc_id not in done]
+    for rows in evaluate_chunks(
+        model,
+        item.task,
+        remaining,
+        max_new_tokens=config.generation.max_new_tokens,
+        label=f"{entry.name} {item.task.name}",
+        already_done=len(done),
+    ):
+        append_jsonl_durable(partial, rows)
+        done.update((row["doc_id"], row) for row in rows)
+    write_jsonl_atomic(final, (done[sample.doc_id] for sample in item.samples))
+    partial.unlink(missing_ok=True)
 
 
 def summary_line(result: dict[str, Any]) -> str:

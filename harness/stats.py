@@ -49,17 +49,18 @@ def bootstrap_mean_ci(values: np.ndarray, resamples: int, seed: int) -> tuple[fl
 
 def bootstrap_corpus_ci(
     statistics: np.ndarray,
-    score: Callable[[np.ndarray], float],
+    score_rows: Callable[[np.ndarray], np.ndarray],
     resamples: int,
     seed: int,
 ) -> tuple[float, float]:
-    """95% bootstrap interval of a corpus metric computed from summed per-sample statistics."""
+    """95% bootstrap interval of a corpus metric computed from summed per-sample statistics;
+    ``score_rows`` scores every row of a matrix of summed statistics at once."""
     n = len(statistics)
     if n < 2:
-        value = score(statistics.sum(axis=0))
+        value = float(score_rows(statistics.sum(axis=0, keepdims=True))[0])
         return value, value
     totals = resample_counts(n, resamples, seed) @ statistics.astype(np.float64)
-    return _percentiles(np.array([score(row) for row in totals]))
+    return _percentiles(score_rows(totals))
 
 
 def exact_binomial_ci(successes: int, n: int) -> tuple[float, float]:

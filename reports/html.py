@@ -77,7 +77,12 @@ def primary_metric(metrics: list[str]) -> str:
 
 
 def comparisons_for(
-    task: str, baseline: Entry, others: list[Entry], metrics: list[str], seed: int
+    task: str,
+    baseline: Entry,
+    others: list[Entry],
+    metrics: list[str],
+    seed: int,
+    resamples: int,
 ) -> dict[str, list[Comparison] | str]:
     """Candidate label -> its comparisons with the baseline, or why there are none."""
     found: dict[str, list[Comparison] | str] = {}
@@ -90,7 +95,7 @@ def comparisons_for(
                 baseline.samples(task),
                 entry.samples(task),
                 metrics,
-                resamples=DEFAULT_RESAMPLES,
+                resamples=resamples,
                 seed=seed,
             )
         except UserError as exc:
@@ -171,7 +176,8 @@ def breakdown_tables(
 ) -> list[dict[str, Any]]:
     tables = []
     for key in keys:
-        per_model = {e.label: breakdown(e.samples(task), key, metric) for e in entries}
+        metadata = {doc: row["metadata"] for doc, row in entries[0].run.inputs(task).items()}
+        per_model = {e.label: breakdown(e.samples(task), metadata, key, metric) for e in entries}
         groups = sorted({g for table in per_model.values() for g in table})
         if len(groups) < 2:
             continue
@@ -206,6 +212,7 @@ def browser_payload(tasks: list[str], entries: list[Entry]) -> str:
         present = [e for e in entries if e.has(task)]
         per_model = {e.label: {r["doc_id"]: r for r in e.samples(task)} for e in present}
         first = present[0].samples(task)
+        inputs = present[0].run.inputs(task)
         kind = "choice" if "choices" in first[0] else "generate"
         metric = primary_metric(list(first[0]["metrics"]))
         docs = []
@@ -223,9 +230,9 @@ def browser_payload(tasks: list[str], entries: list[Entry]) -> str:
                     answers.append([other["prediction"], round(other["metrics"][metric], 4)])
             doc: dict[str, Any] = {
                 "id": row["doc_id"],
-                "prompt": row["prompt"],
+                "prompt": inputs[row["doc_id"]]["prompt"],
                 "target": row["target"],
-                "meta": row.get("metadata", {}),
+                "meta": inputs[row["doc_id"]]["metadata"],
                 "answers": answers,
             }
             docs.append(doc)
@@ -280,13 +287,15 @@ def build_report(run_dirs: list[Path]) -> dict[str, Any]:
     tasks: list[str] = []
     for entry in entries:
         tasks.extend(t for t in entry.run.results["results"][entry.model] if t not in tasks)
-    seed = int(runs[0].manifest.get("config", {}).get("seed", 1234))
+    settings = runs[0].manifest.get("config", {})
+    seed = int(settings.get("seed", 1234))
+    resamples = int(settings.get("bootstrap_resamples", DEFAULT_RESAMPLES))
     sections = []
     for task in tasks:
         present = [e for e in entries if e.has(task)]
         baseline = present[0]
         metrics = list(baseline.result(task)["metrics"])
-        comparisons = comparisons_for(task, baseline, present[1:], metrics, seed)
+        comparisons = comparisons_for(task, baseline, present[1:], metrics, seed, resamples)
         chart_values = [
             [bar(m, e.result(task)["metrics"].get(m)) for m in metrics] for e in present
         ]

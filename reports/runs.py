@@ -18,6 +18,7 @@ class RunData:
 
     path: Path
     _samples: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    _inputs: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     @classmethod
     def open(cls, path: Path) -> RunData:
@@ -57,6 +58,15 @@ class RunData:
                 raise UserError(f"{path} is missing from the run directory")
             self._samples[key] = list(read_jsonl(path))
         return self._samples[key]
+
+    def inputs(self, task: str) -> dict[str, dict[str, Any]]:
+        """doc_id -> what the models were asked (prompt, target, metadata) for a task."""
+        if task not in self._inputs:
+            path = self.path / "inputs" / f"{task}.jsonl"
+            if not path.is_file():
+                raise UserError(f"{path} is missing from the run directory")
+            self._inputs[task] = {row["doc_id"]: row for row in read_jsonl(path)}
+        return self._inputs[task]
 
     def train_log(self, model: str) -> list[dict[str, Any]]:
         path = self.path / "train" / model / "log.jsonl"

@@ -58,6 +58,26 @@ def bleu_sentence_statistics(predictions: Sequence[str], references: Sequence[st
     return np.asarray(stats, dtype=np.int64)
 
 
+def bleu_from_statistics_batch(summed: np.ndarray) -> np.ndarray:
+    """Corpus BLEU for each row of summed statistics at once, as sacrebleu's defaults compute
+    it (4-gram, brevity penalty, 'exp' smoothing); checked against sacrebleu in the tests."""
+    summed = np.asarray(summed, dtype=np.float64)
+    sys_len, ref_len = summed[:, 0], summed[:, 1]
+    correct, total = summed[:, 2:6], summed[:, 6:10]
+    # 'exp' smoothing: the k-th zero-match order counts as 1 / 2**k matches
+    zero = (correct == 0) & (total > 0)
+    smooth = np.cumsum(zero, axis=1)
+    matches = np.where(zero, 1.0 / np.power(2.0, smooth), correct)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_precision = np.log(matches / total)
+    log_precision = np.where(total > 0, log_precision, -np.inf)
+    score = np.exp(log_precision.mean(axis=1))
+    with np.errstate(divide="ignore", over="ignore"):
+        penalty = np.where(sys_len < ref_len, np.exp(1 - ref_len / np.maximum(sys_len, 1)), 1.0)
+    result = 100 * penalty * score
+    return np.where((correct[:, 0] == 0) | (sys_len == 0), 0.0, result)
+
+
 def bleu_from_statistics(summed: np.ndarray) -> float:
     return float(_bleu()._compute_score_from_stats([round(v) for v in summed]).score)
 

@@ -48,11 +48,17 @@ def medquad_document(doc_id: str, pairs: list[tuple[str, str, str]]) -> str:
     )
 
 
-def write_fixture_data(root: Path) -> Path:
+def write_fixture_data(root: Path, scale: int = 1) -> Path:
+    """Every dataset in its real format; ``scale`` multiplies MedQA and MedQuAD sizes."""
     medqa = root / "medqa"
     medqa.mkdir(parents=True)
     four = []
-    for row in MEDQA_ROWS:
+    scaled = [
+        {**row, "question": row["question"] + (f" (copy {k})" if k else "")}
+        for k in range(scale)
+        for row in MEDQA_ROWS
+    ]
+    for row in scaled:
         options = {k: v for k, v in row["options"].items() if k != "E"}  # type: ignore[union-attr]
         four.append({**row, "options": options})
     for name, rows in (
@@ -106,7 +112,8 @@ def write_fixture_data(root: Path) -> Path:
 
     folder = root / "medquad" / "1_Fixture_QA"
     folder.mkdir(parents=True)
-    for i, question in enumerate(MEDQUAD_QUESTIONS):
+    questions = [f"What is (are) Condition {i} ?" for i in range(60 * scale)]
+    for i, question in enumerate(questions):
         pairs = [
             (question, f"Condition {i} is a disorder.\n   It affects organ {i}.", QTYPES[i % 2]),
             (f"What causes Condition {i} ?", "", "causes"),

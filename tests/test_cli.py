@@ -38,11 +38,14 @@ def finished_run(data_env: Path, fake_script: Path, tmp_path: Path) -> Path:
 
 def test_run_writes_the_run_directory_contract(finished_run: Path) -> None:
     assert sorted(p.name for p in finished_run.iterdir()) == [
+        "inputs",
         "manifest.json",
         "report.html",
         "results.json",
         "samples",
     ]
+    inputs = [json.loads(line) for line in (finished_run / "inputs/medqa_4opt.jsonl").open()]
+    assert inputs[0]["prompt"].startswith("Question: ") and inputs[0]["choices"][0] == "A"
     results = json.loads((finished_run / "results.json").read_text())
     assert results["schema_version"] == 1 and results["baseline"] == "base"
     assert set(results["results"]) == {"base", "other"}
@@ -192,7 +195,7 @@ def test_corrupt_data_line_is_exit_2_with_file_and_line(
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
-def test_failure_during_evaluation_leaves_no_run_directory(
+def test_failure_after_scoring_keeps_only_a_hidden_resumable_staging_folder(
     data_env: Path,
     fake_script: Path,
     tmp_path: Path,
@@ -203,17 +206,45 @@ def test_failure_during_evaluation_leaves_no_run_directory(
     def explode(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(harness.runner, "render_run_report", explode)
-    with pytest.raises(RuntimeError):
-        main(
-            [
-                "run",
-                str(write_config(tmp_path / "c.yaml", fake_script)),
-                "--out",
-                str(tmp_path / "runs"),
-            ]
-        )
-    assert list((tmp_path / "runs").iterdir()) == []
+    config = write_config(tmp_path / "c.yaml", fake_script)
+    with monkeypatch.context() as patch:
+        patch.setattr(harness.runner, "render_run_report", explode)
+        with pytest.raises(RuntimeError):
+            main(["run", str(config), "--out", str(tmp_path / "runs")])
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [".demo.partial"]
+    finished = sorted(p.name for p in (tmp_path / "runs/.demo.partial/samples/base").iterdir())
+    assert finished == ["medmcqa.jsonl", "medqa_4opt.jsonl", "medquad_gen.jsonl", "pubmedqa.jsonl"]
+    assert main(["run", str(config), "--out", str(tmp_path / "runs")]) == 0
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["demo"]
+    assert not (tmp_path / "runs/demo/run_state.json").exists()
+
+
+def test_disk_full_is_a_clear_error(
+    data_env: Path,
+    fake_script: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import errno
+
+    import harness.runner
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", "results.json")
+
+    monkeypatch.setattr(harness.runner, "write_json_atomic", full)
+    code = main(
+        [
+            "run",
+            str(write_config(tmp_path / "c.yaml", fake_script)),
+            "--out",
+            str(tmp_path / "runs"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "disk full while writing results.json" in err
+    assert not (tmp_path / "runs" / "demo").exists()
 
 
 def test_help_explains_commands(capsys: pytest.CaptureFixture[str]) -> None:

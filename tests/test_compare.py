@@ -91,29 +91,12 @@ def test_different_sample_sets_are_refused() -> None:
 
 def test_breakdown_and_lengths() -> None:
     rows = [
-        {
-            "doc_id": "1",
-            "metadata": {"qtype": "symptoms"},
-            "metrics": {"rouge1": 0.2},
-            "prediction": "a b c",
-            "target": "a b",
-        },
-        {
-            "doc_id": "2",
-            "metadata": {"qtype": "symptoms"},
-            "metrics": {"rouge1": 0.4},
-            "prediction": "a",
-            "target": "a b c d",
-        },
-        {
-            "doc_id": "3",
-            "metadata": {},
-            "metrics": {"rouge1": 1.0},
-            "prediction": "a b",
-            "target": "a b c d e f",
-        },
+        {"doc_id": "1", "metrics": {"rouge1": 0.2}, "prediction": "a b c", "target": "a b"},
+        {"doc_id": "2", "metrics": {"rouge1": 0.4}, "prediction": "a", "target": "a b c d"},
+        {"doc_id": "3", "metrics": {"rouge1": 1.0}, "prediction": "a b", "target": "a b c d e f"},
     ]
-    assert breakdown(rows, "qtype", "rouge1") == {
+    metadata = {"1": {"qtype": "symptoms"}, "2": {"qtype": "symptoms"}, "3": {}}
+    assert breakdown(rows, metadata, "qtype", "rouge1") == {
         "(none)": (1.0, 1),
         "symptoms": (pytest.approx(0.3), 2),
     }

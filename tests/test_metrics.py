@@ -11,7 +11,13 @@ from rouge_score import rouge_scorer
 from scipy.stats import beta
 
 from harness.stats import bootstrap_corpus_ci, bootstrap_mean_ci, exact_binomial_ci
-from tasks.metrics import bleu_from_statistics, bleu_sentence_statistics, corpus_bleu, rouge
+from tasks.metrics import (
+    bleu_from_statistics,
+    bleu_from_statistics_batch,
+    bleu_sentence_statistics,
+    corpus_bleu,
+    rouge,
+)
 
 # (prediction, reference, expected rouge1 F, rouge2 F) worked out by hand
 ROUGE_CASES = [
@@ -94,6 +100,23 @@ def test_bootstrap_mean_interval_is_seeded_and_covers_the_mean() -> None:
 def test_bleu_bootstrap_interval_brackets_the_corpus_score() -> None:
     predictions, references = _corpus(5, 60)
     statistics = bleu_sentence_statistics(predictions, references)
-    low, high = bootstrap_corpus_ci(statistics, bleu_from_statistics, 300, seed=1)
+    low, high = bootstrap_corpus_ci(statistics, bleu_from_statistics_batch, 300, seed=1)
     assert low <= corpus_bleu(predictions, references)[0] <= high
     assert low < high
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_vectorised_bleu_equals_sacrebleu(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    predictions, references = _corpus(seed, 30)
+    predictions[0] = ""  # an empty answer among the rows
+    statistics = bleu_sentence_statistics(predictions, references)
+    subsets = [rng.integers(0, 30, size=int(rng.integers(1, 30))) for _ in range(20)]
+    summed = np.array([statistics[subset].sum(axis=0) for subset in subsets])
+    expected = [
+        sacrebleu.corpus_bleu(
+            [predictions[i] for i in subset], [[references[i] for i in subset]]
+        ).score
+        for subset in subsets
+    ]
+    assert bleu_from_statistics_batch(summed) == pytest.approx(expected, abs=1e-9)
