@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--name", help="run directory name (default: eval-<model>)")
     evaluate.add_argument("--batch-size", type=positive_int, default=8)
+    evaluate.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="also load .bin/.pt weights (pickles can run code)",
+    )
     evaluate.add_argument("--max-new-tokens", type=positive_int, default=128)
     evaluate.add_argument("--data-dir", help="dataset root (default: $MEDHARNESS_DATA_DIR)")
     report = commands.add_parser(
@@ -141,6 +146,7 @@ def command_eval(args: argparse.Namespace) -> int:
                     "model": args.model,
                     "adapter": args.adapter,
                     "batch_size": args.batch_size,
+                    "allow_pickle": args.allow_pickle,
                 }
             ],
             "tasks": args.tasks,

@@ -88,13 +88,20 @@ def _interval(values: np.ndarray) -> tuple[float, float]:
 def mcnemar_exact(baseline_correct: Sequence[bool], candidate_correct: Sequence[bool]) -> float:
     """Two-sided exact McNemar p-value from the discordant pairs: twice the binomial(n, 1/2)
     tail of the smaller count, capped at 1 (statsmodels' ``mcnemar(exact=True)``)."""
-    lost = sum(b and not c for b, c in zip(baseline_correct, candidate_correct, strict=True))
-    won = sum(c and not b for b, c in zip(baseline_correct, candidate_correct, strict=True))
+    pairs = list(zip(map(bool, baseline_correct), map(bool, candidate_correct), strict=True))
+    lost = sum(1 for b, c in pairs if b and not c)
+    won = sum(1 for b, c in pairs if c and not b)
     n = lost + won
     if n == 0:
         return 1.0
-    tail = sum(math.comb(n, k) for k in range(min(lost, won) + 1))
-    return min(1.0, 2 * tail / 2**n)
+    # log-space binomial pmf: exact sums of math.comb get slow for thousands of pairs
+    log_half_n = n * math.log(0.5) + math.lgamma(n + 1)
+    terms = [
+        log_half_n - math.lgamma(k + 1) - math.lgamma(n - k + 1) for k in range(min(lost, won) + 1)
+    ]
+    top = max(terms)
+    tail = math.exp(top) * sum(math.exp(t - top) for t in terms)
+    return min(1.0, 2 * tail)
 
 
 def compare_accuracy(

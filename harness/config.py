@@ -27,6 +27,7 @@ class ModelEntry(Strict):
     device: str = "auto"  # auto: cuda when present, else cpu
     batch_size: int = Field(8, ge=1, le=1024)
     system_prompt: str | None = None  # None keeps the chat template's own default
+    allow_pickle: bool = False  # load .bin/.pt weights (pickles can run code): trusted only
 
 
 class TaskEntry(Strict):

@@ -11,6 +11,7 @@ and any HF model can carry a PEFT adapter on top.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 import yaml
 
 from harness.errors import UserError
+from harness.io import sha256_file, write_json_atomic
 
 BUILTIN_MODEL = "smollm2-135m-instruct"
 BUILTIN_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -51,6 +53,33 @@ class LanguageModel(Protocol):
 
 def cache_root() -> Path:
     return Path(os.environ.get("MEDHARNESS_CACHE", Path.home() / ".cache" / "medharness"))
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def weights_sha256(folder: Path) -> str | None:
+    """sha256 over the weight files of a model or adapter folder (name + content hash each).
+
+    File hashes are cached by path, size and mtime: a multi-GB checkpoint is read once."""
+    files = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file())
+    if not files:
+        return None
+    cache_file = cache_root() / "file-hashes.json"
+    try:
+        known = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        known = {}
+    combined = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+        if key not in known:
+            known[key] = sha256_file(path)
+        combined.update(f"{path.name}  {known[key]}\n".encode())
+    with contextlib.suppress(OSError):  # a read-only cache only costs re-hashing next time
+        write_json_atomic(cache_file, known)
+    return combined.hexdigest()
 
 
 # ---------------------------------------------------------------- scripted fake model
@@ -154,7 +183,12 @@ class FakeModel:
         return " ".join(rng.choice(words) for _ in range(self.babble_words))
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "fake", "script": str(self.path), "device": "none"}
+        return {
+            "kind": "fake",
+            "script": str(self.path),
+            "script_sha256": sha256_file(self.path),
+            "device": "none",
+        }
 
 
 # ---------------------------------------------------------------- Hugging Face models
@@ -170,6 +204,8 @@ class HFModel:
     batch_size: int = 8
     system_prompt: str | None = None
     adapter: str | None = None
+    weights: str | None = None  # sha256 of the weight files, or the hub revision
+    adapter_weights: str | None = None
 
     @property
     def device(self) -> Any:
@@ -277,6 +313,8 @@ class HFModel:
             "kind": "hf",
             "source": self.source,
             "adapter": self.adapter,
+            "weights_sha256": self.weights,
+            "adapter_sha256": self.adapter_weights,
             "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
             "device": str(self.device),
             "batch_size": self.batch_size,
@@ -356,6 +394,7 @@ def load_model(
     device: str = "auto",
     batch_size: int = 8,
     system_prompt: str | None = None,
+    allow_pickle: bool = False,
 ) -> LanguageModel:
     """Resolve a model spec to a ready model; every failure is one UserError line."""
     if spec.startswith(FAKE_PREFIX):
@@ -381,18 +420,21 @@ def load_model(
         model: Any = AutoModelForCausalLM.from_pretrained(
             source,
             dtype=pick_dtype(dtype, chosen_device),
-            use_safetensors=True,
+            use_safetensors=None if allow_pickle else True,
             trust_remote_code=False,
         )
     except (OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"could not load model {spec!r}: {first_line}") from None
+        hint = "" if allow_pickle else " (only safetensors weights load unless allow_pickle)"
+        raise UserError(f"could not load model {spec!r}: {first_line}{hint}") from None
     if adapter:
         model = attach_adapter(model, adapter)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.to(chosen_device)
     model.eval()
+    local = Path(source)
+    adapter_dir = Path(adapter).expanduser() if adapter else None
     return HFModel(
         model=model,
         tokenizer=tokenizer,
@@ -400,6 +442,12 @@ def load_model(
         batch_size=batch_size,
         system_prompt=system_prompt,
         adapter=adapter,
+        weights=weights_sha256(local)
+        if local.is_dir()
+        else f"revision:{getattr(model.config, '_commit_hash', None)}",
+        adapter_weights=weights_sha256(adapter_dir)
+        if adapter_dir and adapter_dir.is_dir()
+        else None,
     )
 
 
@@ -414,5 +462,20 @@ def attach_adapter(model: Any, adapter: str) -> Any:
     try:
         return PeftModel.from_pretrained(model, str(path) if path.exists() else adapter)
     except (OSError, ValueError, RuntimeError) as exc:
+        if "size mismatch" in str(exc):
+            trained_for = adapter_base(path)
+            raise UserError(
+                f"adapter {adapter!r} does not fit this model: its weights have other shapes "
+                f"(trained for {trained_for or 'a different base model'})"
+            ) from None
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"could not load adapter {adapter!r}: {first_line}") from None
+
+
+def adapter_base(path: Path) -> str | None:
+    try:
+        config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    base = config.get("base_model_name_or_path")
+    return str(base) if base else None

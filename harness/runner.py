@@ -149,8 +149,8 @@ def prepare_tasks(
     for entry in config.tasks:
         task = get_task(entry.name)
         loaded = load_task_data(task, data_root)
-        cap = min(x for x in (limit, config.task_limit(entry), len(loaded.samples)) if x)
-        samples = loaded.samples[:cap]
+        caps = [cap for cap in (limit, config.task_limit(entry)) if cap is not None]
+        samples = loaded.samples[: min(caps)] if caps else loaded.samples
         if not samples:
             raise UserError(f"task {task.name}: no samples to evaluate in {data_root.path}")
         prepared.append(PreparedTask(task, samples, loaded.file_hashes))
@@ -206,6 +206,7 @@ def evaluate_all(
                 device=entry.device,
                 batch_size=entry.batch_size,
                 system_prompt=entry.system_prompt,
+                allow_pickle=entry.allow_pickle,
             )
             state["models"][entry.name] = model.describe()
             write_json_atomic(state_path, state)
@@ -284,6 +285,7 @@ def build_manifest(
         "models": models,
         "data": {"root": str(data_root.path), "origin": data_root.origin, "sha256": file_hashes},
         "seeds": {"bootstrap": config.seed, "medquad_split": SPLIT_SEED},
+        "decoding": {"strategy": "greedy", "max_new_tokens": config.generation.max_new_tokens},
         "versions": {"python": platform.python_version(), **package_versions()},
         "hardware": hardware(),
         "timings_s": {**timings, "total": round(time.time() - started, 3)},

@@ -27,9 +27,8 @@ def resample_counts(n: int, resamples: int, seed: int) -> np.ndarray:
     """How often each sample appears in each resample of :func:`bootstrap_indices`, so a sum
     over a resample is one matrix product: ``counts @ per_sample_values``."""
     indices = bootstrap_indices(n, resamples, seed)
-    counts = np.zeros((resamples, n), dtype=np.float64)
-    np.add.at(counts, (np.arange(resamples)[:, None], indices), 1.0)
-    return counts
+    flat = (np.arange(resamples)[:, None] * n + indices).ravel()
+    return np.bincount(flat, minlength=resamples * n).reshape(resamples, n).astype(np.float64)
 
 
 def _percentiles(values: np.ndarray) -> tuple[float, float]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
@@ -206,46 +207,54 @@ def task_keys(entry: Entry, task: str) -> list[str]:
 
 
 def browser_payload(tasks: list[str], entries: list[Entry]) -> str:
-    """Every sample of every task, gzip + base64, for the in-page sample browser."""
+    """Every sample of every task, column-oriented, gzip + base64, for the sample browser.
+
+    Per task: ids, prompts, targets and metadata once; per model (null where a model lacks
+    the task) its answers, primary-metric scores and, for multiple choice, the probability of
+    the chosen option, in the order of ``ids``."""
     data: dict[str, Any] = {"models": [e.label for e in entries], "tasks": {}}
     for task in tasks:
         present = [e for e in entries if e.has(task)]
-        per_model = {e.label: {r["doc_id"]: r for r in e.samples(task)} for e in present}
         first = present[0].samples(task)
         inputs = present[0].run.inputs(task)
-        kind = "choice" if "choices" in first[0] else "generate"
+        ids = [row["doc_id"] for row in first]
+        asked = [inputs[doc] for doc in ids]
+        kind = "choice" if "chosen" in first[0] else "generate"
         metric = primary_metric(list(first[0]["metrics"]))
-        docs = []
-        for row in first:
-            answers: list[Any] = []
-            for entry in entries:
-                other = per_model.get(entry.label, {}).get(row["doc_id"])
-                if other is None:
-                    answers.append(None)
-                elif kind == "choice":
-                    answers.append(
-                        [other["prediction"], other["metrics"][metric], probability(other)]
-                    )
-                else:
-                    answers.append([other["prediction"], round(other["metrics"][metric], 4)])
-            doc: dict[str, Any] = {
-                "id": row["doc_id"],
-                "prompt": inputs[row["doc_id"]]["prompt"],
-                "target": row["target"],
-                "meta": inputs[row["doc_id"]]["metadata"],
-                "answers": answers,
+        columns: list[Any] = []
+        for entry in entries:
+            if not entry.has(task):
+                columns.append(None)
+                continue
+            rows = entry.samples(task)
+            if [row["doc_id"] for row in rows] != ids:
+                by_id = {row["doc_id"]: row for row in rows}
+                rows = [by_id.get(doc, {"prediction": "", "metrics": {metric: 0.0}}) for doc in ids]
+            column: dict[str, Any] = {
+                "text": [row["prediction"] for row in rows],
+                "score": np.round([row["metrics"][metric] for row in rows], 4).tolist(),
             }
-            docs.append(doc)
-        data["tasks"][task] = {"kind": kind, "metric": metric, "docs": docs}
+            if kind == "choice":
+                column["p"] = [None if p is None else round(p, 3) for p in map(probability, rows)]
+            columns.append(column)
+        data["tasks"][task] = {
+            "kind": kind,
+            "metric": metric,
+            "ids": ids,
+            "prompts": [row["prompt"] for row in asked],
+            "targets": [row["target"] for row in asked],
+            "meta": [row["metadata"] for row in asked],
+            "answers": columns,
+        }
     raw = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
-    return base64.b64encode(gzip.compress(raw, compresslevel=3, mtime=0)).decode()
+    return base64.b64encode(gzip.compress(raw, compresslevel=1, mtime=0)).decode()
 
 
 def probability(row: dict[str, Any]) -> float | None:
     """Softmax probability of the chosen option among the options' log-likelihoods."""
     if "chosen_probability" in row:
         stored: float | None = row["chosen_probability"]
-        return None if stored is None else round(stored, 4)
+        return stored
     values = row.get("loglikelihoods") or []
     if row.get("chosen", -1) < 0 or any(v is None for v in values):
         return None

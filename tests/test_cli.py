@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -63,6 +62,16 @@ def test_run_writes_the_run_directory_contract(finished_run: Path) -> None:
     assert not list(finished_run.parent.glob(".*")), "no staging folder left behind"
 
 
+def test_same_config_twice_gives_identical_results(
+    finished_run: Path, fake_script: Path, tmp_path: Path
+) -> None:
+    again = write_config(tmp_path / "again.yaml", fake_script)
+    assert main(["run", str(again), "--out", str(tmp_path / "again")]) == 0
+    first = json.loads((finished_run / "results.json").read_text())
+    second = json.loads((tmp_path / "again/demo/results.json").read_text())
+    assert first == second
+
+
 def test_multiple_choice_samples_carry_choices_and_loglikelihoods(finished_run: Path) -> None:
     lines = (finished_run / "samples/base/medqa_4opt.jsonl").read_text().splitlines()
     first = json.loads(lines[0])
@@ -103,7 +112,9 @@ def test_report_escapes_model_text(finished_run: Path) -> None:
     embedded = re.search(r'id="samples-data">([^<]*)</script>', html)
     assert embedded is not None
     payload = json.loads(gzip.decompress(base64.b64decode(embedded.group(1))))
-    answers = [a[0] for d in payload["tasks"]["medquad_gen"]["docs"] for a in d["answers"]]
+    answers = [
+        text for column in payload["tasks"]["medquad_gen"]["answers"] for text in column["text"]
+    ]
     assert "Ask a doctor. <script>alert('x')</script><img src=x onerror=alert(1)>" in answers
     assert "medquad_gen" in html and "(baseline)" in html
     assert "http://" not in html and "https://" not in html.split("<details>")[0]
@@ -131,70 +142,6 @@ def test_eval_prints_a_table(
     assert (tmp_path / "eval-fake" / "results.json").is_file()
 
 
-BAD_INPUTS = {
-    "malformed YAML": ("name: [unclosed\n", "malformed YAML"),
-    "unknown key": ({"colour": "red"}, "colour: unknown key"),
-    "bad value": (
-        {"models": [{"name": "a", "model": "fake:x", "batch_size": 0}]},
-        "models.0.batch_size",
-    ),
-    "unknown task": ({"tasks": ["medqa_9opt"]}, "unknown task 'medqa_9opt'"),
-    "missing data dir": ({"data_dir": "/no/such/data"}, "data for medquad_gen not found"),
-    "missing model path": (
-        {"models": [{"name": "a", "model": "./no/such/model"}]},
-        "model path does not exist",
-    ),
-    "unsafe run name": ({"name": "../escape"}, "name: String should match pattern"),
-}
-
-
-@pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_is_one_line_and_exit_2(
-    case: str,
-    data_env: Path,
-    fake_script: Path,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    change, message = BAD_INPUTS[case]
-    path = tmp_path / "run.yaml"
-    if isinstance(change, str):
-        path.write_text(change, encoding="utf-8")
-    else:
-        write_config(path, fake_script, **change)
-    code = main(["run", str(path), "--out", str(tmp_path / "runs")])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert err.startswith("medharness: error:") and err.count("\n") == 1, err
-    assert message in err
-    assert not (tmp_path / "runs" / "demo").exists()
-
-
-def test_corrupt_data_line_is_exit_2_with_file_and_line(
-    fixture_data: Path,
-    fake_script: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    data = tmp_path / "data"
-    shutil.copytree(fixture_data, data)
-    with (data / "medqa/us_4opt_test.jsonl").open("a") as handle:
-        handle.write('{"question": "cut off\n')
-    monkeypatch.setenv("MEDHARNESS_DATA_DIR", str(data))
-    code = main(
-        [
-            "run",
-            str(write_config(tmp_path / "c.yaml", fake_script)),
-            "--out",
-            str(tmp_path / "runs"),
-        ]
-    )
-    err = capsys.readouterr().err
-    assert code == 2 and "us_4opt_test.jsonl:9: not valid JSON" in err
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
-
-
 def test_failure_after_scoring_keeps_only_a_hidden_resumable_staging_folder(
     data_env: Path,
     fake_script: Path,
@@ -217,34 +164,6 @@ def test_failure_after_scoring_keeps_only_a_hidden_resumable_staging_folder(
     assert main(["run", str(config), "--out", str(tmp_path / "runs")]) == 0
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["demo"]
     assert not (tmp_path / "runs/demo/run_state.json").exists()
-
-
-def test_disk_full_is_a_clear_error(
-    data_env: Path,
-    fake_script: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    import errno
-
-    import harness.runner
-
-    def full(*args: object, **kwargs: object) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device", "results.json")
-
-    monkeypatch.setattr(harness.runner, "write_json_atomic", full)
-    code = main(
-        [
-            "run",
-            str(write_config(tmp_path / "c.yaml", fake_script)),
-            "--out",
-            str(tmp_path / "runs"),
-        ]
-    )
-    err = capsys.readouterr().err
-    assert code == 2 and "disk full while writing results.json" in err
-    assert not (tmp_path / "runs" / "demo").exists()
 
 
 def test_help_explains_commands(capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,6 +22,7 @@ def acc_rows(correct: list[int]) -> list[dict]:
         ([1] * 40 + [0] * 10, [1] * 25 + [0] * 25),
         ([0] * 20 + [1] * 3, [1] * 20 + [0] * 3),
         ([1, 0, 1], [1, 0, 1]),
+        ([1] * 1700 + [0] * 1500, [0] * 1700 + [1] * 1500),  # thousands of discordant pairs
     ],
 )
 def test_mcnemar_equals_statsmodels_exact(base: list[int], cand: list[int]) -> None:
@@ -39,6 +40,8 @@ def test_mcnemar_equals_statsmodels_exact(base: list[int], cand: list[int]) -> N
     assert mcnemar_exact([bool(x) for x in base], [bool(x) for x in cand]) == pytest.approx(
         expected, abs=1e-12
     )
+    as_numpy = mcnemar_exact(list(np.array(base) > 0.5), list(np.array(cand) > 0.5))
+    assert as_numpy == pytest.approx(expected, abs=1e-12)
 
 
 def test_clearly_worse_accuracy_is_worse_and_identical_is_no_difference() -> None:

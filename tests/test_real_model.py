@@ -110,3 +110,30 @@ def test_medquad_generation_equals_lm_eval_with_chat_template(tmp_path: Path) ->
         assert by_doc[sample["doc"]["doc_id"]] == sample["resps"][0][0].strip()
     rouge1 = sum(row["metrics"]["rouge1"] for row in ours) / len(ours)
     assert rouge1 == pytest.approx(reference["rouge1"], abs=0.02)
+
+
+def test_medqa_choices_do_not_depend_on_batch_size() -> None:
+    from harness.models import load_model
+    from tasks import get_task
+
+    assert REAL_DATA is not None
+    samples = get_task("medqa_4opt").load(REAL_DATA / "medqa").samples[:16]
+    requests = [(s.prompt, " " + choice) for s in samples for choice in s.choices]
+    one = load_model("smollm2-135m-instruct", batch_size=1).loglikelihoods(requests)
+    sixteen = load_model("smollm2-135m-instruct", batch_size=16).loglikelihoods(requests)
+    assert one == pytest.approx(sixteen, abs=1e-4)
+    choices = [max(range(4), key=lambda k, i=i: one[i + k]) for i in range(0, len(one), 4)]
+    assert choices == [
+        max(range(4), key=lambda k, i=i: sixteen[i + k]) for i in range(0, len(one), 4)
+    ]
+
+
+def test_greedy_generation_does_not_depend_on_batch_size() -> None:
+    from harness.models import load_model
+    from tasks import get_task
+
+    assert REAL_DATA is not None
+    questions = [s.prompt for s in get_task("medquad_gen").load(REAL_DATA / "medquad").samples[:4]]
+    one = load_model("smollm2-135m-instruct", batch_size=1).generate(questions, 32)
+    four = load_model("smollm2-135m-instruct", batch_size=4).generate(questions, 32)
+    assert one == four

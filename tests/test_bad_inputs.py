@@ -1,0 +1,226 @@
+"""Every bad input of docs/errors.md: one line on stderr, exit 2, no run directory."""
+
+from __future__ import annotations
+
+import errno
+import json
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Case:
+    """A prepared command line for one bad input."""
+
+    def __init__(self, tmp: Path, data: Path, fake: Path, tiny: Path) -> None:
+        self.tmp, self.data, self.fake, self.tiny = tmp, data, fake, tiny
+        self.config: dict = {
+            "name": "demo",
+            "data_dir": str(data),
+            "models": [{"name": "base", "model": f"fake:{fake}"}],
+            "tasks": ["medquad_gen", "medqa_4opt"],
+        }
+        self.out = tmp / "runs"
+        self.raw_config: str | None = None
+
+    def copy_data(self) -> Path:
+        copy = self.tmp / "data"
+        shutil.copytree(self.data, copy)
+        self.config["data_dir"] = str(copy)
+        return copy
+
+    def argv(self) -> list[str]:
+        path = self.tmp / "run.yaml"
+        path.write_text(self.raw_config or yaml.safe_dump(self.config), encoding="utf-8")
+        return ["run", str(path), "--out", str(self.out)]
+
+
+def _set(**changes: object) -> Callable[[Case], None]:
+    return lambda case: case.config.update(changes)
+
+
+def _raw(text: str) -> Callable[[Case], None]:
+    def apply(case: Case) -> None:
+        case.raw_config = text
+
+    return apply
+
+
+def _corrupt_line(case: Case) -> None:
+    with (case.copy_data() / "medqa/us_4opt_test.jsonl").open("a") as handle:
+        handle.write('{"question": "cut off\n')
+
+
+def _not_utf8(case: Case) -> None:
+    with (case.copy_data() / "medqa/us_4opt_test.jsonl").open("ab") as handle:
+        handle.write(b'{"question": "\xff\xfe"}\n')
+
+
+def _checksum(case: Case) -> None:
+    data = case.copy_data()
+    (data / "medqa/SHA256SUMS").write_text("0" * 64 + "  us_4opt_test.jsonl\n")
+
+
+def _medquad_checksum(case: Case) -> None:
+    import hashlib
+
+    data = case.copy_data()
+    files = sorted((data / "medquad").glob("*/*.xml"))
+    (data / "medquad/SHA256SUMS").write_text(
+        "".join(
+            f"{hashlib.sha256(p.read_bytes()).hexdigest()}  ./{p.parent.name}/{p.name}\n"
+            for p in files
+        )
+    )
+    files[3].write_text(files[3].read_text().replace("disorder", "disease"))
+
+
+def _empty_split(case: Case) -> None:
+    (case.copy_data() / "medqa/us_4opt_test.jsonl").write_text("")
+
+
+def _missing_data(case: Case) -> None:
+    case.config["data_dir"] = str(case.tmp / "nowhere")
+
+
+def _adapter_other_base(case: Case) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    other = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=300,
+            hidden_size=48,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+        )
+    )
+    adapter = get_peft_model(other, LoraConfig(r=2, target_modules=["q_proj"]))
+    adapter.save_pretrained(case.tmp / "adapter")
+    case.config["models"] = [
+        {"name": "tuned", "model": str(case.tiny), "adapter": str(case.tmp / "adapter")}
+    ]
+
+
+def _no_chat_template(case: Case) -> None:
+    plain = case.tmp / "plain-model"
+    shutil.copytree(case.tiny, plain)
+    (plain / "chat_template.jinja").unlink(missing_ok=True)
+    settings = json.loads((plain / "tokenizer_config.json").read_text())
+    settings.pop("chat_template", None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(settings))
+    case.config["models"] = [{"name": "plain", "model": str(plain)}]
+    case.config["tasks"] = ["medquad_gen"]
+
+
+def _pickle_weights(case: Case) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    pickled = case.tmp / "pickled"
+    shutil.copytree(case.tiny, pickled)
+    model = AutoModelForCausalLM.from_pretrained(case.tiny)
+    (pickled / "model.safetensors").unlink()
+    torch.save(model.state_dict(), pickled / "pytorch_model.bin")
+    case.config["models"] = [{"name": "pickled", "model": str(pickled)}]
+
+
+def _unwritable_out(case: Case) -> None:
+    (case.tmp / "a-file").write_text("not a folder")
+    case.out = case.tmp / "a-file" / "runs"
+
+
+# id -> (what to break, the words the one-line error must contain)
+CASES: dict[str, tuple[Callable[[Case], None], str]] = {
+    "malformed-yaml": (_raw("name: [unclosed\n"), "malformed YAML"),
+    "unknown-key": (_set(colour="red"), "colour: unknown key"),
+    "wrong-type": (_set(seed="twelve"), "seed: Input should be a valid integer"),
+    "bad-value": (_set(bootstrap_resamples=5), "bootstrap_resamples: Input should be greater"),
+    "unknown-task": (_set(tasks=["medqa_9opt"]), "unknown task 'medqa_9opt'"),
+    "missing-data": (_missing_data, "data for medquad_gen not found"),
+    "not-utf8-data": (_not_utf8, "us_4opt_test.jsonl:9: not UTF-8 text"),
+    "checksum-mismatch": (_checksum, "differs from 000000000000... in"),
+    "medquad-checksum-mismatch": (_medquad_checksum, "1_Fixture_QA: files differ from"),
+    "corrupt-jsonl-line": (_corrupt_line, "us_4opt_test.jsonl:9: not valid JSON"),
+    "empty-split": (_empty_split, "task medqa_4opt: no samples to evaluate"),
+    "missing-model-path": (
+        _set(models=[{"name": "a", "model": "./no/such/model"}]),
+        "model path does not exist",
+    ),
+    "missing-fake-script": (
+        _set(models=[{"name": "a", "model": "fake:/no/such.yaml"}]),
+        "fake model script not found",
+    ),
+    "adapter-for-other-base": (_adapter_other_base, "does not fit this model"),
+    "no-chat-template": (_no_chat_template, "has no chat template"),
+    "pickle-weights": (_pickle_weights, "only safetensors weights load unless allow_pickle"),
+    "output-not-writable": (_unwritable_out, "cannot write the run directory"),
+    "unsafe-run-name": (_set(name="../escape"), "name: String should match pattern"),
+}
+
+
+@pytest.mark.parametrize("case_id", list(CASES))
+def test_bad_input_is_one_line_and_exit_2(
+    case_id: str,
+    fixture_data: Path,
+    fake_script: Path,
+    tiny_llama: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    case = Case(tmp_path, fixture_data, fake_script, tiny_llama)
+    breaker, message = CASES[case_id]
+    breaker(case)
+    code = main(case.argv())
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "it/s]" not in line and line.strip()]
+    assert code == 2, err
+    assert lines[-1].startswith("medharness: error:") and message in lines[-1], err
+    assert sum(line.startswith("medharness: error:") for line in lines) == 1
+    assert not (case.out / "demo").exists()
+    assert not case.out.exists() or not [p for p in case.out.iterdir() if p.name != ".demo"]
+
+
+def test_pickled_weights_load_when_allowed(
+    fixture_data: Path, fake_script: Path, tiny_llama: Path, tmp_path: Path
+) -> None:
+    case = Case(tmp_path, fixture_data, fake_script, tiny_llama)
+    _pickle_weights(case)
+    case.config["models"][0]["allow_pickle"] = True
+    case.config["tasks"] = ["medqa_4opt"]
+    assert main(case.argv()) == 0
+
+
+def test_disk_full_is_one_line_and_exit_2(
+    fixture_data: Path,
+    fake_script: Path,
+    tiny_llama: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import harness.runner
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", "results.json")
+
+    monkeypatch.setattr(harness.runner, "write_json_atomic", full)
+    case = Case(tmp_path, fixture_data, fake_script, tiny_llama)
+    assert main(case.argv()) == 2
+    assert "disk full while writing results.json" in capsys.readouterr().err
+    assert not (case.out / "demo").exists()
+
+
+def test_every_case_is_in_the_documented_table() -> None:
+    table = (ROOT / "docs" / "errors.md").read_text()
+    documented = set(re.findall(r"^\| `([a-z0-9-]+)` \|", table, flags=re.M))
+    assert documented == {*CASES, "disk-full", "degenerate-output", "nan-loglikelihood"}
