@@ -105,10 +105,11 @@ def run(
             build_manifest(config, data_root, file_hashes, prepared, models, timings, started),
         )
         write_text_atomic(staging / "report.html", render_run_report(staging))
-        (staging / STATE_FILE).unlink(missing_ok=True)
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
+        # only now: a kill before the rename must still find which logs are finished
+        (target / STATE_FILE).unlink(missing_ok=True)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise UserError(
