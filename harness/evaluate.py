@@ -85,7 +85,8 @@ def _score_choices(
         values = [next(scores) for _ in sample.choices]
         invalid = any(math.isnan(v) for v in values)
         chosen = -1 if invalid else int(np.argmax(values))
-        weights = [] if invalid else [math.exp(v - max(values)) for v in values]
+        top = 0.0 if invalid else max(values)
+        weights = [] if invalid else [math.exp(v - top) for v in values]
         assert sample.gold is not None
         rows.append(
             {

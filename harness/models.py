@@ -216,7 +216,11 @@ class HFModel:
         letters) are read off one forward pass of that context, as lm-eval does."""
         import torch
 
-        encoded = [self._encode_pair(context, continuation) for context, continuation in requests]
+        context_ids: dict[str, list[int]] = {}  # the options of a question share one context
+        encoded = [
+            self._encode_pair(context, continuation, context_ids)
+            for context, continuation in requests
+        ]
         # A row is one sequence to run: (input tokens, [(request, first position, targets)]).
         rows: list[tuple[list[int], list[tuple[int, int, list[int]]]]] = []
         shared: dict[tuple[int, ...], int] = {}
@@ -252,15 +256,20 @@ class HFModel:
                     results[index] = float(picked.sum().cpu())
         return results
 
-    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    def _encode_pair(
+        self, context: str, continuation: str, known: dict[str, list[int]]
+    ) -> tuple[list[int], list[int]]:
         """lm-eval's ``_encode_pair``: trailing context spaces move to the continuation, and
-        the continuation's tokens are those of the whole string after the context's."""
+        the continuation's tokens are those of the whole string after the context's.
+        ``known`` caches context encodings across the requests of one call."""
         spaces = len(context) - len(context.rstrip())
         if spaces:
             continuation = context[-spaces:] + continuation
             context = context[:-spaces]
         whole = self.tokenizer.encode(context + continuation)
-        context_ids = self.tokenizer.encode(context)
+        if context not in known:
+            known[context] = self.tokenizer.encode(context)
+        context_ids = known[context]
         return context_ids, whole[len(context_ids) :]
 
     def chat_prompt(self, user_message: str) -> str:

@@ -75,7 +75,7 @@ def run(
     started = time.time()
     data_root = resolve_data_root(config.data_dir, base_dir)
     for entry in config.models:
-        check_model_entry(entry, base_dir)
+        check_model_entry(entry)
     prepared, file_hashes = prepare_tasks(config, data_root, limit)
 
     out = output_dir or resolve_inside(base_dir, config.output_dir)
@@ -128,7 +128,7 @@ def resolve_inside(base_dir: Path, configured: str) -> Path:
     return path if path.is_absolute() else base_dir / path
 
 
-def check_model_entry(entry: ModelEntry, base_dir: Path) -> None:
+def check_model_entry(entry: ModelEntry) -> None:
     """Catch missing local files before any model is loaded or any work is done."""
     spec = entry.model
     if spec.startswith(FAKE_PREFIX):

@@ -23,6 +23,7 @@ from harness.compare import Comparison, answer_lengths, breakdown, compare_task
 from harness.errors import UserError
 from reports.charts import bar_chart, color, line_chart
 from reports.runs import RunData
+from tasks import TASKS
 
 # Metrics stored on a 0-1 scale are shown in points (x100), so every column reads 0-100.
 HUNDREDFOLD = {"acc", "rouge1", "rouge2", "rougeL", "rougeLsum"}
@@ -31,6 +32,14 @@ DEFAULT_RESAMPLES = 1000
 
 def points(metric: str, value: float) -> float:
     return value * 100 if metric in HUNDREDFOLD else value
+
+
+def in_points(metric: str, value: dict[str, Any] | None) -> tuple[float, float, float] | None:
+    """A stored metric ``{"value", "ci95"}`` as (value, low, high) in points."""
+    if value is None:
+        return None
+    low, high = value["ci95"]
+    return points(metric, value["value"]), points(metric, low), points(metric, high)
 
 
 @dataclass(frozen=True)
@@ -119,15 +128,11 @@ def summary_rows(
         by_metric = {c.metric: c for c in tested} if isinstance(tested, list) else {}
         cells: list[dict[str, Any] | None] = []
         for metric in metrics:
-            value = result["metrics"].get(metric)
-            if value is None:
+            shown = in_points(metric, result["metrics"].get(metric))
+            if shown is None:
                 cells.append(None)
                 continue
-            cell: dict[str, Any] = {
-                "value": points(metric, value["value"]),
-                "low": points(metric, value["ci95"][0]),
-                "high": points(metric, value["ci95"][1]),
-            }
+            cell: dict[str, Any] = dict(zip(("value", "low", "high"), shown, strict=True))
             if entry is not baseline and metric in base_metrics:
                 base = points(metric, base_metrics[metric]["value"])
                 cell["delta"] = cell["value"] - base
@@ -176,8 +181,8 @@ def breakdown_tables(
     task: str, entries: list[Entry], keys: list[str], metric: str
 ) -> list[dict[str, Any]]:
     tables = []
+    metadata = {doc: row["metadata"] for doc, row in entries[0].run.inputs(task).items()}
     for key in keys:
-        metadata = {doc: row["metadata"] for doc, row in entries[0].run.inputs(task).items()}
         per_model = {e.label: breakdown(e.samples(task), metadata, key, metric) for e in entries}
         groups = sorted({g for table in per_model.values() for g in table})
         if len(groups) < 2:
@@ -198,12 +203,6 @@ def breakdown_tables(
             rows.append({"group": group, "n": n, "cells": cells})
         tables.append({"key": key, "metric": metric, "rows": rows})
     return tables
-
-
-def task_keys(entry: Entry, task: str) -> list[str]:
-    from tasks import TASKS
-
-    return list(TASKS[task].breakdown_keys) if task in TASKS else []
 
 
 def browser_payload(tasks: list[str], entries: list[Entry]) -> str:
@@ -260,7 +259,7 @@ def probability(row: dict[str, Any]) -> float | None:
         return None
     top = max(values)
     weights = [math.exp(v - top) for v in values]
-    return round(weights[row["chosen"]] / sum(weights), 4)
+    return weights[row["chosen"]] / sum(weights)
 
 
 def training_charts(entries: list[Entry]) -> list[Markup]:
@@ -281,14 +280,6 @@ def training_charts(entries: list[Entry]) -> list[Markup]:
     return charts
 
 
-def bar(metric: str, value: dict[str, Any] | None) -> tuple[float, float, float] | None:
-    """A metric as (value, low, high) in points, for the bar chart."""
-    if value is None:
-        return None
-    low, high = value["ci95"]
-    return points(metric, value["value"]), points(metric, low), points(metric, high)
-
-
 def build_report(run_dirs: list[Path]) -> dict[str, Any]:
     """Everything the template shows, computed from the run directories alone."""
     runs = [RunData.open(path) for path in run_dirs]
@@ -306,7 +297,7 @@ def build_report(run_dirs: list[Path]) -> dict[str, Any]:
         metrics = list(baseline.result(task)["metrics"])
         comparisons = comparisons_for(task, baseline, present[1:], metrics, seed, resamples)
         chart_values = [
-            [bar(m, e.result(task)["metrics"].get(m)) for m in metrics] for e in present
+            [in_points(m, e.result(task)["metrics"].get(m)) for m in metrics] for e in present
         ]
         generation = "rouge1" in metrics
         sections.append(
@@ -320,7 +311,10 @@ def build_report(run_dirs: list[Path]) -> dict[str, Any]:
                 "chart": bar_chart(metrics, [e.label for e in present], chart_values),
                 "models": [{"label": e.label, "color": color(i)} for i, e in enumerate(present)],
                 "breakdowns": breakdown_tables(
-                    task, present, task_keys(baseline, task), primary_metric(metrics)
+                    task,
+                    present,
+                    list(TASKS[task].breakdown_keys) if task in TASKS else [],
+                    primary_metric(metrics),
                 ),
                 "lengths": [{"label": e.label, **answer_lengths(e.samples(task))} for e in present]
                 if generation

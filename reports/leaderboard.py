@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from reports.html import entries_of, environment, points
+from reports.html import entries_of, environment, in_points
 from reports.runs import RunData
 
 IDENTITY_FIELDS = {
@@ -56,16 +56,14 @@ def build_leaderboard(run_dirs: list[Path]) -> dict[str, Any]:
     rows = []
     for entry in entries:
         results = entry.run.results["results"][entry.model]
-        cells = []
+        cells: list[dict[str, Any] | None] = []
         for task, metric in columns:
-            found = results.get(task, {}).get("metrics", {}).get(metric)
+            shown = in_points(metric, results.get(task, {}).get("metrics", {}).get(metric))
             cells.append(
                 None
-                if found is None
+                if shown is None
                 else {
-                    "value": points(metric, found["value"]),
-                    "low": points(metric, found["ci95"][0]),
-                    "high": points(metric, found["ci95"][1]),
+                    **dict(zip(("value", "low", "high"), shown, strict=True)),
                     "n": results[task]["n"],
                 }
             )
