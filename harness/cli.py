@@ -39,6 +39,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--limit", type=positive_int, help="evaluate at most N samples per task")
 
+    train = commands.add_parser(
+        "train",
+        help="train the models of a config that have a train: block, without evaluating",
+        description="Fine-tune every model entry with a train: block (LoRA, QLoRA or full "
+        "SFT) into <output_dir>/<name>/train/<model>/: a PEFT adapter (or full weights), the "
+        "tokenizer, log.jsonl and train_config.json. A later `medharness run` of the same "
+        "config reuses them. Runs under `accelerate launch -m harness.cli train CONFIG` "
+        "for several processes or GPUs.",
+    )
+    train.add_argument("config", type=Path, help="run config (YAML); see configs/lora_medquad.yaml")
+    train.add_argument(
+        "--out", type=Path, help="parent folder of the run directory (default: output_dir)"
+    )
+
     evaluate = commands.add_parser(
         "eval",
         help="quick look: one model on some tasks, printing a results table",
@@ -126,6 +140,15 @@ def command_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def command_train(args: argparse.Namespace) -> int:
+    from harness.runner import train_only
+
+    config = load_config(args.config)
+    run_dir = train_only(config, base_dir=Path.cwd(), output_dir=args.out)
+    print(f"Trainings written to {run_dir / 'train'}")
+    return EXIT_OK
+
+
 def command_eval(args: argparse.Namespace) -> int:
     import json
 
@@ -198,6 +221,7 @@ def command_leaderboard(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "run": command_run,
+    "train": command_train,
     "eval": command_eval,
     "report": command_report,
     "leaderboard": command_leaderboard,

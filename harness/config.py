@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from harness.errors import UserError
 from tasks import TASKS
+from trainers.spec import TrainSpec
 
 # Names become folder names inside the run directory: no separators, no way out of it.
 Slug = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
@@ -28,6 +29,13 @@ class ModelEntry(Strict):
     batch_size: int = Field(8, ge=1, le=1024)
     system_prompt: str | None = None  # None keeps the chat template's own default
     allow_pickle: bool = False  # load .bin/.pt weights (pickles can run code): trusted only
+    train: TrainSpec | None = None  # fine-tune `model` (+ `adapter`) first; see trainers/spec.py
+
+    @model_validator(mode="after")
+    def trainable(self) -> ModelEntry:
+        if self.train is not None and self.model.startswith("fake:"):
+            raise ValueError("a fake model cannot be trained")
+        return self
 
 
 class TaskEntry(Strict):

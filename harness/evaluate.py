@@ -13,12 +13,14 @@ from harness.models import LanguageModel
 from harness.stats import bootstrap_corpus_ci, bootstrap_mean_ci, exact_binomial_ci
 from tasks import Sample, Task
 from tasks.metrics import (
+    DISCLAIMER_PATTERN,
     ROUGE_SETTINGS,
     ROUGE_TYPES,
     accuracy,
     bleu_from_statistics_batch,
     bleu_sentence_statistics,
     corpus_bleu,
+    has_disclaimer,
     rouge,
 )
 
@@ -111,7 +113,7 @@ def _generation_row(sample: Sample, output: str, bleu_stats: np.ndarray) -> dict
         "doc_id": sample.doc_id,
         "target": sample.target,
         "prediction": output,
-        "metrics": rouge(output, sample.target),
+        "metrics": {**rouge(output, sample.target), "disclaimer_rate": has_disclaimer(output)},
         # sacrebleu's per-sample sufficient statistics: corpus BLEU of any subset is a sum away
         "bleu_stats": [int(v) for v in bleu_stats],
     }
@@ -170,7 +172,16 @@ def aggregate(
                 bootstrap_corpus_ci(statistics, bleu_from_statistics_batch, resamples, seed)
             ),
         }
+        flagged = int(sum(row["metrics"].get("disclaimer_rate", 0.0) for row in rows))
+        metrics["disclaimer_rate"] = {
+            "value": flagged / n,
+            "ci95": list(exact_binomial_ci(flagged, n)),
+        }
         settings["rouge"] = ROUGE_SETTINGS
+        settings["disclaimer_rate"] = {
+            "share of answers matching": DISCLAIMER_PATTERN.pattern,
+            "interval": "Clopper-Pearson exact",
+        }
         settings["bleu"] = {"package": "sacrebleu", "signature": signature, "scale": "0-100"}
         settings["bootstrap"] = {"resamples": resamples, "seed": seed, "method": "percentile"}
     return {"n": n, "metrics": metrics, "settings": settings}

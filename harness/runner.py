@@ -36,8 +36,10 @@ from harness.io import (
     write_text_atomic,
 )
 from harness.models import BUILTIN_MODEL, FAKE_PREFIX, load_model, looks_like_path
+from harness.training import Trained, train_models
 from reports.html import render_run_report
 from tasks import Sample, Task, get_task
+from trainers.distributed import is_main_process
 
 SCHEMA_VERSION = 1
 STATE_FILE = "run_state.json"  # in the staging folder: which sample logs belong to which key
@@ -81,17 +83,17 @@ def run(
     out = output_dir or resolve_inside(base_dir, config.output_dir)
     target = out / config.name
     staging = out / f".{config.name}.partial"
-    try:
-        staging.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot write the run directory under {out}: {exc.strerror}") from None
+    make_folder(staging)
 
     try:
+        trained = train_models(config, data_root, staging, target if target.is_dir() else None)
+        if not is_main_process():
+            return target  # the other ranks of a distributed launch only help train
         for item in prepared:
             write_jsonl_atomic(
                 staging / "inputs" / f"{item.task.name}.jsonl", map(input_row, item.samples)
             )
-        results, models, timings = evaluate_all(config, prepared, staging)
+        results, models, timings = evaluate_all(config, prepared, staging, trained)
         write_json_atomic(
             staging / "results.json",
             {
@@ -118,9 +120,45 @@ def run(
             ) from None
         raise
     finally:
-        if staging.exists() and not any((staging / "samples").rglob("*.jsonl*")):
+        worth_keeping = [*(staging / "samples").rglob("*.jsonl*"), *(staging / "train").glob("*")]
+        if staging.exists() and not worth_keeping and is_main_process():
             shutil.rmtree(staging, ignore_errors=True)  # nothing worth resuming
     return target
+
+
+def train_only(config: RunConfig, *, base_dir: Path, output_dir: Path | None = None) -> Path:
+    """``medharness train``: the trainings of a config, in ``<run>/train/``, nothing else.
+
+    Each training folder is complete or absent on its own. A later ``medharness run`` of the
+    same config finds them there and evaluates without training again."""
+    if not any(entry.train for entry in config.models):
+        raise UserError("no model in this config has a train: block; nothing to train")
+    data_root = resolve_data_root(config.data_dir, base_dir)
+    for entry in config.models:
+        check_model_entry(entry)
+    target = (output_dir or resolve_inside(base_dir, config.output_dir)) / config.name
+    make_folder(target)
+    trained = train_models(config, data_root, target, None)
+    manifest = target / "manifest.json"
+    if trained and manifest.is_file():
+        recorded = json.loads(manifest.read_text(encoding="utf-8")).get("models", {})
+        stale = [
+            name
+            for name, outcome in trained.items()
+            if recorded.get(name, {}).get("trained", {}).get("key") != outcome.summary["key"]
+        ]
+        if stale:  # its results describe trainings that are no longer there
+            for name in ("results.json", "manifest.json", "report.html"):
+                (target / name).unlink(missing_ok=True)
+            print(f"{target}: results removed; retrained {', '.join(stale)}", file=sys.stderr)
+    return target
+
+
+def make_folder(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot write under {path.parent}: {exc.strerror}") from None
 
 
 def resolve_inside(base_dir: Path, configured: str) -> Path:
@@ -140,6 +178,13 @@ def check_model_entry(entry: ModelEntry) -> None:
     adapter = entry.adapter
     if adapter and looks_like_path(adapter) and not Path(adapter).expanduser().exists():
         raise UserError(f"model {entry.name}: adapter path does not exist: {adapter}")
+    if entry.train is not None:
+        from trainers.sft import check_runnable
+
+        try:
+            check_runnable(entry.train)
+        except UserError as exc:
+            raise UserError(f"model {entry.name}: {exc}") from None
 
 
 def prepare_tasks(
@@ -159,10 +204,13 @@ def prepare_tasks(
     return prepared, file_hashes
 
 
-def pair_key(config: RunConfig, entry: ModelEntry, item: PreparedTask) -> str:
+def pair_key(
+    config: RunConfig, entry: ModelEntry, item: PreparedTask, trained: Trained | None
+) -> str:
     """What a finished (model, task) sample log depends on; reused only while it is equal."""
     identity = {
         "model": entry.model_dump(mode="json"),
+        "trained": trained.summary["key"] if trained else None,
         "task": item.identity(),
         "max_new_tokens": config.generation.max_new_tokens,
     }
@@ -170,7 +218,10 @@ def pair_key(config: RunConfig, entry: ModelEntry, item: PreparedTask) -> str:
 
 
 def evaluate_all(
-    config: RunConfig, prepared: list[PreparedTask], staging: Path
+    config: RunConfig,
+    prepared: list[PreparedTask],
+    staging: Path,
+    trained: dict[str, Trained],
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Every model on every task, resuming from whatever an earlier attempt left in staging:
     finished sample logs are reused, partial ones continue after their last full chunk."""
@@ -184,7 +235,7 @@ def evaluate_all(
         results[entry.name], timings[entry.name] = {}, {}
         pending = []
         for item in prepared:
-            key = pair_key(config, entry, item)
+            key = pair_key(config, entry, item, trained.get(entry.name))
             final, partial = sample_paths(staging, entry.name, item.task.name)
             if state["pairs"].get(f"{entry.name}/{item.task.name}") != key:
                 final.unlink(missing_ok=True)
@@ -195,14 +246,22 @@ def evaluate_all(
                 pending.append(item)
         if pending:
             clock = time.time()
+            weights = trained.get(entry.name)
+            spec, adapter = (
+                (weights.model, weights.adapter)
+                if weights
+                else (
+                    entry.model,
+                    entry.adapter,
+                )
+            )
             print(
-                f"[{entry.name}] loading {entry.model}"
-                + (f" + {entry.adapter}" if entry.adapter else ""),
+                f"[{entry.name}] loading {spec}" + (f" + {adapter}" if adapter else ""),
                 file=sys.stderr,
             )
             model = load_model(
-                entry.model,
-                adapter=entry.adapter,
+                spec,
+                adapter=adapter,
                 dtype=entry.dtype,
                 device=entry.device,
                 batch_size=entry.batch_size,
@@ -210,6 +269,8 @@ def evaluate_all(
                 allow_pickle=entry.allow_pickle,
             )
             state["models"][entry.name] = model.describe()
+            if weights:
+                state["models"][entry.name].update(trained_record(weights, staging))
             write_json_atomic(state_path, state)
             timings[entry.name]["load_s"] = round(time.time() - clock, 3)
             for item in pending:
@@ -227,6 +288,16 @@ def evaluate_all(
             results[entry.name][item.task.name] = result
             print(f"[{entry.name}] {item.task.name}: " + summary_line(result), file=sys.stderr)
     return results, state["models"], timings
+
+
+def trained_record(weights: Trained, staging: Path) -> dict[str, Any]:
+    """How a trained model came to be, with paths relative to the run directory."""
+    relative = {
+        key: str(Path(value).relative_to(staging))
+        for key, value in (("model", weights.model), ("adapter", weights.adapter))
+        if value and Path(value).is_relative_to(staging)
+    }
+    return {**relative, "trained": weights.summary}
 
 
 def sample_paths(staging: Path, model: str, task: str) -> tuple[Path, Path]:

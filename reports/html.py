@@ -26,7 +26,7 @@ from reports.runs import RunData
 from tasks import TASKS
 
 # Metrics stored on a 0-1 scale are shown in points (x100), so every column reads 0-100.
-HUNDREDFOLD = {"acc", "rouge1", "rouge2", "rougeL", "rougeLsum"}
+HUNDREDFOLD = {"acc", "rouge1", "rouge2", "rougeL", "rougeLsum", "disclaimer_rate"}
 DEFAULT_RESAMPLES = 1000
 
 
@@ -329,7 +329,11 @@ def build_report(run_dirs: list[Path]) -> dict[str, Any]:
         "baseline": entries[0].label,
         "sections": sections,
         "training": training_charts(entries),
-        "sweeps": [(run.name, run.sweep()) for run in runs if run.sweep()],
+        "sweeps": [
+            (f"{run.name} / {model}", sweep)
+            for run in runs
+            for model, sweep in run.sweeps().items()
+        ],
         "manifests": [
             (run.name, json.dumps(run.manifest, indent=2, ensure_ascii=False)) for run in runs
         ],

@@ -85,6 +85,9 @@ class RunData:
         path = self.path / "train" / model / "log.jsonl"
         return list(read_jsonl(path)) if path.is_file() else []
 
-    def sweep(self) -> dict[str, Any] | None:
-        path = self.path / "sweep.json"
-        return self._json("sweep.json") if path.is_file() else None
+    def sweeps(self) -> dict[str, dict[str, Any]]:
+        """Model -> its hyper-parameter sweep (``train/<model>/sweep.json``), where it had one."""
+        return {
+            path.parent.name: self._json(str(path.relative_to(self.path)))
+            for path in sorted((self.path / "train").glob("*/sweep.json"))
+        }

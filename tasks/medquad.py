@@ -12,7 +12,9 @@ one split by a seeded hash: no test question is ever seen in train. Evaluation u
 Prompt: the question alone as the user turn of the model's own chat template (what model
 cards on this dataset do). Metrics: ROUGE-1/2/L/Lsum F-measure averaged over samples
 (rouge_score, default tokenizer, no stemmer: the settings of HF ``evaluate``'s rouge that
-model cards report) and sacrebleu corpus BLEU (0-100, default settings, signature recorded).
+model cards report) and sacrebleu corpus BLEU (0-100, default settings, signature recorded);
+``disclaimer_rate``, the share of answers carrying a safety disclaimer (a phrase match, see
+``tasks.metrics.DISCLAIMER_PATTERN``), measures what disclaimer-injected training did.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Literal
 from harness.errors import UserError
 from tasks.base import LoadedData, Sample, Task
 
-VERSION = "1"
+VERSION = "2"  # 2: adds disclaimer_rate
 SPLIT_SEED = 20240101
 SPLIT_FRACTIONS = (0.8, 0.1)  # train, validation; test takes the rest
 Split = Literal["train", "validation", "test"]
@@ -173,7 +175,7 @@ MEDQUAD_GEN = Task(
     data_subdir="medquad",
     obtain_hint=OBTAIN,
     load=_load_test,
-    metric_names=("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu"),
+    metric_names=("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "disclaimer_rate"),
     prompt_template="{question} (as the user turn of the model's chat template)",
     breakdown_keys=("qtype", "source"),
 )

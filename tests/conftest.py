@@ -61,8 +61,10 @@ def write_fixture_data(root: Path, scale: int = 1) -> Path:
     for row in scaled:
         options = {k: v for k, v in row["options"].items() if k != "E"}  # type: ignore[union-attr]
         four.append({**row, "options": options})
+    dev = [{**row, "question": "(dev) " + row["question"]} for row in four]
     for name, rows in (
         ("us_4opt_test.jsonl", four),
+        ("us_4opt_dev.jsonl", dev),
         ("us_5opt_test.jsonl", MEDQA_ROWS),
         ("mainland_4opt_test.jsonl", four),
         ("taiwan_test.jsonl", four),
@@ -159,6 +161,10 @@ def fake_script(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+def make_tiny_llama(path: Path) -> Path:
     """A random 2-layer Llama with a real byte-level tokenizer and a ChatML template."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -195,7 +201,6 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
         bos_token_id=vocab["<|im_start|>"],
         pad_token_id=vocab["<|im_end|>"],
     )
-    path = tmp_path_factory.mktemp("tiny-llama")
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

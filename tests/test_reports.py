@@ -151,7 +151,7 @@ def test_training_curves_and_sweep_table_render_when_present(
             for s in range(1, 6)
         )
     )
-    (run / "sweep.json").write_text(
+    (log.parent / "sweep.json").write_text(
         json.dumps(
             {
                 "metric": "rouge1",

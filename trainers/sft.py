@@ -1,0 +1,255 @@
+"""Supervised fine-tuning recipes on TRL's SFTTrainer: ``lora``, ``qlora`` and ``full``.
+
+One recipe, three ways to make the trainable model: setup (tokenizer, base model, LoRA or
+4-bit LoRA or every parameter) → train (SFTTrainer, one JSONL line per logging step) →
+save (PEFT adapter or full weights, the tokenizer, optional merged weights). Everything
+goes to a work folder that is renamed into place when complete, so a killed training leaves
+no folder that looks finished. Under ``accelerate launch`` the Trainer runs DDP (or FSDP /
+DeepSpeed from the accelerate config) and only the main process writes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from harness.errors import UserError
+from harness.io import append_jsonl_durable, read_jsonl, write_json_atomic
+from trainers.data import TrainingSet
+from trainers.distributed import is_main_process
+from trainers.spec import DONE_FILE, TrainSpec
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    folder: Path  # the finished training folder (adapter/ or model/, log.jsonl, DONE_FILE)
+    weights: Path  # adapter/ for lora and qlora, model/ for full
+    main_process: bool  # False on the other ranks of a distributed run: they wrote nothing
+
+
+def check_runnable(spec: TrainSpec) -> None:
+    """Everything that would fail late, checked before any data is read or model loaded."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if spec.recipe == "qlora":
+        if not cuda:
+            raise UserError(
+                "recipe qlora needs a CUDA GPU (bitsandbytes 4-bit nf4) and this machine has "
+                "none; use recipe: lora"
+            )
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise UserError("recipe qlora needs bitsandbytes: pip install bitsandbytes")
+        if spec.merge:
+            raise UserError("merge is not offered for qlora: its base weights are 4-bit")
+    if spec.precision in ("fp16", "bf16") and not cuda:
+        raise UserError(f"precision {spec.precision} needs a CUDA GPU; use fp32 or auto")
+    if spec.packing and not cuda:
+        raise UserError("packing needs flash attention (CUDA); use group_by_length on a CPU")
+    for target in spec.report_to:
+        if importlib.util.find_spec(target) is None:
+            raise UserError(f"report_to {target} needs the {target} package: pip install {target}")
+
+
+def train(
+    spec: TrainSpec,
+    *,
+    base_model: str,
+    adapter: str | None,
+    training: TrainingSet,
+    folder: Path,
+    identity: dict[str, Any],
+) -> TrainOutcome:
+    """Train per ``spec`` into ``folder`` (replaced when done); ``identity`` is saved with it."""
+    import torch
+    import transformers
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    transformers.logging.set_verbosity_error()
+    work = folder.with_name(f".{folder.name}.work")
+    main = is_main_process()
+    if main:
+        shutil.rmtree(work, ignore_errors=True)  # a killed attempt starts over, same seed
+        work.mkdir(parents=True)
+    transformers.set_seed(spec.seed)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(base_model)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if isinstance(training.examples[0]["prompt"], list) and not tokenizer.chat_template:
+        raise UserError(f"{base_model}: its tokenizer has no chat template to format MedQuAD")
+    model = trainable_model(spec, base_model, adapter)
+    bf16, fp16 = precision_flags(spec)
+    args = SFTConfig(
+        output_dir=str(work),
+        num_train_epochs=spec.epochs,
+        max_steps=spec.max_steps or -1,
+        learning_rate=spec.learning_rate,
+        lr_scheduler_type=spec.lr_scheduler,
+        warmup_steps=spec.warmup_ratio,
+        per_device_train_batch_size=spec.batch_size,
+        gradient_accumulation_steps=spec.grad_accum,
+        max_length=spec.max_seq_length,
+        packing=spec.packing,
+        completion_only_loss=spec.answer_only_loss,
+        train_sampling_strategy="group_by_length" if spec.group_by_length else "random",
+        gradient_checkpointing=spec.gradient_checkpointing,
+        neftune_noise_alpha=spec.neftune_noise_alpha,
+        bf16=bf16,
+        fp16=fp16,
+        seed=spec.seed,
+        data_seed=spec.seed,
+        logging_steps=spec.logging_steps,
+        save_strategy="no",
+        report_to=list(spec.report_to) or "none",
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+    log_path = work / "log.jsonl"
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(training.examples),
+        processing_class=tokenizer,
+        callbacks=[JsonlLog(log_path)] if main else [],
+    )
+    started = time.time()
+    result = trainer.train()
+    elapsed = time.time() - started
+    weights = work / ("model" if spec.recipe == "full" else "adapter")
+    trainer.save_model(str(weights))  # main process only, by the Trainer's own rule
+    if not main:
+        return TrainOutcome(folder, folder / weights.name, main_process=False)
+    tokenizer.save_pretrained(weights)
+    (weights / "training_args.bin").unlink(missing_ok=True)  # a pickle; train_config.json says it
+    if spec.merge and spec.recipe == "lora":
+        merged = trainer.model.merge_and_unload()  # type: ignore[union-attr,operator]
+        merged.save_pretrained(work / "merged")
+        tokenizer.save_pretrained(work / "merged")
+    steps = list(read_jsonl(log_path)) if log_path.is_file() else []
+    summary = {
+        **identity,
+        "data": training.description,
+        "train_loss": result.training_loss,
+        "first_logged_loss": steps[0]["loss"] if steps else None,
+        "last_logged_loss": steps[-1]["loss"] if steps else None,
+        "steps": result.global_step,
+        "runtime_s": round(elapsed, 3),
+        "tokens": total_tokens(trainer),
+        "tokens_per_s": round(total_tokens(trainer) / elapsed, 2) if elapsed else None,
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "world_size": max(1, args.world_size),
+        "torch": torch.__version__,
+    }
+    write_json_atomic(work / DONE_FILE, summary)
+    if folder.exists():
+        shutil.rmtree(folder)
+    work.rename(folder)
+    return TrainOutcome(folder, folder / weights.name, main_process=True)
+
+
+def trainable_model(spec: TrainSpec, base_model: str, adapter: str | None) -> Any:
+    """The base model with what this recipe trains: LoRA, LoRA on 4-bit, or everything."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM
+
+    load: dict[str, Any] = {"use_safetensors": True, "trust_remote_code": False}
+    if spec.recipe == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        load["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_use_double_quant=True,
+        )
+        load["dtype"] = torch.bfloat16
+    else:
+        load["dtype"] = torch.float32  # master weights; bf16/fp16 run under autocast
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base_model, **load)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"could not load {base_model!r} for training: {first_line(exc)}") from None
+    if spec.recipe == "qlora":
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=spec.gradient_checkpointing
+        )
+    if spec.recipe == "full":
+        if adapter:  # train on top of the adapter: fold it in, then train every weight
+            model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        return model
+    if adapter:  # continue training the given adapter
+        return PeftModel.from_pretrained(model, adapter, is_trainable=True)
+    lora = spec.lora
+    return get_peft_model(
+        model,
+        LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=lora.target_modules,
+            task_type="CAUSAL_LM",
+        ),
+    )
+
+
+def precision_flags(spec: TrainSpec) -> tuple[bool, bool]:
+    import torch
+
+    precision = spec.precision
+    if precision == "auto":
+        cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        precision = "bf16" if cuda_bf16 or spec.recipe == "qlora" else "fp32"
+    return precision == "bf16", precision == "fp16"
+
+
+def total_tokens(trainer: Any) -> int:
+    """Non-padding tokens trained on, as TRL counts them across processes."""
+    return int(getattr(trainer, "_total_train_tokens", 0))
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class JsonlLog(TrainerCallback):
+    """Trainer callback: one JSON line per logging step (step, epoch, loss, learning_rate,
+    grad_norm, tokens_per_s), durable on disk as it is written; the report draws from it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.last: tuple[float, float] | None = None  # (time, tokens) at the previous line
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.path.unlink(missing_ok=True)
+        self.last = (time.time(), 0.0)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step >= state.max_steps:
+            control.should_log = True  # the last step is always in the log
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **_: Any
+    ) -> None:
+        if not logs or "loss" not in logs:
+            return  # the end-of-training summary line goes to train_config.json instead
+        now, tokens = time.time(), float(logs.get("num_tokens", 0.0))
+        since, before = self.last or (now, 0.0)
+        self.last = (now, tokens)
+        row = {
+            "step": state.global_step,
+            "epoch": round(float(state.epoch or 0.0), 4),
+            "loss": float(logs["loss"]),
+            "learning_rate": logs.get("learning_rate"),
+            "grad_norm": float(logs["grad_norm"]) if logs.get("grad_norm") is not None else None,
+            "tokens_per_s": round((tokens - before) / (now - since), 2) if now > since else None,
+        }
+        append_jsonl_durable(self.path, [row])

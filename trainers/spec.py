@@ -1,0 +1,125 @@
+"""The ``train:`` block of a model entry: what to train, on what, and how.
+
+Defaults are the ones that train SmolLM2-135M sensibly on a CPU; every knob a model card on
+MedQuAD or MedQA reports (rank, alpha, target modules, learning rate and schedule, batch and
+accumulation, epochs, precision, NEFTune, disclaimers) has a key here.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Recipe = Literal["lora", "qlora", "full"]
+TrainData = Literal["medquad", "medqa_dev"]
+SweepMetric = Literal["rouge1", "rouge2", "rougeL", "rougeLsum", "bleu"]
+DONE_FILE = "train_config.json"  # the resolved config, written last: a finished training
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LoraSettings(Strict):
+    r: int = Field(16, ge=1, le=1024)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    # "all-linear" (PEFT's shorthand: every linear layer but the output head) or module names
+    target_modules: Literal["all-linear"] | list[str] = "all-linear"
+
+
+class SweepSpec(Strict):
+    """Points to try; each is trained, scored on the validation split, the best one kept."""
+
+    grid: dict[str, list[float | int]] | None = None  # every combination of the lists
+    points: list[dict[str, float | int]] | None = None  # or exactly these combinations
+    metric: SweepMetric = "rouge1"  # higher is better
+    validation_limit: int = Field(64, ge=1)  # validation questions scored per point
+
+    @model_validator(mode="after")
+    def one_form(self) -> SweepSpec:
+        if (self.grid is None) == (self.points is None):
+            raise ValueError("give either grid or points")
+        for key in {k for point in self.combinations() for k in point}:
+            if key not in SWEEPABLE:
+                raise ValueError(f"cannot sweep {key!r}; sweepable: {', '.join(SWEEPABLE)}")
+        if not self.combinations():
+            raise ValueError("the sweep has no points")
+        return self
+
+    def combinations(self) -> list[dict[str, float | int]]:
+        if self.points is not None:
+            return [dict(point) for point in self.points]
+        assert self.grid is not None
+        keys = list(self.grid)
+        return [
+            dict(zip(keys, values, strict=True))
+            for values in itertools.product(*(self.grid[key] for key in keys))
+        ]
+
+
+class TrainSpec(Strict):
+    recipe: Recipe = "lora"  # lora | qlora (4-bit nf4, CUDA only) | full (every parameter)
+    data: TrainData = "medquad"  # medquad: train split; medqa_dev: MedQA US 4-option dev
+    limit: int | None = Field(None, ge=1)  # first N training examples (seeded stable order)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)  # overrides epochs when set
+    learning_rate: float = Field(2e-4, gt=0)
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    batch_size: int = Field(4, ge=1)  # per device
+    grad_accum: int = Field(1, ge=1)
+    max_seq_length: int = Field(512, ge=16)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, else fp32
+    seed: int = 42
+    neftune_noise_alpha: float | None = Field(None, gt=0)  # NEFTune embedding noise
+    packing: bool = False  # pack examples into max_seq_length blocks (flash attention only)
+    group_by_length: bool = True  # batch similar lengths together: less padding, same loss
+    gradient_checkpointing: bool = False  # trade compute for memory on large models
+    answer_only_loss: bool = True  # loss on the answer tokens, not on the question
+    disclaimer: str | None = None  # appended to every training answer (MedQuAD only)
+    lora: LoraSettings = LoraSettings()
+    merge: bool = False  # also save base + adapter merged into plain weights
+    report_to: list[Literal["tensorboard", "wandb"]] = []  # besides the JSONL log
+    logging_steps: int = Field(5, ge=1)
+    sweep: SweepSpec | None = None
+
+    @model_validator(mode="after")
+    def coherent(self) -> TrainSpec:
+        if (
+            self.recipe == "full"
+            and self.sweep
+            and any("lora_r" in point for point in self.sweep.combinations())
+        ):
+            raise ValueError("a full fine-tune has no LoRA rank to sweep")
+        if self.disclaimer is not None and self.data != "medquad":
+            raise ValueError("disclaimer applies to MedQuAD answers only")
+        if self.sweep and self.data != "medquad":
+            raise ValueError("sweeps score on the MedQuAD validation split; use data: medquad")
+        return self
+
+    def with_point(self, point: dict[str, Any]) -> TrainSpec:
+        """This spec with one sweep point's values in place, and no sweep."""
+        updates: dict[str, Any] = {"sweep": None}
+        lora = self.lora.model_dump()
+        for key, value in point.items():
+            if key.startswith("lora_"):
+                lora[key.removeprefix("lora_")] = value
+            else:
+                updates[key] = value
+        updates["lora"] = LoraSettings.model_validate(lora)
+        return TrainSpec.model_validate({**self.model_dump(), **updates})
+
+
+SWEEPABLE = (
+    "learning_rate",
+    "epochs",
+    "max_steps",
+    "warmup_ratio",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "neftune_noise_alpha",
+)
