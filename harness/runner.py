@@ -40,6 +40,7 @@ from harness.training import Trained, train_models
 from reports.html import render_run_report
 from tasks import Sample, Task, get_task
 from trainers.distributed import is_main_process
+from trainers.spec import DONE_FILE
 
 SCHEMA_VERSION = 1
 STATE_FILE = "run_state.json"  # in the staging folder: which sample logs belong to which key
@@ -120,7 +121,10 @@ def run(
             ) from None
         raise
     finally:
-        worth_keeping = [*(staging / "samples").rglob("*.jsonl*"), *(staging / "train").glob("*")]
+        worth_keeping = [
+            *(staging / "samples").rglob("*.jsonl*"),
+            *(staging / "train").rglob(DONE_FILE),  # finished trainings
+        ]
         if staging.exists() and not worth_keeping and is_main_process():
             shutil.rmtree(staging, ignore_errors=True)  # nothing worth resuming
     return target

@@ -119,7 +119,7 @@ def ensure_trained(
 ) -> Trained | None:
     """The finished training at ``relative`` in the run being assembled: already there,
     brought over from the earlier run directory ``previous``, or trained now."""
-    from trainers.sft import check_runnable, train
+    from trainers.sft import train
 
     identity = training_identity(entry, spec, training)
     folder = staging / relative
@@ -128,9 +128,8 @@ def ensure_trained(
         if finished_key(earlier) == identity["key"] and is_main_process():
             link_tree(earlier, folder)
     if finished_key(folder) == identity["key"]:
-        print(f"[{entry.name}] reusing the finished training in {folder.name}", file=sys.stderr)
+        print(f"[{entry.name}] reusing the finished training in {relative}", file=sys.stderr)
     else:
-        check_runnable(spec)
         print(f"[{entry.name}] training ({spec.recipe}) on {training.description}", file=sys.stderr)
         outcome = train(
             spec,

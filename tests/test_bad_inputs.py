@@ -139,6 +139,10 @@ def _unwritable_out(case: Case) -> None:
     case.out = case.tmp / "a-file" / "runs"
 
 
+def _qlora(case: Case) -> None:
+    case.config["models"] = [{"name": "q", "model": str(case.tiny), "train": {"recipe": "qlora"}}]
+
+
 # id -> (what to break, the words the one-line error must contain)
 CASES: dict[str, tuple[Callable[[Case], None], str]] = {
     "malformed-yaml": (_raw("name: [unclosed\n"), "malformed YAML"),
@@ -165,6 +169,7 @@ CASES: dict[str, tuple[Callable[[Case], None], str]] = {
     "pickle-weights": (_pickle_weights, "only safetensors weights load unless allow_pickle"),
     "output-not-writable": (_unwritable_out, "cannot write the run directory"),
     "unsafe-run-name": (_set(name="../escape"), "name: String should match pattern"),
+    "qlora-without-cuda": (_qlora, "recipe qlora needs a CUDA GPU"),
 }
 
 

@@ -73,17 +73,17 @@ def train(
     from trl import SFTConfig, SFTTrainer
 
     transformers.logging.set_verbosity_error()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(base_model)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if isinstance(training.examples[0]["prompt"], list) and not tokenizer.chat_template:
+        raise UserError(f"the tokenizer of {base_model} has no chat template to format MedQuAD")
     work = folder.with_name(f".{folder.name}.work")
     main = is_main_process()
     if main:
         shutil.rmtree(work, ignore_errors=True)  # a killed attempt starts over, same seed
         work.mkdir(parents=True)
     transformers.set_seed(spec.seed)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(base_model)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if isinstance(training.examples[0]["prompt"], list) and not tokenizer.chat_template:
-        raise UserError(f"{base_model}: its tokenizer has no chat template to format MedQuAD")
     model = trainable_model(spec, base_model, adapter)
     bf16, fp16 = precision_flags(spec)
     args = SFTConfig(
@@ -109,7 +109,9 @@ def train(
         save_strategy="no",
         report_to=list(spec.report_to) or "none",
         dataloader_num_workers=0,
+        disable_tqdm=False,  # a progress bar on long work, whatever the log level
         dataloader_pin_memory=torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(),  # also what lets a CPU launch run DDP (gloo)
     )
     log_path = work / "log.jsonl"
     trainer = SFTTrainer(
