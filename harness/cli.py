@@ -96,6 +96,27 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", required=True, type=Path, help="report.html, or a .md file for Markdown"
     )
 
+    gate = commands.add_parser(
+        "gate",
+        help="check a finished run against a release policy; exit 1 when it fails",
+        description="Check RUN_DIR against a policy YAML (floors per task.metric, regression "
+        "limits against a baseline with paired tests, required tasks, a minimum sample "
+        "count). Reads run directories only. Exit 0 pass, 1 fail, 2 bad input (bad policy, "
+        "missing run, run and baseline not comparable). See examples/gate.yaml.",
+    )
+    gate.add_argument("run", type=Path, metavar="RUN_DIR", help="the candidate's run directory")
+    gate.add_argument("--policy", required=True, type=Path, help="policy YAML")
+    gate.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="RUN_DIR",
+        help="a stored baseline run (default: the run's own first model)",
+    )
+    gate.add_argument(
+        "--junit", type=Path, metavar="FILE", help="write JUnit XML, one case per rule"
+    )
+    gate.add_argument("--markdown", type=Path, metavar="FILE", help="write a Markdown summary")
+
     board = commands.add_parser(
         "leaderboard",
         help="one sortable table of every model from many runs",
@@ -219,12 +240,27 @@ def command_leaderboard(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def command_gate(args: argparse.Namespace) -> int:
+    from harness.gate import evaluate_gate, load_policy
+    from harness.io import write_text_atomic
+    from reports.gate import render_junit, render_markdown, render_text
+
+    result = evaluate_gate(load_policy(args.policy), args.run, args.baseline)
+    print(render_text(result))
+    if args.junit:
+        write_text_atomic(args.junit, render_junit(result))
+    if args.markdown:
+        write_text_atomic(args.markdown, render_markdown(result))
+    return EXIT_OK if result.passed else EXIT_GATE_FAILED
+
+
 COMMANDS = {
     "run": command_run,
     "train": command_train,
     "eval": command_eval,
     "report": command_report,
     "leaderboard": command_leaderboard,
+    "gate": command_gate,
 }
 
 

@@ -104,67 +104,54 @@ def mcnemar_exact(baseline_correct: Sequence[bool], candidate_correct: Sequence[
     return min(1.0, 2 * tail)
 
 
-def compare_accuracy(
-    base: Sequence[dict[str, Any]], cand: Sequence[dict[str, Any]], *, resamples: int, seed: int
-) -> tuple[float, float, float, tuple[float, float], float, float | None]:
-    a = np.array([row["metrics"]["acc"] for row in base], dtype=float)
-    b = np.array([row["metrics"]["acc"] for row in cand], dtype=float)
-    diffs = b - a
-    resampled = diffs[bootstrap_indices(len(diffs), resamples, seed)].mean(axis=1)
-    p_value = mcnemar_exact(list(a > 0.5), list(b > 0.5))
-    lost, won = int(((a > 0.5) & (b < 0.5)).sum()), int(((b > 0.5) & (a < 0.5)).sum())
-    odds = won / lost if lost else (math.inf if won else None)
-    return (
-        float(a.mean()),
-        float(b.mean()),
-        float(diffs.mean()),
-        _interval(resampled),
-        p_value,
-        odds,
-    )
-
-
-def compare_mean_metric(
+def paired_differences(
     base: Sequence[dict[str, Any]],
     cand: Sequence[dict[str, Any]],
     metric: str,
     *,
     resamples: int,
     seed: int,
-) -> tuple[float, float, float, tuple[float, float], float, float | None]:
+) -> tuple[float, float, np.ndarray]:
+    """Baseline value, candidate value, and the candidate-minus-baseline difference on each
+    paired bootstrap resample (the same resampled questions for both models). BLEU is
+    recomputed per resample from the summed sufficient statistics; other metrics are means."""
+    if metric == "bleu":
+        stats_a, stats_b = bleu_statistics_of(base), bleu_statistics_of(cand)
+        counts = resample_counts(len(base), resamples, seed).astype(np.float64)
+        resampled = bleu_from_statistics_batch(
+            counts @ stats_b.astype(np.float64)
+        ) - bleu_from_statistics_batch(counts @ stats_a.astype(np.float64))
+        value_a = bleu_from_statistics(stats_a.sum(axis=0))
+        value_b = bleu_from_statistics(stats_b.sum(axis=0))
+        return value_a, value_b, resampled
     a = np.array([row["metrics"][metric] for row in base], dtype=float)
     b = np.array([row["metrics"][metric] for row in cand], dtype=float)
+    resampled = (b - a)[bootstrap_indices(len(a), resamples, seed)].mean(axis=1)
+    return float(a.mean()), float(b.mean()), resampled
+
+
+def _effect(
+    base: Sequence[dict[str, Any]], cand: Sequence[dict[str, Any]], metric: str
+) -> tuple[float | None, float | None]:
+    """(McNemar p-value or None, effect size) for the metric's paired test."""
+    if metric == "bleu":
+        return None, None
+    a = np.array([row["metrics"][metric] for row in base], dtype=float)
+    b = np.array([row["metrics"][metric] for row in cand], dtype=float)
+    if metric == "acc":
+        lost, won = int(((a > 0.5) & (b < 0.5)).sum()), int(((b > 0.5) & (a < 0.5)).sum())
+        odds = won / lost if lost else (math.inf if won else None)
+        return mcnemar_exact(list(a > 0.5), list(b > 0.5)), odds
     diffs = b - a
-    resampled = diffs[bootstrap_indices(len(diffs), resamples, seed)].mean(axis=1)
     spread = float(diffs.std(ddof=1)) if len(diffs) > 1 else 0.0
-    cohen_dz = float(diffs.mean()) / spread if spread > 0 else None
-    return (
-        float(a.mean()),
-        float(b.mean()),
-        float(diffs.mean()),
-        _interval(resampled),
-        _two_sided_bootstrap_p(resampled),
-        cohen_dz,
-    )
+    return None, float(diffs.mean()) / spread if spread > 0 else None
 
 
-def compare_bleu(
-    base: Sequence[dict[str, Any]], cand: Sequence[dict[str, Any]], *, resamples: int, seed: int
-) -> tuple[float, float, float, tuple[float, float], float, float | None]:
-    stats_a, stats_b = bleu_statistics_of(base), bleu_statistics_of(cand)
-    value_a = bleu_from_statistics(stats_a.sum(axis=0))
-    value_b = bleu_from_statistics(stats_b.sum(axis=0))
-    counts = resample_counts(len(base), resamples, seed)
-    totals_a, totals_b = counts @ stats_a.astype(np.float64), counts @ stats_b.astype(np.float64)
-    resampled = bleu_from_statistics_batch(totals_b) - bleu_from_statistics_batch(totals_a)
-    return (
-        value_a,
-        value_b,
-        value_b - value_a,
-        _interval(resampled),
-        _two_sided_bootstrap_p(resampled),
-        None,
-    )
+TESTS = {
+    "acc": ("McNemar exact", "odds ratio (won/lost questions)"),
+    "bleu": ("paired bootstrap ({resamples} resamples)", ""),
+}
+MEAN_TEST = ("paired bootstrap ({resamples} resamples)", "Cohen's d_z")
 
 
 def compare_task(
@@ -184,16 +171,14 @@ def compare_task(
     )
     comparisons = []
     for metric in metrics:
-        if metric == "acc":
-            values = compare_accuracy(base, cand, resamples=resamples, seed=seed)
-            test, effect = "McNemar exact", "odds ratio (won/lost questions)"
-        elif metric == "bleu":
-            values = compare_bleu(base, cand, resamples=resamples, seed=seed)
-            test, effect = f"paired bootstrap ({resamples} resamples)", ""
-        else:
-            values = compare_mean_metric(base, cand, metric, resamples=resamples, seed=seed)
-            test, effect = f"paired bootstrap ({resamples} resamples)", "Cohen's d_z"
-        value_a, value_b, difference, interval, p_value, effect_size = values
+        value_a, value_b, resampled = paired_differences(
+            base, cand, metric, resamples=resamples, seed=seed
+        )
+        exact_p, effect_size = _effect(base, cand, metric)
+        p_value = exact_p if exact_p is not None else _two_sided_bootstrap_p(resampled)
+        test, effect = TESTS.get(metric, MEAN_TEST)
+        difference = value_b - value_a
+        interval = _interval(resampled)
         comparisons.append(
             Comparison(
                 task=task,
@@ -206,7 +191,7 @@ def compare_task(
                 difference=difference,
                 ci95=interval,
                 p_value=p_value,
-                test=test,
+                test=test.format(resamples=resamples),
                 effect_size=effect_size,
                 effect_name=effect,
                 verdict=verdict(difference, p_value, alpha),

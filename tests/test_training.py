@@ -287,3 +287,24 @@ def test_two_process_accelerate_launch_saves_one_adapter(
     summary = json.loads((train_dir / "tuned" / "train_config.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 4
     assert (train_dir / "tuned" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_long_answers_are_shortened_so_the_disclaimer_survives_truncation(
+    fixture_data: Path, tiny_llama: Path
+) -> None:
+    from transformers import AutoTokenizer
+
+    from trainers.data import TrainingSet
+    from trainers.sft import fit_disclaimer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    training = medquad_examples(fixture_data, None, DISCLAIMER)
+    long_answer = {"role": "assistant", "content": "word " * 400 + "\n\n" + DISCLAIMER}
+    examples = [{**training.examples[0], "completion": [long_answer]}, training.examples[1]]
+    fitted = fit_disclaimer(TrainingSet(examples, "", {}, DISCLAIMER), tokenizer, max_length=200)
+    for before, after in zip(examples, fitted, strict=True):
+        text = tokenizer.apply_chat_template(after["prompt"] + after["completion"], tokenize=False)
+        length = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        assert after["completion"][0]["content"].endswith("\n\n" + DISCLAIMER)
+        assert length <= 200 or after == before  # short examples are left as they were
+    assert fitted[0] != examples[0] and fitted[1] == examples[1]

@@ -26,6 +26,7 @@ class TrainingSet:
     examples: list[dict[str, Any]]  # TRL prompt-completion records
     description: str  # one line for logs and the saved training config
     file_hashes: dict[str, str]
+    disclaimer: str | None = None  # appended to every answer; must survive truncation
 
 
 def medquad_examples(
@@ -52,6 +53,7 @@ def medquad_examples(
         f"MedQuAD {split} split, {len(examples)} of {len(splits[split])} pairs"  # type: ignore[index]
         + (" (disclaimer appended)" if disclaimer else ""),
         digests,
+        disclaimer,
     )
 
 

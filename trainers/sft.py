@@ -117,7 +117,7 @@ def train(
     trainer = SFTTrainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(training.examples),
+        train_dataset=Dataset.from_list(fit_disclaimer(training, tokenizer, spec.max_seq_length)),
         processing_class=tokenizer,
         callbacks=[JsonlLog(log_path)] if main else [],
     )
@@ -154,6 +154,30 @@ def train(
         shutil.rmtree(folder)
     work.rename(folder)
     return TrainOutcome(folder, folder / weights.name, main_process=True)
+
+
+def fit_disclaimer(training: TrainingSet, tokenizer: Any, max_length: int) -> list[dict[str, Any]]:
+    """Training examples whose appended disclaimer survives truncation to ``max_length``.
+
+    Truncation keeps the start of a sequence, so a long answer would lose the disclaimer at
+    its end and the model would never see it; such answers are shortened instead."""
+    if not training.disclaimer:
+        return training.examples
+    suffix = "\n\n" + training.disclaimer
+    fitted = []
+    for example in training.examples:
+        answer = example["completion"][0]["content"]
+        text = tokenizer.apply_chat_template(
+            example["prompt"] + example["completion"], tokenize=False
+        )
+        overflow = len(tokenizer(text, add_special_tokens=False)["input_ids"]) - max_length
+        if overflow > 0 and answer.endswith(suffix):
+            body = tokenizer(answer.removesuffix(suffix), add_special_tokens=False)["input_ids"]
+            keep = max(0, len(body) - overflow - 2)  # 2: re-tokenising at the cut may merge
+            short = tokenizer.decode(body[:keep]).rstrip() + suffix
+            example = {**example, "completion": [{"role": "assistant", "content": short}]}
+        fitted.append(example)
+    return fitted
 
 
 def trainable_model(spec: TrainSpec, base_model: str, adapter: str | None) -> Any:

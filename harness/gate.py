@@ -1,0 +1,248 @@
+"""The release gate: a policy of floors and regression limits checked against a finished run.
+
+Reads run directories only (no model is called, so re-gating costs seconds). Floors compare
+a metric's value with a number. Regression limits compare the candidate with a baseline
+model on the same questions: a rule fails when the candidate is significantly worse by more
+than the allowed drop, i.e. when the one-sided upper confidence bound (level ``alpha``,
+paired bootstrap) of candidate minus baseline is below minus the allowed drop. Too few
+samples fail the gate instead of passing it quietly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from harness.compare import pair_rows, paired_differences
+from harness.config import format_validation_error
+from harness.errors import UserError
+from reports.runs import RunData
+from tasks import TASKS
+
+POINTS_SCALE = {"bleu": 1.0}  # drops are in points: 0-100 for every metric; BLEU already is
+COMPARABLE = ("version", "prompt", "data_sha256", "sample_ids_sha256", "n")
+
+
+def metric_scale(metric: str) -> float:
+    return POINTS_SCALE.get(metric, 100.0)
+
+
+def split_rule_key(key: str) -> tuple[str, str]:
+    """``task.metric`` -> (task, metric), refusing unknown tasks and metrics."""
+    task, _, metric = key.partition(".")
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r} in {key!r}; known tasks: {', '.join(TASKS)}")
+    known = TASKS[task].metric_names
+    if metric not in known:
+        raise ValueError(f"unknown metric {metric!r} in {key!r}; {task} has: {', '.join(known)}")
+    return task, metric
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    candidate: str | None = None  # model of the run to gate (default: its last model)
+    baseline: str | None = None  # model to compare with (default: see resolve_models)
+    alpha: float = Field(0.05, gt=0, lt=0.5)  # one-sided level of the regression tests
+    min_samples: int = Field(100, ge=1)  # every gated task needs at least this many samples
+    required_tasks: list[str] = []
+    floors: dict[str, float] = {}  # task.metric: lowest acceptable value (metric units)
+    regressions: dict[str, float] = {}  # task.metric: largest allowed drop, in points
+
+    @field_validator("floors", "regressions")
+    @classmethod
+    def known_keys(cls, rules: dict[str, float]) -> dict[str, float]:
+        for key in rules:
+            split_rule_key(key)
+        return rules
+
+    @field_validator("required_tasks")
+    @classmethod
+    def known_tasks(cls, tasks: list[str]) -> list[str]:
+        unknown = [task for task in tasks if task not in TASKS]
+        if unknown:
+            raise ValueError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}")
+        return tasks
+
+    def gated_tasks(self) -> list[str]:
+        tasks = list(self.required_tasks)
+        for key in [*self.floors, *self.regressions]:
+            task = split_rule_key(key)[0]
+            if task not in tasks:
+                tasks.append(task)
+        return tasks
+
+
+def load_policy(path: Path) -> Policy:
+    if not path.is_file():
+        raise UserError(f"policy file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise UserError(f"{where}: malformed YAML ({getattr(exc, 'problem', None)})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of policy settings at the top level")
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(format_validation_error(str(path), exc)) from None
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    name: str  # e.g. "medqa_4opt.acc >= 0.55"
+    task: str
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class GateResult:
+    candidate: str
+    baseline: str | None
+    rules: list[RuleResult]
+
+    @property
+    def passed(self) -> bool:
+        return all(rule.passed for rule in self.rules)
+
+
+def resolve_models(policy: Policy, run: RunData, baseline_run: RunData) -> tuple[str, str | None]:
+    """Candidate: the policy's, else the run's last model. Baseline: the policy's; else, with
+    a separate baseline run, its model of the candidate's name or its first model; else the
+    run's own baseline (first model) unless that is the candidate."""
+    candidate = policy.candidate or run.models[-1]
+    if candidate not in run.models:
+        raise UserError(f"{run.path}: no model {candidate!r}; models: {', '.join(run.models)}")
+    if policy.baseline:
+        if policy.baseline not in baseline_run.models:
+            raise UserError(
+                f"{baseline_run.path}: no model {policy.baseline!r}; "
+                f"models: {', '.join(baseline_run.models)}"
+            )
+        return candidate, policy.baseline
+    if baseline_run is not run:
+        return candidate, candidate if candidate in baseline_run.models else baseline_run.models[0]
+    first = run.models[0]
+    return candidate, first if first != candidate else None
+
+
+def check_comparable(run: RunData, baseline_run: RunData, tasks: list[str]) -> None:
+    """Refuse to compare results that differ in what makes them comparable."""
+    if baseline_run is run:
+        return
+    problems = []
+    for task in tasks:
+        ours = run.manifest.get("tasks", {}).get(task)
+        theirs = baseline_run.manifest.get("tasks", {}).get(task)
+        if ours is None or theirs is None:
+            continue  # a missing task is a failed requirement, reported as a rule
+        differing = [field for field in COMPARABLE if ours.get(field) != theirs.get(field)]
+        if differing:
+            problems.append(f"{task} ({', '.join(differing)})")
+    if problems:
+        raise UserError(
+            f"{run.path} and baseline {baseline_run.path} are not comparable: they differ in "
+            + "; ".join(problems)
+        )
+
+
+def evaluate_gate(policy: Policy, run_dir: Path, baseline_dir: Path | None) -> GateResult:
+    run = RunData.open(run_dir)
+    baseline_run = RunData.open(baseline_dir) if baseline_dir else run
+    candidate, baseline = resolve_models(policy, run, baseline_run)
+    if policy.regressions and baseline is None:
+        raise UserError(
+            "the policy has regression limits but there is no baseline model: pass "
+            "--baseline RUN_DIR or run a baseline model first in the same config"
+        )
+    check_comparable(run, baseline_run, policy.gated_tasks())
+    settings = run.manifest.get("config", {})
+    resamples = int(settings.get("bootstrap_resamples", 1000))
+    seed = int(settings.get("seed", 1234))
+    results = run.results["results"][candidate]
+    rules: list[RuleResult] = []
+
+    for task in policy.gated_tasks():
+        if task not in results:
+            rules.append(RuleResult(f"{task} is evaluated", task, False, "task not in the run"))
+            continue
+        n = int(results[task]["n"])
+        rules.append(
+            RuleResult(
+                f"{task} has at least {policy.min_samples} samples",
+                task,
+                n >= policy.min_samples,
+                f"n = {n}",
+            )
+        )
+    for key, floor in policy.floors.items():
+        task, metric = split_rule_key(key)
+        if task not in results:
+            continue
+        value = float(results[task]["metrics"][metric]["value"])
+        rules.append(
+            RuleResult(
+                f"{key} >= {floor:g}",
+                task,
+                value >= floor,
+                f"measured {value:.4f}",
+            )
+        )
+    for key, drop in policy.regressions.items():
+        task, metric = split_rule_key(key)
+        if task not in results or baseline is None:
+            continue
+        if task not in baseline_run.results["results"].get(baseline, {}):
+            rules.append(
+                RuleResult(f"{key} drop <= {drop:g} points", task, False, "not in the baseline")
+            )
+            continue
+        rules.append(
+            regression_rule(
+                key,
+                drop,
+                baseline_run.samples(baseline, task),
+                run.samples(candidate, task),
+                alpha=policy.alpha,
+                resamples=resamples,
+                seed=seed,
+            )
+        )
+    return GateResult(candidate, baseline, rules)
+
+
+def regression_rule(
+    key: str,
+    drop: float,
+    baseline_rows: list[dict[str, Any]],
+    candidate_rows: list[dict[str, Any]],
+    *,
+    alpha: float,
+    resamples: int,
+    seed: int,
+) -> RuleResult:
+    """Fail only when the candidate is significantly worse by more than ``drop`` points."""
+    task, metric = split_rule_key(key)
+    base, cand = pair_rows(baseline_rows, candidate_rows, key)
+    value_a, value_b, resampled = paired_differences(
+        base, cand, metric, resamples=resamples, seed=seed
+    )
+    scale = metric_scale(metric)
+    difference = (value_b - value_a) * scale
+    upper = float(np.quantile(resampled, 1 - alpha)) * scale
+    passed = upper >= -drop
+    detail = (
+        f"candidate - baseline = {difference:+.2f} points ({value_b:.4f} vs {value_a:.4f}); "
+        f"one-sided {1 - alpha:.0%} upper bound {upper:+.2f} "
+        + (">=" if passed else "<")
+        + f" -{drop:g} allowed"
+    )
+    return RuleResult(f"{key} drop <= {drop:g} points", task, passed, detail)
