@@ -1,0 +1,323 @@
+"""Model-card claims as data, the run that re-makes a card, and a verdict per claim.
+
+A card file (``cards/*.yaml``) names the card's model, its training recipe as far as the card
+says it, the tasks standing in for its evaluation, what it claims and what it leaves
+unspecified. ``medharness reproduce`` turns it into an ordinary run config (base model, and
+the tuned model with a ``train:`` block), runs it, and judges each claim from the finished
+run directory: reproduced within tolerance, not reproduced (with the measured value), or not
+checkable (and why). Substitutions (another model, a recipe or precision this machine cannot
+run, a smaller budget) are applied openly and listed with the verdict.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from harness.compare import compare_task
+from harness.config import RunConfig, format_validation_error, parse_config
+from harness.errors import UserError
+from reports.runs import RunData
+from tasks import TASKS
+from trainers.spec import TrainSpec
+
+ClaimKind = Literal[
+    "value",  # a metric of the base or tuned model
+    "delta",  # tuned minus base on a metric
+    "improves",  # the tuned model is significantly better than the base on a metric
+    "sweep_point",  # the validation metric of one sweep point
+    "sweep_best",  # which sweep point is best
+    "loss_decreases",  # the training loss falls
+    "linear_decay",  # the learning rate decays linearly
+    "not_checkable",  # a claim medharness cannot check, with the reason
+]
+Status = Literal["reproduced", "not reproduced", "not checkable"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Claim(Strict):
+    id: str
+    kind: ClaimKind
+    text: str  # the claim as the card makes it
+    model: Literal["base", "tuned"] = "tuned"
+    task: str | None = None
+    metric: str | None = None
+    value: float | None = None
+    tolerance: float | None = None  # absolute, in the metric's units
+    params: dict[str, float | int] | None = None  # sweep point
+    reason: str | None = None  # why a claim is not checkable
+
+    @model_validator(mode="after")
+    def complete(self) -> Claim:
+        needs = {
+            "value": ("task", "metric", "value"),
+            "delta": ("task", "metric", "value"),
+            "improves": ("task", "metric"),
+            "sweep_point": ("params", "value"),
+            "sweep_best": ("params",),
+            "not_checkable": ("reason",),
+        }.get(self.kind, ())
+        missing = [name for name in needs if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"claim {self.id} ({self.kind}) needs {', '.join(missing)}")
+        if self.task is not None:
+            if self.task not in TASKS:
+                raise ValueError(f"claim {self.id}: unknown task {self.task!r}")
+            if self.metric is not None and self.metric not in TASKS[self.task].metric_names:
+                raise ValueError(f"claim {self.id}: unknown metric {self.metric!r}")
+        return self
+
+
+class Card(Strict):
+    id: str
+    title: str
+    source: str  # where the card was published, as the card names it
+    model: str  # the card's base model (a hub id)
+    training_data: str  # what the card says it trained on
+    tasks: list[dict[str, Any]] = Field(min_length=1)  # run-config task entries
+    train: TrainSpec | None = None  # the recipe, as far as the card says
+    notes: list[str] = []  # what had to be assumed, and why
+    unspecified: list[str] = []  # what the card does not say
+    claims: list[Claim] = []
+
+    @model_validator(mode="after")
+    def claims_on_card_tasks(self) -> Card:
+        names = {task.get("name") for task in self.tasks}
+        for claim in self.claims:
+            if claim.task is not None and claim.task not in names:
+                raise ValueError(f"claim {claim.id}: task {claim.task} is not in tasks")
+        return self
+
+
+def load_card(path: Path) -> Card:
+    if not path.is_file():
+        raise UserError(f"card file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return Card.model_validate(data)
+    except yaml.YAMLError:
+        raise UserError(f"{path}: malformed YAML") from None
+    except ValidationError as exc:
+        raise UserError(format_validation_error(str(path), exc)) from None
+
+
+# What ``--budget small`` caps, to check a card end to end on a CPU in minutes.
+SMALL_BUDGET = {
+    "train_limit": 48,
+    "max_steps": 6,
+    "max_seq_length": 128,
+    "task_limit": 16,
+    "validation_limit": 8,
+    "max_new_tokens": 48,
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    config: RunConfig
+    substitutions: list[str]
+
+
+def plan_run(card: Card, model: str | None, budget: str, cuda: bool) -> Plan:
+    """The run config that re-makes ``card``, and every way it departs from the card."""
+    substitutions = []
+    spec = model or card.model
+    if model and model != card.model:
+        substitutions.append(f"model {model} in place of {card.model}")
+    train = card.train.model_dump(mode="json") if card.train else None
+    if train is not None and not cuda:
+        if train["recipe"] == "qlora":
+            train["recipe"] = "lora"
+            substitutions.append("recipe lora in place of qlora (4-bit needs a CUDA GPU)")
+        if train["precision"] in ("bf16", "fp16"):
+            substitutions.append(f"precision fp32 in place of {train['precision']} (no CUDA GPU)")
+            train["precision"] = "fp32"
+    tasks = [dict(task) for task in card.tasks]
+    max_new_tokens = 128
+    if budget == "small":
+        caps = SMALL_BUDGET
+        for task in tasks:
+            task["limit"] = min(task.get("limit") or caps["task_limit"], caps["task_limit"])
+        max_new_tokens = caps["max_new_tokens"]
+        if train is not None:
+            train["limit"] = min(train.get("limit") or caps["train_limit"], caps["train_limit"])
+            train["max_steps"] = caps["max_steps"]
+            train["max_seq_length"] = min(train["max_seq_length"], caps["max_seq_length"])
+            train["logging_steps"] = 1
+            if train.get("sweep"):
+                train["sweep"]["validation_limit"] = caps["validation_limit"]
+        substitutions.append(
+            "small budget: at most {train_limit} training examples and {max_steps} steps, "
+            "sequences of {max_seq_length} tokens, {task_limit} test and {validation_limit} "
+            "validation questions, {max_new_tokens} new tokens".format(**caps)
+        )
+    models: list[dict[str, Any]] = [{"name": "base", "model": spec}]
+    if train is not None:
+        models.append({"name": "tuned", "model": spec, "train": train})
+    config = parse_config(
+        {
+            "name": f"reproduce-{card.id}",
+            "models": models,
+            "tasks": tasks,
+            "generation": {"max_new_tokens": max_new_tokens},
+        },
+        f"card {card.id}",
+    )
+    return Plan(config, substitutions)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    claim: str
+    text: str
+    status: Status
+    claimed: str
+    measured: str
+    detail: str
+
+
+@dataclass
+class VerdictTable:
+    card: str
+    title: str
+    model: str
+    substitutions: list[str]
+    unspecified: list[str]
+    notes: list[str]
+    verdicts: list[Verdict] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def judge(card: Card, run_dir: Path, substitutions: list[str]) -> VerdictTable:
+    """A verdict per claim, from the finished run directory alone."""
+    run = RunData.open(run_dir)
+    table = VerdictTable(
+        card=card.id,
+        title=card.title,
+        model=card.model,
+        substitutions=substitutions,
+        unspecified=card.unspecified,
+        notes=card.notes,
+    )
+    for claim in card.claims:
+        table.verdicts.append(judge_claim(claim, run))
+    return table
+
+
+def fmt(value: float | None, metric: str | None = None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.2f}" if metric == "bleu" else f"{value:.4f}"
+
+
+def judge_claim(claim: Claim, run: RunData) -> Verdict:
+    def verdict(status: Status, claimed: str, measured: str, detail: str) -> Verdict:
+        return Verdict(claim.id, claim.text, status, claimed, measured, detail)
+
+    results = run.results["results"]
+    if claim.kind == "not_checkable":
+        proxy = results.get(claim.model, {}).get(claim.task or "", {}).get("metrics", {})
+        measured = proxy.get(claim.metric or "", {}).get("value")
+        shown = (
+            f"{fmt(measured, claim.metric)} ({claim.task}, proxy)" if measured is not None else "-"
+        )
+        return verdict("not checkable", fmt(claim.value, claim.metric), shown, claim.reason or "")
+    if claim.kind in ("value", "delta", "improves"):
+        assert claim.task and claim.metric
+        if "tuned" not in results and claim.kind != "value":
+            return verdict("not checkable", "-", "-", "the run has no tuned model")
+        metric, task = claim.metric, claim.task
+
+        def measured_of(model: str) -> float:
+            return float(results[model][task]["metrics"][metric]["value"])
+
+        if claim.kind == "value":
+            measured = measured_of(claim.model)
+            return within(verdict, claim, measured)
+        comparison = compare_task(
+            task, "base", "tuned", run.samples("base", task), run.samples("tuned", task), [metric]
+        )[0]
+        significance = (
+            f"tuned - base {comparison.difference:+.4f}, 95% CI "
+            f"[{comparison.ci95[0]:+.4f}, {comparison.ci95[1]:+.4f}], p = {comparison.p_value:.3g}"
+        )
+        if claim.kind == "delta":
+            return within(verdict, claim, comparison.difference, significance)
+        better = comparison.verdict == "better"
+        return verdict(
+            "reproduced" if better else "not reproduced",
+            "tuned better",
+            comparison.verdict,
+            significance,
+        )
+    if claim.kind in ("sweep_point", "sweep_best"):
+        sweeps = run.sweeps()
+        if "tuned" not in sweeps:
+            return verdict("not checkable", "-", "-", "the run has no sweep")
+        sweep = sweeps["tuned"]
+        points = sweep["points"]
+        if claim.kind == "sweep_best":
+            best = points[sweep["best"]]["params"]
+            same = best == claim.params
+            return verdict(
+                "reproduced" if same else "not reproduced",
+                str(claim.params),
+                str(best),
+                f"best of {len(points)} points by validation {sweep['metric']}",
+            )
+        point = next((p for p in points if p["params"] == claim.params), None)
+        if point is None:
+            return verdict("not checkable", fmt(claim.value), "-", f"no sweep point {claim.params}")
+        return within(verdict, claim, float(point["value"]), f"validation, n = {point.get('n')}")
+    log = run.train_log("tuned")
+    losses = [row["loss"] for row in log if row.get("loss") is not None]
+    if len(losses) < 2:
+        return verdict("not checkable", "-", "-", "fewer than two logged training steps")
+    if claim.kind == "loss_decreases":
+        half = max(1, len(losses) // 4)
+        first, last = sum(losses[:half]) / half, sum(losses[-half:]) / half
+        return verdict(
+            "reproduced" if last < first else "not reproduced",
+            "falls",
+            f"{first:.3f} -> {last:.3f}",
+            f"mean of the first and last {half} of {len(losses)} logged steps",
+        )
+    points = [(row["step"], row["learning_rate"]) for row in log if row.get("learning_rate")]
+    steps, rates = (np.array(values, dtype=float) for values in zip(*points, strict=True))
+    slope, intercept = np.polyfit(steps, rates, 1)
+    residual = float(np.abs(rates - (slope * steps + intercept)).max())
+    linear = slope < 0 and residual <= 1e-3 * float(rates.max())
+    return verdict(
+        "reproduced" if linear else "not reproduced",
+        "linear decay",
+        f"{rates[0]:.3g} -> {rates[-1]:.3g}",
+        f"straight-line fit over {len(rates)} logged steps: slope {slope:.3g}, "
+        f"largest residual {residual:.2g}",
+    )
+
+
+def within(verdict: Any, claim: Claim, measured: float, extra: str = "") -> Verdict:
+    assert claim.value is not None
+    tolerance = claim.tolerance if claim.tolerance is not None else default_tolerance(claim)
+    close = abs(measured - claim.value) <= tolerance
+    detail = f"tolerance ±{tolerance:g}" + (f"; {extra}" if extra else "")
+    status: Status = "reproduced" if close else "not reproduced"
+    result: Verdict = verdict(
+        status, fmt(claim.value, claim.metric), fmt(measured, claim.metric), detail
+    )
+    return result
+
+
+def default_tolerance(claim: Claim) -> float:
+    return 2.0 if claim.metric == "bleu" else 0.02

@@ -1,0 +1,39 @@
+"""A card's verdict table as Markdown and as a single-file HTML page."""
+
+from __future__ import annotations
+
+from harness.cards import VerdictTable
+from reports.html import environment
+
+MARKS = {
+    "reproduced": "✅ reproduced",
+    "not reproduced": "❌ not reproduced",
+    "not checkable": "⚪ not checkable",
+}
+
+
+def render_verdict_markdown(table: VerdictTable) -> str:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = [f"## Reproducing: {table.title}", "", f"Card model: `{table.model}`", ""]
+    if table.substitutions:
+        lines += ["Departures from the card:", ""]
+        lines += [f"- {item}" for item in table.substitutions] + [""]
+    lines += ["| claim | verdict | claimed | measured | detail |", "|---|---|---|---|---|"]
+    lines += [
+        f"| {cell(v.text)} | {MARKS[v.status]} | {cell(v.claimed)} | {cell(v.measured)} | "
+        f"{cell(v.detail)} |"
+        for v in table.verdicts
+    ]
+    if not table.verdicts:
+        lines.append("| (the card makes no checkable claim) | | | | |")
+    if table.unspecified:
+        lines += ["", "The card does not say:", ""] + [f"- {item}" for item in table.unspecified]
+    if table.notes:
+        lines += ["", "Assumed:", ""] + [f"- {item}" for item in table.notes]
+    return "\n".join(lines) + "\n"
+
+
+def render_verdict_html(table: VerdictTable) -> str:
+    return environment().get_template("verdict.html.j2").render(table=table, marks=MARKS)
