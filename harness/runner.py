@@ -31,11 +31,19 @@ from harness.io import (
     append_jsonl_durable,
     read_jsonl,
     read_jsonl_prefix,
+    sha256_file,
     write_json_atomic,
     write_jsonl_atomic,
     write_text_atomic,
 )
-from harness.models import BUILTIN_MODEL, FAKE_PREFIX, load_model, looks_like_path
+from harness.models import (
+    BUILTIN_MODEL,
+    FAKE_PREFIX,
+    builtin_model_dir,
+    load_model,
+    looks_like_path,
+    weights_sha256,
+)
 from harness.training import Trained, train_models
 from reports.html import render_run_report
 from tasks import Sample, Task, get_task
@@ -94,7 +102,9 @@ def run(
             write_jsonl_atomic(
                 staging / "inputs" / f"{item.task.name}.jsonl", map(input_row, item.samples)
             )
-        results, models, timings = evaluate_all(config, prepared, staging, trained)
+        results, state, timings = evaluate_all(
+            config, prepared, staging, trained, previous_record(target)
+        )
         write_json_atomic(
             staging / "results.json",
             {
@@ -105,7 +115,7 @@ def run(
         )
         write_json_atomic(
             staging / "manifest.json",
-            build_manifest(config, data_root, file_hashes, prepared, models, timings, started),
+            build_manifest(config, data_root, file_hashes, prepared, state, timings, started),
         )
         write_text_atomic(staging / "report.html", render_run_report(staging))
         if target.exists():
@@ -214,6 +224,8 @@ def pair_key(
     """What a finished (model, task) sample log depends on; reused only while it is equal."""
     identity = {
         "model": entry.model_dump(mode="json"),
+        "weights": weights_identity(entry.model),
+        "adapter_weights": weights_identity(entry.adapter) if entry.adapter else None,
         "trained": trained.summary["key"] if trained else None,
         "task": item.identity(),
         "max_new_tokens": config.generation.max_new_tokens,
@@ -221,14 +233,36 @@ def pair_key(
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
+def weights_identity(spec: str) -> str | None:
+    """sha256 of the weights a spec names, where they are local files (cached by mtime);
+    None for hub ids, whose revision is only known once loaded."""
+    if spec.startswith(FAKE_PREFIX):
+        script = Path(spec[len(FAKE_PREFIX) :]).expanduser()
+        return sha256_file(script) if script.is_file() else None
+    folder = builtin_model_dir() if spec == BUILTIN_MODEL else Path(spec).expanduser()
+    return weights_sha256(folder) if folder.is_dir() else None
+
+
+def previous_record(target: Path) -> dict[str, Any]:
+    """Pair keys and model records of the finished run now at ``target``, if any."""
+    try:
+        manifest = json.loads((target / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {"dir": target, "pairs": manifest.get("pair_keys", {}), "models": manifest["models"]}
+
+
 def evaluate_all(
     config: RunConfig,
     prepared: list[PreparedTask],
     staging: Path,
     trained: dict[str, Trained],
+    previous: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Every model on every task, resuming from whatever an earlier attempt left in staging:
-    finished sample logs are reused, partial ones continue after their last full chunk."""
+    finished sample logs are reused, partial ones continue after their last full chunk. A
+    log of the finished run being replaced is reused when its pair key is unchanged.
+    Returns results, the run state (pair keys, model records) and timings."""
     state_path = staging / STATE_FILE
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     state.setdefault("pairs", {})
@@ -241,11 +275,18 @@ def evaluate_all(
         for item in prepared:
             key = pair_key(config, entry, item, trained.get(entry.name))
             final, partial = sample_paths(staging, entry.name, item.task.name)
-            if state["pairs"].get(f"{entry.name}/{item.task.name}") != key:
+            pair = f"{entry.name}/{item.task.name}"
+            if state["pairs"].get(pair) != key:
                 final.unlink(missing_ok=True)
                 partial.unlink(missing_ok=True)
-                state["pairs"][f"{entry.name}/{item.task.name}"] = key
+                state["pairs"][pair] = key
                 write_json_atomic(state_path, state)
+            if not final.is_file() and previous.get("pairs", {}).get(pair) == key:
+                earlier = previous["dir"] / final.relative_to(staging)
+                if earlier.is_file() and entry.name in previous["models"]:
+                    link_or_copy(earlier, final)
+                    state["models"].setdefault(entry.name, previous["models"][entry.name])
+                    write_json_atomic(state_path, state)
             if not final.is_file():
                 pending.append(item)
         if pending:
@@ -291,7 +332,7 @@ def evaluate_all(
             )
             results[entry.name][item.task.name] = result
             print(f"[{entry.name}] {item.task.name}: " + summary_line(result), file=sys.stderr)
-    return results, state["models"], timings
+    return results, state, timings
 
 
 def trained_record(weights: Trained, staging: Path) -> dict[str, Any]:
@@ -302,6 +343,14 @@ def trained_record(weights: Trained, staging: Path) -> dict[str, Any]:
         if value and Path(value).is_relative_to(staging)
     }
     return {**relative, "trained": weights.summary}
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def sample_paths(staging: Path, model: str, task: str) -> tuple[Path, Path]:
@@ -343,7 +392,7 @@ def build_manifest(
     data_root: DataRoot,
     file_hashes: dict[str, str],
     prepared: list[PreparedTask],
-    models: dict[str, Any],
+    state: dict[str, Any],
     timings: dict[str, Any],
     started: float,
 ) -> dict[str, Any]:
@@ -358,7 +407,8 @@ def build_manifest(
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": config.model_dump(mode="json"),
         "tasks": {item.task.name: item.identity() for item in prepared},
-        "models": models,
+        "models": state["models"],
+        "pair_keys": state["pairs"],  # a later run reuses a sample log whose key is unchanged
         "data": {"root": str(data_root.path), "origin": data_root.origin, "sha256": file_hashes},
         "seeds": {"bootstrap": config.seed, "medquad_split": SPLIT_SEED},
         "decoding": {"strategy": "greedy", "max_new_tokens": config.generation.max_new_tokens},

@@ -134,23 +134,21 @@ def test_stored_baseline_run_is_used_and_must_be_comparable(
     assert "not comparable" in err and "sample_ids_sha256" in err
 
 
-@pytest.mark.parametrize(
-    ("policy", "message"),
-    [
-        ({"floor": {"medqa_4opt.acc": 0.5}}, "floor: unknown key"),
-        ({"floors": {"medqa_4opt.accuracy": 0.5}}, "unknown metric 'accuracy'"),
-        ({"floors": {"medqa_9opt.acc": 0.5}}, "unknown task 'medqa_9opt'"),
-        ({"floors": {"medqa_4opt.acc": "high"}}, "valid number"),
-        ({"alpha": 2}, "alpha: Input should be less than 0.5"),
-    ],
-)
+# id (as in docs/errors.md) -> (policy, words the one-line error must contain)
+BAD_POLICIES: dict[str, tuple[dict[str, Any], str]] = {
+    "policy-unknown-key": ({"floor": {"medqa_4opt.acc": 0.5}}, "floor: unknown key"),
+    "unknown-metric": ({"floors": {"medqa_4opt.accuracy": 0.5}}, "unknown metric 'accuracy'"),
+    "policy-unknown-task": ({"floors": {"medqa_9opt.acc": 0.5}}, "unknown task 'medqa_9opt'"),
+    "policy-wrong-type": ({"floors": {"medqa_4opt.acc": "high"}}, "valid number"),
+    "policy-bad-value": ({"alpha": 2}, "alpha: Input should be less than 0.5"),
+}
+
+
+@pytest.mark.parametrize("case_id", list(BAD_POLICIES))
 def test_bad_policy_is_one_line_and_exit_2(
-    work: Path,
-    same_run: Path,
-    policy: dict[str, Any],
-    message: str,
-    capsys: pytest.CaptureFixture[str],
+    work: Path, same_run: Path, case_id: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    policy, message = BAD_POLICIES[case_id]
     path = write_policy(work, policy, "bad.yaml")
     capsys.readouterr()
     assert main(["gate", str(same_run), "--policy", str(path)]) == 2

@@ -138,3 +138,22 @@ def test_killed_run_resumes_to_identical_results(
     for index, trace in enumerate(traces):
         recomputed = requested(trace) & finished[f"m{index}"]
         assert not recomputed, f"{len(recomputed)} finished samples were recomputed"
+
+
+def test_rerun_of_a_finished_run_reuses_every_unchanged_sample(
+    setup: Path, uninterrupted: dict
+) -> None:
+    config, traces = write_run(setup, "clean")  # the same config as the finished run
+    for trace in traces:
+        trace.unlink(missing_ok=True)
+    assert start(config, setup / "clean").wait(timeout=300) == 0
+    assert requested(traces[0]) == set() and requested(traces[1]) == set()  # no model call
+    results = json.loads((setup / "clean/resumable/results.json").read_text())["results"]
+    assert results == uninterrupted
+
+    script = setup / "clean-model1.yaml"  # change one model: only it is scored again
+    script.write_text(script.read_text().replace("seed: 1", "seed: 7"))
+    assert start(config, setup / "clean").wait(timeout=300) == 0
+    assert requested(traces[0]) == set() and requested(traces[1])
+    results = json.loads((setup / "clean/resumable/results.json").read_text())["results"]
+    assert results["m0"] == uninterrupted["m0"] and results["m1"] != uninterrupted["m1"]
