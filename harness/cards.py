@@ -272,8 +272,8 @@ def judge_claim(claim: Claim, run: RunData) -> Verdict:
             same = best == claim.params
             return verdict(
                 "reproduced" if same else "not reproduced",
-                str(claim.params),
-                str(best),
+                params_text(claim.params or {}),
+                params_text(best),
                 f"best of {len(points)} points by validation {sweep['metric']}",
             )
         point = next((p for p in points if p["params"] == claim.params), None)
@@ -305,6 +305,10 @@ def judge_claim(claim: Claim, run: RunData) -> Verdict:
         f"straight-line fit over {len(rates)} logged steps: slope {slope:.3g}, "
         f"largest residual {residual:.2g}",
     )
+
+
+def params_text(params: dict[str, Any]) -> str:
+    return ", ".join(f"{key} {value:g}" for key, value in params.items())
 
 
 def within(verdict: Any, claim: Claim, measured: float, extra: str = "") -> Verdict:

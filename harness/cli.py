@@ -26,9 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser(
         "run",
-        help="evaluate every model of a config on every task; write runs/<name>/",
-        description="Run a YAML config: every model on every task, results with 95%% CIs, "
-        "per-sample logs, a manifest and report.html in <output_dir>/<name>/.",
+        help="train (where asked) and evaluate every model of a config; write runs/<name>/",
+        description="Run a YAML config: models with a train: block are fine-tuned first, then "
+        "every model is evaluated on every task; results with 95%% CIs, per-sample logs, a "
+        "manifest and report.html in <output_dir>/<name>/. Unchanged finished work (samples, "
+        "trainings) of an earlier run of the same config is reused.",
     )
     run.add_argument("config", type=Path, help="run config (YAML); see configs/quickstart.yaml")
     run.add_argument(
