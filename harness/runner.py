@@ -172,7 +172,9 @@ def make_folder(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"cannot write under {path.parent}: {exc.strerror}") from None
+        raise UserError(
+            f"cannot write the run directory under {path.parent}: {exc.strerror}"
+        ) from None
 
 
 def resolve_inside(base_dir: Path, configured: str) -> Path:

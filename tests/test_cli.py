@@ -53,7 +53,14 @@ def test_run_writes_the_run_directory_contract(finished_run: Path) -> None:
     low, high = medqa["metrics"]["acc"]["ci95"]
     assert 0 <= low <= medqa["metrics"]["acc"]["value"] <= high <= 1
     gen = results["results"]["base"]["medquad_gen"]
-    assert set(gen["metrics"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum", "bleu"}
+    assert set(gen["metrics"]) == {
+        "rouge1",
+        "rouge2",
+        "rougeL",
+        "rougeLsum",
+        "bleu",
+        "disclaimer_rate",
+    }
     assert gen["settings"]["bleu"]["signature"].startswith("nrefs:1|")
     manifest = json.loads((finished_run / "manifest.json").read_text())
     assert set(manifest["tasks"]) == {"medquad_gen", "medqa_4opt", "pubmedqa", "medmcqa"}
