@@ -242,15 +242,28 @@ class HFModel:
         for start in range(0, len(order), self.batch_size):
             batch = [rows[r] for r in order[start : start + self.batch_size]]
             width = max(len(tokens) for tokens, _ in batch)
+            # Right padding needs no attention mask: causal attention at a real position only
+            # sees earlier, real tokens (what lm-eval does too; it keeps the fast causal kernel).
             input_ids = torch.tensor([t + [pad] * (width - len(t)) for t, _ in batch])
-            mask = torch.tensor([[1] * len(t) + [0] * (width - len(t)) for t, _ in batch])
+            # Only the positions that score a continuation go through the LM head: for option
+            # letters that is one position per question instead of the whole context.
+            needed = sorted(
+                {
+                    first + k
+                    for _, wanted in batch
+                    for _, first, targets in wanted
+                    for k in range(len(targets))
+                }
+            )
+            column = {position: i for i, position in enumerate(needed)}
             with torch.inference_mode():
                 logits = self.model(
-                    input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)
+                    input_ids=input_ids.to(self.device),
+                    logits_to_keep=torch.tensor(needed, device=self.device),
                 ).logits
             for row_number, (_, wanted) in enumerate(batch):
                 for index, first, targets in wanted:
-                    positions = torch.arange(first, first + len(targets))
+                    positions = torch.tensor([column[first + k] for k in range(len(targets))])
                     logprobs = torch.log_softmax(logits[row_number, positions].float(), dim=-1)
                     picked = logprobs[torch.arange(len(targets)), torch.tensor(targets)]
                     results[index] = float(picked.sum().cpu())
