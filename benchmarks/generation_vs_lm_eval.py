@@ -12,20 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-
-
-def timed(command: list[str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+from common import lm_eval_run, medharness_eval, timed
 
 
 def main() -> None:
@@ -44,48 +34,28 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(weights)
     work = Path(tempfile.mkdtemp(prefix="generation-bench-"))
     ours_s = timed(
-        [
-            str(BIN / "medharness"),
-            "eval",
-            "--model",
-            "smollm2-135m-instruct",
-            "--tasks",
+        medharness_eval(
             "medquad_gen",
-            "--limit",
-            str(args.limit),
+            args.limit,
+            work / "ours",
             "--batch-size",
             str(args.batch_size),
             "--max-new-tokens",
             str(args.max_new_tokens),
-            "--out",
-            str(work / "ours"),
-        ]
+        )
     )
     theirs_s = timed(
-        [
-            str(BIN / "lm-eval"),
-            "run",
-            "--include_path",
-            str(ROOT / "tasks"),
-            "--tasks",
+        lm_eval_run(
             "medquad_gen",
+            args.limit,
+            weights,
+            work / "lm_eval",
             "--apply_chat_template",
-            "--limit",
-            str(args.limit),
-            "--model",
-            "hf",
-            "--model_args",
-            f"pretrained={weights}",
-            "--device",
-            "cpu",
             "--batch_size",
             str(args.lm_eval_batch_size),
             "--gen_kwargs",
             f"max_gen_toks={args.max_new_tokens}",
-            "--log_samples",
-            "--output_path",
-            str(work / "lm_eval"),
-        ]
+        )
     )
     ours_file = work / "ours/eval-smollm2-135m-instruct/samples/smollm2-135m-instruct"
     ours = [json.loads(line) for line in (ours_file / "medquad_gen.jsonl").open() if line.strip()]

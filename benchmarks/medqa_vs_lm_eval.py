@@ -11,20 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-
-
-def timed(command: list[str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+from common import lm_eval_run, medharness_eval, timed
 
 
 def main() -> None:
@@ -38,43 +28,19 @@ def main() -> None:
     weights = builtin_model_dir()  # convert once, outside the timings
     work = Path(tempfile.mkdtemp(prefix="medqa-bench-"))
     ours_s = timed(
-        [
-            str(BIN / "medharness"),
-            "eval",
-            "--model",
-            "smollm2-135m-instruct",
-            "--tasks",
-            "medqa_4opt",
-            "--limit",
-            str(args.limit),
-            "--batch-size",
-            str(args.batch_size),
-            "--out",
-            str(work / "ours"),
-        ]
+        medharness_eval(
+            "medqa_4opt", args.limit, work / "ours", "--batch-size", str(args.batch_size)
+        )
     )
     theirs_s = timed(
-        [
-            str(BIN / "lm-eval"),
-            "run",
-            "--include_path",
-            str(ROOT / "tasks"),
-            "--tasks",
+        lm_eval_run(
             "medqa_4opt",
-            "--limit",
-            str(args.limit),
-            "--model",
-            "hf",
-            "--model_args",
-            f"pretrained={weights}",
-            "--device",
-            "cpu",
+            args.limit,
+            weights,
+            work / "lm_eval",
             "--batch_size",
             str(args.batch_size),
-            "--log_samples",
-            "--output_path",
-            str(work / "lm_eval"),
-        ]
+        )
     )
 
     ours_file = work / "ours/eval-smollm2-135m-instruct/samples/smollm2-135m-instruct"

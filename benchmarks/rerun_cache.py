@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+from common import medharness_eval, timed
 
 
 def main() -> None:
@@ -30,23 +26,10 @@ def main() -> None:
 
     builtin_model_dir()  # convert once, outside the timings
     out = Path(tempfile.mkdtemp(prefix="rerun-bench-"))
-    command = [
-        str(BIN / "medharness"),
-        "eval",
-        "--model",
-        "smollm2-135m-instruct",
-        "--tasks",
-        "medqa_4opt",
-        "--limit",
-        str(args.limit),
-        "--out",
-        str(out),
-    ]
+    command = medharness_eval("medqa_4opt", args.limit, out)
     seconds, results = [], []
     for _ in range(2):
-        start = time.perf_counter()
-        subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-        seconds.append(time.perf_counter() - start)
+        seconds.append(timed(command))
         results.append(json.loads((out / "eval-smollm2-135m-instruct/results.json").read_text()))
     print(f"questions {args.limit}")
     print(f"first run:  {seconds[0]:7.1f} s")

@@ -17,12 +17,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness.compare import compare_task
-from harness.config import RunConfig, format_validation_error, parse_config
-from harness.errors import UserError
+from harness.config import RunConfig, load_yaml_file, parse_config, validate_file_data
 from reports.runs import RunData
 from tasks import TASKS
 from trainers.spec import TrainSpec
@@ -99,15 +97,7 @@ class Card(Strict):
 
 
 def load_card(path: Path) -> Card:
-    if not path.is_file():
-        raise UserError(f"card file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return Card.model_validate(data)
-    except yaml.YAMLError:
-        raise UserError(f"{path}: malformed YAML") from None
-    except ValidationError as exc:
-        raise UserError(format_validation_error(str(path), exc)) from None
+    return validate_file_data(Card, load_yaml_file(path, "card"), str(path), "card fields")
 
 
 # What ``--budget small`` caps, to check a card end to end on a CPU in minutes.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from harness.errors import UserError
 from tasks import TASKS
 from trainers.spec import TrainSpec
+
+M = TypeVar("M", bound=BaseModel)
 
 # Names become folder names inside the run directory: no separators, no way out of it.
 Slug = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
@@ -99,20 +101,26 @@ def format_validation_error(source: str, error: ValidationError) -> str:
     return f"{source}: " + "; ".join(parts)
 
 
-def parse_config(data: Any, source: str) -> RunConfig:
+def validate_file_data(schema: type[M], data: Any, source: str, what: str) -> M:
+    """``data`` (parsed YAML) as ``schema``; every problem on one UserError line."""
     if not isinstance(data, dict):
-        raise UserError(f"{source}: expected a mapping of settings at the top level")
+        raise UserError(f"{source}: expected a mapping of {what} at the top level")
     try:
-        return RunConfig.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as exc:
         raise UserError(format_validation_error(source, exc)) from None
 
 
-def load_config(path: Path) -> RunConfig:
+def parse_config(data: Any, source: str) -> RunConfig:
+    return validate_file_data(RunConfig, data, source, "settings")
+
+
+def load_yaml_file(path: Path, what: str) -> Any:
+    """A YAML file's data; a missing, unreadable or malformed file is one UserError line."""
     if not path.is_file():
-        raise UserError(f"config file not found: {path}")
+        raise UserError(f"{what} file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -120,4 +128,7 @@ def load_config(path: Path) -> RunConfig:
         raise UserError(f"{where}: malformed YAML ({problem})") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text") from None
-    return parse_config(data, str(path))
+
+
+def load_config(path: Path) -> RunConfig:
+    return parse_config(load_yaml_file(path, "config"), str(path))

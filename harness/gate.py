@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from harness.compare import pair_rows, paired_differences
-from harness.config import format_validation_error
+from harness.config import load_yaml_file, validate_file_data
 from harness.errors import UserError
 from reports.runs import RunData
 from tasks import TASKS
@@ -79,20 +78,8 @@ class Policy(BaseModel):
 
 
 def load_policy(path: Path) -> Policy:
-    if not path.is_file():
-        raise UserError(f"policy file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise UserError(f"{where}: malformed YAML ({getattr(exc, 'problem', None)})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping of policy settings at the top level")
-    try:
-        return Policy.model_validate(data)
-    except ValidationError as exc:
-        raise UserError(format_validation_error(str(path), exc)) from None
+    data = load_yaml_file(path, "policy")
+    return validate_file_data(Policy, data, str(path), "policy settings")
 
 
 @dataclass(frozen=True)
