@@ -308,3 +308,40 @@ def test_long_answers_are_shortened_so_the_disclaimer_survives_truncation(
         assert after["completion"][0]["content"].endswith("\n\n" + DISCLAIMER)
         assert length <= 200 or after == before  # short examples are left as they were
     assert fitted[0] != examples[0] and fitted[1] == examples[1]
+
+
+def test_label_positions_loss_equals_trls_own(
+    fixture_data: Path, tiny_llama: Path, tmp_path: Path
+) -> None:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from trainers.sft import LabelPositionsSFTTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_llama),
+        LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear"),
+    )
+    trainer = LabelPositionsSFTTrainer(
+        model=model,
+        args=SFTConfig(
+            output_dir=str(tmp_path),
+            per_device_train_batch_size=4,
+            max_length=256,
+            use_cpu=True,
+            bf16=False,
+            report_to="none",
+        ),
+        train_dataset=Dataset.from_list(medquad_examples(fixture_data, 8, None).examples),
+        processing_class=tokenizer,
+    )
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.train()
+    ours = trainer.compute_loss(trainer.model, dict(batch))
+    theirs = SFTTrainer.compute_loss(trainer, trainer.model, dict(batch))
+    assert (batch["labels"] == -100).any() and (batch["labels"] != -100).any()
+    assert torch.allclose(ours, theirs, atol=1e-5), (float(ours), float(theirs))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+from trl import SFTTrainer
 
 from harness.errors import UserError
 from harness.io import append_jsonl_durable, read_jsonl, write_json_atomic
@@ -70,7 +71,7 @@ def train(
     import torch
     import transformers
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     transformers.logging.set_verbosity_error()
     tokenizer = transformers.AutoTokenizer.from_pretrained(base_model)
@@ -114,7 +115,7 @@ def train(
         use_cpu=not torch.cuda.is_available(),  # also what lets a CPU launch run DDP (gloo)
     )
     log_path = work / "log.jsonl"
-    trainer = SFTTrainer(
+    trainer = LabelPositionsSFTTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(fit_disclaimer(training, tokenizer, spec.max_seq_length)),
@@ -244,6 +245,53 @@ def total_tokens(trainer: Any) -> int:
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+class LabelPositionsSFTTrainer(SFTTrainer):
+    """SFTTrainer whose loss sends through the LM head only the positions that carry a label.
+
+    TRL's fused LM head does this on CUDA; elsewhere it projects every position, and with
+    answer-only loss on chat examples the question and system prompt are a large share of
+    them. Single-process CPU training only; everything else is TRL's own path."""
+
+    def compute_loss(
+        self,
+        model: Any,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        import torch
+        import torch.nn.functional as F
+
+        if (
+            return_outputs
+            or not model.training
+            or torch.cuda.is_available()
+            or self.args.world_size > 1
+            or "labels" not in inputs
+            or "attention_mask" not in inputs
+        ):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+        hidden = causal.base_model(
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False
+        ).last_hidden_state
+        labels = inputs["labels"][:, 1:]
+        scored = labels != -100
+        logits = causal.get_output_embeddings()(hidden[:, :-1][scored]).float()
+        targets = labels[scored]
+        count = num_items_in_batch if num_items_in_batch is not None else scored.sum()
+        loss = F.cross_entropy(logits, targets, reduction="sum") / torch.as_tensor(count).clamp(
+            min=1
+        )
+        with torch.no_grad():
+            correct = (logits.argmax(dim=-1) == targets).sum().item()
+        metrics = self._metrics["train"]
+        metrics["mean_token_accuracy"].append(correct / max(1, int(targets.numel())))
+        self._total_train_tokens += int(inputs["attention_mask"].sum().item())
+        metrics["num_tokens"] = [self._total_train_tokens]
+        return loss
 
 
 class JsonlLog(TrainerCallback):
