@@ -104,11 +104,9 @@ def main() -> None:
     )
     folder = Path(tempfile.mkdtemp(prefix="ours-bench-")) / "run"
     start = time.perf_counter()
-    outcome = train(
-        spec, base_model=source, adapter=None, training=training, folder=folder, identity={}
-    )
+    train(spec, base_model=source, adapter=None, training=training, folder=folder, identity={})
     ours_s = time.perf_counter() - start
-    summary = json.loads((outcome.folder / "train_config.json").read_text())
+    summary = json.loads((folder / "train_config.json").read_text())
     ours_tokens, ours_loss = int(summary["tokens"]), float(summary["train_loss"])
     ours_train_s = float(summary["runtime_s"])
 

@@ -220,15 +220,20 @@ def prepare_tasks(
     return prepared, file_hashes
 
 
-def pair_key(
-    config: RunConfig, entry: ModelEntry, item: PreparedTask, trained: Trained | None
-) -> str:
-    """What a finished (model, task) sample log depends on; reused only while it is equal."""
-    identity = {
+def model_key(entry: ModelEntry, trained: Trained | None) -> dict[str, Any]:
+    """What a model's answers depend on: its entry, its weights, what training made of it."""
+    return {
         "model": entry.model_dump(mode="json"),
         "weights": weights_identity(entry.model),
         "adapter_weights": weights_identity(entry.adapter) if entry.adapter else None,
         "trained": trained.summary["key"] if trained else None,
+    }
+
+
+def pair_key(config: RunConfig, model: dict[str, Any], item: PreparedTask) -> str:
+    """What a finished (model, task) sample log depends on; reused only while it is equal."""
+    identity = {
+        **model,
         "task": item.identity(),
         "max_new_tokens": config.generation.max_new_tokens,
     }
@@ -274,8 +279,9 @@ def evaluate_all(
     for entry in config.models:
         results[entry.name], timings[entry.name] = {}, {}
         pending = []
+        model_identity = model_key(entry, trained.get(entry.name))  # hashes weights: once
         for item in prepared:
-            key = pair_key(config, entry, item, trained.get(entry.name))
+            key = pair_key(config, model_identity, item)
             final, partial = sample_paths(staging, entry.name, item.task.name)
             pair = f"{entry.name}/{item.task.name}"
             if state["pairs"].get(pair) != key:

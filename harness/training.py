@@ -131,7 +131,7 @@ def ensure_trained(
         print(f"[{entry.name}] reusing the finished training in {relative}", file=sys.stderr)
     else:
         print(f"[{entry.name}] training ({spec.recipe}) on {training.description}", file=sys.stderr)
-        outcome = train(
+        wrote = train(
             spec,
             base_model=base_source(entry),
             adapter=entry.adapter,
@@ -139,7 +139,7 @@ def ensure_trained(
             folder=folder,
             identity=identity,
         )
-        if not outcome.main_process:
+        if not wrote:
             return None
     summary = json.loads((folder / DONE_FILE).read_text(encoding="utf-8"))
     if spec.recipe == "full":

@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +21,9 @@ from trl import SFTTrainer
 
 from harness.errors import UserError
 from harness.io import append_jsonl_durable, read_jsonl, write_json_atomic
-from trainers.data import TrainingSet
+from trainers.data import TrainingSet, with_disclaimer
 from trainers.distributed import is_main_process
 from trainers.spec import DONE_FILE, TrainSpec
-
-
-@dataclass(frozen=True)
-class TrainOutcome:
-    folder: Path  # the finished training folder (adapter/ or model/, log.jsonl, DONE_FILE)
-    weights: Path  # adapter/ for lora and qlora, model/ for full
-    main_process: bool  # False on the other ranks of a distributed run: they wrote nothing
 
 
 def check_runnable(spec: TrainSpec) -> None:
@@ -66,8 +58,9 @@ def train(
     training: TrainingSet,
     folder: Path,
     identity: dict[str, Any],
-) -> TrainOutcome:
-    """Train per ``spec`` into ``folder`` (replaced when done); ``identity`` is saved with it."""
+) -> bool:
+    """Train per ``spec`` into ``folder`` (replaced when done); ``identity`` is saved with it.
+    Returns whether this process wrote it (False on the other ranks of a distributed run)."""
     import torch
     import transformers
     from datasets import Dataset
@@ -128,7 +121,7 @@ def train(
     weights = work / ("model" if spec.recipe == "full" else "adapter")
     trainer.save_model(str(weights))  # main process only, by the Trainer's own rule
     if not main:
-        return TrainOutcome(folder, folder / weights.name, main_process=False)
+        return False
     tokenizer.save_pretrained(weights)
     (weights / "training_args.bin").unlink(missing_ok=True)  # a pickle; train_config.json says it
     if spec.merge and spec.recipe == "lora":
@@ -136,6 +129,7 @@ def train(
         merged.save_pretrained(work / "merged")
         tokenizer.save_pretrained(work / "merged")
     steps = list(read_jsonl(log_path)) if log_path.is_file() else []
+    tokens = total_tokens(trainer)
     summary = {
         **identity,
         "data": training.description,
@@ -144,8 +138,8 @@ def train(
         "last_logged_loss": steps[-1]["loss"] if steps else None,
         "steps": result.global_step,
         "runtime_s": round(elapsed, 3),
-        "tokens": total_tokens(trainer),
-        "tokens_per_s": round(total_tokens(trainer) / elapsed, 2) if elapsed else None,
+        "tokens": tokens,
+        "tokens_per_s": round(tokens / elapsed, 2) if elapsed else None,
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "world_size": max(1, args.world_size),
         "torch": torch.__version__,
@@ -154,7 +148,7 @@ def train(
     if folder.exists():
         shutil.rmtree(folder)
     work.rename(folder)
-    return TrainOutcome(folder, folder / weights.name, main_process=True)
+    return True
 
 
 def fit_disclaimer(training: TrainingSet, tokenizer: Any, max_length: int) -> list[dict[str, Any]]:
@@ -164,7 +158,7 @@ def fit_disclaimer(training: TrainingSet, tokenizer: Any, max_length: int) -> li
     its end and the model would never see it; such answers are shortened instead."""
     if not training.disclaimer:
         return training.examples
-    suffix = "\n\n" + training.disclaimer
+    suffix = with_disclaimer("", training.disclaimer)
     fitted = []
     for example in training.examples:
         answer = example["completion"][0]["content"]
@@ -175,7 +169,7 @@ def fit_disclaimer(training: TrainingSet, tokenizer: Any, max_length: int) -> li
         if overflow > 0 and answer.endswith(suffix):
             body = tokenizer(answer.removesuffix(suffix), add_special_tokens=False)["input_ids"]
             keep = max(0, len(body) - overflow - 2)  # 2: re-tokenising at the cut may merge
-            short = tokenizer.decode(body[:keep]).rstrip() + suffix
+            short = with_disclaimer(tokenizer.decode(body[:keep]).rstrip(), training.disclaimer)
             example = {**example, "completion": [{"role": "assistant", "content": short}]}
         fitted.append(example)
     return fitted
