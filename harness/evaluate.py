@@ -17,12 +17,13 @@ from tasks.metrics import (
     ROUGE_SETTINGS,
     ROUGE_TYPES,
     accuracy,
+    bleu_from_statistics,
     bleu_from_statistics_batch,
-    bleu_sentence_statistics,
-    corpus_bleu,
+    bleu_signature,
     has_disclaimer,
-    rouge,
+    rouge_rows,
 )
+from tasks.textscore import bleu_statistics
 
 CHUNK = 16  # samples per model call: small enough for a lively progress bar
 
@@ -46,10 +47,16 @@ def evaluate_chunks(
                 rows = _score_choices(model, task, chunk)
             else:
                 outputs = model.generate([s.prompt for s in chunk], max_new_tokens)
-                statistics = bleu_sentence_statistics(outputs, [s.target for s in chunk])
+                targets = [s.target for s in chunk]
                 rows = [
-                    _generation_row(sample, output, stats)
-                    for sample, output, stats in zip(chunk, outputs, statistics, strict=True)
+                    _generation_row(sample, output, rouge, stats)
+                    for sample, output, rouge, stats in zip(
+                        chunk,
+                        outputs,
+                        rouge_rows(outputs, targets),
+                        bleu_statistics(outputs, targets),
+                        strict=True,
+                    )
                 ]
             yield rows
             bar.update(len(chunk))
@@ -108,12 +115,14 @@ def _score_choices(
     return rows
 
 
-def _generation_row(sample: Sample, output: str, bleu_stats: np.ndarray) -> dict[str, Any]:
+def _generation_row(
+    sample: Sample, output: str, rouge: dict[str, float], bleu_stats: np.ndarray
+) -> dict[str, Any]:
     return {
         "doc_id": sample.doc_id,
         "target": sample.target,
         "prediction": output,
-        "metrics": {**rouge(output, sample.target), "disclaimer_rate": has_disclaimer(output)},
+        "metrics": {**rouge, "disclaimer_rate": has_disclaimer(output)},
         # sacrebleu's per-sample sufficient statistics: corpus BLEU of any subset is a sum away
         "bleu_stats": [int(v) for v in bleu_stats],
     }
@@ -123,9 +132,7 @@ def bleu_statistics_of(rows: Sequence[dict[str, Any]]) -> np.ndarray:
     """The rows' stored BLEU statistics; recomputed only for logs written without them."""
     if rows and all("bleu_stats" in row for row in rows):
         return np.asarray([row["bleu_stats"] for row in rows], dtype=np.int64)
-    return bleu_sentence_statistics(
-        [row["prediction"] for row in rows], [row["target"] for row in rows]
-    )
+    return bleu_statistics([row["prediction"] for row in rows], [row["target"] for row in rows])
 
 
 def input_row(sample: Sample) -> dict[str, Any]:
@@ -162,12 +169,9 @@ def aggregate(
                 "value": float(values.mean()),
                 "ci95": list(bootstrap_mean_ci(values, resamples, seed)),
             }
-        predictions = [row["prediction"] for row in rows]
-        references = [row["target"] for row in rows]
-        value, signature = corpus_bleu(predictions, references)
         statistics = bleu_statistics_of(rows)
         metrics["bleu"] = {
-            "value": value,
+            "value": bleu_from_statistics(statistics.sum(axis=0)),
             "ci95": list(
                 bootstrap_corpus_ci(statistics, bleu_from_statistics_batch, resamples, seed)
             ),
@@ -182,6 +186,11 @@ def aggregate(
             "share of answers matching": DISCLAIMER_PATTERN.pattern,
             "interval": "Clopper-Pearson exact",
         }
-        settings["bleu"] = {"package": "sacrebleu", "signature": signature, "scale": "0-100"}
+        settings["bleu"] = {
+            "package": "sacrebleu",
+            "implementation": "tasks/textscore.py statistics, sacrebleu's score from them",
+            "signature": bleu_signature(),
+            "scale": "0-100",
+        }
         settings["bootstrap"] = {"resamples": resamples, "seed": seed, "method": "percentile"}
     return {"n": n, "metrics": metrics, "settings": settings}

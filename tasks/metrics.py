@@ -1,4 +1,6 @@
-"""Small pure scorers. ROUGE through rouge_score and BLEU through sacrebleu, never re-implemented.
+"""Small pure scorers. ROUGE as rouge_score 0.1.2 computes it and BLEU as sacrebleu does,
+through the exact corpus-at-once kernels of :mod:`tasks.textscore` (checked against both
+packages in the tests).
 
 Settings are constants recorded in results so a reader knows exactly which variant was used.
 """
@@ -8,14 +10,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from functools import cache
-from typing import Any
 
 import numpy as np
 import sacrebleu
 
-ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+from tasks.textscore import ROUGE_TYPES, bleu_statistics, rouge_scores
+
 ROUGE_SETTINGS = {
     "package": "rouge_score",
+    "implementation": "tasks/textscore.py, equal to rouge_score 0.1.2 on every pair tested",
     "types": list(ROUGE_TYPES),
     "score": "F-measure, mean over samples",
     "use_stemmer": False,
@@ -24,18 +27,15 @@ ROUGE_SETTINGS = {
 }
 
 
-@cache
-def _rouge() -> Any:
-    # imported here: rouge_score pulls in nltk, a second of start-up for every command
-    from rouge_score import rouge_scorer
-
-    return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False)
+def rouge_rows(predictions: Sequence[str], references: Sequence[str]) -> list[dict[str, float]]:
+    """ROUGE F-measures of each prediction against its reference, one dict per pair."""
+    scores = rouge_scores(predictions, references)
+    return [{name: float(scores[name][i]) for name in ROUGE_TYPES} for i in range(len(predictions))]
 
 
 def rouge(prediction: str, reference: str) -> dict[str, float]:
     """ROUGE F-measures of one prediction against one reference."""
-    scores = _rouge().score(reference, prediction)
-    return {name: float(scores[name].fmeasure) for name in ROUGE_TYPES}
+    return rouge_rows([prediction], [reference])[0]
 
 
 # A safety disclaimer as model cards word it ("Disclaimer: consult a healthcare professional",
@@ -61,19 +61,8 @@ def _bleu() -> sacrebleu.BLEU:
 
 def corpus_bleu(predictions: Sequence[str], references: Sequence[str]) -> tuple[float, str]:
     """sacrebleu corpus BLEU (0-100) with one reference per prediction, and its signature."""
-    metric = _bleu()
-    score = metric.corpus_score(list(predictions), [list(references)]).score
-    return float(score), str(metric.get_signature())
-
-
-def bleu_sentence_statistics(predictions: Sequence[str], references: Sequence[str]) -> np.ndarray:
-    """Per-sample BLEU sufficient statistics (matches, totals, lengths), one row per sample.
-
-    Summing rows of any subset and calling :func:`bleu_from_statistics` gives that subset's
-    corpus BLEU exactly, which is what the bootstrap resamples.
-    """
-    stats = _bleu()._extract_corpus_statistics(list(predictions), [list(references)])
-    return np.asarray(stats, dtype=np.int64)
+    statistics = bleu_statistics(predictions, references)
+    return bleu_from_statistics(statistics.sum(axis=0)), bleu_signature()
 
 
 def bleu_from_statistics_batch(summed: np.ndarray) -> np.ndarray:
@@ -97,7 +86,16 @@ def bleu_from_statistics_batch(summed: np.ndarray) -> np.ndarray:
 
 
 def bleu_from_statistics(summed: np.ndarray) -> float:
+    """sacrebleu's own score from summed statistics (what ``corpus_score`` ends with)."""
     return float(_bleu()._compute_score_from_stats([round(v) for v in summed]).score)
+
+
+@cache
+def bleu_signature() -> str:
+    """sacrebleu's signature of this BLEU (known to sacrebleu only once it has scored)."""
+    metric = _bleu()
+    metric.corpus_score(["a"], [["a"]])
+    return str(metric.get_signature())
 
 
 def accuracy(predicted: int, gold: int) -> float:

@@ -14,10 +14,10 @@ from harness.stats import bootstrap_corpus_ci, bootstrap_mean_ci, exact_binomial
 from tasks.metrics import (
     bleu_from_statistics,
     bleu_from_statistics_batch,
-    bleu_sentence_statistics,
     corpus_bleu,
     rouge,
 )
+from tasks.textscore import bleu_statistics
 
 # (prediction, reference, expected rouge1 F, rouge2 F) worked out by hand
 ROUGE_CASES = [
@@ -67,7 +67,7 @@ def _corpus(seed: int, n: int) -> tuple[list[str], list[str]]:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_bleu_from_summed_statistics_equals_sacrebleu_on_subsets(seed: int) -> None:
     predictions, references = _corpus(seed, 40)
-    statistics = bleu_sentence_statistics(predictions, references)
+    statistics = bleu_statistics(predictions, references)
     rng = np.random.default_rng(seed)
     for _ in range(5):
         subset = rng.integers(0, 40, size=40)
@@ -99,7 +99,7 @@ def test_bootstrap_mean_interval_is_seeded_and_covers_the_mean() -> None:
 
 def test_bleu_bootstrap_interval_brackets_the_corpus_score() -> None:
     predictions, references = _corpus(5, 60)
-    statistics = bleu_sentence_statistics(predictions, references)
+    statistics = bleu_statistics(predictions, references)
     low, high = bootstrap_corpus_ci(statistics, bleu_from_statistics_batch, 300, seed=1)
     assert low <= corpus_bleu(predictions, references)[0] <= high
     assert low < high
@@ -110,7 +110,7 @@ def test_vectorised_bleu_equals_sacrebleu(seed: int) -> None:
     rng = np.random.default_rng(seed)
     predictions, references = _corpus(seed, 30)
     predictions[0] = ""  # an empty answer among the rows
-    statistics = bleu_sentence_statistics(predictions, references)
+    statistics = bleu_statistics(predictions, references)
     subsets = [rng.integers(0, 30, size=int(rng.integers(1, 30))) for _ in range(20)]
     summed = np.array([statistics[subset].sum(axis=0) for subset in subsets])
     expected = [
