@@ -206,6 +206,7 @@ class HFModel:
     adapter: str | None = None
     weights: str | None = None  # sha256 of the weight files, or the hub revision
     adapter_weights: str | None = None
+    adapter_merged: bool = False  # folded into the weights for speed (see merge_when_exact)
 
     @property
     def device(self) -> Any:
@@ -337,6 +338,7 @@ class HFModel:
             "adapter": self.adapter,
             "weights_sha256": self.weights,
             "adapter_sha256": self.adapter_weights,
+            "adapter_merged": self.adapter_merged,
             "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
             "device": str(self.device),
             "batch_size": self.batch_size,
@@ -449,8 +451,9 @@ def load_model(
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = "" if allow_pickle else " (only safetensors weights load unless allow_pickle)"
         raise UserError(f"could not load model {spec!r}: {first_line}{hint}") from None
+    merged = False
     if adapter:
-        model = attach_adapter(model, adapter)
+        model, merged = merge_when_exact(attach_adapter(model, adapter))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.to(chosen_device)
@@ -470,7 +473,28 @@ def load_model(
         adapter_weights=weights_sha256(adapter_dir)
         if adapter_dir and adapter_dir.is_dir()
         else None,
+        adapter_merged=merged,
     )
+
+
+def merge_when_exact(model: Any) -> tuple[Any, bool]:
+    """Fold a LoRA adapter into fp32 base weights, and say whether it was folded.
+
+    An unmerged adapter adds two small matmuls per adapted layer at every generated token;
+    folded, the model runs at the base model's speed with the same outputs up to fp32
+    rounding. bf16/fp16 weights stay unmerged (rounding W + BA to 8 or 11 mantissa bits loses
+    part of a small update), as do quantized bases and adapter types PEFT cannot fold."""
+    import torch
+
+    config = model.peft_config.get("default")
+    if (
+        config is None
+        or getattr(config, "peft_type", None) != "LORA"
+        or getattr(model.config, "quantization_config", None) is not None
+        or any(p.dtype != torch.float32 for p in model.parameters())
+    ):
+        return model, False
+    return model.merge_and_unload(), True
 
 
 def attach_adapter(model: Any, adapter: str) -> Any:

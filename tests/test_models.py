@@ -51,7 +51,7 @@ def test_generation_is_greedy_and_uses_the_chat_template(tiny_llama: Path) -> No
     assert first == [model.generate([m], max_new_tokens=6)[0] for m in messages]
 
 
-def test_adapter_changes_scores_and_loads_from_disk(tiny_llama: Path, tmp_path: Path) -> None:
+def _save_lora(tiny_llama: Path, folder: Path) -> None:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -62,12 +62,45 @@ def test_adapter_changes_scores_and_loads_from_disk(tiny_llama: Path, tmp_path: 
         for name, parameter in peft_model.named_parameters():
             if "lora_B" in name:
                 parameter.fill_(0.5)  # LoRA B starts at zero; make the adapter matter
-    peft_model.save_pretrained(tmp_path / "adapter")
+    peft_model.save_pretrained(folder)
 
+
+def test_adapter_changes_scores_and_loads_from_disk(tiny_llama: Path, tmp_path: Path) -> None:
+    _save_lora(tiny_llama, tmp_path / "adapter")
     plain = load_model(str(tiny_llama)).loglikelihoods(REQUESTS[:2])
     adapted = load_model(str(tiny_llama), adapter=str(tmp_path / "adapter"))
     assert adapted.describe()["adapter"] == str(tmp_path / "adapter")
     assert adapted.loglikelihoods(REQUESTS[:2]) != pytest.approx(plain, abs=1e-3)
+
+
+def test_fp32_lora_is_merged_with_the_outputs_of_the_unmerged_adapter(
+    tiny_llama: Path, tmp_path: Path
+) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    _save_lora(tiny_llama, tmp_path / "adapter")
+    merged = load_model(str(tiny_llama), adapter=str(tmp_path / "adapter"))
+    assert isinstance(merged, HFModel) and merged.describe()["adapter_merged"] is True
+    assert not any("lora" in name for name, _ in merged.model.named_parameters())
+    unmerged = HFModel(
+        model=PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(tiny_llama), tmp_path / "adapter"
+        ).eval(),
+        tokenizer=merged.tokenizer,
+        source=str(tiny_llama),
+    )
+    assert merged.loglikelihoods(REQUESTS) == pytest.approx(
+        unmerged.loglikelihoods(REQUESTS), abs=1e-4
+    )
+    messages = ["What is glaucoma?", "Define anaemia."]
+    assert merged.generate(messages, 8) == unmerged.generate(messages, 8)
+
+
+def test_bf16_lora_stays_unmerged(tiny_llama: Path, tmp_path: Path) -> None:
+    _save_lora(tiny_llama, tmp_path / "adapter")
+    model = load_model(str(tiny_llama), adapter=str(tmp_path / "adapter"), dtype="bfloat16")
+    assert model.describe()["adapter_merged"] is False
 
 
 @pytest.mark.parametrize(
