@@ -217,11 +217,7 @@ class HFModel:
         letters) are read off one forward pass of that context, as lm-eval does."""
         import torch
 
-        context_ids: dict[str, list[int]] = {}  # the options of a question share one context
-        encoded = [
-            self._encode_pair(context, continuation, context_ids)
-            for context, continuation in requests
-        ]
+        encoded = self._encode_pairs(requests)
         # A row is one sequence to run: (input tokens, [(request, first position, targets)]).
         rows: list[tuple[list[int], list[tuple[int, int, list[int]]]]] = []
         shared: dict[tuple[int, ...], int] = {}
@@ -270,21 +266,26 @@ class HFModel:
                     results[index] = float(picked.sum().cpu())
         return results
 
-    def _encode_pair(
-        self, context: str, continuation: str, known: dict[str, list[int]]
-    ) -> tuple[list[int], list[int]]:
-        """lm-eval's ``_encode_pair``: trailing context spaces move to the continuation, and
-        the continuation's tokens are those of the whole string after the context's.
-        ``known`` caches context encodings across the requests of one call."""
-        spaces = len(context) - len(context.rstrip())
-        if spaces:
-            continuation = context[-spaces:] + continuation
-            context = context[:-spaces]
-        whole = self.tokenizer.encode(context + continuation)
-        if context not in known:
-            known[context] = self.tokenizer.encode(context)
-        context_ids = known[context]
-        return context_ids, whole[len(context_ids) :]
+    def _encode_pairs(
+        self, requests: Sequence[tuple[str, str]]
+    ) -> list[tuple[list[int], list[int]]]:
+        """lm-eval's ``_encode_pair`` for each request: trailing context spaces move to the
+        continuation, and the continuation's tokens are those of the whole string after the
+        context's. Encoded in two batched tokenizer calls; shared contexts once."""
+        split = []
+        for context, continuation in requests:
+            spaces = len(context) - len(context.rstrip())
+            if spaces:
+                continuation = context[-spaces:] + continuation
+                context = context[:-spaces]
+            split.append((context, continuation))
+        contexts = list(dict.fromkeys(context for context, _ in split))
+        context_ids = dict(zip(contexts, self.tokenizer(contexts)["input_ids"], strict=True))
+        wholes = self.tokenizer([context + continuation for context, continuation in split])
+        return [
+            (context_ids[context], whole[len(context_ids[context]) :])
+            for (context, _), whole in zip(split, wholes["input_ids"], strict=True)
+        ]
 
     def chat_prompt(self, user_message: str) -> str:
         if not getattr(self.tokenizer, "chat_template", None):
