@@ -453,15 +453,17 @@ def git_sha() -> str | None:
 
 
 def hardware() -> dict[str, Any]:
-    import torch
-
+    """The machine; torch's view of it (threads, CUDA, GPU) when this process ran a model.
+    A run whose every sample log was reused does not import torch (~3 s) just to say so."""
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.is_available(),
     }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        info["torch_threads"] = torch.get_num_threads()
+        info["cuda"] = torch.cuda.is_available()
+        if info["cuda"]:
+            info["gpu"] = torch.cuda.get_device_name(0)
     return info

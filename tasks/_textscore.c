@@ -489,19 +489,20 @@ static int grow(uint64_t **buf, size_t *cap, size_t need) {
     return *buf ? 0 : -1;
 }
 
-/* Match masks of b[0:m]; returns the words per row, or -1 when out of memory. */
+/* Match masks of b[0:m], one per distinct token; returns the words per row, or -1 when out
+ * of memory. */
 static int64_t build_masks(const int32_t *b, int64_t m, LcsScratch *s) {
     size_t words = (size_t)((m + 63) / 64);
-    if (grow(&s->masks, &s->masks_cap, words * (size_t)m) < 0) return -1;
     int32_t used = 0;
-    for (int64_t j = 0; j < m; j++) {
-        int32_t *slot = &s->slot[b[j]];
-        if (*slot == 0) {
-            *slot = ++used;
-            memset(s->masks + (size_t)(used - 1) * words, 0, words * sizeof(uint64_t));
-        }
-        s->masks[(size_t)(*slot - 1) * words + (size_t)(j / 64)] |= 1ULL << (j % 64);
+    for (int64_t j = 0; j < m; j++)
+        if (s->slot[b[j]] == 0) s->slot[b[j]] = ++used;
+    if (grow(&s->masks, &s->masks_cap, words * (size_t)used) < 0) {
+        for (int64_t j = 0; j < m; j++) s->slot[b[j]] = 0;
+        return -1;
     }
+    memset(s->masks, 0, words * (size_t)used * sizeof(uint64_t));
+    for (int64_t j = 0; j < m; j++)
+        s->masks[(size_t)(s->slot[b[j]] - 1) * words + (size_t)(j / 64)] |= 1ULL << (j % 64);
     return (int64_t)words;
 }
 
