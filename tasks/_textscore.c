@@ -430,47 +430,6 @@ static int64_t gram_overlap(const int32_t *ids, int64_t a0, int64_t n, int64_t b
     return hits;
 }
 
-/* overlaps(ids, text_starts, left, right, vocab, order) -> int64 per pair: clipped n-gram
- * overlap of the two texts' tokens. */
-static PyObject *overlaps(PyObject *self, PyObject *args) {
-    PyObject *a, *b, *c, *d;
-    Pairs p;
-    int order;
-    if (!PyArg_ParseTuple(args, "OOOOLi", &a, &b, &c, &d, &p.vocab, &order)) return NULL;
-    if (order < 1) { PyErr_SetString(PyExc_ValueError, "order must be at least 1"); return NULL; }
-    if (get_pairs(a, b, c, d, &p) < 0) return NULL;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, p.left.n * 8);
-    GramTable t = {NULL, NULL, 0};
-    /* unigrams: a count per vocabulary id, cheaper than hashing */
-    int32_t *counts = order == 1 ? calloc((size_t)(p.vocab > 0 ? p.vocab : 1), sizeof(int32_t)) : NULL;
-    int failed = !out || (order == 1 && !counts);
-    if (!failed) {
-        int64_t *o = (int64_t *)PyBytes_AS_STRING(out);
-        const int64_t *ts = I64(p.texts);
-        const int32_t *ids = I32(p.ids);
-        Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t k = 0; k < p.left.n && !failed; k++) {
-            int64_t l = I64(p.left)[k], r = I64(p.right)[k];
-            if (counts) {
-                int64_t hits = 0;
-                for (int64_t i = ts[r]; i < ts[r + 1]; i++) counts[ids[i]]++;
-                for (int64_t i = ts[l]; i < ts[l + 1]; i++)
-                    if (counts[ids[i]] > 0) { hits++; counts[ids[i]]--; }
-                for (int64_t i = ts[r]; i < ts[r + 1]; i++) counts[ids[i]] = 0;
-                o[k] = hits;
-                continue;
-            }
-            o[k] = gram_overlap(ids, ts[l], ts[l + 1] - ts[l], ts[r], ts[r + 1] - ts[r], order, &t);
-            failed = o[k] < 0;
-        }
-        Py_END_ALLOW_THREADS
-    }
-    free(t.pos); free(t.count); free(counts);
-    release_pairs(&p, 4);
-    if (failed) { Py_XDECREF(out); return PyErr_NoMemory(); }
-    return out;
-}
-
 /* Scratch for bit-parallel LCS: a slot per vocabulary id, one match mask per distinct
  * token of the column sequence, and the rows of the recurrence. Row i has a 0 bit at
  * column j exactly where t[i][j+1] = t[i][j] + 1 in rouge_score's LCS table t, so
@@ -573,36 +532,135 @@ static int mark_lcs(const int32_t *ref, int64_t n, const int32_t *can, int64_t m
     return 0;
 }
 
+/* ------------------------------------------------------------- pair loop */
+
+/* What a per-pair function reads: token ids, text starts and, for rougeLsum, sentences. */
+typedef struct {
+    const int32_t *ids;
+    const int64_t *texts, *sents, *text_sents;
+    int order;
+} Corpus;
+
+/* Per-thread scratch of every pair function; each pair leaves it as it found it. */
+typedef struct {
+    int32_t *counts; /* one per vocabulary id, all zero between pairs */
+    GramTable grams;
+    LcsScratch lcs;
+    unsigned char *taken;
+    size_t taken_cap;
+} Scratch;
+
+typedef int64_t (*PairFn)(const Corpus *c, int64_t left, int64_t right, Scratch *s);
+
+/* Clipped overlap of the order-grams of texts left and right. */
+static int64_t pair_overlap(const Corpus *c, int64_t left, int64_t right, Scratch *s) {
+    const int32_t *ids = c->ids;
+    int64_t l0 = c->texts[left], l1 = c->texts[left + 1];
+    int64_t r0 = c->texts[right], r1 = c->texts[right + 1];
+    if (c->order > 1) return gram_overlap(ids, l0, l1 - l0, r0, r1 - r0, c->order, &s->grams);
+    /* unigrams: a count per vocabulary id, cheaper than hashing */
+    int64_t hits = 0;
+    for (int64_t i = r0; i < r1; i++) s->counts[ids[i]]++;
+    for (int64_t i = l0; i < l1; i++)
+        if (s->counts[ids[i]] > 0) { hits++; s->counts[ids[i]]--; }
+    for (int64_t i = r0; i < r1; i++) s->counts[ids[i]] = 0;
+    return hits;
+}
+
+static int64_t pair_lcs(const Corpus *c, int64_t left, int64_t right, Scratch *s) {
+    int64_t l0 = c->texts[left], r0 = c->texts[right];
+    return lcs_length(c->ids + l0, c->texts[left + 1] - l0, c->ids + r0,
+                      c->texts[right + 1] - r0, &s->lcs);
+}
+
+/* rouge_score's rougeLsum hits of reference text ref and prediction text pred: the union LCS
+ * of each reference sentence over the prediction's sentences, clipped by the prediction's
+ * token counts (the reference's never bind: the union holds distinct positions). */
+static int64_t pair_summary(const Corpus *c, int64_t ref, int64_t pred, Scratch *s) {
+    const int32_t *ids = c->ids;
+    const int64_t *ss = c->sents;
+    int64_t r0 = c->texts[ref], rn = c->texts[ref + 1] - r0;
+    int64_t p0 = c->texts[pred], pn = c->texts[pred + 1] - p0;
+    int64_t rs0 = c->text_sents[ref], rs1 = c->text_sents[ref + 1];
+    int64_t ps0 = c->text_sents[pred], ps1 = c->text_sents[pred + 1];
+    if (rn == 0 || pn == 0) return 0;
+    /* one sentence each: the union is the LCS itself, and every token of it fits */
+    if (rs1 - rs0 <= 1 && ps1 - ps0 <= 1) return lcs_length(ids + r0, rn, ids + p0, pn, &s->lcs);
+    if ((size_t)rn > s->taken_cap) {
+        free(s->taken);
+        s->taken = malloc((size_t)rn);
+        s->taken_cap = s->taken ? (size_t)rn : 0;
+        if (!s->taken) return -1;
+    }
+    memset(s->taken, 0, (size_t)rn);
+    for (int64_t y = ps0; y < ps1; y++) {
+        const int32_t *can = ids + ss[y];
+        int64_t m = ss[y + 1] - ss[y], words = build_masks(can, m, &s->lcs);
+        if (words < 0) return -1;
+        for (int64_t x = rs0; x < rs1; x++)
+            if (mark_lcs(ids + ss[x], ss[x + 1] - ss[x], can, m, words, s->taken + (ss[x] - r0),
+                         &s->lcs) < 0)
+                return -1;
+        clear_masks(can, m, &s->lcs);
+    }
+    int64_t hits = 0;
+    for (int64_t i = p0; i < p0 + pn; i++) s->counts[ids[i]]++;
+    for (int64_t i = 0; i < rn; i++)
+        if (s->taken[i] && s->counts[ids[r0 + i]] > 0) { hits++; s->counts[ids[r0 + i]]--; }
+    for (int64_t i = p0; i < p0 + pn; i++) s->counts[ids[i]] = 0;
+    return hits;
+}
+
+/* fn over every pair with the GIL released; int64 per pair, or NULL with MemoryError. */
+static PyObject *run_pairs(const Corpus *c, const Pairs *p, PairFn fn) {
+    PyObject *out = PyBytes_FromStringAndSize(NULL, p->left.n * 8);
+    if (!out) return NULL;
+    size_t vocab = (size_t)(p->vocab > 0 ? p->vocab : 1);
+    Scratch s = {calloc(vocab, sizeof(int32_t)), {NULL, NULL, 0},
+                 {calloc(vocab, sizeof(int32_t)), NULL, NULL, 0, 0}, NULL, 0};
+    int failed = !s.counts || !s.lcs.slot;
+    int64_t *o = (int64_t *)PyBytes_AS_STRING(out);
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t k = 0; k < p->left.n && !failed; k++) {
+        o[k] = fn(c, I64(p->left)[k], I64(p->right)[k], &s);
+        failed = o[k] < 0;
+    }
+    Py_END_ALLOW_THREADS
+    free(s.counts); free(s.grams.pos); free(s.grams.count);
+    free(s.lcs.slot); free(s.lcs.masks); free(s.lcs.rows); free(s.taken);
+    if (failed) { Py_DECREF(out); return PyErr_NoMemory(); }
+    return out;
+}
+
+/* overlaps(ids, text_starts, left, right, vocab, order) -> int64 per pair: clipped n-gram
+ * overlap, sum over n-grams of min(count in left, count in right). */
+static PyObject *overlaps(PyObject *self, PyObject *args) {
+    PyObject *a, *b, *c, *d;
+    Pairs p;
+    int order;
+    if (!PyArg_ParseTuple(args, "OOOOLi", &a, &b, &c, &d, &p.vocab, &order)) return NULL;
+    if (order < 1) { PyErr_SetString(PyExc_ValueError, "order must be at least 1"); return NULL; }
+    if (get_pairs(a, b, c, d, &p) < 0) return NULL;
+    Corpus corpus = {I32(p.ids), I64(p.texts), NULL, NULL, order};
+    PyObject *out = run_pairs(&corpus, &p, pair_overlap);
+    release_pairs(&p, 4);
+    return out;
+}
+
 /* lcs(ids, text_starts, left, right, vocab) -> int64 per pair: LCS length of the texts. */
 static PyObject *lcs(PyObject *self, PyObject *args) {
     PyObject *a, *b, *c, *d;
     Pairs p;
     if (!PyArg_ParseTuple(args, "OOOOL", &a, &b, &c, &d, &p.vocab)) return NULL;
     if (get_pairs(a, b, c, d, &p) < 0) return NULL;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, p.left.n * 8);
-    LcsScratch s = {calloc((size_t)(p.vocab > 0 ? p.vocab : 1), sizeof(int32_t)), NULL, NULL, 0, 0};
-    int failed = 0;
-    if (out && s.slot) {
-        int64_t *o = (int64_t *)PyBytes_AS_STRING(out);
-        const int32_t *ids = I32(p.ids);
-        const int64_t *ts = I64(p.texts);
-        Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t k = 0; k < p.left.n && !failed; k++) {
-            int64_t l = I64(p.left)[k], r = I64(p.right)[k];
-            o[k] = lcs_length(ids + ts[l], ts[l + 1] - ts[l], ids + ts[r], ts[r + 1] - ts[r], &s);
-            failed = o[k] < 0;
-        }
-        Py_END_ALLOW_THREADS
-    }
-    free(s.slot); free(s.masks); free(s.rows);
+    Corpus corpus = {I32(p.ids), I64(p.texts), NULL, NULL, 0};
+    PyObject *out = run_pairs(&corpus, &p, pair_lcs);
     release_pairs(&p, 4);
-    if (!out || !s.slot || failed) { Py_XDECREF(out); return PyErr_NoMemory(); }
     return out;
 }
 
 /* summary_lcs(ids, text_starts, sentence_starts, text_sentence_starts, refs, preds, vocab)
- * -> int64 per pair: rouge_score's rougeLsum hits (union LCS of each reference sentence
- * over the prediction's sentences, clipped by the prediction's token counts). */
+ * -> int64 per pair: rouge_score's rougeLsum hits. */
 static PyObject *summary_lcs(PyObject *self, PyObject *args) {
     PyObject *a, *b, *c, *d, *o_sents, *o_text_sents;
     Pairs p;
@@ -610,66 +668,19 @@ static PyObject *summary_lcs(PyObject *self, PyObject *args) {
         return NULL;
     if (get_pairs(a, b, c, d, &p) < 0) return NULL;
     Array sents, text_sents;
+    PyObject *out = NULL;
     if (get_array(o_sents, &sents, 8, "sentence_starts") < 0) { release_pairs(&p, 4); return NULL; }
     if (get_array(o_text_sents, &text_sents, 8, "text_sentence_starts") < 0) {
         PyBuffer_Release(&sents.view); release_pairs(&p, 4); return NULL;
     }
     if (text_sents.n != p.texts.n) {
         PyErr_SetString(PyExc_ValueError, "text_sentence_starts and text_starts differ in length");
-        PyBuffer_Release(&sents.view); PyBuffer_Release(&text_sents.view); release_pairs(&p, 4);
-        return NULL;
+    } else {
+        Corpus corpus = {I32(p.ids), I64(p.texts), I64(sents), I64(text_sents), 0};
+        out = run_pairs(&corpus, &p, pair_summary);
     }
-    PyObject *out = PyBytes_FromStringAndSize(NULL, p.left.n * 8);
-    LcsScratch s = {calloc((size_t)(p.vocab > 0 ? p.vocab : 1), sizeof(int32_t)), NULL, NULL, 0, 0};
-    int32_t *counts = calloc((size_t)(p.vocab > 0 ? p.vocab : 1), sizeof(int32_t));
-    unsigned char *taken = NULL;
-    size_t taken_cap = 0;
-    int failed = !out || !s.slot || !counts;
-    if (!failed) {
-        int64_t *o = (int64_t *)PyBytes_AS_STRING(out);
-        const int32_t *ids = I32(p.ids);
-        const int64_t *ts = I64(p.texts), *ss = I64(sents), *tss = I64(text_sents);
-        Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t k = 0; k < p.left.n && !failed; k++) {
-            int64_t r = I64(p.left)[k], c_ = I64(p.right)[k];
-            int64_t r0 = ts[r], rn = ts[r + 1] - r0, c0 = ts[c_], cn = ts[c_ + 1] - c0;
-            int64_t rs0 = tss[r], rs1 = tss[r + 1], cs0 = tss[c_], cs1 = tss[c_ + 1];
-            if (rn == 0 || cn == 0) { o[k] = 0; continue; }
-            if (rs1 - rs0 <= 1 && cs1 - cs0 <= 1) {
-                /* one sentence each: the union is the LCS itself, every token of it fits */
-                o[k] = lcs_length(ids + r0, rn, ids + c0, cn, &s);
-                failed = o[k] < 0;
-                continue;
-            }
-            if ((size_t)rn > taken_cap) {
-                free(taken);
-                taken = malloc((size_t)rn);
-                taken_cap = taken ? (size_t)rn : 0;
-                if (!taken) { failed = 1; break; }
-            }
-            memset(taken, 0, (size_t)rn);
-            for (int64_t y = cs0; y < cs1 && !failed; y++) {
-                const int32_t *can = ids + ss[y];
-                int64_t m = ss[y + 1] - ss[y], words = build_masks(can, m, &s);
-                failed = words < 0;
-                for (int64_t x = rs0; x < rs1 && !failed; x++)
-                    failed = mark_lcs(ids + ss[x], ss[x + 1] - ss[x], can, m, words,
-                                      taken + (ss[x] - r0), &s) < 0;
-                clear_masks(can, m, &s);
-            }
-            int64_t hits = 0;
-            for (int64_t i = c0; i < c0 + cn; i++) counts[ids[i]]++;
-            for (int64_t i = 0; i < rn; i++)
-                if (taken[i] && counts[ids[r0 + i]] > 0) { hits++; counts[ids[r0 + i]]--; }
-            for (int64_t i = c0; i < c0 + cn; i++) counts[ids[i]] = 0;
-            o[k] = hits;
-        }
-        Py_END_ALLOW_THREADS
-    }
-    free(s.slot); free(s.masks); free(s.rows); free(counts); free(taken);
     PyBuffer_Release(&sents.view); PyBuffer_Release(&text_sents.view);
     release_pairs(&p, 4);
-    if (failed) { Py_XDECREF(out); return PyErr_NoMemory(); }
     return out;
 }
 
