@@ -21,6 +21,10 @@ from tasks.textscore import bleu_statistics, rouge_scores
 TOLERANCE = 1e-12  # the issue asks 1e-6; the arithmetic is rouge_score's own, so equality holds
 
 LONG = " ".join(["alpha beta gamma alpha delta"] * 30)  # 150 tokens: LCS rows over 2+ words
+# every character str.split() splits on, as Python itself defines them
+EVERY_SPACE = "".join(
+    f"w{i}{chr(c)}" for i, c in enumerate(c for c in range(0x110000) if chr(c).isspace())
+)
 
 # (prediction, reference): each line names what it exercises
 CASES = [
@@ -41,6 +45,7 @@ CASES = [
     ("x.,y 5-6 -5 a-b 3.x .5 ,7 9, 9. (a) [b] {c} 'q' \"r\" a/b", "x . , y 5 - 6"),
     ("&amp; &quot;q&quot; &lt;tag&gt; <skipped> word-\nnext & more", '& "q" <tag> wordnext'),
     ("a\tb\xa0c\u2028d\u3000e\x1cf\u2009g\x85h\u1680i\u202fj\u205fk", "a b c d e f g h"),
+    (EVERY_SPACE, "w1 w2 w3 w20"),
     ("already tokenized .  ", "already tokenized ."),
     ("line one -\nline two", "line one line two"),
 ]
