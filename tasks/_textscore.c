@@ -3,11 +3,11 @@
  *
  * Python does what must follow Python's own string semantics (str.lower, str.rstrip, the
  * 13a replacements); these kernels do the per-token work: sacrebleu's 13a regular
- * expressions replayed as byte scans, token and n-gram interning, clipped n-gram overlaps,
- * LCS lengths (bit-parallel) and rouge_score's summary-level union LCS (its own table and
- * backtracking rule, so ties resolve the same way). Counting kernels release the GIL so
- * the caller can split pairs across threads. Arrays are passed as bytes-like buffers of
- * int32 (token ids) and int64 (offsets, pair indices).
+ * expressions replayed as byte scans, token interning, clipped n-gram overlaps (small
+ * per-pair hash tables), LCS lengths (bit-parallel) and rouge_score's summary-level union
+ * LCS (its own table and backtracking rule, so ties resolve the same way). Pair kernels
+ * release the GIL so the caller can split pairs across threads. Arrays are passed as
+ * bytes-like buffers of int32 (token ids) and int64 (offsets, pair indices).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

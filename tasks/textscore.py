@@ -1,8 +1,8 @@
 """ROUGE (rouge_score 0.1.2) and BLEU statistics (sacrebleu, 13a) for whole corpora at once.
 
 The same numbers as the reference packages, computed in a C kernel (``tasks/_textscore.c``):
-each distinct text is tokenised once, tokens and n-grams become integer ids, and overlaps and
-longest common subsequences are counted over ids, split across the machine's cores. Python
+each distinct text is tokenised once, its tokens become integer ids, and n-gram overlaps and
+longest common subsequences are counted over ids, pairs split across the machine's cores. Python
 keeps what must follow Python's string semantics (``str.lower``, ``str.rstrip``, the 13a
 entity replacements). ``tests/test_textscore.py`` checks every number against rouge_score and
 sacrebleu themselves.
