@@ -122,6 +122,17 @@ def _distinct(
     return list(index), pred, ref
 
 
+def _overlaps(corpus: _Corpus, pred: np.ndarray, ref: np.ndarray, order: int) -> np.ndarray:
+    """Clipped count of the order-grams each prediction shares with its reference."""
+    tokens = (corpus.ids, corpus.starts)
+    return _per_pair(_textscore.overlaps, tokens, pred, ref, (corpus.vocab, order))
+
+
+def _grams(lengths: np.ndarray, order: int) -> np.ndarray:
+    """How many order-grams texts of these lengths hold."""
+    return np.maximum(lengths - order + 1, 0)
+
+
 def _fmeasure(hits: np.ndarray, pred_count: np.ndarray, ref_count: np.ndarray) -> np.ndarray:
     """rouge_score's F-measure, with its divisions in its order (bit-identical floats)."""
     precision = hits / np.maximum(pred_count, 1)
@@ -144,10 +155,8 @@ def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[
     tokens = (corpus.ids, corpus.starts)
     scores = {}
     for order in (1, 2):
-        hits = _per_pair(_textscore.overlaps, tokens, pred, ref, (corpus.vocab, order))
-        pred_grams = np.maximum(pred_len - order + 1, 0)
-        ref_grams = np.maximum(ref_len - order + 1, 0)
-        scores[f"rouge{order}"] = _fmeasure(hits, pred_grams, ref_grams)
+        hits = _overlaps(corpus, pred, ref, order)
+        scores[f"rouge{order}"] = _fmeasure(hits, _grams(pred_len, order), _grams(ref_len, order))
     lcs = _per_pair(_textscore.lcs, tokens, pred, ref, (corpus.vocab,))
     scores["rougeL"] = _lcs_fmeasure(lcs, pred_len, ref_len)
     sentences = (*tokens, corpus.sentence_starts, corpus.text_sentences)
@@ -172,8 +181,6 @@ def bleu_statistics(predictions: Sequence[str], references: Sequence[str]) -> np
     lengths = corpus.lengths()
     stats[:, 0], stats[:, 1] = lengths[pred], lengths[ref]
     for order in range(1, BLEU_ORDER + 1):
-        stats[:, 1 + order] = _per_pair(
-            _textscore.overlaps, (corpus.ids, corpus.starts), pred, ref, (corpus.vocab, order)
-        )
-        stats[:, 1 + BLEU_ORDER + order] = np.maximum(lengths[pred] - order + 1, 0)
+        stats[:, 1 + order] = _overlaps(corpus, pred, ref, order)
+        stats[:, 1 + BLEU_ORDER + order] = _grams(lengths[pred], order)
     return stats
