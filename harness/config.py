@@ -26,9 +26,12 @@ class ModelEntry(Strict):
     name: Slug  # column header in reports and folder under samples/
     model: str  # smollm2-135m-instruct | fake:PATH | local directory | hub id
     adapter: str | None = None  # PEFT adapter directory or hub id, applied on `model`
+    # auto: vLLM on a CUDA device when it is installed (LoRA adapters too), else transformers
+    backend: Literal["auto", "hf", "vllm"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA
     device: str = "auto"  # auto: cuda when present, else cpu
-    batch_size: int = Field(8, ge=1, le=1024)
+    # auto: 8 on a CPU; on CUDA what fits in free memory, halved if a batch still overflows
+    batch_size: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] = "auto"
     system_prompt: str | None = None  # None keeps the chat template's own default
     allow_pickle: bool = False  # load .bin/.pt weights (pickles can run code): trusted only
     train: TrainSpec | None = None  # fine-tune `model` (+ `adapter`) first; see trainers/spec.py

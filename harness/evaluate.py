@@ -25,8 +25,6 @@ from tasks.metrics import (
 )
 from tasks.textscore import bleu_statistics
 
-CHUNK = 16  # samples per model call: small enough for a lively progress bar
-
 
 def evaluate_chunks(
     model: LanguageModel,
@@ -47,8 +45,8 @@ def evaluate_chunks(
     ordered = sorted(samples, key=_length, reverse=True)
     total = already_done + len(samples)
     with tqdm(total=total, initial=already_done, desc=label, unit="doc", leave=False) as bar:
-        for start in range(0, len(ordered), CHUNK):
-            chunk = ordered[start : start + CHUNK]
+        for start in range(0, len(ordered), model.chunk_size):
+            chunk = ordered[start : start + model.chunk_size]
             if task.kind == "multiple_choice":
                 rows = _score_choices(model, task, chunk)
             else:

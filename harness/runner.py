@@ -315,6 +315,7 @@ def evaluate_all(
             model = load_model(
                 spec,
                 adapter=adapter,
+                backend=entry.backend,
                 dtype=entry.dtype,
                 device=entry.device,
                 batch_size=entry.batch_size,
@@ -330,6 +331,9 @@ def evaluate_all(
                 clock = time.time()
                 complete_sample_log(config, entry, item, model, staging)
                 timings[entry.name][item.task.name + "_s"] = round(time.time() - clock, 3)
+            close = getattr(model, "close", None)  # an engine with processes of its own
+            if close is not None:
+                close()
             del model
             gc.collect()
         for item in prepared:

