@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 from pathlib import Path
+
+from common import save_random_lora
 
 
 def main() -> None:
@@ -24,25 +25,14 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     args = parser.parse_args()
 
-    import torch
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     from harness.models import HFModel, builtin_model_dir, load_model
     from tasks import get_task
 
     weights = builtin_model_dir()
-    adapter = Path(tempfile.mkdtemp(prefix="merge-bench-")) / "adapter"
-    torch.manual_seed(0)
-    lora = get_peft_model(
-        AutoModelForCausalLM.from_pretrained(weights),
-        LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"),
-    )
-    with torch.no_grad():
-        for name, parameter in lora.named_parameters():
-            if "lora_B" in name:
-                parameter.normal_(0, 0.002)
-    lora.save_pretrained(adapter)
+    adapter = save_random_lora(weights)
 
     data = Path(os.environ["MEDHARNESS_DATA_DIR"]) / "medquad"
     questions = [s.prompt for s in get_task("medquad_gen").load(data).samples[: args.limit]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -57,3 +58,23 @@ def lm_eval_run(task: str, limit: int, weights: Path, out: Path, *options: str) 
         str(out),
         *options,
     ]
+
+
+def save_random_lora(model_dir: str | Path) -> str:
+    """A rank-16 LoRA on every linear layer with small random B, so it changes the answers."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    folder = Path(tempfile.mkdtemp(prefix="lora-bench-")) / "adapter"
+    torch.manual_seed(0)
+    lora = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(model_dir),
+        LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"),
+    )
+    with torch.no_grad():
+        for name, parameter in lora.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.002)
+    lora.save_pretrained(folder)
+    return str(folder)
