@@ -123,6 +123,14 @@ def _no_chat_template(case: Case) -> None:
     case.config["tasks"] = ["medquad_gen"]
 
 
+def _vllm_missing(case: Case) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed in this environment")
+    case.config["models"] = [{"name": "v", "model": str(case.tiny), "backend": "vllm"}]
+
+
 def _pickle_weights(case: Case) -> None:
     import torch
     from transformers import AutoModelForCausalLM
@@ -168,6 +176,7 @@ CASES: dict[str, tuple[Callable[[Case], None], str]] = {
     "adapter-for-other-base": (_adapter_other_base, "does not fit this model"),
     "no-chat-template": (_no_chat_template, "has no chat template"),
     "pickle-weights": (_pickle_weights, "only safetensors weights load unless allow_pickle"),
+    "vllm-not-installed": (_vllm_missing, "backend vllm needs the vllm package"),
     "output-not-writable": (_unwritable_out, "cannot write the run directory"),
     "unsafe-run-name": (_set(name="../escape"), "name: String should match pattern"),
     "qlora-without-cuda": (_qlora, "recipe qlora needs a CUDA GPU"),
