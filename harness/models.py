@@ -90,7 +90,7 @@ def weights_sha256(folder: Path) -> str | None:
     return combined.hexdigest()
 
 
-# ---------------------------------------------------------------- scripted fake model
+# ---------------------------------------------------------------- prompts, shared by the backends
 
 
 def chat_prompt(tokenizer: Any, user_message: str, system_prompt: str | None, source: str) -> str:
@@ -127,6 +127,9 @@ def encode_pairs(
         (context_ids[context], whole[len(context_ids[context]) :])
         for (context, _), whole in zip(split, wholes["input_ids"], strict=True)
     ]
+
+
+# ---------------------------------------------------------------- scripted fake model
 
 
 @dataclass
