@@ -27,7 +27,7 @@ from typing import Any, Protocol, TypeVar
 
 import yaml
 
-from harness.errors import UserError
+from harness.errors import UserError, first_line
 from harness.io import sha256_file, write_json_atomic
 
 BUILTIN_MODEL = "smollm2-135m-instruct"
@@ -535,9 +535,8 @@ def load_model(
 
 
 def load_failure(spec: str, exc: Exception, allow_pickle: bool) -> str:
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     hint = "" if allow_pickle else " (only safetensors weights load unless allow_pickle)"
-    return f"could not load model {spec!r}: {first_line}{hint}"
+    return f"could not load model {spec!r}: {first_line(exc)}{hint}"
 
 
 def weights_record(source: str, config: Any) -> str | None:
@@ -643,8 +642,7 @@ def attach_adapter(model: Any, adapter: str) -> Any:
                 f"adapter {adapter!r} does not fit this model: its weights have other shapes "
                 f"(trained for {trained_for or 'a different base model'})"
             ) from None
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"could not load adapter {adapter!r}: {first_line}") from None
+        raise UserError(f"could not load adapter {adapter!r}: {first_line(exc)}") from None
 
 
 def adapter_base(path: Path) -> str | None:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.errors import UserError
+from harness.errors import UserError, first_line
 from harness.models import (
     adapter_sha256,
     chat_prompt,
@@ -37,8 +37,7 @@ def lora_rank(adapter: str) -> int | None:
     try:
         config = PeftConfig.from_pretrained(os.path.expanduser(adapter))
     except (OSError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"could not load adapter {adapter!r}: {first_line}") from None
+        raise UserError(f"could not load adapter {adapter!r}: {first_line(exc)}") from None
     if str(getattr(config, "peft_type", "")) not in ("LORA", "PeftType.LORA"):
         return None
     return int(config.r)
@@ -61,6 +60,7 @@ def load_vllm_model(
     from vllm.lora.request import LoRARequest
     from vllm.platforms import current_platform
 
+    dtype_name = str(dtype).removeprefix("torch.")
     lora = None
     options: dict[str, Any] = {}
     if adapter:
@@ -84,7 +84,7 @@ def load_vllm_model(
         engine = LLM(
             model=source,
             tokenizer=source,
-            dtype=str(dtype).removeprefix("torch."),
+            dtype=dtype_name,
             load_format="auto" if allow_pickle else "safetensors",
             trust_remote_code=False,
             seed=0,
@@ -97,7 +97,7 @@ def load_vllm_model(
         engine=engine,
         tokenizer=tokenizer,
         source=spec,
-        dtype=str(dtype).removeprefix("torch."),
+        dtype=dtype_name,
         system_prompt=system_prompt,
         adapter=adapter,
         lora=lora,
@@ -133,11 +133,14 @@ class VLLMModel:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        encoded = encode_pairs(self.tokenizer, requests)
+        # each request as its (prefix, next token) steps
+        steps = [
+            [(tuple(context + continuation[:k]), token) for k, token in enumerate(continuation)]
+            for context, continuation in encode_pairs(self.tokenizer, requests)
+        ]
         wanted: dict[tuple[int, ...], set[int]] = {}
-        for context, continuation in encoded:
-            for k, token in enumerate(continuation):
-                wanted.setdefault(tuple(context + continuation[:k]), set()).add(token)
+        for prefix, token in (step for request in steps for step in request):
+            wanted.setdefault(prefix, set()).add(token)
         asks = [
             (prefix, ids[start : start + MAX_TOKEN_IDS_PER_REQUEST])
             for prefix, tokens in wanted.items()
@@ -157,13 +160,7 @@ class VLLMModel:
         for (prefix, ids), output in zip(asks, outputs, strict=True):
             given = output.outputs[0].logprobs[0]
             logprob.update({(prefix, token): given[token].logprob for token in ids})
-        return [
-            sum(
-                logprob[tuple(context + continuation[:k]), token]
-                for k, token in enumerate(continuation)
-            )
-            for context, continuation in encoded
-        ]
+        return [sum(logprob[step] for step in request) for request in steps]
 
     def generate(self, user_messages: Sequence[str], max_new_tokens: int) -> list[str]:
         from vllm import SamplingParams

@@ -221,3 +221,14 @@ def save_lora(tiny_llama: Path, folder: Path) -> None:
             if "lora_B" in name:
                 parameter.fill_(0.5)  # LoRA B starts at zero; make the adapter matter
     peft_model.save_pretrained(folder)
+
+
+def save_ia3(tiny_llama: Path, folder: Path) -> None:
+    """An IA3 adapter: a PEFT adapter that is not LoRA."""
+    from peft import IA3Config, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_llama),
+        IA3Config(target_modules=["k_proj", "down_proj"], feedforward_modules=["down_proj"]),
+    ).save_pretrained(folder)

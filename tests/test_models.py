@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import save_lora
+from conftest import save_ia3, save_lora
 
 from harness.errors import UserError
 from harness.models import FakeModel, HFModel, chat_prompt, load_model
@@ -164,9 +164,6 @@ def test_backend_auto_picks_vllm_on_cuda_for_base_models_and_lora_only(
 ) -> None:
     import importlib.util
 
-    from peft import IA3Config, get_peft_model
-    from transformers import AutoModelForCausalLM
-
     from harness.models import pick_backend
 
     real_find_spec = importlib.util.find_spec
@@ -176,10 +173,7 @@ def test_backend_auto_picks_vllm_on_cuda_for_base_models_and_lora_only(
         lambda name: object() if name == "vllm" else real_find_spec(name),
     )
     save_lora(tiny_llama, tmp_path / "lora")
-    get_peft_model(
-        AutoModelForCausalLM.from_pretrained(tiny_llama),
-        IA3Config(target_modules=["k_proj", "down_proj"], feedforward_modules=["down_proj"]),
-    ).save_pretrained(tmp_path / "ia3")
+    save_ia3(tiny_llama, tmp_path / "ia3")
     assert pick_backend("auto", "cuda", None) == "vllm"
     assert pick_backend("auto", "cuda:1", str(tmp_path / "lora")) == "vllm"
     assert pick_backend("auto", "cuda", str(tmp_path / "ia3")) == "hf"

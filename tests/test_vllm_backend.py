@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REAL_DATA, make_tiny_llama, save_lora, write_fixture_data
+from conftest import REAL_DATA, make_tiny_llama, save_ia3, save_lora, write_fixture_data
 
 from harness.cli import main
 from harness.models import HFModel, load_model
@@ -86,16 +86,9 @@ def test_lora_served_unmerged_equals_the_transformers_adapter(
 
 
 def test_a_non_lora_adapter_is_refused(llama: Path, tmp_path: Path) -> None:
-    from peft import IA3Config, get_peft_model
-    from transformers import AutoModelForCausalLM
-
     from harness.errors import UserError
 
-    ia3 = get_peft_model(
-        AutoModelForCausalLM.from_pretrained(llama),
-        IA3Config(target_modules=["k_proj", "down_proj"], feedforward_modules=["down_proj"]),
-    )
-    ia3.save_pretrained(tmp_path / "ia3")
+    save_ia3(llama, tmp_path / "ia3")
     with pytest.raises(UserError, match="LoRA adapters only"):
         load_model(str(llama), adapter=str(tmp_path / "ia3"), backend="vllm")
 

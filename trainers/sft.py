@@ -19,7 +19,7 @@ from typing import Any
 from transformers import TrainerCallback
 from trl import SFTTrainer
 
-from harness.errors import UserError
+from harness.errors import UserError, first_line
 from harness.io import append_jsonl_durable, read_jsonl, write_json_atomic
 from trainers.data import TrainingSet, with_disclaimer
 from trainers.distributed import is_main_process
@@ -234,11 +234,6 @@ def precision_flags(spec: TrainSpec) -> tuple[bool, bool]:
 def total_tokens(trainer: Any) -> int:
     """Non-padding tokens trained on, as TRL counts them across processes."""
     return int(getattr(trainer, "_total_train_tokens", 0))
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class LabelPositionsSFTTrainer(SFTTrainer):
