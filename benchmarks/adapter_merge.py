@@ -28,8 +28,10 @@ def main() -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from harness.models import HFModel, builtin_model_dir, load_model
-    from tasks import get_task
+    from medharness.models.builtin import builtin_model_dir
+    from medharness.models.hf import HFModel
+    from medharness.models.loading import load_model
+    from medharness.tasks import get_task
 
     weights = builtin_model_dir()
     adapter = save_random_lora(weights)

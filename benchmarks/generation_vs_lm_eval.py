@@ -28,7 +28,7 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from harness.models import builtin_model_dir
+    from medharness.models.builtin import builtin_model_dir
 
     weights = builtin_model_dir()  # convert once, outside the timings
     tokenizer = AutoTokenizer.from_pretrained(weights)

@@ -33,8 +33,9 @@ def main() -> None:
     parser.add_argument("--lora", action="store_true", help="serve a random LoRA adapter")
     args = parser.parse_args()
 
-    from harness.models import builtin_model_dir, load_model
-    from tasks import get_task
+    from medharness.models.builtin import builtin_model_dir
+    from medharness.models.loading import load_model
+    from medharness.tasks import get_task
 
     data = Path(os.environ["MEDHARNESS_DATA_DIR"])
     questions = [

@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
 
-    from harness.models import builtin_model_dir
+    from medharness.models.builtin import builtin_model_dir
 
     weights = builtin_model_dir()  # convert once, outside the timings
     work = Path(tempfile.mkdtemp(prefix="medqa-bench-"))

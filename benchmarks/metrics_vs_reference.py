@@ -31,9 +31,9 @@ def main() -> None:
     import sacrebleu
     from rouge_score import rouge_scorer
 
-    from tasks.medquad import load_pairs
-    from tasks.metrics import ROUGE_TYPES, bleu_from_statistics
-    from tasks.textscore import bleu_statistics, rouge_scores
+    from medharness.tasks.medquad import load_pairs
+    from medharness.tasks.metrics.text import ROUGE_TYPES, bleu_from_statistics
+    from medharness.tasks.textscore import bleu_statistics, rouge_scores
 
     pairs, _ = load_pairs(Path(os.environ["MEDHARNESS_DATA_DIR"]) / "medquad")
     answers = [pair.answer for pair in pairs]

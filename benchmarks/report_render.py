@@ -22,7 +22,7 @@ MODELS = 10
 
 
 def main() -> None:
-    from tasks import TASKS
+    from medharness.tasks import TASKS
 
     work = Path(tempfile.mkdtemp(prefix="report-bench-"))
     models = []

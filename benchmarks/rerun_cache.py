@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=200)
     args = parser.parse_args()
 
-    from harness.models import builtin_model_dir
+    from medharness.models.builtin import builtin_model_dir
 
     builtin_model_dir()  # convert once, outside the timings
     out = Path(tempfile.mkdtemp(prefix="rerun-bench-"))

@@ -82,11 +82,11 @@ def main() -> None:
 
     import torch
 
-    from harness.data import resolve_data_root
-    from harness.models import builtin_model_dir
-    from trainers.data import medquad_examples
-    from trainers.sft import train
-    from trainers.spec import TrainSpec
+    from medharness.data import resolve_data_root
+    from medharness.models.builtin import builtin_model_dir
+    from medharness.trainers.data import medquad_examples
+    from medharness.trainers.sft import train
+    from medharness.trainers.spec import TrainSpec
 
     source = str(builtin_model_dir())
     root = resolve_data_root(None, Path.cwd()).path

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from harness.errors import UserError
-from tasks import TASKS
-from trainers.spec import TrainSpec
-
-M = TypeVar("M", bound=BaseModel)
+from medharness.core.validation import Strict, load_yaml_file, validate_file_data
+from medharness.models.specs import fake_script
+from medharness.tasks import TASKS
+from medharness.trainers.spec import TrainSpec
 
 # Names become folder names inside the run directory: no separators, no way out of it.
 Slug = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ModelEntry(Strict):
@@ -38,7 +32,7 @@ class ModelEntry(Strict):
 
     @model_validator(mode="after")
     def trainable(self) -> ModelEntry:
-        if self.train is not None and self.model.startswith("fake:"):
+        if self.train is not None and fake_script(self.model) is not None:
             raise ValueError("a fake model cannot be trained")
         return self
 
@@ -92,45 +86,8 @@ class RunConfig(Strict):
         return entry.limit if entry.limit is not None else self.limit
 
 
-def format_validation_error(source: str, error: ValidationError) -> str:
-    """All problems on one line: ``file: key.path: message; key.path: message``."""
-    parts = []
-    for problem in error.errors():
-        where = ".".join(str(part) for part in problem["loc"]) or "(top level)"
-        message = problem["msg"].removeprefix("Value error, ")
-        if problem["type"] == "extra_forbidden":
-            message = "unknown key"
-        parts.append(f"{where}: {message}")
-    return f"{source}: " + "; ".join(parts)
-
-
-def validate_file_data(schema: type[M], data: Any, source: str, what: str) -> M:
-    """``data`` (parsed YAML) as ``schema``; every problem on one UserError line."""
-    if not isinstance(data, dict):
-        raise UserError(f"{source}: expected a mapping of {what} at the top level")
-    try:
-        return schema.model_validate(data)
-    except ValidationError as exc:
-        raise UserError(format_validation_error(source, exc)) from None
-
-
 def parse_config(data: Any, source: str) -> RunConfig:
     return validate_file_data(RunConfig, data, source, "settings")
-
-
-def load_yaml_file(path: Path, what: str) -> Any:
-    """A YAML file's data; a missing, unreadable or malformed file is one UserError line."""
-    if not path.is_file():
-        raise UserError(f"{what} file not found: {path}")
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or "could not parse"
-        raise UserError(f"{where}: malformed YAML ({problem})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text") from None
 
 
 def load_config(path: Path) -> RunConfig:

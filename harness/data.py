@@ -7,9 +7,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import UserError
-from harness.models import cache_root
-from tasks import LoadedData, Task
+from medharness.core.cache import cache_root
+from medharness.core.errors import UserError
+from medharness.tasks import LoadedData, Task
 
 DATA_ENV = "MEDHARNESS_DATA_DIR"
 LAYOUT = "medquad/, medqa/, pubmedqa/, medmcqa/"

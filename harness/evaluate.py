@@ -1,29 +1,18 @@
-"""Put a task's samples to a model, score each sample, and aggregate with 95% intervals."""
+"""Put a task's samples to a model and score each sample into a typed sample row."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from harness.models import LanguageModel
-from harness.stats import bootstrap_corpus_ci, bootstrap_mean_ci, exact_binomial_ci
-from tasks import Sample, Task
-from tasks.metrics import (
-    DISCLAIMER_PATTERN,
-    ROUGE_SETTINGS,
-    ROUGE_TYPES,
-    accuracy,
-    bleu_from_statistics,
-    bleu_from_statistics_batch,
-    bleu_signature,
-    has_disclaimer,
-    rouge_rows,
-)
-from tasks.textscore import bleu_statistics
+from medharness.core.records import ChoiceRow, GenerationRow, InputRow, SampleRow
+from medharness.models.base import LanguageModel
+from medharness.tasks import Sample, Task
+from medharness.tasks.metrics.text import accuracy, has_disclaimer, rouge_rows
+from medharness.tasks.textscore import bleu_statistics
 
 
 def evaluate_chunks(
@@ -34,7 +23,7 @@ def evaluate_chunks(
     max_new_tokens: int,
     label: str,
     already_done: int = 0,
-) -> Iterator[list[dict[str, Any]]]:
+) -> Iterator[list[SampleRow]]:
     """Score samples a chunk at a time, yielding JSON-ready rows (prediction, per-sample
     metrics, what produced them) so the caller can persist each chunk before the next.
 
@@ -77,11 +66,11 @@ def evaluate_samples(
     *,
     max_new_tokens: int,
     label: str = "",
-) -> list[dict[str, Any]]:
+) -> list[SampleRow]:
     """All rows at once, in the samples' order, for callers that need no persistence
     between chunks."""
     rows = {
-        row["doc_id"]: row
+        row.doc_id: row
         for chunk in evaluate_chunks(
             model, task, samples, max_new_tokens=max_new_tokens, label=label
         )
@@ -90,16 +79,14 @@ def evaluate_samples(
     return [rows[sample.doc_id] for sample in samples]
 
 
-def _score_choices(
-    model: LanguageModel, task: Task, chunk: Sequence[Sample]
-) -> list[dict[str, Any]]:
+def _score_choices(model: LanguageModel, task: Task, chunk: Sequence[Sample]) -> list[SampleRow]:
     requests = [
         (sample.prompt, task.target_delimiter + choice)
         for sample in chunk
         for choice in sample.choices
     ]
     scores = iter(model.loglikelihoods(requests))
-    rows = []
+    rows: list[SampleRow] = []
     for sample in chunk:
         values = [next(scores) for _ in sample.choices]
         invalid = any(math.isnan(v) for v in values)
@@ -108,99 +95,42 @@ def _score_choices(
         weights = [] if invalid else [math.exp(v - top) for v in values]
         assert sample.gold is not None
         rows.append(
-            {
-                "doc_id": sample.doc_id,
-                "target": sample.target,
-                "prediction": sample.choices[chosen] if chosen >= 0 else "",
-                "choices": list(sample.choices),
-                "loglikelihoods": [None if math.isnan(v) else v for v in values],
-                "chosen": chosen,
+            ChoiceRow(
+                doc_id=sample.doc_id,
+                target=sample.target,
+                prediction=sample.choices[chosen] if chosen >= 0 else "",
+                choices=list(sample.choices),
+                loglikelihoods=[None if math.isnan(v) else v for v in values],
+                chosen=chosen,
                 # softmax over the options: how sure the model was of its choice
-                "chosen_probability": weights[chosen] / sum(weights) if weights else None,
-                "gold": sample.gold,
-                "invalid_loglikelihood": invalid,
-                "metrics": {"acc": accuracy(chosen, sample.gold)},
-            }
+                chosen_probability=weights[chosen] / sum(weights) if weights else None,
+                gold=sample.gold,
+                invalid_loglikelihood=invalid,
+                metrics={"acc": accuracy(chosen, sample.gold)},
+            )
         )
     return rows
 
 
 def _generation_row(
     sample: Sample, output: str, rouge: dict[str, float], bleu_stats: np.ndarray
-) -> dict[str, Any]:
-    return {
-        "doc_id": sample.doc_id,
-        "target": sample.target,
-        "prediction": output,
-        "metrics": {**rouge, "disclaimer_rate": has_disclaimer(output)},
-        # sacrebleu's per-sample sufficient statistics: corpus BLEU of any subset is a sum away
-        "bleu_stats": [int(v) for v in bleu_stats],
-    }
+) -> GenerationRow:
+    return GenerationRow(
+        doc_id=sample.doc_id,
+        target=sample.target,
+        prediction=output,
+        metrics={**rouge, "disclaimer_rate": has_disclaimer(output)},
+        bleu_stats=[int(v) for v in bleu_stats],
+    )
 
 
-def bleu_statistics_of(rows: Sequence[dict[str, Any]]) -> np.ndarray:
-    """The rows' stored BLEU statistics; recomputed only for logs written without them."""
-    if rows and all("bleu_stats" in row for row in rows):
-        return np.asarray([row["bleu_stats"] for row in rows], dtype=np.int64)
-    return bleu_statistics([row["prediction"] for row in rows], [row["target"] for row in rows])
-
-
-def input_row(sample: Sample) -> dict[str, Any]:
+def input_row(sample: Sample) -> InputRow:
     """What every model was asked about one sample: written once per run, not per model."""
-    row: dict[str, Any] = {
-        "doc_id": sample.doc_id,
-        "prompt": sample.prompt,
-        "target": sample.target,
-    }
-    if sample.choices:
-        row["choices"], row["gold"] = list(sample.choices), sample.gold
-    row["metadata"] = dict(sample.metadata)
-    return row
-
-
-def aggregate(
-    task: Task, rows: Sequence[dict[str, Any]], *, resamples: int, seed: int
-) -> dict[str, Any]:
-    """Task result: ``n``, each metric's value with its 95% interval, and how it was computed."""
-    n = len(rows)
-    metrics: dict[str, dict[str, Any]] = {}
-    settings: dict[str, Any] = {}
-    if task.kind == "multiple_choice":
-        correct = int(sum(row["metrics"]["acc"] for row in rows))
-        metrics["acc"] = {"value": correct / n, "ci95": list(exact_binomial_ci(correct, n))}
-        settings["acc"] = {"interval": "Clopper-Pearson exact"}
-        invalid = sum(bool(row.get("invalid_loglikelihood")) for row in rows)
-        if invalid:
-            settings["invalid_loglikelihood"] = invalid
-    else:
-        for name in ROUGE_TYPES:
-            values = np.array([row["metrics"][name] for row in rows])
-            metrics[name] = {
-                "value": float(values.mean()),
-                "ci95": list(bootstrap_mean_ci(values, resamples, seed)),
-            }
-        statistics = bleu_statistics_of(rows)
-        metrics["bleu"] = {
-            "value": bleu_from_statistics(statistics.sum(axis=0)),
-            "ci95": list(
-                bootstrap_corpus_ci(statistics, bleu_from_statistics_batch, resamples, seed)
-            ),
-        }
-        flagged = int(sum(row["metrics"].get("disclaimer_rate", 0.0) for row in rows))
-        metrics["disclaimer_rate"] = {
-            "value": flagged / n,
-            "ci95": list(exact_binomial_ci(flagged, n)),
-        }
-        settings["rouge"] = ROUGE_SETTINGS
-        settings["disclaimer_rate"] = {
-            "share of answers matching": DISCLAIMER_PATTERN.pattern,
-            "interval": "Clopper-Pearson exact",
-        }
-        settings["bleu"] = {
-            "package": "sacrebleu",
-            "implementation": "tasks/textscore.py statistics, sacrebleu's score from them",
-            "signature": bleu_signature(),
-            "scale": "0-100",
-        }
-        settings["bootstrap"] = {"resamples": resamples, "seed": seed, "method": "percentile"}
-    return {"n": n, "metrics": metrics, "settings": settings}
+    return InputRow(
+        doc_id=sample.doc_id,
+        prompt=sample.prompt,
+        target=sample.target,
+        choices=list(sample.choices) if sample.choices else None,
+        gold=sample.gold if sample.choices else None,
+        metadata=dict(sample.metadata),
+    )

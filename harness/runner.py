@@ -22,35 +22,41 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from harness import __version__
-from harness.config import ModelEntry, RunConfig
-from harness.data import DataRoot, load_task_data, resolve_data_root
-from harness.errors import UserError
-from harness.evaluate import aggregate, evaluate_chunks, input_row
-from harness.io import (
+from medharness import __version__
+from medharness.config import ModelEntry, RunConfig
+from medharness.core.cache import weights_sha256
+from medharness.core.errors import UserError
+from medharness.core.io import (
     append_jsonl_durable,
     read_jsonl,
     read_jsonl_prefix,
     sha256_file,
     write_json_atomic,
     write_jsonl_atomic,
+    write_record,
     write_text_atomic,
 )
-from harness.models import (
-    BUILTIN_MODEL,
-    FAKE_PREFIX,
-    builtin_model_dir,
-    load_model,
-    looks_like_path,
-    weights_sha256,
+from medharness.core.records import (
+    SAMPLE_ROWS,
+    DataRecord,
+    Decoding,
+    Manifest,
+    ResultsFile,
+    TaskIdentity,
+    TaskResult,
 )
-from harness.training import Trained, train_models
-from reports.html import render_run_report
-from tasks import Sample, Task, get_task
-from trainers.distributed import is_main_process
-from trainers.spec import DONE_FILE
+from medharness.data import DataRoot, load_task_data, resolve_data_root
+from medharness.evaluate import evaluate_chunks, input_row
+from medharness.models.builtin import builtin_model_dir
+from medharness.models.loading import load_model
+from medharness.models.specs import BUILTIN_MODEL, fake_script, looks_like_path
+from medharness.reports.html import render_run_report
+from medharness.tasks import Sample, Task, get_task
+from medharness.tasks.metrics import aggregate
+from medharness.trainers.distributed import is_main_process
+from medharness.trainers.spec import DONE_FILE
+from medharness.training import Trained, train_models
 
-SCHEMA_VERSION = 1
 STATE_FILE = "run_state.json"  # in the staging folder: which sample logs belong to which key
 PACKAGES = ("torch", "transformers", "peft", "lm_eval", "rouge_score", "sacrebleu", "numpy")
 
@@ -61,18 +67,18 @@ class PreparedTask:
     samples: list[Sample]
     file_hashes: dict[str, str]
 
-    def identity(self) -> dict[str, Any]:
+    def identity(self) -> TaskIdentity:
         """What makes results on this task comparable with another run's."""
         ids = "\n".join(sample.doc_id for sample in self.samples).encode()
-        return {
-            "version": self.task.version,
-            "kind": self.task.kind,
-            "summary": self.task.summary,
-            "prompt": self.task.prompt_template,
-            "n": len(self.samples),
-            "sample_ids_sha256": hashlib.sha256(ids).hexdigest(),
-            "data_sha256": self.file_hashes,
-        }
+        return TaskIdentity(
+            version=self.task.version,
+            kind=self.task.kind,
+            summary=self.task.summary,
+            prompt=self.task.prompt_template,
+            n=len(self.samples),
+            sample_ids_sha256=hashlib.sha256(ids).hexdigest(),
+            data_sha256=self.file_hashes,
+        )
 
 
 def run(
@@ -100,20 +106,17 @@ def run(
             return target  # the other ranks of a distributed launch only help train
         for item in prepared:
             write_jsonl_atomic(
-                staging / "inputs" / f"{item.task.name}.jsonl", map(input_row, item.samples)
+                staging / "inputs" / f"{item.task.name}.jsonl",
+                (input_row(sample).model_dump(mode="json") for sample in item.samples),
             )
         results, state, timings = evaluate_all(
             config, prepared, staging, trained, previous_record(target)
         )
-        write_json_atomic(
+        write_record(
             staging / "results.json",
-            {
-                "schema_version": SCHEMA_VERSION,
-                "baseline": config.models[0].name,
-                "results": results,
-            },
+            ResultsFile(baseline=config.models[0].name, results=results),
         )
-        write_json_atomic(
+        write_record(
             staging / "manifest.json",
             build_manifest(config, data_root, file_hashes, prepared, state, timings, started),
         )
@@ -185,8 +188,8 @@ def resolve_inside(base_dir: Path, configured: str) -> Path:
 def check_model_entry(entry: ModelEntry) -> None:
     """Catch missing local files before any model is loaded or any work is done."""
     spec = entry.model
-    if spec.startswith(FAKE_PREFIX):
-        script = Path(spec[len(FAKE_PREFIX) :]).expanduser()
+    script = fake_script(spec)
+    if script is not None:
         if not script.is_file():
             raise UserError(f"model {entry.name}: fake model script not found: {script}")
     elif spec != BUILTIN_MODEL and looks_like_path(spec) and not Path(spec).expanduser().is_dir():
@@ -195,7 +198,7 @@ def check_model_entry(entry: ModelEntry) -> None:
     if adapter and looks_like_path(adapter) and not Path(adapter).expanduser().exists():
         raise UserError(f"model {entry.name}: adapter path does not exist: {adapter}")
     if entry.train is not None:
-        from trainers.sft import check_runnable
+        from medharness.trainers.sft import check_runnable
 
         try:
             check_runnable(entry.train)
@@ -234,7 +237,7 @@ def pair_key(config: RunConfig, model: dict[str, Any], item: PreparedTask) -> st
     """What a finished (model, task) sample log depends on; reused only while it is equal."""
     identity = {
         **model,
-        "task": item.identity(),
+        "task": item.identity().model_dump(mode="json"),
         "max_new_tokens": config.generation.max_new_tokens,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
@@ -243,8 +246,8 @@ def pair_key(config: RunConfig, model: dict[str, Any], item: PreparedTask) -> st
 def weights_identity(spec: str) -> str | None:
     """sha256 of the weights a spec names, where they are local files (cached by mtime);
     None for hub ids, whose revision is only known once loaded."""
-    if spec.startswith(FAKE_PREFIX):
-        script = Path(spec[len(FAKE_PREFIX) :]).expanduser()
+    script = fake_script(spec)
+    if script is not None:
         return sha256_file(script) if script.is_file() else None
     folder = builtin_model_dir() if spec == BUILTIN_MODEL else Path(spec).expanduser()
     return weights_sha256(folder) if folder.is_dir() else None
@@ -253,10 +256,10 @@ def weights_identity(spec: str) -> str | None:
 def previous_record(target: Path) -> dict[str, Any]:
     """Pair keys and model records of the finished run now at ``target``, if any."""
     try:
-        manifest = json.loads((target / "manifest.json").read_text(encoding="utf-8"))
+        manifest = Manifest.model_validate_json((target / "manifest.json").read_bytes())
     except (OSError, ValueError):
-        return {}
-    return {"dir": target, "pairs": manifest.get("pair_keys", {}), "models": manifest["models"]}
+        return {}  # no finished run there, or one this medharness cannot read: nothing reused
+    return {"dir": target, "pairs": manifest.pair_keys, "models": manifest.models}
 
 
 def evaluate_all(
@@ -265,7 +268,7 @@ def evaluate_all(
     staging: Path,
     trained: dict[str, Trained],
     previous: dict[str, Any],
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+) -> tuple[dict[str, dict[str, TaskResult]], dict[str, Any], dict[str, Any]]:
     """Every model on every task, resuming from whatever an earlier attempt left in staging:
     finished sample logs are reused, partial ones continue after their last full chunk. A
     log of the finished run being replaced is reused when its pair key is unchanged.
@@ -274,7 +277,7 @@ def evaluate_all(
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     state.setdefault("pairs", {})
     state.setdefault("models", {})
-    results: dict[str, Any] = {}
+    results: dict[str, dict[str, TaskResult]] = {}
     timings: dict[str, Any] = {}
     for entry in config.models:
         results[entry.name], timings[entry.name] = {}, {}
@@ -338,7 +341,7 @@ def evaluate_all(
             gc.collect()
         for item in prepared:
             final, _ = sample_paths(staging, entry.name, item.task.name)
-            rows = list(read_jsonl(final))
+            rows = SAMPLE_ROWS.validate_python(list(read_jsonl(final)))
             result = aggregate(
                 item.task, rows, resamples=config.bootstrap_resamples, seed=config.seed
             )
@@ -386,16 +389,17 @@ def complete_sample_log(
         label=f"{entry.name} {item.task.name}",
         already_done=len(done),
     ):
-        append_jsonl_durable(partial, rows)
-        done.update((row["doc_id"], row) for row in rows)
+        dumped = [row.model_dump(mode="json") for row in rows]
+        append_jsonl_durable(partial, dumped)
+        done.update((row["doc_id"], row) for row in dumped)
     write_jsonl_atomic(final, (done[sample.doc_id] for sample in item.samples))
     partial.unlink(missing_ok=True)
 
 
-def summary_line(result: dict[str, Any]) -> str:
+def summary_line(result: TaskResult) -> str:
     return (
-        ", ".join(f"{name} {m['value']:.4g}" for name, m in result["metrics"].items())
-        + f" (n={result['n']})"
+        ", ".join(f"{name} {m.value:.4g}" for name, m in result.metrics.items())
+        + f" (n={result.n})"
     )
 
 
@@ -407,27 +411,26 @@ def build_manifest(
     state: dict[str, Any],
     timings: dict[str, Any],
     started: float,
-) -> dict[str, Any]:
-    from tasks.medquad import SPLIT_SEED
+) -> Manifest:
+    from medharness.tasks.medquad import SPLIT_SEED
 
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "medharness_version": __version__,
-        "git_sha": git_sha(),
-        "command": sys.argv,
-        "started": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
-        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": config.model_dump(mode="json"),
-        "tasks": {item.task.name: item.identity() for item in prepared},
-        "models": state["models"],
-        "pair_keys": state["pairs"],  # a later run reuses a sample log whose key is unchanged
-        "data": {"root": str(data_root.path), "origin": data_root.origin, "sha256": file_hashes},
-        "seeds": {"bootstrap": config.seed, "medquad_split": SPLIT_SEED},
-        "decoding": {"strategy": "greedy", "max_new_tokens": config.generation.max_new_tokens},
-        "versions": {"python": platform.python_version(), **package_versions()},
-        "hardware": hardware(),
-        "timings_s": {**timings, "total": round(time.time() - started, 3)},
-    }
+    return Manifest(
+        medharness_version=__version__,
+        git_sha=git_sha(),
+        command=list(sys.argv),
+        started=datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
+        finished=datetime.now(UTC).isoformat(timespec="seconds"),
+        config=config.model_dump(mode="json"),
+        tasks={item.task.name: item.identity() for item in prepared},
+        models=state["models"],
+        pair_keys=state["pairs"],  # a later run reuses a sample log whose key is unchanged
+        data=DataRecord(root=str(data_root.path), origin=data_root.origin, sha256=file_hashes),
+        seeds={"bootstrap": config.seed, "medquad_split": SPLIT_SEED},
+        decoding=Decoding(strategy="greedy", max_new_tokens=config.generation.max_new_tokens),
+        versions={"python": platform.python_version(), **package_versions()},
+        hardware=hardware(),
+        timings_s={**timings, "total": round(time.time() - started, 3)},
+    )
 
 
 def package_versions() -> dict[str, str]:

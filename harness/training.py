@@ -19,15 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.config import ModelEntry, RunConfig
-from harness.data import DataRoot, verify_checksums
-from harness.errors import UserError
-from harness.evaluate import aggregate, evaluate_samples
-from harness.io import write_json_atomic
-from harness.models import BUILTIN_MODEL, builtin_model_dir, load_model, weights_sha256
-from trainers.data import TrainingSet, medqa_dev_examples, medquad_examples
-from trainers.distributed import is_main_process
-from trainers.spec import DONE_FILE, TrainSpec
+from medharness.config import ModelEntry, RunConfig
+from medharness.core.cache import weights_sha256
+from medharness.core.errors import UserError
+from medharness.core.io import write_json_atomic
+from medharness.data import DataRoot, verify_checksums
+from medharness.evaluate import evaluate_samples
+from medharness.models.builtin import builtin_model_dir
+from medharness.models.loading import load_model
+from medharness.models.specs import BUILTIN_MODEL
+from medharness.tasks.metrics import aggregate
+from medharness.trainers.data import TrainingSet, medqa_dev_examples, medquad_examples
+from medharness.trainers.distributed import is_main_process
+from medharness.trainers.spec import DONE_FILE, TrainSpec
 
 TRAIN_FORMAT = 1  # bump when the meaning of a saved training folder changes
 
@@ -119,7 +123,7 @@ def ensure_trained(
 ) -> Trained | None:
     """The finished training at ``relative`` in the run being assembled: already there,
     brought over from the earlier run directory ``previous``, or trained now."""
-    from trainers.sft import train
+    from medharness.trainers.sft import train
 
     identity = training_identity(entry, spec, training)
     folder = staging / relative
@@ -175,7 +179,7 @@ def run_sweep(
     previous: Path | None,
 ) -> Trained | None:
     """Train every point, score each on the validation split, keep the best by the metric."""
-    from tasks.medquad import MEDQUAD_GEN, load_split
+    from medharness.tasks.medquad import MEDQUAD_GEN, load_split
 
     assert spec.sweep is not None
     sweep = spec.sweep
@@ -227,7 +231,7 @@ def validation_score(
     config: RunConfig, entry: ModelEntry, trained: Trained, samples: list[Any], metric: str
 ) -> float:
     """The sweep metric of one point, cached beside its weights (a resumed sweep skips it)."""
-    from tasks.medquad import MEDQUAD_GEN
+    from medharness.tasks.medquad import MEDQUAD_GEN
 
     folder = Path(trained.adapter or trained.model).parent
     cache = folder / "validation.json"
@@ -257,5 +261,8 @@ def validation_score(
         label=f"{entry.name} validation",
     )
     result = aggregate(MEDQUAD_GEN, rows, resamples=config.bootstrap_resamples, seed=config.seed)
-    write_json_atomic(cache, {**wanted, "metrics": result["metrics"]})
-    return float(result["metrics"][metric]["value"])
+    write_json_atomic(
+        cache,
+        {**wanted, "metrics": {k: v.model_dump(mode="json") for k, v in result.metrics.items()}},
+    )
+    return result.metrics[metric].value

@@ -1,60 +1,234 @@
-"""A gate verdict as text for a terminal, JUnit XML for CI systems, Markdown for a PR comment."""
+"""The release gate: a policy of floors and regression limits checked against a finished run.
+
+Reads run directories only (no model is called, so re-gating costs seconds). Floors compare
+a metric's value with a number. Regression limits compare the candidate with a baseline
+model on the same questions: a rule fails when the candidate is significantly worse by more
+than the allowed drop, i.e. when the one-sided upper confidence bound (level ``alpha``,
+paired bootstrap) of candidate minus baseline is below minus the allowed drop. Too few
+samples fail the gate instead of passing it quietly.
+"""
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
 
-from harness.gate import GateResult
+import numpy as np
+from pydantic import Field, field_validator
 
+from medharness.core.errors import UserError
+from medharness.core.records import SampleRow
+from medharness.core.validation import Strict, load_yaml_file, validate_file_data
+from medharness.reports.compare import pair_rows
+from medharness.reports.runs import RunData
+from medharness.tasks import TASKS
+from medharness.tasks.metrics import METRICS
 
-def headline(result: GateResult) -> str:
-    failed = sum(not rule.passed for rule in result.rules)
-    against = f" against {result.baseline}" if result.baseline else ""
-    state = "PASSED" if result.passed else f"FAILED ({failed} of {len(result.rules)} rules)"
-    return f"medharness gate {state}: {result.candidate}{against}"
-
-
-def render_text(result: GateResult) -> str:
-    lines = [headline(result)]
-    lines += [
-        f"  {'PASS' if rule.passed else 'FAIL'}  {rule.name}: {rule.detail}"
-        for rule in result.rules
-    ]
-    return "\n".join(lines)
+COMPARABLE = ("version", "prompt", "data_sha256", "sample_ids_sha256", "n")
 
 
-def render_junit(result: GateResult) -> str:
-    """One test case per rule; a failing rule is a ``<failure>`` with its measurement."""
-    failures = sum(not rule.passed for rule in result.rules)
-    suites = ET.Element("testsuites", tests=str(len(result.rules)), failures=str(failures))
-    suite = ET.SubElement(
-        suites,
-        "testsuite",
-        name=f"medharness gate: {result.candidate}",
-        tests=str(len(result.rules)),
-        failures=str(failures),
-        errors="0",
-        skipped="0",
+def split_rule_key(key: str) -> tuple[str, str]:
+    """``task.metric`` -> (task, metric), refusing unknown tasks and metrics."""
+    task, _, metric = key.partition(".")
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r} in {key!r}; known tasks: {', '.join(TASKS)}")
+    known = TASKS[task].metric_names
+    if metric not in known:
+        raise ValueError(f"unknown metric {metric!r} in {key!r}; {task} has: {', '.join(known)}")
+    return task, metric
+
+
+class Policy(Strict):
+    candidate: str | None = None  # model of the run to gate (default: its last model)
+    baseline: str | None = None  # model to compare with (default: see resolve_models)
+    alpha: float = Field(0.05, gt=0, lt=0.5)  # one-sided level of the regression tests
+    min_samples: int = Field(100, ge=1)  # every gated task needs at least this many samples
+    required_tasks: list[str] = Field(default_factory=list)
+    floors: dict[str, float] = Field(
+        default_factory=dict
+    )  # task.metric: lowest acceptable value (metric units)
+    regressions: dict[str, float] = Field(
+        default_factory=dict
+    )  # task.metric: largest allowed drop, in points
+
+    @field_validator("floors", "regressions")
+    @classmethod
+    def known_keys(cls, rules: dict[str, float]) -> dict[str, float]:
+        for key in rules:
+            split_rule_key(key)
+        return rules
+
+    @field_validator("required_tasks")
+    @classmethod
+    def known_tasks(cls, tasks: list[str]) -> list[str]:
+        unknown = [task for task in tasks if task not in TASKS]
+        if unknown:
+            raise ValueError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}")
+        return tasks
+
+    def gated_tasks(self) -> list[str]:
+        tasks = list(self.required_tasks)
+        for key in [*self.floors, *self.regressions]:
+            task = split_rule_key(key)[0]
+            if task not in tasks:
+                tasks.append(task)
+        return tasks
+
+
+def load_policy(path: Path) -> Policy:
+    data = load_yaml_file(path, "policy")
+    return validate_file_data(Policy, data, str(path), "policy settings")
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    name: str  # e.g. "medqa_4opt.acc >= 0.55"
+    task: str
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class GateResult:
+    candidate: str
+    baseline: str | None
+    rules: list[RuleResult]
+
+    @property
+    def passed(self) -> bool:
+        return all(rule.passed for rule in self.rules)
+
+
+def resolve_models(policy: Policy, run: RunData, baseline_run: RunData) -> tuple[str, str | None]:
+    """Candidate: the policy's, else the run's last model. Baseline: the policy's; else, with
+    a separate baseline run, its model of the candidate's name or its first model; else the
+    run's own baseline (first model) unless that is the candidate."""
+    candidate = policy.candidate or run.models[-1]
+    if candidate not in run.models:
+        raise UserError(f"{run.path}: no model {candidate!r}; models: {', '.join(run.models)}")
+    if policy.baseline:
+        if policy.baseline not in baseline_run.models:
+            raise UserError(
+                f"{baseline_run.path}: no model {policy.baseline!r}; "
+                f"models: {', '.join(baseline_run.models)}"
+            )
+        return candidate, policy.baseline
+    if baseline_run is not run:
+        return candidate, candidate if candidate in baseline_run.models else baseline_run.models[0]
+    first = run.models[0]
+    return candidate, first if first != candidate else None
+
+
+def check_comparable(run: RunData, baseline_run: RunData, tasks: list[str]) -> None:
+    """Refuse to compare results that differ in what makes them comparable."""
+    if baseline_run is run:
+        return
+    problems = []
+    for task in tasks:
+        ours = run.manifest.tasks.get(task)
+        theirs = baseline_run.manifest.tasks.get(task)
+        if ours is None or theirs is None:
+            continue  # a missing task is a failed requirement, reported as a rule
+        differing = [
+            field for field in COMPARABLE if getattr(ours, field) != getattr(theirs, field)
+        ]
+        if differing:
+            problems.append(f"{task} ({', '.join(differing)})")
+    if problems:
+        raise UserError(
+            f"{run.path} and baseline {baseline_run.path} are not comparable: they differ in "
+            + "; ".join(problems)
+        )
+
+
+def evaluate_gate(policy: Policy, run_dir: Path, baseline_dir: Path | None) -> GateResult:
+    run = RunData.open(run_dir)
+    baseline_run = RunData.open(baseline_dir) if baseline_dir else run
+    candidate, baseline = resolve_models(policy, run, baseline_run)
+    if policy.regressions and baseline is None:
+        raise UserError(
+            "the policy has regression limits but there is no baseline model: pass "
+            "--baseline RUN_DIR or run a baseline model first in the same config"
+        )
+    check_comparable(run, baseline_run, policy.gated_tasks())
+    resamples, seed = run.manifest.bootstrap_settings()
+    results = run.results.results[candidate]
+    rules: list[RuleResult] = []
+
+    for task in policy.gated_tasks():
+        if task not in results:
+            rules.append(RuleResult(f"{task} is evaluated", task, False, "task not in the run"))
+            continue
+        n = results[task].n
+        rules.append(
+            RuleResult(
+                f"{task} has at least {policy.min_samples} samples",
+                task,
+                n >= policy.min_samples,
+                f"n = {n}",
+            )
+        )
+    for key, floor in policy.floors.items():
+        task, metric = split_rule_key(key)
+        if task not in results:
+            continue
+        value = results[task].metrics[metric].value
+        rules.append(
+            RuleResult(
+                f"{key} >= {floor:g}",
+                task,
+                value >= floor,
+                f"measured {value:.4f}",
+            )
+        )
+    for key, drop in policy.regressions.items():
+        task, metric = split_rule_key(key)
+        if task not in results or baseline is None:
+            continue
+        if baseline_run.results.result(baseline, task) is None:
+            rules.append(
+                RuleResult(f"{key} drop <= {drop:g} points", task, False, "not in the baseline")
+            )
+            continue
+        rules.append(
+            regression_rule(
+                key,
+                drop,
+                baseline_run.samples(baseline, task),
+                run.samples(candidate, task),
+                alpha=policy.alpha,
+                resamples=resamples,
+                seed=seed,
+            )
+        )
+    return GateResult(candidate, baseline, rules)
+
+
+def regression_rule(
+    key: str,
+    drop: float,
+    baseline_rows: list[SampleRow],
+    candidate_rows: list[SampleRow],
+    *,
+    alpha: float,
+    resamples: int,
+    seed: int,
+) -> RuleResult:
+    """Fail only when the candidate is significantly worse by more than ``drop`` points."""
+    task, metric = split_rule_key(key)
+    base, cand = pair_rows(baseline_rows, candidate_rows, key)
+    definition = METRICS[metric]
+    value_a, value_b, resampled = definition.paired_differences(
+        base, cand, resamples=resamples, seed=seed
     )
-    for rule in result.rules:
-        case = ET.SubElement(suite, "testcase", classname=f"gate.{rule.task}", name=rule.name)
-        if rule.passed:
-            ET.SubElement(case, "system-out").text = rule.detail
-        else:
-            failure = ET.SubElement(case, "failure", message=rule.detail, type="GateRuleFailed")
-            failure.text = f"{rule.name}: {rule.detail}"
-    ET.indent(suites)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode")
-
-
-def render_markdown(result: GateResult) -> str:
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
-
-    rows = [
-        f"| {'✅ pass' if rule.passed else '❌ fail'} | {cell(rule.name)} | {cell(rule.detail)} |"
-        for rule in result.rules
-    ]
-    return "\n".join(
-        [f"### {headline(result)}", "", "| result | rule | detail |", "|---|---|---|", *rows, ""]
+    scale = definition.points_factor  # drops are in points: 0-100 for every metric
+    difference = (value_b - value_a) * scale
+    upper = float(np.quantile(resampled, 1 - alpha)) * scale
+    passed = upper >= -drop
+    detail = (
+        f"candidate - baseline = {difference:+.2f} points ({value_b:.4f} vs {value_a:.4f}); "
+        f"one-sided {1 - alpha:.0%} upper bound {upper:+.2f} "
+        + (">=" if passed else "<")
+        + f" -{drop:g} allowed"
     )
+    return RuleResult(f"{key} drop <= {drop:g} points", task, passed, detail)

@@ -19,27 +19,26 @@ import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
-from harness.compare import Comparison, answer_lengths, breakdown, compare_task
-from harness.errors import UserError
-from reports.charts import bar_chart, color, line_chart
-from reports.runs import RunData
-from tasks import TASKS
-
-# Metrics stored on a 0-1 scale are shown in points (x100), so every column reads 0-100.
-HUNDREDFOLD = {"acc", "rouge1", "rouge2", "rougeL", "rougeLsum", "disclaimer_rate"}
-DEFAULT_RESAMPLES = 1000
+from medharness.core.errors import UserError
+from medharness.core.records import ChoiceRow, MetricValue, SampleRow, TaskResult
+from medharness.reports.charts import bar_chart, color, line_chart
+from medharness.reports.compare import Comparison, answer_lengths, breakdown, compare_task
+from medharness.reports.runs import RunData
+from medharness.tasks import TASKS
+from medharness.tasks.metrics import METRICS
 
 
 def points(metric: str, value: float) -> float:
-    return value * 100 if metric in HUNDREDFOLD else value
+    """A value in points: every column of a report reads 0-100."""
+    return METRICS[metric].to_points(value) if metric in METRICS else value
 
 
-def in_points(metric: str, value: dict[str, Any] | None) -> tuple[float, float, float] | None:
-    """A stored metric ``{"value", "ci95"}`` as (value, low, high) in points."""
+def in_points(metric: str, value: MetricValue | None) -> tuple[float, float, float] | None:
+    """A stored metric as (value, low, high) in points."""
     if value is None:
         return None
-    low, high = value["ci95"]
-    return points(metric, value["value"]), points(metric, low), points(metric, high)
+    low, high = value.ci95
+    return points(metric, value.value), points(metric, low), points(metric, high)
 
 
 @dataclass(frozen=True)
@@ -51,13 +50,12 @@ class Entry:
     model: str
 
     def has(self, task: str) -> bool:
-        return task in self.run.results["results"][self.model]
+        return task in self.run.results.results[self.model]
 
-    def result(self, task: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.run.results["results"][self.model][task]
-        return result
+    def result(self, task: str) -> TaskResult:
+        return self.run.results.results[self.model][task]
 
-    def samples(self, task: str) -> list[dict[str, Any]]:
+    def samples(self, task: str) -> list[SampleRow]:
         return self.run.samples(self.model, task)
 
 
@@ -73,12 +71,15 @@ def entries_of(runs: list[RunData]) -> list[Entry]:
 
 def environment() -> Environment:
     env = Environment(
-        loader=PackageLoader("reports", "templates"),
+        loader=PackageLoader("medharness.reports", "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),
         trim_blocks=True,
         lstrip_blocks=True,
     )
     env.filters["pts"] = lambda value: "—" if value is None else f"{value:.2f}"
+    env.filters["metric_name"] = lambda name: (
+        METRICS[name].display_name if name in METRICS else name
+    )
     return env
 
 
@@ -121,20 +122,20 @@ def summary_rows(
     comparisons: dict[str, list[Comparison] | str],
 ) -> list[dict[str, Any]]:
     rows = []
-    base_metrics = baseline.result(task)["metrics"]
+    base_metrics = baseline.result(task).metrics
     for entry in entries:
         result = entry.result(task)
         tested = comparisons.get(entry.label)
         by_metric = {c.metric: c for c in tested} if isinstance(tested, list) else {}
         cells: list[dict[str, Any] | None] = []
         for metric in metrics:
-            shown = in_points(metric, result["metrics"].get(metric))
+            shown = in_points(metric, result.metrics.get(metric))
             if shown is None:
                 cells.append(None)
                 continue
             cell: dict[str, Any] = dict(zip(("value", "low", "high"), shown, strict=True))
             if entry is not baseline and metric in base_metrics:
-                base = points(metric, base_metrics[metric]["value"])
+                base = points(metric, base_metrics[metric].value)
                 cell["delta"] = cell["value"] - base
                 cell["relative"] = cell["delta"] / base * 100 if base else None
                 if metric in by_metric:
@@ -142,7 +143,7 @@ def summary_rows(
                     cell["p"] = by_metric[metric].p_value
             cells.append(cell)
         rows.append(
-            {"label": entry.label, "n": result["n"], "cells": cells, "baseline": entry is baseline}
+            {"label": entry.label, "n": result.n, "cells": cells, "baseline": entry is baseline}
         )
     return rows
 
@@ -181,9 +182,9 @@ def breakdown_tables(
     task: str, entries: list[Entry], keys: list[str], metric: str
 ) -> list[dict[str, Any]]:
     tables = []
-    metadata = {doc: row["metadata"] for doc, row in entries[0].run.inputs(task).items()}
+    inputs = entries[0].run.inputs(task)
     for key in keys:
-        per_model = {e.label: breakdown(e.samples(task), metadata, key, metric) for e in entries}
+        per_model = {e.label: breakdown(e.samples(task), inputs, key, metric) for e in entries}
         groups = sorted({g for table in per_model.values() for g in table})
         if len(groups) < 2:
             continue
@@ -216,22 +217,22 @@ def browser_payload(tasks: list[str], entries: list[Entry]) -> str:
         present = [e for e in entries if e.has(task)]
         first = present[0].samples(task)
         inputs = present[0].run.inputs(task)
-        ids = [row["doc_id"] for row in first]
+        ids = [row.doc_id for row in first]
         asked = [inputs[doc] for doc in ids]
-        kind = "choice" if "chosen" in first[0] else "generate"
-        metric = primary_metric(list(first[0]["metrics"]))
+        kind = "choice" if isinstance(first[0], ChoiceRow) else "generate"
+        metric = primary_metric(list(first[0].metrics))
         columns: list[Any] = []
         for entry in entries:
             if not entry.has(task):
                 columns.append(None)
                 continue
-            rows = entry.samples(task)
-            if [row["doc_id"] for row in rows] != ids:
-                by_id = {row["doc_id"]: row for row in rows}
-                rows = [by_id.get(doc, {"prediction": "", "metrics": {metric: 0.0}}) for doc in ids]
+            by_id = {row.doc_id: row for row in entry.samples(task)}
+            rows = [by_id.get(doc) for doc in ids]
             column: dict[str, Any] = {
-                "text": [row["prediction"] for row in rows],
-                "score": np.round([row["metrics"][metric] for row in rows], 4).tolist(),
+                "text": [row.prediction if row else "" for row in rows],
+                "score": np.round(
+                    [row.metrics[metric] if row else 0.0 for row in rows], 4
+                ).tolist(),
             }
             if kind == "choice":
                 column["p"] = [None if p is None else round(p, 3) for p in map(probability, rows)]
@@ -240,26 +241,28 @@ def browser_payload(tasks: list[str], entries: list[Entry]) -> str:
             "kind": kind,
             "metric": metric,
             "ids": ids,
-            "prompts": [row["prompt"] for row in asked],
-            "targets": [row["target"] for row in asked],
-            "meta": [row["metadata"] for row in asked],
+            "prompts": [row.prompt for row in asked],
+            "targets": [row.target for row in asked],
+            "meta": [row.metadata for row in asked],
             "answers": columns,
         }
     raw = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
     return base64.b64encode(gzip.compress(raw, compresslevel=1, mtime=0)).decode()
 
 
-def probability(row: dict[str, Any]) -> float | None:
+def probability(row: SampleRow | None) -> float | None:
     """Softmax probability of the chosen option among the options' log-likelihoods."""
-    if "chosen_probability" in row:
-        stored: float | None = row["chosen_probability"]
-        return stored
-    values = row.get("loglikelihoods") or []
-    if row.get("chosen", -1) < 0 or any(v is None for v in values):
+    if not isinstance(row, ChoiceRow):
         return None
-    top = max(values)
-    weights = [math.exp(v - top) for v in values]
-    return weights[row["chosen"]] / sum(weights)
+    if row.chosen_probability is not None:
+        return row.chosen_probability
+    values = row.loglikelihoods
+    if row.chosen < 0 or not values or any(v is None for v in values):
+        return None
+    known = [float(v) for v in values if v is not None]
+    top = max(known)
+    weights = [math.exp(v - top) for v in known]
+    return weights[row.chosen] / sum(weights)
 
 
 def training_charts(entries: list[Entry]) -> list[Markup]:
@@ -286,24 +289,22 @@ def build_report(run_dirs: list[Path]) -> dict[str, Any]:
     entries = entries_of(runs)
     tasks: list[str] = []
     for entry in entries:
-        tasks.extend(t for t in entry.run.results["results"][entry.model] if t not in tasks)
-    settings = runs[0].manifest.get("config", {})
-    seed = int(settings.get("seed", 1234))
-    resamples = int(settings.get("bootstrap_resamples", DEFAULT_RESAMPLES))
+        tasks.extend(t for t in entry.run.results.results[entry.model] if t not in tasks)
+    resamples, seed = runs[0].manifest.bootstrap_settings()
     sections = []
     for task in tasks:
         present = [e for e in entries if e.has(task)]
         baseline = present[0]
-        metrics = list(baseline.result(task)["metrics"])
+        metrics = list(baseline.result(task).metrics)
         comparisons = comparisons_for(task, baseline, present[1:], metrics, seed, resamples)
         chart_values = [
-            [in_points(m, e.result(task)["metrics"].get(m)) for m in metrics] for e in present
+            [in_points(m, e.result(task).metrics.get(m)) for m in metrics] for e in present
         ]
         generation = "rouge1" in metrics
         sections.append(
             {
                 "name": task,
-                "info": baseline.run.manifest.get("tasks", {}).get(task, {}),
+                "info": baseline.run.manifest.tasks.get(task),
                 "baseline": baseline.label,
                 "metrics": metrics,
                 "rows": summary_rows(task, present, baseline, metrics, comparisons),
@@ -319,7 +320,7 @@ def build_report(run_dirs: list[Path]) -> dict[str, Any]:
                 "lengths": [{"label": e.label, **answer_lengths(e.samples(task))} for e in present]
                 if generation
                 else [],
-                "settings": baseline.result(task).get("settings", {}),
+                "settings": baseline.result(task).settings,
             }
         )
     return {
@@ -335,7 +336,11 @@ def build_report(run_dirs: list[Path]) -> dict[str, Any]:
             for model, sweep in run.sweeps().items()
         ],
         "manifests": [
-            (run.name, json.dumps(run.manifest, indent=2, ensure_ascii=False)) for run in runs
+            (
+                run.name,
+                json.dumps(run.manifest.model_dump(mode="json"), indent=2, ensure_ascii=False),
+            )
+            for run in runs
         ],
         "payload": browser_payload(tasks, entries),
     }

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from reports.html import entries_of, environment, in_points
-from reports.runs import RunData
+from medharness.reports.html import entries_of, environment, in_points
+from medharness.reports.runs import RunData
 
 IDENTITY_FIELDS = {
     "version": "task versions",
@@ -21,20 +21,14 @@ IDENTITY_FIELDS = {
 def comparability_warnings(runs: list[RunData]) -> list[str]:
     """One line per task whose runs disagree on anything that makes results comparable."""
     warnings = []
-    tasks = sorted({task for run in runs for task in run.manifest.get("tasks", {})})
+    tasks = sorted({task for run in runs for task in run.manifest.tasks})
     for task in tasks:
-        seen = [
-            (run.name, run.manifest["tasks"][task])
-            for run in runs
-            if task in run.manifest.get("tasks", {})
-        ]
+        seen = [(run.name, run.manifest.tasks[task]) for run in runs if task in run.manifest.tasks]
         for field, words in IDENTITY_FIELDS.items():
-            values = {repr(identity.get(field)) for _, identity in seen}
+            values = {repr(getattr(identity, field)) for _, identity in seen}
             if len(values) > 1:
                 detail = ", ".join(
-                    f"{name}: n={identity.get('n')}"
-                    if field in ("n", "sample_ids_sha256")
-                    else name
+                    f"{name}: n={identity.n}" if field in ("n", "sample_ids_sha256") else name
                     for name, identity in seen
                 )
                 warnings.append(
@@ -49,22 +43,23 @@ def build_leaderboard(run_dirs: list[Path]) -> dict[str, Any]:
     entries = entries_of(runs)
     columns: list[tuple[str, str]] = []
     for entry in entries:
-        for task, result in entry.run.results["results"][entry.model].items():
-            for metric in result["metrics"]:
+        for task, result in entry.run.results.results[entry.model].items():
+            for metric in result.metrics:
                 if (task, metric) not in columns:
                     columns.append((task, metric))
     rows = []
     for entry in entries:
-        results = entry.run.results["results"][entry.model]
+        results = entry.run.results.results[entry.model]
         cells: list[dict[str, Any] | None] = []
         for task, metric in columns:
-            shown = in_points(metric, results.get(task, {}).get("metrics", {}).get(metric))
+            found = results.get(task)
+            shown = in_points(metric, found.metrics.get(metric) if found else None)
             cells.append(
                 None
                 if shown is None
                 else {
                     **dict(zip(("value", "low", "high"), shown, strict=True)),
-                    "n": results[task]["n"],
+                    "n": results[task].n,
                 }
             )
         manifest = entry.run.manifest
@@ -72,8 +67,8 @@ def build_leaderboard(run_dirs: list[Path]) -> dict[str, Any]:
             {
                 "label": entry.label,
                 "run": entry.run.name,
-                "date": manifest.get("finished", ""),
-                "git": (manifest.get("git_sha") or "")[:10],
+                "date": manifest.finished,
+                "git": (manifest.git_sha or "")[:10],
                 "cells": cells,
             }
         )

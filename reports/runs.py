@@ -1,4 +1,8 @@
-"""Read saved run directories: the only input reports have."""
+"""Read saved run directories: the only input reports have.
+
+Every file is parsed into its typed record (``medharness.core.records``): a hand-edited or
+foreign file with a missing or mistyped field is one clear error naming the file and the field.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,24 @@ import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from harness.errors import UserError
-from harness.io import read_jsonl
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from medharness.core.errors import UserError
+from medharness.core.io import read_jsonl
+from medharness.core.records import (
+    INPUT_ROWS,
+    SAMPLE_ROWS,
+    SCHEMA_VERSION,
+    InputRow,
+    Manifest,
+    ResultsFile,
+    SampleRow,
+)
+from medharness.core.validation import format_validation_error
+
+R = TypeVar("R", bound=BaseModel)
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
@@ -25,13 +43,27 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def validated_rows(path: Path, adapter: TypeAdapter[list[R]]) -> list[R]:
+    """A JSONL log as typed rows; the first bad row is named by its line number."""
+    rows = read_log(path)
+    try:
+        return adapter.validate_python(rows)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        index, *field = first["loc"]
+        if field and field[0] in ("generation", "choice"):  # which kind of row it was read as
+            field = field[1:]
+        where = ".".join(str(part) for part in field) or "(row)"
+        raise UserError(f"{path}:{int(index) + 1}: {where}: {first['msg']}") from None
+
+
 @dataclass
 class RunData:
-    """One run directory, its files parsed on first use."""
+    """One run directory, its files parsed and validated on first use."""
 
     path: Path
-    _samples: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
-    _inputs: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    _samples: dict[tuple[str, str], list[SampleRow]] = field(default_factory=dict)
+    _inputs: dict[str, dict[str, InputRow]] = field(default_factory=dict)
 
     @classmethod
     def open(cls, path: Path) -> RunData:
@@ -45,40 +77,53 @@ class RunData:
         return self.path.name.removeprefix(".").removesuffix(".partial")
 
     @cached_property
-    def results(self) -> dict[str, Any]:
-        return self._json("results.json")
+    def results(self) -> ResultsFile:
+        return self._record("results.json", ResultsFile)
 
     @cached_property
-    def manifest(self) -> dict[str, Any]:
-        return self._json("manifest.json")
+    def manifest(self) -> Manifest:
+        return self._record("manifest.json", Manifest)
 
-    def _json(self, name: str) -> dict[str, Any]:
+    def _record(self, name: str, record: type[R]) -> R:
+        data = self._json(name)
+        version = data.get("schema_version") if isinstance(data, dict) else None
+        if version != SCHEMA_VERSION:
+            raise UserError(
+                f"{self.path / name}: schema_version {version!r}, but this medharness reads "
+                f"version {SCHEMA_VERSION}; re-run the config with this medharness to rewrite "
+                "the run (finished sample logs are reused)"
+            )
         try:
-            data: dict[str, Any] = json.loads((self.path / name).read_text(encoding="utf-8"))
+            return record.model_validate(data)
+        except ValidationError as exc:
+            raise UserError(format_validation_error(str(self.path / name), exc)) from None
+
+    def _json(self, name: str) -> Any:
+        try:
+            return json.loads((self.path / name).read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise UserError(f"{self.path / name}:{exc.lineno}: not valid JSON") from None
-        return data
 
     @property
     def models(self) -> list[str]:
-        return list(self.results["results"])
+        return list(self.results.results)
 
-    def samples(self, model: str, task: str) -> list[dict[str, Any]]:
+    def samples(self, model: str, task: str) -> list[SampleRow]:
         key = (model, task)
         if key not in self._samples:
             path = self.path / "samples" / model / f"{task}.jsonl"
             if not path.is_file():
                 raise UserError(f"{path} is missing from the run directory")
-            self._samples[key] = read_log(path)
+            self._samples[key] = validated_rows(path, SAMPLE_ROWS)
         return self._samples[key]
 
-    def inputs(self, task: str) -> dict[str, dict[str, Any]]:
+    def inputs(self, task: str) -> dict[str, InputRow]:
         """doc_id -> what the models were asked (prompt, target, metadata) for a task."""
         if task not in self._inputs:
             path = self.path / "inputs" / f"{task}.jsonl"
             if not path.is_file():
                 raise UserError(f"{path} is missing from the run directory")
-            self._inputs[task] = {row["doc_id"]: row for row in read_log(path)}
+            self._inputs[task] = {row.doc_id: row for row in validated_rows(path, INPUT_ROWS)}
         return self._inputs[task]
 
     def train_log(self, model: str) -> list[dict[str, Any]]:

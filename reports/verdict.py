@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from harness.cards import VerdictTable
-from reports.html import environment
+from medharness.reports.cards import VerdictTable
+from medharness.reports.html import environment
 
 MARKS = {
     "reproduced": "✅ reproduced",

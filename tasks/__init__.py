@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from harness.errors import UserError
-from tasks.base import LoadedData, Sample, Task
-from tasks.medmcqa import MEDMCQA
-from tasks.medqa import MEDQA_4OPT, MEDQA_5OPT, MEDQA_MAINLAND, MEDQA_TAIWAN
-from tasks.medquad import MEDQUAD_GEN
-from tasks.pubmedqa import PUBMEDQA
+from medharness.core.errors import UserError
+from medharness.tasks.base import LoadedData, Sample, Task
+from medharness.tasks.medmcqa import MEDMCQA
+from medharness.tasks.medqa import MEDQA_4OPT, MEDQA_5OPT, MEDQA_MAINLAND, MEDQA_TAIWAN
+from medharness.tasks.medquad import MEDQUAD_GEN
+from medharness.tasks.pubmedqa import PUBMEDQA
 
 TASKS: dict[str, Task] = {
     task.name: task

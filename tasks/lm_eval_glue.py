@@ -15,8 +15,8 @@ from typing import Any
 
 import datasets
 
-from tasks import get_task
-from tasks.metrics import corpus_bleu, rouge
+from medharness.tasks import get_task
+from medharness.tasks.metrics.text import corpus_bleu, rouge
 
 
 def _dataset(task_name: str, data_dir: str | None = None, **_: Any) -> datasets.DatasetDict:

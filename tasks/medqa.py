@@ -21,10 +21,10 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from harness.errors import UserError
-from harness.io import read_jsonl, sha256_file
-from tasks.base import LoadedData, Sample, Task
-from tasks.multiple_choice import LETTERS, letter_sample, medqa_prompt
+from medharness.core.errors import UserError
+from medharness.core.io import read_jsonl, sha256_file
+from medharness.tasks.base import LoadedData, Sample, Task
+from medharness.tasks.multiple_choice import LETTERS, letter_sample, medqa_prompt
 
 VERSION = "1"
 OBTAIN = (

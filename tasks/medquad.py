@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from harness.errors import UserError
-from tasks.base import LoadedData, Sample, Task
+from medharness.core.errors import UserError
+from medharness.tasks.base import LoadedData, Sample, Task
 
 VERSION = "2"  # 2: adds disclaimer_rate
 SPLIT_SEED = 20240101

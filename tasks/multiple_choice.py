@@ -6,7 +6,7 @@ import string
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tasks.base import Sample
+from medharness.tasks.base import Sample
 
 LETTERS = string.ascii_uppercase
 

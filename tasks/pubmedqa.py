@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.errors import UserError
-from harness.io import sha256_file
-from tasks.base import LoadedData, Sample, Task
+from medharness.core.errors import UserError
+from medharness.core.io import sha256_file
+from medharness.tasks.base import LoadedData, Sample, Task
 
 VERSION = "1"
 FILE_NAME = "test_set.json"

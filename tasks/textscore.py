@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks import _textscore
+from medharness.tasks import _textscore
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 BLEU_ORDER = 4

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from test_gate import BAD_POLICIES
 
-from harness.cli import main
+from medharness.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -223,12 +223,12 @@ def test_disk_full_is_one_line_and_exit_2(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import harness.runner
+    import medharness.runner
 
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", "results.json")
 
-    monkeypatch.setattr(harness.runner, "write_json_atomic", full)
+    monkeypatch.setattr(medharness.runner, "write_record", full)
     case = Case(tmp_path, fixture_data, fake_script, tiny_llama)
     assert main(case.argv()) == 2
     assert "disk full while writing results.json" in capsys.readouterr().err

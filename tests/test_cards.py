@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.cards import Card, judge, load_card, plan_run
-from harness.cli import main
+from medharness.cli import main
+from medharness.reports.cards import Card, judge, load_card, plan_run
 
 ROOT = Path(__file__).resolve().parent.parent
 CARDS = sorted((ROOT / "cards").glob("*.yaml"))

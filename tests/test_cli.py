@@ -10,7 +10,7 @@ import sacrebleu
 import yaml
 from rouge_score import rouge_scorer
 
-from harness.cli import main
+from medharness.cli import main
 
 
 def write_config(path: Path, fake_script: Path, **overrides: object) -> Path:
@@ -155,14 +155,14 @@ def test_failure_after_scoring_keeps_only_a_hidden_resumable_staging_folder(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import harness.runner
+    import medharness.runner
 
     def explode(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk on fire")
 
     config = write_config(tmp_path / "c.yaml", fake_script)
     with monkeypatch.context() as patch:
-        patch.setattr(harness.runner, "render_run_report", explode)
+        patch.setattr(medharness.runner, "render_run_report", explode)
         with pytest.raises(RuntimeError):
             main(["run", str(config), "--out", str(tmp_path / "runs")])
     assert [p.name for p in (tmp_path / "runs").iterdir()] == [".demo.partial"]

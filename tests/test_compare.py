@@ -7,12 +7,19 @@ import pytest
 from scipy.stats import ttest_rel
 from statsmodels.stats.contingency_tables import mcnemar
 
-from harness.compare import answer_lengths, breakdown, compare_task, mcnemar_exact, pair_rows
-from harness.errors import UserError
+from medharness.core.errors import UserError
+from medharness.core.records import GenerationRow, InputRow
+from medharness.reports.compare import answer_lengths, breakdown, compare_task, pair_rows
+from medharness.tasks.metrics.stats import mcnemar_exact
 
 
-def acc_rows(correct: list[int]) -> list[dict]:
-    return [{"doc_id": str(i), "metrics": {"acc": float(c)}} for i, c in enumerate(correct)]
+def rows(dicts: list[dict]) -> list[GenerationRow]:
+    """Sample rows from the fields a test cares about (compare reads only those)."""
+    return [GenerationRow(**{"target": "", "prediction": "", **row}) for row in dicts]
+
+
+def acc_rows(correct: list[int]) -> list[GenerationRow]:
+    return rows([{"doc_id": str(i), "metrics": {"acc": float(c)}} for i, c in enumerate(correct)])
 
 
 @pytest.mark.parametrize(
@@ -60,8 +67,12 @@ def test_paired_bootstrap_agrees_with_paired_t_test_on_normal_differences() -> N
     base_values = rng.uniform(0.1, 0.5, size=300)
     for shift, significant in ((0.02, True), (0.0, False)):
         cand_values = base_values + shift + rng.normal(0, 0.05, size=300)
-        base = [{"doc_id": str(i), "metrics": {"rouge1": v}} for i, v in enumerate(base_values)]
-        cand = [{"doc_id": str(i), "metrics": {"rouge1": v}} for i, v in enumerate(cand_values)]
+        base = rows(
+            [{"doc_id": str(i), "metrics": {"rouge1": v}} for i, v in enumerate(base_values)]
+        )
+        cand = rows(
+            [{"doc_id": str(i), "metrics": {"rouge1": v}} for i, v in enumerate(cand_values)]
+        )
         [result] = compare_task("medquad_gen", "a", "b", base, cand, ["rouge1"], resamples=2000)
         t_p = ttest_rel(cand_values, base_values).pvalue
         assert (result.p_value < 0.05) == (t_p < 0.05) == significant
@@ -74,14 +85,18 @@ def test_paired_bootstrap_agrees_with_paired_t_test_on_normal_differences() -> N
 
 def test_bleu_comparison_uses_corpus_scores() -> None:
     targets = [f"the patient has disease number {i} and needs care" for i in range(60)]
-    base = [
-        {"doc_id": str(i), "target": t, "prediction": "the patient", "metrics": {}}
-        for i, t in enumerate(targets)
-    ]
-    cand = [
-        {"doc_id": str(i), "target": t, "prediction": t, "metrics": {}}
-        for i, t in enumerate(targets)
-    ]
+    base = rows(
+        [
+            {"doc_id": str(i), "target": t, "prediction": "the patient", "metrics": {}}
+            for i, t in enumerate(targets)
+        ]
+    )
+    cand = rows(
+        [
+            {"doc_id": str(i), "target": t, "prediction": t, "metrics": {}}
+            for i, t in enumerate(targets)
+        ]
+    )
     [result] = compare_task("medquad_gen", "a", "b", base, cand, ["bleu"], resamples=300)
     assert result.candidate_value == pytest.approx(100.0)
     assert result.verdict == "better" and result.difference > 50
@@ -93,15 +108,26 @@ def test_different_sample_sets_are_refused() -> None:
 
 
 def test_breakdown_and_lengths() -> None:
-    rows = [
-        {"doc_id": "1", "metrics": {"rouge1": 0.2}, "prediction": "a b c", "target": "a b"},
-        {"doc_id": "2", "metrics": {"rouge1": 0.4}, "prediction": "a", "target": "a b c d"},
-        {"doc_id": "3", "metrics": {"rouge1": 1.0}, "prediction": "a b", "target": "a b c d e f"},
-    ]
+    scored = rows(
+        [
+            {"doc_id": "1", "metrics": {"rouge1": 0.2}, "prediction": "a b c", "target": "a b"},
+            {"doc_id": "2", "metrics": {"rouge1": 0.4}, "prediction": "a", "target": "a b c d"},
+            {
+                "doc_id": "3",
+                "metrics": {"rouge1": 1.0},
+                "prediction": "a b",
+                "target": "a b c d e f",
+            },
+        ]
+    )
     metadata = {"1": {"qtype": "symptoms"}, "2": {"qtype": "symptoms"}, "3": {}}
-    assert breakdown(rows, metadata, "qtype", "rouge1") == {
+    inputs = {
+        doc: InputRow(doc_id=doc, prompt="", target="", metadata=meta)
+        for doc, meta in metadata.items()
+    }
+    assert breakdown(scored, inputs, "qtype", "rouge1") == {
         "(none)": (1.0, 1),
         "symptoms": (pytest.approx(0.3), 2),
     }
-    lengths = answer_lengths(rows)
+    lengths = answer_lengths(scored)
     assert lengths["generated_mean"] == 2 and lengths["reference_median"] == 4

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import load_config
-from tasks import TASKS
+from medharness.config import load_config
+from medharness.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -6,8 +6,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from harness.evaluate import aggregate, evaluate_samples
-from tasks import Sample, get_task
+from medharness.evaluate import evaluate_samples
+from medharness.tasks import Sample, get_task
+from medharness.tasks.metrics import aggregate
 
 ODD_ANSWERS = [
     "",
@@ -41,10 +42,11 @@ def test_odd_generations_are_scored() -> None:
         for i in range(len(ODD_ANSWERS))
     ]
     task = get_task("medquad_gen")
-    rows = evaluate_samples(Scripted(outputs=ODD_ANSWERS), task, samples, max_new_tokens=8)
+    scored = evaluate_samples(Scripted(outputs=ODD_ANSWERS), task, samples, max_new_tokens=8)
+    rows = [row.model_dump() for row in scored]
     assert [row["prediction"] for row in rows] == ODD_ANSWERS
     assert rows[0]["metrics"]["rouge1"] == 0.0 and rows[1]["metrics"]["rouge1"] == 0.0
-    result = aggregate(task, rows, resamples=200, seed=1)
+    result = aggregate(task, scored, resamples=200, seed=1).model_dump()
     for metric in result["metrics"].values():
         assert all(math.isfinite(v) for v in [metric["value"], *metric["ci95"]])
 
@@ -62,10 +64,11 @@ def test_nan_loglikelihoods_are_flagged_not_averaged_in() -> None:
         for i in range(3)
     ]
     scores = [-0.1, -3, -3, -3, math.nan, -0.1, -3, -3, -0.1, -3, -3, -3]
-    rows = evaluate_samples(Scripted(scores=scores), task, samples, max_new_tokens=1)
+    scored = evaluate_samples(Scripted(scores=scores), task, samples, max_new_tokens=1)
+    rows = [row.model_dump() for row in scored]
     assert [row["invalid_loglikelihood"] for row in rows] == [False, True, False]
     assert rows[1]["chosen"] == -1 and rows[1]["metrics"]["acc"] == 0.0
     assert rows[1]["loglikelihoods"][0] is None  # NaN is not valid JSON: stored as null
-    result = aggregate(task, rows, resamples=200, seed=1)
+    result = aggregate(task, scored, resamples=200, seed=1).model_dump()
     assert result["settings"]["invalid_loglikelihood"] == 1
     assert result["metrics"]["acc"]["value"] == 2 / 3

@@ -13,8 +13,9 @@ import pytest
 import yaml
 from conftest import MEDQA_ROWS, write_fixture_data
 
-from harness.cli import main
-from harness.gate import load_policy, regression_rule
+from medharness.cli import main
+from medharness.core.records import GenerationRow
+from medharness.reports.gate import load_policy, regression_rule
 
 ROOT = Path(__file__).resolve().parent.parent
 RIGHT = [
@@ -170,8 +171,14 @@ def test_too_few_samples_fail_instead_of_passing_quietly(work: Path) -> None:
 
 
 def test_regression_rule_uses_the_one_sided_bound_and_the_allowed_drop() -> None:
-    base = [{"doc_id": str(i), "metrics": {"rouge1": 0.5 + i / 1000}} for i in range(50)]
-    worse = [{"doc_id": str(i), "metrics": {"rouge1": 0.49 + i / 1000}} for i in range(50)]
+    base = [
+        GenerationRow(doc_id=str(i), target="", prediction="", metrics={"rouge1": 0.5 + i / 1000})
+        for i in range(50)
+    ]
+    worse = [
+        GenerationRow(doc_id=str(i), target="", prediction="", metrics={"rouge1": 0.49 + i / 1000})
+        for i in range(50)
+    ]
     # every paired difference is exactly -0.01 = -1 point, so every resample is too
     assert regression_rule(
         "medquad_gen.rouge1", 2.0, base, worse, alpha=0.05, resamples=500, seed=1

@@ -10,14 +10,14 @@ import sacrebleu
 from rouge_score import rouge_scorer
 from scipy.stats import beta
 
-from harness.stats import bootstrap_corpus_ci, bootstrap_mean_ci, exact_binomial_ci
-from tasks.metrics import (
+from medharness.tasks.metrics.stats import bootstrap_corpus_ci, bootstrap_mean_ci, exact_binomial_ci
+from medharness.tasks.metrics.text import (
     bleu_from_statistics,
     bleu_from_statistics_batch,
     corpus_bleu,
     rouge,
 )
-from tasks.textscore import bleu_statistics
+from medharness.tasks.textscore import bleu_statistics
 
 # (prediction, reference, expected rouge1 F, rouge2 F) worked out by hand
 ROUGE_CASES = [

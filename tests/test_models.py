@@ -7,8 +7,11 @@ from pathlib import Path
 import pytest
 from conftest import save_ia3, save_lora
 
-from harness.errors import UserError
-from harness.models import FakeModel, HFModel, chat_prompt, load_model
+from medharness.core.errors import UserError
+from medharness.models.fake import FakeModel
+from medharness.models.hf import HFModel
+from medharness.models.loading import load_model
+from medharness.models.prompts import chat_prompt
 
 REQUESTS = [
     ("Question: Which organ?\nA. heart\nB. lung\nAnswer:", " A"),
@@ -146,7 +149,7 @@ def test_backend_auto_is_transformers_without_cuda_and_vllm_needs_vllm(
 ) -> None:
     import importlib.util
 
-    from harness.models import pick_backend
+    from medharness.models.choice import pick_backend
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
@@ -164,7 +167,7 @@ def test_backend_auto_picks_vllm_on_cuda_for_base_models_and_lora_only(
 ) -> None:
     import importlib.util
 
-    from harness.models import pick_backend
+    from medharness.models.choice import pick_backend
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
@@ -205,7 +208,7 @@ def test_batch_size_for_memory(
 ) -> None:
     from transformers import LlamaConfig
 
-    from harness.models import batch_size_for_memory
+    from medharness.models.choice import batch_size_for_memory
 
     config = LlamaConfig(
         num_hidden_layers=layers,

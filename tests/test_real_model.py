@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from conftest import REAL_DATA
 
-from harness.cli import main
+from medharness.cli import main
 
 pytestmark = [
     pytest.mark.slow,
@@ -28,7 +28,7 @@ def lm_eval_samples(task: str, limit: int, **kwargs: Any) -> list[dict[str, Any]
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from harness.models import builtin_model_dir
+    from medharness.models.builtin import builtin_model_dir
 
     model = HFLM(pretrained=str(builtin_model_dir()), device="cpu", batch_size=4)
     output = simple_evaluate(
@@ -113,8 +113,8 @@ def test_medquad_generation_equals_lm_eval_with_chat_template(tmp_path: Path) ->
 
 
 def test_medqa_choices_do_not_depend_on_batch_size() -> None:
-    from harness.models import load_model
-    from tasks import get_task
+    from medharness.models.loading import load_model
+    from medharness.tasks import get_task
 
     assert REAL_DATA is not None
     samples = get_task("medqa_4opt").load(REAL_DATA / "medqa").samples[:16]
@@ -129,8 +129,8 @@ def test_medqa_choices_do_not_depend_on_batch_size() -> None:
 
 
 def test_greedy_generation_does_not_depend_on_batch_size() -> None:
-    from harness.models import load_model
-    from tasks import get_task
+    from medharness.models.loading import load_model
+    from medharness.tasks import get_task
 
     assert REAL_DATA is not None
     questions = [s.prompt for s in get_task("medquad_gen").load(REAL_DATA / "medquad").samples[:4]]

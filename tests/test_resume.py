@@ -76,7 +76,7 @@ def write_run(work: Path, name: str) -> tuple[Path, list[Path]]:
 
 def start(config: Path, out: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "run", str(config), "--out", str(out)],
+        [sys.executable, "-m", "medharness", "run", str(config), "--out", str(out)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},

@@ -11,9 +11,9 @@ from lm_eval.tasks.medmcqa.utils_medmcqa import doc_to_text as lm_eval_medmcqa_t
 from lm_eval.tasks.medqa.preprocess_medqa import doc_to_text as lm_eval_medqa_text
 from lm_eval.tasks.pubmedqa.preprocess_pubmedqa import doc_to_text as lm_eval_pubmedqa_text
 
-from harness.errors import UserError
-from tasks import TASKS, get_task, medmcqa, medqa, medquad, pubmedqa
-from tasks.medquad import load_pairs, normalise_question, split_of, split_pairs
+from medharness.core.errors import UserError
+from medharness.tasks import TASKS, get_task, medmcqa, medqa, medquad, pubmedqa
+from medharness.tasks.medquad import load_pairs, normalise_question, split_of, split_pairs
 
 
 def test_registry_names_match_the_design() -> None:

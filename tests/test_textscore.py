@@ -15,8 +15,8 @@ import sacrebleu
 from conftest import REAL_DATA
 from rouge_score import rouge_scorer
 
-from tasks.metrics import ROUGE_TYPES
-from tasks.textscore import bleu_statistics, rouge_scores
+from medharness.tasks.metrics.text import ROUGE_TYPES
+from medharness.tasks.textscore import bleu_statistics, rouge_scores
 
 TOLERANCE = 1e-12  # the issue asks 1e-6; the arithmetic is rouge_score's own, so equality holds
 
@@ -131,7 +131,7 @@ def test_mismatched_lengths_are_refused() -> None:
 def test_medquad_answers_scored_against_each_other() -> None:
     """Every answer with non-ASCII text, markup, entities or several lines (the risky ones),
     and a random sample of the rest, each scored against another answer."""
-    from tasks.medquad import load_pairs
+    from medharness.tasks.medquad import load_pairs
 
     assert REAL_DATA is not None
     answers = [pair.answer for pair in load_pairs(REAL_DATA / "medquad")[0]]

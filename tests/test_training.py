@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
-from harness.cli import main
-from tasks.medquad import load_pairs, normalise_question, split_pairs
-from trainers.data import medqa_dev_examples, medquad_examples
-from trainers.spec import SweepSpec, TrainSpec
+from medharness.cli import main
+from medharness.tasks.medquad import load_pairs, normalise_question, split_pairs
+from medharness.trainers.data import medqa_dev_examples, medquad_examples
+from medharness.trainers.spec import SweepSpec, TrainSpec
 
 DISCLAIMER = "Disclaimer: Consult a healthcare professional for medical advice."
 
@@ -239,7 +239,7 @@ def test_kill_during_training_resumes_to_identical_results(
     staging = tmp_path / "killed" / "runs" / ".trained.partial"
     log = staging / "train" / ".tuned.work" / "log.jsonl"
     process = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "run", str(config)],
+        [sys.executable, "-m", "medharness", "run", str(config)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -276,7 +276,7 @@ def test_two_process_accelerate_launch_saves_one_adapter(
         "--mixed_precision=no",
         "--dynamo_backend=no",
         "-m",
-        "harness.cli",
+        "medharness",
         "train",
         str(config),
     ]
@@ -294,8 +294,8 @@ def test_long_answers_are_shortened_so_the_disclaimer_survives_truncation(
 ) -> None:
     from transformers import AutoTokenizer
 
-    from trainers.data import TrainingSet
-    from trainers.sft import fit_disclaimer
+    from medharness.trainers.data import TrainingSet
+    from medharness.trainers.sft import fit_disclaimer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
     training = medquad_examples(fixture_data, None, DISCLAIMER)
@@ -319,7 +319,7 @@ def test_label_positions_loss_equals_trls_own(
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from trainers.sft import LabelPositionsSFTTrainer
+    from medharness.trainers.sft import LabelPositionsSFTTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
     model = get_peft_model(

@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 from conftest import REAL_DATA, make_tiny_llama, save_ia3, save_lora, write_fixture_data
 
-from harness.cli import main
-from harness.models import HFModel, load_model
+from medharness.cli import main
+from medharness.models.hf import HFModel
+from medharness.models.loading import load_model
 
 pytest.importorskip("vllm")
 
-from harness.vllm_model import VLLMModel
+from medharness.models.vllm import VLLMModel
 
 REQUESTS = [
     ("Question: Which organ?\nA. heart\nB. lung\nAnswer:", " A"),
@@ -86,7 +87,7 @@ def test_lora_served_unmerged_equals_the_transformers_adapter(
 
 
 def test_a_non_lora_adapter_is_refused(llama: Path, tmp_path: Path) -> None:
-    from harness.errors import UserError
+    from medharness.core.errors import UserError
 
     save_ia3(llama, tmp_path / "ia3")
     with pytest.raises(UserError, match="LoRA adapters only"):
@@ -139,7 +140,7 @@ def test_cli_runs_with_the_vllm_backend_like_hf(llama: Path, tmp_path: Path) -> 
 @pytest.mark.slow
 @pytest.mark.skipif(REAL_DATA is None, reason="needs MEDHARNESS_DATA_DIR")
 def test_real_model_answers_and_choices_equal_transformers() -> None:
-    from tasks import get_task
+    from medharness.tasks import get_task
 
     assert REAL_DATA is not None
     questions = [s.prompt for s in get_task("medquad_gen").load(REAL_DATA / "medquad").samples[:8]]

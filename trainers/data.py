@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError
-from tasks.medqa import MEDQA_4OPT, load_medqa_file
-from tasks.medquad import load_pairs, normalise_question, split_pairs
+from medharness.core.errors import UserError
+from medharness.tasks.medqa import MEDQA_4OPT, load_medqa_file
+from medharness.tasks.medquad import load_pairs, normalise_question, split_pairs
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def with_disclaimer(answer: str, disclaimer: str | None) -> str:
 
 
 def medqa_dev_examples(root: Path, limit: int | None) -> TrainingSet:
-    from harness.io import sha256_file
+    from medharness.core.io import sha256_file
 
     path = root / "medqa" / "us_4opt_dev.jsonl"
     if not path.is_file():

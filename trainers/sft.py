@@ -19,11 +19,11 @@ from typing import Any
 from transformers import TrainerCallback
 from trl import SFTTrainer
 
-from harness.errors import UserError, first_line
-from harness.io import append_jsonl_durable, read_jsonl, write_json_atomic
-from trainers.data import TrainingSet, with_disclaimer
-from trainers.distributed import is_main_process
-from trainers.spec import DONE_FILE, TrainSpec
+from medharness.core.errors import UserError, first_line
+from medharness.core.io import append_jsonl_durable, read_jsonl, write_json_atomic
+from medharness.trainers.data import TrainingSet, with_disclaimer
+from medharness.trainers.distributed import is_main_process
+from medharness.trainers.spec import DONE_FILE, TrainSpec
 
 
 def check_runnable(spec: TrainSpec) -> None:

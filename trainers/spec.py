@@ -10,16 +10,14 @@ from __future__ import annotations
 import itertools
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from medharness.core.validation import Strict
 
 Recipe = Literal["lora", "qlora", "full"]
 TrainData = Literal["medquad", "medqa_dev"]
 SweepMetric = Literal["rouge1", "rouge2", "rougeL", "rougeLsum", "bleu"]
 DONE_FILE = "train_config.json"  # the resolved config, written last: a finished training
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class LoraSettings(Strict):
@@ -82,7 +80,7 @@ class TrainSpec(Strict):
     disclaimer: str | None = None  # appended to every training answer (MedQuAD only)
     lora: LoraSettings = LoraSettings()
     merge: bool = False  # also save base + adapter merged into plain weights
-    report_to: list[Literal["tensorboard", "wandb"]] = []  # besides the JSONL log
+    report_to: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)  # + the log
     logging_steps: int = Field(5, ge=1)
     sweep: SweepSpec | None = None
 

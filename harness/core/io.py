@@ -10,7 +10,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError
+from pydantic import BaseModel
+
+from medharness.core.errors import UserError
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -30,6 +32,11 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def write_record(path: Path, record: BaseModel) -> None:
+    """A typed record as a JSON file, atomically."""
+    write_json_atomic(path, record.model_dump(mode="json"))
 
 
 def write_jsonl_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> None:

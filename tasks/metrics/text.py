@@ -14,7 +14,7 @@ from functools import cache
 import numpy as np
 import sacrebleu
 
-from tasks.textscore import ROUGE_TYPES, bleu_statistics, rouge_scores
+from medharness.tasks.textscore import ROUGE_TYPES, bleu_statistics, rouge_scores
 
 ROUGE_SETTINGS = {
     "package": "rouge_score",

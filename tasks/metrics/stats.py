@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -31,7 +31,8 @@ def resample_counts(n: int, resamples: int, seed: int) -> np.ndarray:
     return np.bincount(flat, minlength=resamples * n).reshape(resamples, n).astype(np.float64)
 
 
-def _percentiles(values: np.ndarray) -> tuple[float, float]:
+def percentile_interval(values: np.ndarray) -> tuple[float, float]:
+    """The central 95% of bootstrap replicates: the percentile interval."""
     alpha = (1 - CONFIDENCE) / 2
     low, high = np.quantile(values, [alpha, 1 - alpha])
     return float(low), float(high)
@@ -43,7 +44,7 @@ def bootstrap_mean_ci(values: np.ndarray, resamples: int, seed: int) -> tuple[fl
     if len(values) < 2:
         return float(values.mean()), float(values.mean())
     means = values[bootstrap_indices(len(values), resamples, seed)].mean(axis=1)
-    return _percentiles(means)
+    return percentile_interval(means)
 
 
 def bootstrap_corpus_ci(
@@ -59,7 +60,7 @@ def bootstrap_corpus_ci(
         value = float(score_rows(statistics.sum(axis=0, keepdims=True))[0])
         return value, value
     totals = resample_counts(n, resamples, seed) @ statistics.astype(np.float64)
-    return _percentiles(score_rows(totals))
+    return percentile_interval(score_rows(totals))
 
 
 def exact_binomial_ci(successes: int, n: int) -> tuple[float, float]:
@@ -74,3 +75,24 @@ def exact_binomial_ci(successes: int, n: int) -> tuple[float, float]:
     low = 0.0 if successes == 0 else betaincinv(successes, n - successes + 1, tail)
     high = 1.0 if successes == n else betainccinv(successes + 1, n - successes, tail)
     return float(low), float(high)
+
+
+def two_sided_bootstrap_p(differences: np.ndarray) -> float:
+    """Twice the smaller share of resampled differences on either side of zero, with the
+    usual +1 correction so that p is never 0."""
+    below = int((differences <= 0).sum())
+    above = int((differences >= 0).sum())
+    return min(1.0, 2 * (min(below, above) + 1) / (len(differences) + 1))
+
+
+def mcnemar_exact(baseline_correct: Sequence[bool], candidate_correct: Sequence[bool]) -> float:
+    """Two-sided exact McNemar p-value from the discordant pairs: twice the binomial(n, 1/2)
+    tail of the smaller count, capped at 1 (statsmodels' ``mcnemar(exact=True)``)."""
+    from scipy.stats import binom
+
+    pairs = list(zip(map(bool, baseline_correct), map(bool, candidate_correct), strict=True))
+    lost = sum(1 for b, c in pairs if b and not c)
+    won = sum(1 for b, c in pairs if c and not b)
+    if lost + won == 0:
+        return 1.0
+    return min(1.0, 2 * float(binom.cdf(min(lost, won), lost + won, 0.5)))

@@ -16,31 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.errors import UserError, first_line
-from harness.models import (
-    adapter_sha256,
-    chat_prompt,
-    encode_pairs,
-    load_failure,
-    weights_record,
-)
+from medharness.core.errors import UserError
+from medharness.models.adapters import adapter_sha256, lora_rank
+from medharness.models.hf import load_failure, weights_record
+from medharness.models.prompts import chat_prompt, encode_pairs
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM takes
 MAX_TOKEN_IDS_PER_REQUEST = 128  # vLLM's limit on SamplingParams.logprob_token_ids
 CPU_KV_CACHE_BYTES = 2 * 1024**3  # on a CPU vLLM would otherwise reserve 92% of the RAM
-
-
-def lora_rank(adapter: str) -> int | None:
-    """The rank of a LoRA adapter (directory or hub id); None for other PEFT adapter types."""
-    from peft import PeftConfig
-
-    try:
-        config = PeftConfig.from_pretrained(os.path.expanduser(adapter))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"could not load adapter {adapter!r}: {first_line(exc)}") from None
-    if str(getattr(config, "peft_type", "")) not in ("LORA", "PeftType.LORA"):
-        return None
-    return int(config.r)
 
 
 def load_vllm_model(

@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from harness.compare import compare_task
-from harness.config import RunConfig, load_yaml_file, parse_config, validate_file_data
-from reports.runs import RunData
-from tasks import TASKS
-from trainers.spec import TrainSpec
+from medharness.config import RunConfig, parse_config
+from medharness.core.validation import Strict, load_yaml_file, validate_file_data
+from medharness.reports.compare import compare_task
+from medharness.reports.runs import RunData
+from medharness.tasks import TASKS
+from medharness.tasks.metrics import METRICS
+from medharness.trainers.spec import TrainSpec
 
 ClaimKind = Literal[
     "value",  # a metric of the base or tuned model
@@ -36,10 +38,6 @@ ClaimKind = Literal[
     "not_checkable",  # a claim medharness cannot check, with the reason
 ]
 Status = Literal["reproduced", "not reproduced", "not checkable"]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Claim(Strict):
@@ -83,9 +81,9 @@ class Card(Strict):
     training_data: str  # what the card says it trained on
     tasks: list[dict[str, Any]] = Field(min_length=1)  # run-config task entries
     train: TrainSpec | None = None  # the recipe, as far as the card says
-    notes: list[str] = []  # what had to be assumed, and why
-    unspecified: list[str] = []  # what the card does not say
-    claims: list[Claim] = []
+    notes: list[str] = Field(default_factory=list)  # what had to be assumed, and why
+    unspecified: list[str] = Field(default_factory=list)  # what the card does not say
+    claims: list[Claim] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def claims_on_card_tasks(self) -> Card:
@@ -208,17 +206,19 @@ def judge(card: Card, run_dir: Path, substitutions: list[str]) -> VerdictTable:
 def fmt(value: float | None, metric: str | None = None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    return f"{value:.2f}" if metric == "bleu" else f"{value:.4f}"
+    on_points_scale = metric in METRICS and METRICS[metric].scale == "points"
+    return f"{value:.2f}" if on_points_scale else f"{value:.4f}"
 
 
 def judge_claim(claim: Claim, run: RunData) -> Verdict:
     def verdict(status: Status, claimed: str, measured: str, detail: str) -> Verdict:
         return Verdict(claim.id, claim.text, status, claimed, measured, detail)
 
-    results = run.results["results"]
+    results = run.results.results
     if claim.kind == "not_checkable":
-        proxy = results.get(claim.model, {}).get(claim.task or "", {}).get("metrics", {})
-        measured = proxy.get(claim.metric or "", {}).get("value")
+        proxy = run.results.result(claim.model, claim.task or "")
+        stored = proxy.metrics.get(claim.metric or "") if proxy else None
+        measured = stored.value if stored else None
         shown = (
             f"{fmt(measured, claim.metric)} ({claim.task}, proxy)" if measured is not None else "-"
         )
@@ -230,7 +230,7 @@ def judge_claim(claim: Claim, run: RunData) -> Verdict:
         metric, task = claim.metric, claim.task
 
         def measured_of(model: str) -> float:
-            return float(results[model][task]["metrics"][metric]["value"])
+            return results[model][task].metrics[metric].value
 
         if claim.kind == "value":
             measured = measured_of(claim.model)
@@ -314,4 +314,5 @@ def within(verdict: Any, claim: Claim, measured: float, extra: str = "") -> Verd
 
 
 def default_tolerance(claim: Claim) -> float:
-    return 2.0 if claim.metric == "bleu" else 0.02
+    """Two points on the 0-100 scale, in the metric's own units."""
+    return 2.0 / (METRICS[claim.metric].points_factor if claim.metric in METRICS else 100.0)

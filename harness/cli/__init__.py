@@ -1,0 +1,48 @@
+"""The ``medharness`` command: one module per subcommand, each holding its options and its
+handler. User errors print one line and exit 2; a failed gate exits 1."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from medharness.cli import eval as eval_command
+from medharness.cli import gate, leaderboard, report, reproduce, run, train
+from medharness.cli.common import EXIT_USAGE
+from medharness.core.errors import UserError
+
+SUBCOMMANDS = (
+    run,
+    train,
+    eval_command,
+    report,
+    gate,
+    reproduce,
+    leaderboard,
+)  # --help lists this order
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medharness",
+        description="Train, evaluate, compare and gate medical LLM fine-tunes.",
+        epilog="Exit codes: 0 success, 1 gate failed, 2 bad input or usage.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in SUBCOMMANDS:
+        module.add_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+        return code
+    except UserError as exc:
+        print(f"medharness: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("medharness: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,108 @@
+"""``medharness eval --model SPEC --tasks ...``: a quick look at one model."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from medharness.cli.common import EXIT_OK, Commands, batch_size, positive_int, slug, task_list
+from medharness.config import parse_config
+from medharness.core.records import ResultsFile
+from medharness.models.specs import fake_script
+from medharness.tasks import TASKS
+
+
+def add_parser(commands: Commands) -> None:
+    parser = commands.add_parser(
+        "eval",
+        help="quick look: one model on some tasks, printing a results table",
+        description="Evaluate one model on the given tasks and print a table. Writes a run "
+        "directory like `run` does.",
+    )
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="smollm2-135m-instruct, fake:SCRIPT, a local path or a hub id",
+    )
+    parser.add_argument("--adapter", help="PEFT adapter (directory or hub id) on --model")
+    parser.add_argument(
+        "--tasks", required=True, type=task_list, help=f"comma-separated, from: {', '.join(TASKS)}"
+    )
+    parser.add_argument("--limit", type=positive_int, help="at most N samples per task")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs"),
+        help="parent folder of the run directory (default: runs)",
+    )
+    parser.add_argument("--name", help="run directory name (default: eval-<model>)")
+    parser.add_argument(
+        "--batch-size",
+        type=batch_size,
+        default="auto",
+        help="sequences per forward pass, or auto (default): 8 on a CPU, on CUDA what fits",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "hf", "vllm"),
+        default="auto",
+        help="auto (default): vLLM on a CUDA device when installed, else transformers (hf)",
+    )
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="also load .bin/.pt weights (pickles can run code)",
+    )
+    parser.add_argument("--max-new-tokens", type=positive_int, default=128)
+    parser.add_argument("--data-dir", help="dataset root (default: $MEDHARNESS_DATA_DIR)")
+    parser.set_defaults(handler=handle)
+
+
+def model_name(spec: str) -> str:
+    """A run-directory-safe name for a model spec: the script's or folder's last part."""
+    script = fake_script(spec)
+    return slug(script.stem if script is not None else spec.rstrip("/").split("/")[-1])
+
+
+def handle(args: argparse.Namespace) -> int:
+    from medharness.runner import run
+
+    name = model_name(args.model)
+    config = parse_config(
+        {
+            "name": args.name or f"eval-{name}",
+            "models": [
+                {
+                    "name": name,
+                    "model": args.model,
+                    "adapter": args.adapter,
+                    "backend": args.backend,
+                    "batch_size": args.batch_size,
+                    "allow_pickle": args.allow_pickle,
+                }
+            ],
+            "tasks": args.tasks,
+            "limit": args.limit,
+            "data_dir": args.data_dir,
+            "generation": {"max_new_tokens": args.max_new_tokens},
+        },
+        "command line",
+    )
+    run_dir = run(config, base_dir=Path.cwd(), output_dir=args.out)
+    results = ResultsFile.model_validate_json((run_dir / "results.json").read_bytes())
+    print(format_table(results))
+    print(f"\nRun written to {run_dir}")
+    return EXIT_OK
+
+
+def format_table(results: ResultsFile) -> str:
+    lines = [f"{'model':<24} {'task':<16} {'metric':<10} {'value':>9}  {'95% CI':<21} {'n':>5}"]
+    for model, tasks in results.results.items():
+        for task, entry in tasks.items():
+            for metric, value in entry.metrics.items():
+                low, high = value.ci95
+                lines.append(
+                    f"{model:<24} {task:<16} {metric:<10} {value.value:>9.4f}  "
+                    f"[{low:.4f}, {high:.4f}]{'':<3} {entry.n:>5}"
+                )
+    return "\n".join(lines)

@@ -1,0 +1,38 @@
+"""``medharness run CONFIG``: the main job."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from medharness.cli.common import EXIT_OK, Commands, positive_int
+from medharness.config import load_config
+
+
+def add_parser(commands: Commands) -> None:
+    parser = commands.add_parser(
+        "run",
+        help="train (where asked) and evaluate every model of a config; write runs/<name>/",
+        description="Run a YAML config: models with a train: block are fine-tuned first, then "
+        "every model is evaluated on every task; results with 95% CIs, per-sample logs, a "
+        "manifest and report.html in <output_dir>/<name>/. Unchanged finished work (samples, "
+        "trainings) of an earlier run of the same config is reused.",
+    )
+    parser.add_argument("config", type=Path, help="run config (YAML); see configs/quickstart.yaml")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="parent folder of the run directory "
+        "(default: the config's output_dir, relative to the current folder)",
+    )
+    parser.add_argument("--limit", type=positive_int, help="evaluate at most N samples per task")
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from medharness.runner import run
+
+    config = load_config(args.config)
+    run_dir = run(config, base_dir=Path.cwd(), output_dir=args.out, limit=args.limit)
+    print(f"Run written to {run_dir}  (report: {run_dir / 'report.html'})")
+    return EXIT_OK

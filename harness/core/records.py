@@ -1,0 +1,178 @@
+"""The typed, versioned records a run writes and every reader validates.
+
+Writers build these and serialise them; readers parse files back into them, so a missing
+or mistyped field is one error naming the file and the field, never a KeyError deep inside
+a report. ``docs/schemas/`` holds the JSON Schema of each file, generated from these
+classes (``python -m medharness.core.records docs/schemas``); a test keeps them in step.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, Discriminator, Field, Tag, TypeAdapter
+
+from medharness.core.validation import Strict
+
+SCHEMA_VERSION: Final = 1  # of results.json and manifest.json; bump when a field changes meaning
+
+
+class MetricValue(Strict):
+    """A metric's value over a task's samples with its 95% interval, in the metric's units."""
+
+    value: float
+    ci95: tuple[float, float]
+
+
+class TaskResult(Strict):
+    """One model on one task: sample count, each metric, and how each was computed."""
+
+    n: int = Field(ge=0)
+    metrics: dict[str, MetricValue]
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class ResultsFile(Strict):
+    """``results.json``: model -> task -> result; the first model is the baseline."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    baseline: str
+    results: dict[str, dict[str, TaskResult]]
+
+    def result(self, model: str, task: str) -> TaskResult | None:
+        return self.results.get(model, {}).get(task)
+
+
+class GenerationRow(Strict):
+    """One free-text answer in ``samples/MODEL/TASK.jsonl``."""
+
+    doc_id: str
+    target: str
+    prediction: str
+    metrics: dict[str, float]
+    # sacrebleu's per-sample sufficient statistics: corpus BLEU of any subset is a sum away
+    bleu_stats: list[int] | None = None
+
+
+class ChoiceRow(Strict):
+    """One multiple-choice answer: every option's log-likelihood and the one chosen."""
+
+    doc_id: str
+    target: str
+    prediction: str
+    choices: list[str]
+    loglikelihoods: list[float | None]
+    chosen: int  # -1 when a log-likelihood was not a number
+    chosen_probability: float | None = None  # softmax over the options at the chosen one
+    gold: int
+    invalid_loglikelihood: bool = False
+    metrics: dict[str, float]
+
+
+def _row_kind(row: Any) -> str:
+    choice = isinstance(row, ChoiceRow) or (isinstance(row, dict) and "choices" in row)
+    return "choice" if choice else "generation"
+
+
+# A row with options is a multiple-choice row; validation errors then name its own fields.
+SampleRow = Annotated[
+    Annotated[GenerationRow, Tag("generation")] | Annotated[ChoiceRow, Tag("choice")],
+    Discriminator(_row_kind),
+]
+
+
+class InputRow(Strict):
+    """What every model was asked about one sample (``inputs/TASK.jsonl``), once per run."""
+
+    doc_id: str
+    prompt: str
+    target: str
+    choices: list[str] | None = None
+    gold: int | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class TaskIdentity(Strict):
+    """What makes results on a task comparable with another run's."""
+
+    version: str
+    kind: str
+    summary: str
+    prompt: str
+    n: int
+    sample_ids_sha256: str
+    data_sha256: dict[str, str]
+
+
+class DataRecord(Strict):
+    root: str
+    origin: str
+    sha256: dict[str, str]
+
+
+class Decoding(Strict):
+    strategy: str
+    max_new_tokens: int
+
+
+class Manifest(Strict):
+    """``manifest.json``: everything that makes a run's results reproducible."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    medharness_version: str
+    git_sha: str | None
+    command: list[str]
+    started: str
+    finished: str
+    config: dict[str, Any]  # the RunConfig as resolved (medharness.config)
+    tasks: dict[str, TaskIdentity]
+    models: dict[str, dict[str, Any]]  # each backend's own description of its model
+    pair_keys: dict[str, str]  # "model/task" -> what its sample log depends on
+    data: DataRecord
+    seeds: dict[str, int]
+    decoding: Decoding
+    versions: dict[str, str]
+    hardware: dict[str, Any]
+    timings_s: dict[str, Any]
+
+    def bootstrap_settings(self) -> tuple[int, int]:
+        """(resamples, seed) the run's intervals were computed with."""
+        return (
+            int(self.config.get("bootstrap_resamples", 1000)),
+            int(self.config.get("seed", 1234)),
+        )
+
+
+SAMPLE_ROWS: TypeAdapter[list[SampleRow]] = TypeAdapter(list[SampleRow])
+INPUT_ROWS: TypeAdapter[list[InputRow]] = TypeAdapter(list[InputRow])
+
+ON_DISK: dict[str, type[BaseModel] | TypeAdapter[Any]] = {
+    "results.schema.json": ResultsFile,
+    "manifest.schema.json": Manifest,
+    "sample-row.schema.json": TypeAdapter(SampleRow),
+    "input-row.schema.json": InputRow,
+}
+
+
+def json_schemas() -> dict[str, str]:
+    """File name -> JSON Schema text of every on-disk record."""
+    schemas = {}
+    for name, record in ON_DISK.items():
+        schema = (
+            record.json_schema() if isinstance(record, TypeAdapter) else record.model_json_schema()
+        )
+        schemas[name] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
+    return schemas
+
+
+def write_json_schemas(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in json_schemas().items():
+        (folder / name).write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    write_json_schemas(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/schemas"))

@@ -1,0 +1,58 @@
+"""Strict pydantic models and reading YAML/JSON into them: every problem one line naming
+the file and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from medharness.core.errors import UserError
+
+
+class Strict(BaseModel):
+    """Unknown keys are refused and instances are immutable: a typo fails loudly."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def format_validation_error(source: str, error: ValidationError) -> str:
+    """All problems on one line: ``file: key.path: message; key.path: message``."""
+    parts = []
+    for problem in error.errors():
+        where = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key"
+        parts.append(f"{where}: {message}")
+    return f"{source}: " + "; ".join(parts)
+
+
+def validate_file_data(schema: type[M], data: Any, source: str, what: str) -> M:
+    """``data`` (parsed YAML or JSON) as ``schema``; every problem on one UserError line."""
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: expected a mapping of {what} at the top level")
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(format_validation_error(source, exc)) from None
+
+
+def load_yaml_file(path: Path, what: str) -> Any:
+    """A YAML file's data; a missing, unreadable or malformed file is one UserError line."""
+    if not path.is_file():
+        raise UserError(f"{what} file not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or "could not parse"
+        raise UserError(f"{where}: malformed YAML ({problem})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None

@@ -1,0 +1,79 @@
+"""PEFT adapters on a loaded model: attach, fold into the weights where that is exact, describe."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from medharness.core.cache import weights_sha256
+from medharness.core.errors import UserError, first_line
+from medharness.models.specs import looks_like_path
+
+
+def merge_when_exact(model: Any) -> tuple[Any, bool]:
+    """Fold a LoRA adapter into fp32 base weights, and say whether it was folded.
+
+    An unmerged adapter adds two small matmuls per adapted layer at every generated token;
+    folded, the model runs at the base model's speed with the same outputs up to fp32
+    rounding. bf16/fp16 weights stay unmerged (rounding W + BA to 8 or 11 mantissa bits loses
+    part of a small update), as do quantized bases and adapter types PEFT cannot fold."""
+    import torch
+
+    config = model.peft_config.get("default")
+    if (
+        config is None
+        or getattr(config, "peft_type", None) != "LORA"
+        or getattr(model.config, "quantization_config", None) is not None
+        or any(p.dtype != torch.float32 for p in model.parameters())
+    ):
+        return model, False
+    return model.merge_and_unload(), True
+
+
+def attach_adapter(model: Any, adapter: str) -> Any:
+    from peft import PeftModel
+
+    path = Path(adapter).expanduser()
+    if path.exists() and not (path / "adapter_config.json").is_file():
+        raise UserError(f"{adapter} is not a PEFT adapter directory (no adapter_config.json)")
+    if not path.exists() and looks_like_path(adapter):
+        raise UserError(f"adapter path does not exist: {adapter}")
+    try:
+        return PeftModel.from_pretrained(model, str(path) if path.exists() else adapter)
+    except (OSError, ValueError, RuntimeError) as exc:
+        if "size mismatch" in str(exc):
+            trained_for = adapter_base(path)
+            raise UserError(
+                f"adapter {adapter!r} does not fit this model: its weights have other shapes "
+                f"(trained for {trained_for or 'a different base model'})"
+            ) from None
+        raise UserError(f"could not load adapter {adapter!r}: {first_line(exc)}") from None
+
+
+def adapter_base(path: Path) -> str | None:
+    try:
+        config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    base = config.get("base_model_name_or_path")
+    return str(base) if base else None
+
+
+def adapter_sha256(adapter: str | None) -> str | None:
+    folder = Path(adapter).expanduser() if adapter else None
+    return weights_sha256(folder) if folder and folder.is_dir() else None
+
+
+def lora_rank(adapter: str) -> int | None:
+    """The rank of a LoRA adapter (directory or hub id); None for other PEFT adapter types."""
+    from peft import PeftConfig
+
+    try:
+        config = PeftConfig.from_pretrained(os.path.expanduser(adapter))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"could not load adapter {adapter!r}: {first_line(exc)}") from None
+    if str(getattr(config, "peft_type", "")) not in ("LORA", "PeftType.LORA"):
+        return None
+    return int(config.r)

@@ -1,0 +1,28 @@
+"""What tasks need from a model: the protocol every backend implements."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+
+class LanguageModel(Protocol):
+    """What tasks need from a model. Both calls are batched by the model itself."""
+
+    @property
+    def chunk_size(self) -> int:
+        """Samples per call: enough to fill the model's batches, few enough that progress
+        shows and an interrupted run loses little."""
+        ...
+
+    def loglikelihoods(self, requests: Sequence[tuple[str, str]]) -> list[float]:
+        """Sum of log-probabilities of each continuation given its context (lm-eval rules)."""
+        ...
+
+    def generate(self, user_messages: Sequence[str], max_new_tokens: int) -> list[str]:
+        """Greedy answers to user messages, each wrapped in the model's own chat template."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """What the manifest records about this model."""
+        ...

@@ -1,0 +1,231 @@
+"""The transformers backend: a causal LM scored the way lm-eval's HFLM scores it."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from medharness.core.cache import weights_sha256
+from medharness.core.errors import UserError, first_line
+from medharness.models.adapters import adapter_sha256, attach_adapter, merge_when_exact
+from medharness.models.choice import auto_batch_size
+from medharness.models.prompts import chat_prompt, encode_pairs
+
+T = TypeVar("T")
+
+
+@dataclass
+class HFModel:
+    """A transformers causal LM and its tokenizer, scored the way lm-eval's HFLM scores."""
+
+    model: Any
+    tokenizer: Any
+    source: str
+    batch_size: int = 8
+    system_prompt: str | None = None
+    adapter: str | None = None
+    weights: str | None = None  # sha256 of the weight files, or the hub revision
+    adapter_weights: str | None = None
+    adapter_merged: bool = False  # folded into the weights for speed (see merge_when_exact)
+
+    @property
+    def device(self) -> Any:
+        return next(self.model.parameters()).device
+
+    @property
+    def chunk_size(self) -> int:
+        return max(16, 2 * self.batch_size)
+
+    def loglikelihoods(self, requests: Sequence[tuple[str, str]]) -> list[float]:
+        """Requests that share a context and whose continuations are single tokens (option
+        letters) are read off one forward pass of that context, as lm-eval does."""
+        import torch
+
+        encoded = encode_pairs(self.tokenizer, requests)
+        # A row is one sequence to run: (input tokens, [(request, first position, targets)]).
+        rows: list[tuple[list[int], list[tuple[int, int, list[int]]]]] = []
+        shared: dict[tuple[int, ...], int] = {}
+        for index, (context, continuation) in enumerate(encoded):
+            if len(continuation) == 1:
+                key = tuple(context)
+                if key not in shared:
+                    shared[key] = len(rows)
+                    rows.append((context, []))
+                rows[shared[key]][1].append((index, len(context) - 1, continuation))
+            else:
+                # logits at position p predict token p + 1 of the unshifted sequence
+                tokens = (context + continuation)[:-1]
+                rows.append((tokens, [(index, len(context) - 1, continuation)]))
+
+        results = [0.0] * len(encoded)
+        pad = self.tokenizer.pad_token_id or 0
+
+        def score(batch: list[tuple[list[int], list[tuple[int, int, list[int]]]]]) -> None:
+            width = max(len(tokens) for tokens, _ in batch)
+            # Right padding needs no attention mask: causal attention at a real position only
+            # sees earlier, real tokens (what lm-eval does too; it keeps the fast causal kernel).
+            input_ids = torch.tensor([t + [pad] * (width - len(t)) for t, _ in batch])
+            # Only the positions that score a continuation go through the LM head: for option
+            # letters that is one position per question instead of the whole context.
+            needed = sorted(
+                {
+                    first + k
+                    for _, wanted in batch
+                    for _, first, targets in wanted
+                    for k in range(len(targets))
+                }
+            )
+            column = {position: i for i, position in enumerate(needed)}
+            with torch.inference_mode():
+                logits = self.model(
+                    input_ids=input_ids.to(self.device),
+                    logits_to_keep=torch.tensor(needed, device=self.device),
+                ).logits
+            for row_number, (_, wanted) in enumerate(batch):
+                for index, first, targets in wanted:
+                    positions = torch.tensor([column[first + k] for k in range(len(targets))])
+                    logprobs = torch.log_softmax(logits[row_number, positions].float(), dim=-1)
+                    picked = logprobs[torch.arange(len(targets)), torch.tensor(targets)]
+                    results[index] = float(picked.sum().cpu())
+
+        self._in_batches(sorted(rows, key=lambda row: -len(row[0])), score)
+        return results
+
+    def generate(self, user_messages: Sequence[str], max_new_tokens: int) -> list[str]:
+        import torch
+
+        prompts = [
+            chat_prompt(self.tokenizer, message, self.system_prompt, self.source)
+            for message in user_messages
+        ]
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        outputs = [""] * len(prompts)
+        self.tokenizer.padding_side = "left"
+
+        def answer(batch: list[int]) -> None:
+            encoded = self.tokenizer(
+                [prompts[i] for i in batch],
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=False,
+            ).to(self.device)
+            with torch.inference_mode():
+                generated = self.model.generate(
+                    **encoded,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                )
+            new_tokens = generated[:, encoded["input_ids"].shape[1] :]
+            texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            for index, text in zip(batch, texts, strict=True):
+                outputs[index] = text.strip()
+
+        self._in_batches(order, answer)
+        return outputs
+
+    def _in_batches(self, items: Sequence[T], run: Callable[[list[T]], None]) -> None:
+        """Run ``items`` in batches of ``batch_size``; a batch that runs out of accelerator
+        memory is retried at half the size, and the smaller size kept for what follows."""
+        import torch
+
+        start = 0
+        while start < len(items):
+            batch = list(items[start : start + self.batch_size])
+            try:
+                run(batch)
+            except torch.OutOfMemoryError:
+                if self.batch_size == 1:
+                    raise UserError(
+                        f"{self.source} ran out of memory at batch size 1 on {self.device}; "
+                        "use a smaller dtype, a smaller model or a bigger device"
+                    ) from None
+                self.batch_size //= 2
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                print(
+                    f"[{self.source}] out of memory; batch size lowered to {self.batch_size}",
+                    file=sys.stderr,
+                )
+                continue
+            start += len(batch)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": "hf",
+            "source": self.source,
+            "adapter": self.adapter,
+            "weights_sha256": self.weights,
+            "adapter_sha256": self.adapter_weights,
+            "adapter_merged": self.adapter_merged,
+            "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
+            "device": str(self.device),
+            "batch_size": self.batch_size,
+            "system_prompt": self.system_prompt,
+        }
+
+
+def load_failure(spec: str, exc: Exception, allow_pickle: bool) -> str:
+    hint = "" if allow_pickle else " (only safetensors weights load unless allow_pickle)"
+    return f"could not load model {spec!r}: {first_line(exc)}{hint}"
+
+
+def weights_record(source: str, config: Any) -> str | None:
+    """sha256 of a local checkpoint's weights, or the hub revision a hub id resolved to."""
+    local = Path(source)
+    if local.is_dir():
+        return weights_sha256(local)
+    return f"revision:{getattr(config, '_commit_hash', None)}"
+
+
+def load_hf_model(
+    spec: str,
+    source: str,
+    *,
+    adapter: str | None,
+    dtype: Any,
+    device: str,
+    batch_size: int | str,
+    system_prompt: str | None,
+    allow_pickle: bool,
+) -> HFModel:
+    """A transformers model for ``source`` (a local checkpoint or a hub id), safetensors only
+    unless ``allow_pickle``, never remote code; every failure is one UserError line."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            source,
+            dtype=dtype,
+            use_safetensors=None if allow_pickle else True,
+            trust_remote_code=False,
+        )
+    except (OSError, ValueError) as exc:
+        raise UserError(load_failure(spec, exc, allow_pickle)) from None
+    merged = False
+    if adapter:
+        model, merged = merge_when_exact(attach_adapter(model, adapter))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(device)
+    model.eval()
+    if batch_size == "auto":
+        batch_size = auto_batch_size(model, device)
+    return HFModel(
+        model=model,
+        tokenizer=tokenizer,
+        source=spec,
+        batch_size=int(batch_size),
+        system_prompt=system_prompt,
+        adapter=adapter,
+        weights=weights_record(source, model.config),
+        adapter_weights=adapter_sha256(adapter),
+        adapter_merged=merged,
+    )

@@ -1,0 +1,67 @@
+"""Resolve a model spec to a ready model of the right backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medharness.core.errors import UserError
+from medharness.models.base import LanguageModel
+from medharness.models.builtin import builtin_model_dir
+from medharness.models.choice import pick_backend, pick_device, pick_dtype
+from medharness.models.fake import FakeModel
+from medharness.models.hf import load_hf_model
+from medharness.models.specs import BUILTIN_MODEL, fake_script, looks_like_path
+
+
+def load_model(
+    spec: str,
+    *,
+    adapter: str | None = None,
+    backend: str = "auto",
+    dtype: str = "auto",
+    device: str = "auto",
+    batch_size: int | str = "auto",
+    system_prompt: str | None = None,
+    allow_pickle: bool = False,
+) -> LanguageModel:
+    """Resolve a model spec to a ready model; every failure is one UserError line."""
+    script = fake_script(spec)
+    if script is not None:
+        if adapter:
+            raise UserError("a fake model cannot take an adapter")
+        return FakeModel.from_file(script)
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    if spec == BUILTIN_MODEL:
+        source = str(builtin_model_dir())
+    elif Path(spec).expanduser().is_dir():
+        source = str(Path(spec).expanduser())
+    elif looks_like_path(spec):
+        raise UserError(f"model path does not exist: {spec}")
+    else:
+        source = spec  # a hub id
+    chosen_device = pick_device(device)
+    chosen_dtype = pick_dtype(dtype, chosen_device)
+    if pick_backend(backend, chosen_device, adapter) == "vllm":
+        from medharness.models.vllm import load_vllm_model
+
+        return load_vllm_model(
+            spec,
+            source,
+            adapter=adapter,
+            dtype=chosen_dtype,
+            system_prompt=system_prompt,
+            allow_pickle=allow_pickle,
+        )
+    return load_hf_model(
+        spec,
+        source,
+        adapter=adapter,
+        dtype=chosen_dtype,
+        device=chosen_device,
+        batch_size=batch_size,
+        system_prompt=system_prompt,
+        allow_pickle=allow_pickle,
+    )

@@ -1,0 +1,201 @@
+"""Every metric defined once: how per-sample scores become the task's value and 95% interval,
+which paired test compares two models, its scale and direction, and its display name.
+
+Evaluation (``aggregate``), the report, the gate, the leaderboard and card verdicts all read
+these definitions; adding a metric is one entry here plus its scorer in ``text.py`` (or a
+task module) and a test.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from medharness.core.records import ChoiceRow, GenerationRow, MetricValue, SampleRow, TaskResult
+from medharness.tasks.base import Task
+from medharness.tasks.metrics.stats import (
+    bootstrap_corpus_ci,
+    bootstrap_indices,
+    bootstrap_mean_ci,
+    exact_binomial_ci,
+    mcnemar_exact,
+    resample_counts,
+)
+from medharness.tasks.metrics.text import (
+    DISCLAIMER_PATTERN,
+    ROUGE_SETTINGS,
+    bleu_from_statistics,
+    bleu_from_statistics_batch,
+    bleu_signature,
+)
+from medharness.tasks.textscore import bleu_statistics
+
+Summary = Literal["proportion", "mean", "corpus_bleu"]
+PairedTest = Literal["mcnemar", "bootstrap"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric and the rules that go with it.
+
+    ``summary``: how per-sample scores become the task's value and interval (a proportion
+    with a Clopper-Pearson exact interval; a mean with a percentile bootstrap; corpus BLEU
+    from summed sacrebleu statistics with a bootstrap). ``paired_test``: McNemar's exact test
+    on discordant pairs, or a paired bootstrap of the difference. ``scale``: ``fraction``
+    values are stored 0-1 and shown and gated in points (x100); ``points`` are 0-100 already.
+    """
+
+    name: str
+    display_name: str
+    summary: Summary
+    paired_test: PairedTest
+    scale: Literal["fraction", "points"]
+    settings_key: str  # the section of a task result's settings that describes it
+    settings: Callable[[], dict[str, Any]]  # what that section says
+    effect_name: str = ""
+    higher_is_better: bool = True
+
+    @property
+    def points_factor(self) -> float:
+        return 100.0 if self.scale == "fraction" else 1.0
+
+    def to_points(self, value: float) -> float:
+        return value * self.points_factor
+
+    def per_sample(self, rows: Sequence[SampleRow]) -> np.ndarray:
+        return np.array([row.metrics[self.name] for row in rows], dtype=float)
+
+    def summarise(self, rows: Sequence[SampleRow], *, resamples: int, seed: int) -> MetricValue:
+        """The task's value and its 95% interval."""
+        if self.summary == "corpus_bleu":
+            statistics = bleu_statistics_of(rows)
+            value = bleu_from_statistics(statistics.sum(axis=0))
+            interval = bootstrap_corpus_ci(statistics, bleu_from_statistics_batch, resamples, seed)
+            return MetricValue(value=value, ci95=interval)
+        values = self.per_sample(rows)
+        if self.summary == "proportion":
+            hits = int(values.sum())
+            return MetricValue(value=hits / len(rows), ci95=exact_binomial_ci(hits, len(rows)))
+        return MetricValue(
+            value=float(values.mean()), ci95=bootstrap_mean_ci(values, resamples, seed)
+        )
+
+    def paired_differences(
+        self,
+        base: Sequence[SampleRow],
+        cand: Sequence[SampleRow],
+        *,
+        resamples: int,
+        seed: int,
+    ) -> tuple[float, float, np.ndarray]:
+        """Baseline value, candidate value, and candidate minus baseline on each paired
+        bootstrap resample (the same resampled questions for both models). Corpus BLEU is
+        recomputed per resample from summed statistics; other metrics are means."""
+        if self.summary == "corpus_bleu":
+            stats_a, stats_b = bleu_statistics_of(base), bleu_statistics_of(cand)
+            counts = resample_counts(len(base), resamples, seed)
+            resampled = bleu_from_statistics_batch(
+                counts @ stats_b.astype(np.float64)
+            ) - bleu_from_statistics_batch(counts @ stats_a.astype(np.float64))
+            value_a = bleu_from_statistics(stats_a.sum(axis=0))
+            value_b = bleu_from_statistics(stats_b.sum(axis=0))
+            return value_a, value_b, resampled
+        a, b = self.per_sample(base), self.per_sample(cand)
+        resampled = (b - a)[bootstrap_indices(len(a), resamples, seed)].mean(axis=1)
+        return float(a.mean()), float(b.mean()), resampled
+
+    def exact_test(
+        self, base: Sequence[SampleRow], cand: Sequence[SampleRow]
+    ) -> tuple[float | None, float | None]:
+        """(exact p-value, or None where the bootstrap decides; effect size, or None)."""
+        if self.summary == "corpus_bleu":
+            return None, None
+        a, b = self.per_sample(base), self.per_sample(cand)
+        if self.paired_test == "mcnemar":
+            lost, won = int(((a > 0.5) & (b < 0.5)).sum()), int(((b > 0.5) & (a < 0.5)).sum())
+            odds = won / lost if lost else (math.inf if won else None)
+            return mcnemar_exact(list(a > 0.5), list(b > 0.5)), odds
+        diffs = b - a
+        spread = float(diffs.std(ddof=1)) if len(diffs) > 1 else 0.0
+        return None, float(diffs.mean()) / spread if spread > 0 else None
+
+    def test_name(self, resamples: int) -> str:
+        if self.paired_test == "mcnemar":
+            return "McNemar exact"
+        return f"paired bootstrap ({resamples} resamples)"
+
+
+def _bleu_settings() -> dict[str, Any]:
+    return {
+        "package": "sacrebleu",
+        "implementation": "tasks/textscore.py statistics, sacrebleu's score from them",
+        "signature": bleu_signature(),  # known to sacrebleu only once it has scored
+        "scale": "0-100",
+    }
+
+
+def _exact_interval() -> dict[str, Any]:
+    return {"interval": "Clopper-Pearson exact"}
+
+
+def _disclaimer_settings() -> dict[str, Any]:
+    return {
+        "share of answers matching": DISCLAIMER_PATTERN.pattern,
+        "interval": "Clopper-Pearson exact",
+    }
+
+
+def _rouge(name: str, display: str) -> Metric:
+    return Metric(
+        name, display, "mean", "bootstrap", "fraction", "rouge", lambda: ROUGE_SETTINGS,
+        "Cohen's d_z",
+    )  # fmt: skip
+
+
+METRICS: dict[str, Metric] = {
+    metric.name: metric
+    for metric in (
+        Metric(
+            "acc", "Accuracy", "proportion", "mcnemar", "fraction", "acc", _exact_interval,
+            "odds ratio (won/lost questions)",
+        ),
+        _rouge("rouge1", "ROUGE-1"),
+        _rouge("rouge2", "ROUGE-2"),
+        _rouge("rougeL", "ROUGE-L"),
+        _rouge("rougeLsum", "ROUGE-Lsum"),
+        Metric("bleu", "BLEU", "corpus_bleu", "bootstrap", "points", "bleu", _bleu_settings),
+        # share of answers with a safety disclaimer; higher is what cards that add one claim
+        Metric(
+            "disclaimer_rate", "Disclaimer rate", "proportion", "bootstrap", "fraction",
+            "disclaimer_rate", _disclaimer_settings, "Cohen's d_z",
+        ),
+    )
+}  # fmt: skip
+
+
+def bleu_statistics_of(rows: Sequence[SampleRow]) -> np.ndarray:
+    """The rows' stored BLEU statistics; recomputed only for logs written without them."""
+    generated = [row for row in rows if isinstance(row, GenerationRow)]
+    if len(generated) == len(rows) and all(row.bleu_stats is not None for row in generated):
+        return np.asarray([row.bleu_stats for row in generated], dtype=np.int64)
+    return bleu_statistics([row.prediction for row in rows], [row.target for row in rows])
+
+
+def aggregate(task: Task, rows: Sequence[SampleRow], *, resamples: int, seed: int) -> TaskResult:
+    """Task result: ``n``, each metric's value with its 95% interval, and how it was computed."""
+    values: dict[str, MetricValue] = {}
+    settings: dict[str, Any] = {}
+    for name in task.metric_names:
+        definition = METRICS[name]
+        values[name] = definition.summarise(rows, resamples=resamples, seed=seed)
+        settings.setdefault(definition.settings_key, definition.settings())
+    if any(METRICS[name].summary != "proportion" for name in task.metric_names):
+        settings["bootstrap"] = {"resamples": resamples, "seed": seed, "method": "percentile"}
+    invalid = sum(isinstance(row, ChoiceRow) and row.invalid_loglikelihood for row in rows)
+    if invalid:
+        settings["invalid_loglikelihood"] = invalid
+    return TaskResult(n=len(rows), metrics=values, settings=settings)
