@@ -1,7 +1,5 @@
 """``python -m medharness``: the same as the ``medharness`` command."""
 
-import sys
+from medharness.cli import entry
 
-from medharness.cli import main
-
-sys.exit(main())
+entry()

@@ -48,8 +48,9 @@ from medharness.core.records import (
 from medharness.data import DataRoot, load_task_data, resolve_data_root
 from medharness.evaluate import evaluate_chunks, input_row
 from medharness.models.builtin import builtin_model_dir
+from medharness.models.hub import require_hub_model
 from medharness.models.loading import load_model
-from medharness.models.specs import BUILTIN_MODEL, fake_script, looks_like_path
+from medharness.models.specs import BUILTIN_MODEL, fake_script, is_hub_id, looks_like_path
 from medharness.reports.html import render_run_report
 from medharness.tasks import Sample, Task, get_task
 from medharness.tasks.metrics import aggregate
@@ -88,8 +89,11 @@ def run(
     output_dir: Path | None = None,
     limit: int | None = None,
 ) -> Path:
-    """Execute a run; return its directory. ``limit`` caps every task's sample count."""
+    """Execute a run; return its directory. ``limit`` caps every task's sample count and
+    every training's examples (the manifest's config records the caps)."""
     started = time.time()
+    if limit is not None:
+        config = limited_trainings(config, limit)
     data_root = resolve_data_root(config.data_dir, base_dir)
     for entry in config.models:
         check_model_entry(entry)
@@ -141,6 +145,26 @@ def run(
         if staging.exists() and not worth_keeping and is_main_process():
             shutil.rmtree(staging, ignore_errors=True)  # nothing worth resuming
     return target
+
+
+def limited_trainings(config: RunConfig, limit: int) -> RunConfig:
+    """``--limit`` applied to trainings too: at most ``limit`` training examples and sweep
+    validation questions, so a quick look at a config also trains quickly."""
+    models = []
+    for entry in config.models:
+        spec = entry.train
+        if spec is not None:
+            update: dict[str, Any] = {"limit": min(limit, spec.limit or limit)}
+            if spec.sweep is not None:
+                validation = min(limit, spec.sweep.validation_limit)
+                update["sweep"] = spec.sweep.model_copy(update={"validation_limit": validation})
+            print(
+                f"[{entry.name}] --limit {limit}: training on at most {update['limit']} examples",
+                file=sys.stderr,
+            )
+            entry = entry.model_copy(update={"train": spec.model_copy(update=update)})
+        models.append(entry)
+    return config.model_copy(update={"models": models})
 
 
 def train_only(config: RunConfig, *, base_dir: Path, output_dir: Path | None = None) -> Path:
@@ -197,6 +221,13 @@ def check_model_entry(entry: ModelEntry) -> None:
     adapter = entry.adapter
     if adapter and looks_like_path(adapter) and not Path(adapter).expanduser().exists():
         raise UserError(f"model {entry.name}: adapter path does not exist: {adapter}")
+    try:
+        if is_hub_id(spec):
+            require_hub_model(spec)
+        if adapter and is_hub_id(adapter):
+            require_hub_model(adapter, "adapter")
+    except UserError as exc:
+        raise UserError(f"model {entry.name}: {exc}") from None
     if entry.train is not None:
         from medharness.trainers.sft import check_runnable
 

@@ -16,7 +16,7 @@ from typing import Any
 import datasets
 
 from medharness.tasks import get_task
-from medharness.tasks.metrics.text import corpus_bleu, rouge
+from medharness.tasks.metrics.text import corpus_bleu, has_disclaimer, rouge
 
 
 def _dataset(task_name: str, data_dir: str | None = None, **_: Any) -> datasets.DatasetDict:
@@ -47,9 +47,14 @@ medmcqa = partial(_dataset, "medmcqa")
 
 
 def medquad_process_results(doc: dict[str, Any], results: Sequence[str]) -> dict[str, Any]:
-    """Per-document ROUGE, and the (reference, prediction) pair corpus BLEU aggregates."""
+    """Per-document ROUGE and disclaimer, and the (reference, prediction) pair corpus BLEU
+    aggregates."""
     prediction = results[0].strip()
-    return {**rouge(prediction, doc["target"]), "bleu": (doc["target"], prediction)}
+    return {
+        **rouge(prediction, doc["target"]),
+        "bleu": (doc["target"], prediction),
+        "disclaimer_rate": has_disclaimer(prediction),
+    }
 
 
 def bleu_aggregation(pairs: Sequence[tuple[str, str]]) -> float:

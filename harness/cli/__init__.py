@@ -1,15 +1,17 @@
 """The ``medharness`` command: one module per subcommand, each holding its options and its
-handler. User errors print one line and exit 2; a failed gate exits 1."""
+handler. User errors print one line and exit 2; a failed gate exits 1, and nothing else
+does: a bug ends with its traceback and exit 3, so CI never reads it as a failed gate."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Sequence
 
 from medharness.cli import eval as eval_command
 from medharness.cli import gate, leaderboard, report, reproduce, run, train
-from medharness.cli.common import EXIT_USAGE
+from medharness.cli.common import EXIT_INTERNAL, EXIT_USAGE
 from medharness.core.errors import UserError
 
 SUBCOMMANDS = (
@@ -46,3 +48,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("medharness: interrupted", file=sys.stderr)
         return 130
+
+
+def entry() -> None:
+    """The console script (and ``python -m medharness``): ``main`` with every exit code kept
+    to its meaning."""
+    try:
+        code = main()
+    except SystemExit:
+        raise
+    except BaseException:
+        traceback.print_exc()
+        print(
+            "medharness: internal error (exit 3): the traceback above is a bug; "
+            "please report it with the command that ran",
+            file=sys.stderr,
+        )
+        code = EXIT_INTERNAL
+    sys.exit(code)

@@ -7,7 +7,7 @@ import re
 
 from medharness.tasks import TASKS
 
-EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
 Commands = argparse._SubParsersAction  # what add_parser of each command module receives
 
@@ -38,3 +38,10 @@ def task_list(text: str) -> list[str]:
 
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:80] or "model"
+
+
+def add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        help="dataset root (default: the config's data_dir, else $MEDHARNESS_DATA_DIR)",
+    )

@@ -5,11 +5,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medharness.cli.common import EXIT_OK, Commands, batch_size, positive_int, slug, task_list
+from medharness.cli.common import (
+    EXIT_OK,
+    Commands,
+    add_data_dir,
+    batch_size,
+    positive_int,
+    slug,
+    task_list,
+)
 from medharness.config import parse_config
 from medharness.core.records import ResultsFile
 from medharness.models.specs import fake_script
 from medharness.tasks import TASKS
+from medharness.tasks.metrics import METRICS
 
 
 def add_parser(commands: Commands) -> None:
@@ -54,7 +63,7 @@ def add_parser(commands: Commands) -> None:
         help="also load .bin/.pt weights (pickles can run code)",
     )
     parser.add_argument("--max-new-tokens", type=positive_int, default=128)
-    parser.add_argument("--data-dir", help="dataset root (default: $MEDHARNESS_DATA_DIR)")
+    add_data_dir(parser)
     parser.set_defaults(handler=handle)
 
 
@@ -96,13 +105,29 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def format_table(results: ResultsFile) -> str:
-    lines = [f"{'model':<24} {'task':<16} {'metric':<10} {'value':>9}  {'95% CI':<21} {'n':>5}"]
+    """One row per model, task and metric; every value in points (0-100), as reports show."""
+    names: list[tuple[str, str, str]] = []
+    figures: list[tuple[float, float, float, int]] = []
     for model, tasks in results.results.items():
         for task, entry in tasks.items():
             for metric, value in entry.metrics.items():
+                factor = METRICS[metric].points_factor if metric in METRICS else 1.0
                 low, high = value.ci95
-                lines.append(
-                    f"{model:<24} {task:<16} {metric:<10} {value.value:>9.4f}  "
-                    f"[{low:.4f}, {high:.4f}]{'':<3} {entry.n:>5}"
-                )
+                names.append((model, task, metric))
+                figures.append((value.value * factor, low * factor, high * factor, entry.n))
+    widths = [
+        max([len(header)] + [len(row[i]) for row in names]) for i, header in enumerate(HEADERS)
+    ]
+    lines = [
+        "  ".join(h.ljust(w) for h, w in zip(HEADERS, widths, strict=True))
+        + f"  {'value':>8}  {'95% CI':<17}  {'n':>5}"
+    ]
+    for row, (shown, low, high, n) in zip(names, figures, strict=True):
+        labels = "  ".join(text.ljust(width) for text, width in zip(row, widths, strict=True))
+        interval = f"[{low:.2f}, {high:.2f}]"
+        lines.append(f"{labels}  {shown:>8.2f}  {interval:<17}  {n:>5}")
+    lines.append("Values in points: accuracy, ROUGE and rates x100; BLEU is 0-100 already.")
     return "\n".join(lines)
+
+
+HEADERS = ("model", "task", "metric")

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from medharness.cli.common import EXIT_OK, Commands
+from medharness.cli.common import EXIT_OK, Commands, add_data_dir
 from medharness.core.errors import UserError
 from medharness.core.io import write_text_atomic
 
@@ -36,7 +36,7 @@ def add_parser(commands: Commands) -> None:
     parser.add_argument(
         "--out", type=Path, default=Path("runs"), help="parent of the run directory (default: runs)"
     )
-    parser.add_argument("--data-dir", help="dataset root (default: $MEDHARNESS_DATA_DIR)")
+    add_data_dir(parser)
     parser.set_defaults(handler=handle)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medharness.cli.common import EXIT_OK, Commands, positive_int
+from medharness.cli.common import EXIT_OK, Commands, add_data_dir, positive_int
 from medharness.config import load_config
 
 
@@ -26,6 +26,7 @@ def add_parser(commands: Commands) -> None:
         "(default: the config's output_dir, relative to the current folder)",
     )
     parser.add_argument("--limit", type=positive_int, help="evaluate at most N samples per task")
+    add_data_dir(parser)
     parser.set_defaults(handler=handle)
 
 
@@ -33,6 +34,8 @@ def handle(args: argparse.Namespace) -> int:
     from medharness.runner import run
 
     config = load_config(args.config)
+    if args.data_dir:
+        config = config.model_copy(update={"data_dir": args.data_dir})
     run_dir = run(config, base_dir=Path.cwd(), output_dir=args.out, limit=args.limit)
     print(f"Run written to {run_dir}  (report: {run_dir / 'report.html'})")
     return EXIT_OK

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medharness.cli.common import EXIT_OK, Commands
+from medharness.cli.common import EXIT_OK, Commands, add_data_dir
 from medharness.config import load_config
 
 
@@ -25,6 +25,7 @@ def add_parser(commands: Commands) -> None:
     parser.add_argument(
         "--out", type=Path, help="parent folder of the run directory (default: output_dir)"
     )
+    add_data_dir(parser)
     parser.set_defaults(handler=handle)
 
 
@@ -32,6 +33,8 @@ def handle(args: argparse.Namespace) -> int:
     from medharness.runner import train_only
 
     config = load_config(args.config)
+    if args.data_dir:
+        config = config.model_copy(update={"data_dir": args.data_dir})
     run_dir = train_only(config, base_dir=Path.cwd(), output_dir=args.out)
     print(f"Trainings written to {run_dir / 'train'}")
     return EXIT_OK

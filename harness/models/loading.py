@@ -10,6 +10,7 @@ from medharness.models.builtin import builtin_model_dir
 from medharness.models.choice import pick_backend, pick_device, pick_dtype
 from medharness.models.fake import FakeModel
 from medharness.models.hf import load_hf_model
+from medharness.models.hub import require_hub_model
 from medharness.models.specs import BUILTIN_MODEL, fake_script, looks_like_path
 
 
@@ -41,6 +42,7 @@ def load_model(
     elif looks_like_path(spec):
         raise UserError(f"model path does not exist: {spec}")
     else:
+        require_hub_model(spec)
         source = spec  # a hub id
     chosen_device = pick_device(device)
     chosen_dtype = pick_dtype(dtype, chosen_device)

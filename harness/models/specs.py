@@ -23,3 +23,13 @@ def fake_script(spec: str) -> Path | None:
 def looks_like_path(spec: str) -> bool:
     """Whether a spec that names no existing folder was meant as a path, not a hub id."""
     return spec.startswith(("/", ".", "~")) or spec.count("/") > 1 or os.sep in spec[:1]
+
+
+def is_hub_id(spec: str) -> bool:
+    """A spec that names a hub repository: not built in, not fake, not a local folder."""
+    return (
+        spec != BUILTIN_MODEL
+        and fake_script(spec) is None
+        and not looks_like_path(spec)
+        and not Path(spec).expanduser().exists()
+    )
