@@ -14,6 +14,9 @@ from medharness.tasks import Sample, Task
 from medharness.tasks.metrics.text import accuracy, has_disclaimer, rouge_rows
 from medharness.tasks.textscore import bleu_statistics
 
+# whole samples, though generation reports fractions of a batch as it decodes
+BAR = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}, {rate_fmt}]"
+
 
 def evaluate_chunks(
     model: LanguageModel,
@@ -33,13 +36,16 @@ def evaluate_chunks(
     interruption is the tail of the same order and is batched as it would have been."""
     ordered = sorted(samples, key=_length, reverse=True)
     total = already_done + len(samples)
-    with tqdm(total=total, initial=already_done, desc=label, unit="doc", leave=False) as bar:
+    with tqdm(
+        total=total, initial=already_done, desc=label, unit="doc", leave=False, bar_format=BAR
+    ) as bar:
+        done = already_done
         for start in range(0, len(ordered), model.chunk_size):
             chunk = ordered[start : start + model.chunk_size]
             if task.kind == "multiple_choice":
                 rows = _score_choices(model, task, chunk)
             else:
-                outputs = model.generate([s.prompt for s in chunk], max_new_tokens)
+                outputs = model.generate([s.prompt for s in chunk], max_new_tokens, bar.update)
                 targets = [s.target for s in chunk]
                 rows = [
                     _generation_row(sample, output, rouge, stats)
@@ -52,7 +58,9 @@ def evaluate_chunks(
                     )
                 ]
             yield rows
-            bar.update(len(chunk))
+            done += len(chunk)
+            bar.n = done  # exact at every chunk's end, whatever the model reported on the way
+            bar.refresh()
 
 
 def _length(sample: Sample) -> int:

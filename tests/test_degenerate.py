@@ -26,7 +26,9 @@ class Scripted:
     def __init__(self, outputs: Sequence[str] = (), scores: Sequence[float] = ()) -> None:
         self.outputs, self.scores = list(outputs), list(scores)
 
-    def generate(self, user_messages: Sequence[str], max_new_tokens: int) -> list[str]:
+    def generate(
+        self, user_messages: Sequence[str], max_new_tokens: int, progress: object = None
+    ) -> list[str]:
         return [self.outputs.pop(0) for _ in user_messages]
 
     def loglikelihoods(self, requests: Sequence[tuple[str, str]]) -> list[float]:

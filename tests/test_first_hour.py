@@ -215,3 +215,47 @@ def test_eval_table_is_in_points_and_aligned(
         results["medquad_gen"]["metrics"]["disclaimer_rate"]["value"] * 100, abs=0.01
     )
     assert re.search(r"value", lines[0])
+
+
+def test_generation_reports_progress_while_a_batch_decodes(tiny_llama: Path) -> None:
+    from medharness.models.loading import load_model
+
+    model = load_model(str(tiny_llama), batch_size=4)
+    heard: list[float] = []
+    model.generate([f"question {i}" for i in range(6)], 8, heard.append)
+    assert sum(heard) == pytest.approx(6)
+    assert len(heard) > 2  # more than once per batch: it moves before a batch ends
+    assert heard[0] < 4  # the first report comes before the first batch of 4 is done
+
+
+@pytest.mark.parametrize(
+    ("files", "env", "expected"),
+    [
+        ({"cpu.max": "200000 100000\n"}, None, 2),
+        ({"cpu.max": "150000 100000\n"}, None, 2),  # 1.5 CPUs: two threads
+        ({"cpu.max": "max 100000\n"}, None, None),  # no quota: the affinity decides
+        ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, None, 1),
+        ({"cpu.max": "200000 100000\n"}, "3", 3),  # the variable overrides
+    ],
+)
+def test_cpu_threads_follow_the_cores_really_available(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    files: dict[str, str],
+    env: str | None,
+    expected: int | None,
+) -> None:
+    from medharness.models.choice import cpu_threads
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    if env is None:
+        monkeypatch.delenv("MEDHARNESS_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("MEDHARNESS_THREADS", env)
+    affinity = len(os.sched_getaffinity(0))
+    want = expected if expected is not None else affinity
+    if env is None and expected is not None:
+        want = min(expected, affinity)
+    assert cpu_threads(tmp_path) == want

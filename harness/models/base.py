@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
+
+# Told how many samples' worth of work just finished (fractions while a batch decodes), so a
+# progress bar moves from the first seconds instead of once per batch.
+Progress = Callable[[float], None]
 
 
 class LanguageModel(Protocol):
@@ -19,8 +23,11 @@ class LanguageModel(Protocol):
         """Sum of log-probabilities of each continuation given its context (lm-eval rules)."""
         ...
 
-    def generate(self, user_messages: Sequence[str], max_new_tokens: int) -> list[str]:
-        """Greedy answers to user messages, each wrapped in the model's own chat template."""
+    def generate(
+        self, user_messages: Sequence[str], max_new_tokens: int, progress: Progress | None = None
+    ) -> list[str]:
+        """Greedy answers to user messages, each wrapped in the model's own chat template;
+        ``progress`` hears of the work done as it is done."""
         ...
 
     def describe(self) -> dict[str, Any]:

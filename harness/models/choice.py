@@ -1,11 +1,50 @@
-"""Choosing where and how a model runs: device, dtype, backend and batch size."""
+"""Choosing where and how a model runs: device, dtype, backend, batch size and CPU threads."""
 
 from __future__ import annotations
 
 import importlib.util
+import math
+import os
+from pathlib import Path
 from typing import Any
 
 from medharness.core.errors import UserError
+
+THREADS_ENV = "MEDHARNESS_THREADS"
+CGROUP = Path("/sys/fs/cgroup")
+
+
+def cpu_threads(cgroup: Path = CGROUP) -> int:
+    """Intra-op threads for a model on the CPU: ``$MEDHARNESS_THREADS`` when set, else the
+    cores this process may really use: its CPU affinity, capped by a cgroup CPU quota (a
+    container limited to 2 CPUs on a 64-core host runs 2 threads, not 64). More threads
+    than cores made generation several times slower on an oversubscribed CPU."""
+    configured = os.environ.get(THREADS_ENV, "").strip()
+    if configured:
+        if not configured.isdigit() or int(configured) < 1:
+            raise UserError(
+                f"${THREADS_ENV} must be a whole number of at least 1, not {configured!r}"
+            )
+        return int(configured)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    quota = cgroup_cpu_quota(cgroup)
+    return max(1, min(cores or 1, quota) if quota else cores or 1)
+
+
+def cgroup_cpu_quota(cgroup: Path) -> int | None:
+    """CPUs allowed by a cgroup v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us`` quota, rounded up."""
+    try:
+        if (cgroup / "cpu.max").is_file():
+            quota, period = (cgroup / "cpu.max").read_text().split()[:2]
+            return None if quota == "max" else math.ceil(int(quota) / int(period))
+        v1 = cgroup / "cpu" / "cpu.cfs_quota_us"
+        if v1.is_file():
+            quota_us = int(v1.read_text())
+            period_us = int((cgroup / "cpu" / "cpu.cfs_period_us").read_text())
+            return None if quota_us <= 0 else math.ceil(quota_us / period_us)
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def pick_device(requested: str) -> str:

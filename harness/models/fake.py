@@ -15,6 +15,7 @@ import yaml
 
 from medharness.core.errors import UserError
 from medharness.core.io import sha256_file
+from medharness.models.base import Progress
 
 FILLER_WORDS = ("the", "a", "is", "of", "and", "to", "in", "may", "include", "patients")
 
@@ -98,7 +99,9 @@ class FakeModel:
                 scores.append(-1.0 - digest[0] / 64.0)
         return scores
 
-    def generate(self, user_messages: Sequence[str], max_new_tokens: int) -> list[str]:
+    def generate(
+        self, user_messages: Sequence[str], max_new_tokens: int, progress: Progress | None = None
+    ) -> list[str]:
         self._called("generate", user_messages)
         outputs = []
         for message in user_messages:
@@ -109,6 +112,8 @@ class FakeModel:
                 outputs.append(self._babble(message))
             else:
                 outputs.append(self.default_output)
+        if progress is not None:
+            progress(len(outputs))
         return outputs
 
     def _babble(self, message: str) -> str:

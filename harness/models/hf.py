@@ -11,10 +11,33 @@ from typing import Any, TypeVar
 from medharness.core.cache import weights_sha256
 from medharness.core.errors import UserError, first_line
 from medharness.models.adapters import adapter_sha256, attach_adapter, merge_when_exact
-from medharness.models.choice import auto_batch_size
+from medharness.models.base import Progress
+from medharness.models.choice import auto_batch_size, cpu_threads
 from medharness.models.prompts import chat_prompt, encode_pairs
 
 T = TypeVar("T")
+
+
+class StepProgress:
+    """A stopping criterion that never stops: it reports each decoding step of a batch as
+    ``batch / max_new_tokens`` samples' worth of work, and the rest when the batch ends."""
+
+    def __init__(self, progress: Progress | None, batch: int, max_new_tokens: int) -> None:
+        self.progress, self.per_step, self.batch = progress, batch / max_new_tokens, batch
+        self.reported = 0.0
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        if self.progress is not None and self.reported + self.per_step < self.batch:
+            self.reported += self.per_step
+            self.progress(self.per_step)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    def finish(self) -> None:
+        if self.progress is not None:
+            self.progress(self.batch - self.reported)
+        self.reported = self.batch
 
 
 @dataclass
@@ -94,7 +117,9 @@ class HFModel:
         self._in_batches(sorted(rows, key=lambda row: -len(row[0])), score)
         return results
 
-    def generate(self, user_messages: Sequence[str], max_new_tokens: int) -> list[str]:
+    def generate(
+        self, user_messages: Sequence[str], max_new_tokens: int, progress: Progress | None = None
+    ) -> list[str]:
         import torch
 
         prompts = [
@@ -112,6 +137,7 @@ class HFModel:
                 padding=True,
                 add_special_tokens=False,
             ).to(self.device)
+            steps = StepProgress(progress, len(batch), max_new_tokens)
             with torch.inference_mode():
                 generated = self.model.generate(
                     **encoded,
@@ -121,11 +147,13 @@ class HFModel:
                     top_p=None,
                     top_k=None,
                     pad_token_id=self.tokenizer.pad_token_id,
+                    stopping_criteria=[steps] if progress is not None else None,
                 )
             new_tokens = generated[:, encoded["input_ids"].shape[1] :]
             texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
             for index, text in zip(batch, texts, strict=True):
                 outputs[index] = text.strip()
+            steps.finish()
 
         self._in_batches(order, answer)
         return outputs
@@ -197,6 +225,7 @@ def load_hf_model(
 ) -> HFModel:
     """A transformers model for ``source`` (a local checkpoint or a hub id), safetensors only
     unless ``allow_pickle``, never remote code; every failure is one UserError line."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
@@ -214,6 +243,8 @@ def load_hf_model(
         model, merged = merge_when_exact(attach_adapter(model, adapter))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if device == "cpu":
+        torch.set_num_threads(cpu_threads())
     model.to(device)
     model.eval()
     if batch_size == "auto":

@@ -18,6 +18,7 @@ from typing import Any
 
 from medharness.core.errors import UserError
 from medharness.models.adapters import adapter_sha256, lora_rank
+from medharness.models.base import Progress
 from medharness.models.hf import load_failure, weights_record
 from medharness.models.prompts import chat_prompt, encode_pairs
 
@@ -145,7 +146,9 @@ class VLLMModel:
             logprob.update({(prefix, token): given[token].logprob for token in ids})
         return [sum(logprob[step] for step in request) for request in steps]
 
-    def generate(self, user_messages: Sequence[str], max_new_tokens: int) -> list[str]:
+    def generate(
+        self, user_messages: Sequence[str], max_new_tokens: int, progress: Progress | None = None
+    ) -> list[str]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -164,6 +167,8 @@ class VLLMModel:
         answers = self.tokenizer.batch_decode(
             [list(output.outputs[0].token_ids) for output in outputs], skip_special_tokens=True
         )
+        if progress is not None:  # vLLM batches the whole chunk continuously: done at once
+            progress(len(answers))
         return [answer.strip() for answer in answers]
 
     def _run(self, prompts: list[Any], params: Any | list[Any]) -> list[Any]:
