@@ -23,6 +23,9 @@ PALETTE = (
 )
 
 
+MIN_BAR = 2.0  # pixels
+
+
 def color(index: int) -> str:
     return PALETTE[index % len(PALETTE)]
 
@@ -33,15 +36,17 @@ def bar_chart(
     values: Sequence[Sequence[tuple[float, float, float] | None]],
     *,
     unit: str = "points",
+    width: int = 760,
 ) -> Markup:
     """Grouped bars: ``values[s][g]`` is (value, low, high) of series s in group g."""
-    width, height, left, bottom, top = 760, 260, 44, 34, 12
+    height, left, bottom, top = 260, 44, 34, 12
     highest = max((v[2] for row in values for v in row if v), default=1.0) or 1.0
     scale = (height - bottom - top) / (highest * 1.08)
     slot = (width - left) / max(len(groups), 1)
     bar = min(28.0, slot * 0.8 / max(len(series), 1))
     parts = [
-        f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
+        f'<svg class="chart" viewBox="0 0 {width} {height}" style="max-width: {width}px" '
+        'role="img" '
         f'aria-label="bar chart, {escape(unit)}">'
     ]
     for tick in range(5):
@@ -60,10 +65,11 @@ def bar_chart(
                 continue
             value, low, high = entry
             x = start + s * bar
-            y = height - bottom - value * scale
+            drawn = max(value * scale, MIN_BAR)  # a zero still shows as a sliver, not nothing
+            y = height - bottom - drawn
             parts.append(
                 f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar - 2:.1f}" '
-                f'height="{max(value * scale, 0):.1f}" fill="{color(s)}">'
+                f'height="{drawn:.1f}" fill="{color(s)}">'
                 f"<title>{escape(name)} {escape(group)}: {value:.2f} "
                 f"[{low:.2f}, {high:.2f}]</title></rect>"
             )

@@ -19,12 +19,11 @@ from pydantic import Field, field_validator
 from medharness.core.errors import UserError
 from medharness.core.records import SampleRow
 from medharness.core.validation import Strict, load_yaml_file, validate_file_data
+from medharness.reports.comparability import differences
 from medharness.reports.compare import pair_rows
 from medharness.reports.runs import RunData
 from medharness.tasks import TASKS
 from medharness.tasks.metrics import METRICS
-
-COMPARABLE = ("version", "prompt", "data_sha256", "sample_ids_sha256", "n")
 
 
 def split_rule_key(key: str) -> tuple[str, str]:
@@ -121,17 +120,9 @@ def resolve_models(policy: Policy, run: RunData, baseline_run: RunData) -> tuple
 
 def check_comparable(run: RunData, baseline_run: RunData, tasks: list[str]) -> None:
     """Refuse to compare results that differ in what makes them comparable."""
-    if baseline_run is run:
-        return
     problems = []
     for task in tasks:
-        ours = run.manifest.tasks.get(task)
-        theirs = baseline_run.manifest.tasks.get(task)
-        if ours is None or theirs is None:
-            continue  # a missing task is a failed requirement, reported as a rule
-        differing = [
-            field for field in COMPARABLE if getattr(ours, field) != getattr(theirs, field)
-        ]
+        differing = differences(run, baseline_run, task)
         if differing:
             problems.append(f"{task} ({', '.join(differing)})")
     if problems:

@@ -22,6 +22,7 @@ from markupsafe import Markup
 from medharness.core.errors import UserError
 from medharness.core.records import ChoiceRow, MetricValue, SampleRow, TaskResult
 from medharness.reports.charts import bar_chart, color, line_chart
+from medharness.reports.comparability import describe, differences
 from medharness.reports.compare import Comparison, answer_lengths, breakdown, compare_task
 from medharness.reports.runs import RunData
 from medharness.tasks import TASKS
@@ -98,6 +99,10 @@ def comparisons_for(
     """Candidate label -> its comparisons with the baseline, or why there are none."""
     found: dict[str, list[Comparison] | str] = {}
     for entry in others:
+        differing = differences(baseline.run, entry.run, task)
+        if differing:
+            found[entry.label] = f"differs from the baseline in {describe(differing)}"
+            continue
         try:
             found[entry.label] = compare_task(
                 task,
@@ -134,7 +139,9 @@ def summary_rows(
                 cells.append(None)
                 continue
             cell: dict[str, Any] = dict(zip(("value", "low", "high"), shown, strict=True))
-            if entry is not baseline and metric in base_metrics:
+            if isinstance(tested, str):
+                cell["not_comparable"] = tested
+            elif entry is not baseline and metric in base_metrics:
                 base = points(metric, base_metrics[metric].value)
                 cell["delta"] = cell["value"] - base
                 cell["relative"] = cell["delta"] / base * 100 if base else None
@@ -182,9 +189,10 @@ def breakdown_tables(
     task: str, entries: list[Entry], keys: list[str], metric: str
 ) -> list[dict[str, Any]]:
     tables = []
-    inputs = entries[0].run.inputs(task)
     for key in keys:
-        per_model = {e.label: breakdown(e.samples(task), inputs, key, metric) for e in entries}
+        per_model = {
+            e.label: breakdown(e.samples(task), e.run.inputs(task), key, metric) for e in entries
+        }
         groups = sorted({g for table in per_model.values() for g in table})
         if len(groups) < 2:
             continue
@@ -283,6 +291,37 @@ def training_charts(entries: list[Entry]) -> list[Markup]:
     return charts
 
 
+def charts(task: str, present: list[Entry], metrics: list[str]) -> list[Markup]:
+    """Scores on one axis; rates (shares of answers, often 0 or 100) on their own, so a
+    100% disclaimer rate does not squash every ROUGE bar."""
+    rates = [m for m in metrics if m in METRICS and METRICS[m].rate]
+    scores = [m for m in metrics if m not in rates]
+    drawn = []
+    for group, width in ((scores, 760), (rates, 300)):
+        if group:
+            values = [[in_points(m, e.result(task).metrics.get(m)) for m in group] for e in present]
+            drawn.append(bar_chart(group, [e.label for e in present], values, width=width))
+    return drawn
+
+
+def verdict_summary(sections: list[dict[str, Any]], candidates: list[str]) -> list[dict[str, Any]]:
+    """The first screen: per task, for each candidate (in column order), each metric's verdict
+    against the baseline with its difference and interval in points, or why the two cannot
+    be compared; None where a candidate lacks the task."""
+    rows = []
+    for section in sections:
+        cells: dict[str, dict[str, Any]] = {}
+        for row in section["comparisons"]:
+            cell = cells.setdefault(row["candidate"], {"chips": [], "error": None})
+            if "error" in row:
+                cell["error"] = row["error"]
+            else:
+                cell["chips"].append(row)
+        if cells:
+            rows.append({"task": section["name"], "cells": [cells.get(c) for c in candidates]})
+    return rows
+
+
 def build_report(run_dirs: list[Path]) -> dict[str, Any]:
     """Everything the template shows, computed from the run directories alone."""
     runs = [RunData.open(path) for path in run_dirs]
@@ -297,9 +336,6 @@ def build_report(run_dirs: list[Path]) -> dict[str, Any]:
         baseline = present[0]
         metrics = list(baseline.result(task).metrics)
         comparisons = comparisons_for(task, baseline, present[1:], metrics, seed, resamples)
-        chart_values = [
-            [in_points(m, e.result(task).metrics.get(m)) for m in metrics] for e in present
-        ]
         generation = "rouge1" in metrics
         sections.append(
             {
@@ -309,7 +345,7 @@ def build_report(run_dirs: list[Path]) -> dict[str, Any]:
                 "metrics": metrics,
                 "rows": summary_rows(task, present, baseline, metrics, comparisons),
                 "comparisons": comparison_rows(comparisons),
-                "chart": bar_chart(metrics, [e.label for e in present], chart_values),
+                "charts": charts(task, present, metrics),
                 "models": [{"label": e.label, "color": color(i)} for i, e in enumerate(present)],
                 "breakdowns": breakdown_tables(
                     task,
@@ -329,6 +365,8 @@ def build_report(run_dirs: list[Path]) -> dict[str, Any]:
         "entries": entries,
         "baseline": entries[0].label,
         "sections": sections,
+        "verdicts": verdict_summary(sections, [e.label for e in entries[1:]]),
+        "candidates": [e.label for e in entries[1:]],
         "training": training_charts(entries),
         "sweeps": [
             (f"{run.name} / {model}", sweep)
@@ -372,7 +410,9 @@ def render_markdown(run_dirs: list[Path]) -> str:
                     cells.append("—")
                     continue
                 text = f"{cell['value']:.2f} [{cell['low']:.2f}, {cell['high']:.2f}]"
-                if "delta" in cell:
+                if "not_comparable" in cell:
+                    text += " (not comparable)"
+                elif "delta" in cell:
                     relative = "" if cell["relative"] is None else f", {cell['relative']:+.1f}%"
                     mark = {"better": " ▲", "worse": " ▼"}.get(cell.get("verdict", ""), "")
                     text += f" ({cell['delta']:+.2f} pts{relative}){mark}"

@@ -6,36 +6,36 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from medharness.reports.comparability import DECODING, describe, differences
 from medharness.reports.html import entries_of, environment, in_points
 from medharness.reports.runs import RunData
 
-IDENTITY_FIELDS = {
-    "version": "task versions",
-    "prompt": "prompts",
-    "data_sha256": "data files",
-    "n": "sample counts (limits)",
-    "sample_ids_sha256": "sample sets (limits or splits)",
-}
-
 
 def comparability_warnings(runs: list[RunData]) -> list[str]:
-    """One line per task whose runs disagree on anything that makes results comparable."""
+    """One line per task and difference that keeps its columns from comparing like with like
+    (each run against the first run that has the task)."""
     warnings = []
     tasks = sorted({task for run in runs for task in run.manifest.tasks})
     for task in tasks:
-        seen = [(run.name, run.manifest.tasks[task]) for run in runs if task in run.manifest.tasks]
-        for field, words in IDENTITY_FIELDS.items():
-            values = {repr(getattr(identity, field)) for _, identity in seen}
-            if len(values) > 1:
-                detail = ", ".join(
-                    f"{name}: n={identity.n}" if field in ("n", "sample_ids_sha256") else name
-                    for name, identity in seen
-                )
-                warnings.append(
-                    f"{task}: runs differ in {words} ({detail}); "
-                    "its columns do not compare like with like"
-                )
+        having = [run for run in runs if task in run.manifest.tasks]
+        differing = dict.fromkeys(
+            field for run in having[1:] for field in differences(having[0], run, task)
+        )
+        for field in differing:
+            detail = ", ".join(describe_run(run, task, field) for run in having)
+            warnings.append(
+                f"{task}: runs differ in {describe([field])} ({detail}); "
+                "its columns do not compare like with like"
+            )
     return warnings
+
+
+def describe_run(run: RunData, task: str, field: str) -> str:
+    if field in ("n", "sample_ids_sha256"):
+        return f"{run.name}: n={run.manifest.tasks[task].n}"
+    if field == DECODING:
+        return f"{run.name}: max_new_tokens={run.manifest.decoding.max_new_tokens}"
+    return run.name
 
 
 def build_leaderboard(run_dirs: list[Path]) -> dict[str, Any]:
@@ -67,7 +67,7 @@ def build_leaderboard(run_dirs: list[Path]) -> dict[str, Any]:
             {
                 "label": entry.label,
                 "run": entry.run.name,
-                "date": manifest.finished,
+                "date": manifest.finished.replace("T", " ")[:16],  # to the minute
                 "git": (manifest.git_sha or "")[:10],
                 "cells": cells,
             }

@@ -259,3 +259,60 @@ def test_cpu_threads_follow_the_cores_really_available(
     if env is None and expected is not None:
         want = min(expected, affinity)
     assert cpu_threads(tmp_path) == want
+
+
+def fake_run(
+    tmp_path: Path, script: Path, name: str, limit: int, max_new_tokens: int = 128
+) -> Path:
+    config = tmp_path / f"{name}.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": name,
+                "models": [{"name": "m", "model": f"fake:{script}"}],
+                "tasks": [{"name": "medquad_gen", "limit": limit}],
+                "generation": {"max_new_tokens": max_new_tokens},
+                "bootstrap_resamples": 200,
+            }
+        )
+    )
+    assert main(["run", str(config), "--out", str(tmp_path / "runs")]) == 0
+    return tmp_path / "runs" / name
+
+
+def test_leaderboard_warns_when_decoding_differs(
+    data_env: Path, fake_script: Path, tmp_path: Path
+) -> None:
+    short = fake_run(tmp_path, fake_script, "short", 6, max_new_tokens=32)
+    long = fake_run(tmp_path, fake_script, "long", 6, max_new_tokens=128)
+    assert main(["leaderboard", str(short), str(long), "-o", str(tmp_path / "l.html")]) == 0
+    html = (tmp_path / "l.html").read_text()
+    assert "medquad_gen: runs differ in decoding settings (max_new_tokens)" in html
+    assert "max_new_tokens=32" in html and "max_new_tokens=128" in html
+
+
+def test_gate_refuses_a_baseline_decoded_differently(
+    data_env: Path, fake_script: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    short = fake_run(tmp_path, fake_script, "short", 6, max_new_tokens=32)
+    long = fake_run(tmp_path, fake_script, "long", 6, max_new_tokens=128)
+    policy = tmp_path / "p.yaml"
+    policy.write_text("min_samples: 1\nregressions: {medquad_gen.rouge1: 1.0}\n")
+    code = main(["gate", str(long), "--policy", str(policy), "--baseline", str(short)])
+    assert code == 2
+    assert "not comparable: they differ in medquad_gen (decoding)" in capsys.readouterr().err
+
+
+def test_report_on_different_sample_sets_shows_no_deltas_and_groups_every_sample(
+    data_env: Path, fake_script: Path, tmp_path: Path
+) -> None:
+    small = fake_run(tmp_path, fake_script, "small", 8)
+    large = fake_run(tmp_path, fake_script, "large", 24)
+    assert main(["report", str(small), str(large), "-o", str(tmp_path / "r.md")]) == 0
+    markdown = (tmp_path / "r.md").read_text()
+    large_row = next(line for line in markdown.splitlines() if line.startswith("| large/m"))
+    assert "(not comparable)" in large_row and "pts" not in large_row
+    assert main(["report", str(small), str(large), "-o", str(tmp_path / "r.html")]) == 0
+    html = (tmp_path / "r.html").read_text()
+    assert "differs from the baseline in sample sets" in html
+    assert "(none)" not in html.split('id="browser"')[0]  # every sample's qtype is known

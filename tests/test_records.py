@@ -72,18 +72,33 @@ def old_schema(data: dict) -> None:
     data["schema_version"] = 0
 
 
+EDITED_FILES = {  # the ids of docs/errors.md's rows
+    "run-file-wrong-type": (
+        "results.json",
+        set_n_to_text,
+        "results.json: results.base.medquad_gen.n: ",
+    ),
+    "run-file-missing-field": (
+        "results.json",
+        drop_baseline,
+        "results.json: baseline: Field required",
+    ),
+    "manifest-missing-field": (
+        "manifest.json",
+        drop_task_prompt,
+        "manifest.json: tasks.medqa_4opt.prompt: Field required",
+    ),
+    "run-file-old-schema": (
+        "results.json",
+        old_schema,
+        "schema_version 0, but this medharness reads version 1",
+    ),
+}
+RECORD_CASES = {*EDITED_FILES, "sample-row-invalid"}
+
+
 @pytest.mark.parametrize(
-    ("name", "edit", "message"),
-    [
-        ("results.json", set_n_to_text, "results.json: results.base.medquad_gen.n: "),
-        ("results.json", drop_baseline, "results.json: baseline: Field required"),
-        (
-            "manifest.json",
-            drop_task_prompt,
-            "manifest.json: tasks.medqa_4opt.prompt: Field required",
-        ),
-        ("results.json", old_schema, "schema_version 0, but this medharness reads version 1"),
-    ],
+    ("name", "edit", "message"), list(EDITED_FILES.values()), ids=list(EDITED_FILES)
 )
 def test_a_hand_edited_file_is_one_line_naming_file_and_field(
     tmp_path: Path,

@@ -202,7 +202,7 @@ def test_report_screenshot_shows_the_summary_table(three_model_run: Path, tmp_pa
     shot = tmp_path / "shot.png"
     result = chromium(
         f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=1200,900",
+        "--window-size=1200,1400",  # below the verdict summary, which now comes first
         f"--screenshot={shot}",
         (three_model_run / "report.html").as_uri(),
     )
@@ -224,3 +224,102 @@ def test_leaderboard_sorts_in_chromium(three_model_run: Path, tmp_path: Path) ->
     result = chromium(f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", out.as_uri())
     assert console_messages(result.stderr) == []
     assert 'data-ready="1"' in result.stdout
+
+
+def layout_probe(page: Path, tmp_path: Path, width: int, script: str) -> str:
+    """The page's DOM after ``script`` (which writes its findings to body data attributes)
+    ran at the given window width in Chromium."""
+    probed = tmp_path / f"probed-{page.name}"
+    probed.write_text(page.read_text().replace("</body>", f"<script>{script}</script></body>"))
+    result = chromium(
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--window-size={width},900",
+        "--dump-dom",
+        probed.as_uri(),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+OVERFLOW = """
+addEventListener("load", () => {
+  const clipped = [...document.querySelectorAll("table")].filter((table) => {
+    const box = table.parentElement;
+    const scrolls = getComputedStyle(box).overflowX === "auto";
+    return table.scrollWidth > box.clientWidth + 1 && !scrolls;
+  });
+  document.body.dataset.clipped = clipped.length;
+  document.body.dataset.pageOverflow = document.documentElement.scrollWidth > innerWidth + 1;
+  const board = document.querySelector("#board");
+  if (board) document.body.dataset.boardScrolls = board.parentElement.scrollWidth >
+    board.parentElement.clientWidth + 1;
+});
+"""
+
+
+@needs_chromium
+def test_report_tables_scroll_instead_of_being_clipped(
+    three_model_run: Path, tmp_path: Path
+) -> None:
+    for width in (700, 1400):
+        dom = layout_probe(three_model_run / "report.html", tmp_path, width, OVERFLOW)
+        assert 'data-clipped="0"' in dom and 'data-page-overflow="false"' in dom, width
+
+
+@needs_chromium
+def test_leaderboard_shows_every_column_on_a_wide_screen(
+    three_model_run: Path, tmp_path: Path
+) -> None:
+    board = tmp_path / "board.html"
+    assert main(["leaderboard", str(three_model_run), "-o", str(board)]) == 0
+    dom = layout_probe(board, tmp_path, 2200, OVERFLOW)
+    assert 'data-board-scrolls="false"' in dom  # run, date and version columns all in view
+    narrow = layout_probe(board, tmp_path, 700, OVERFLOW)
+    assert 'data-board-scrolls="true"' in narrow and 'data-clipped="0"' in narrow
+
+
+@needs_chromium
+def test_report_opens_on_the_verdict_summary(three_model_run: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    html = (three_model_run / "report.html").read_text()
+    assert html.index('id="verdict"') < html.index('id="task-medquad_gen"')
+    shot = tmp_path / "top.png"
+    result = chromium(
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1200,900",
+        f"--screenshot={shot}",
+        (three_model_run / "report.html").as_uri(),
+    )
+    assert result.returncode == 0 and shot.is_file(), result.stderr[-2000:]
+    top = Image.open(shot).convert("RGB").crop((0, 0, 1200, 450))
+    pixels = list(top.getdata())
+    better = sum(1 for p in pixels if p == (0xDC, 0xF1, 0xE3))
+    worse = sum(1 for p in pixels if p == (0xFB, 0xE3, 0xE1))
+    # tuned answers every MedQA fixture question right (better) and babbles no ROUGE (worse)
+    assert better > 500 and worse > 500, (better, worse)
+
+
+def test_verdict_summary_matches_the_paired_comparisons(three_model_run: Path) -> None:
+    from medharness.reports.html import build_report
+
+    report = build_report([three_model_run])
+    for row in report["verdicts"]:
+        section = next(s for s in report["sections"] if s["name"] == row["task"])
+        chips = [chip for cell in row["cells"] if cell for chip in cell["chips"]]
+        assert chips == [c for c in section["comparisons"] if "error" not in c]
+    medqa = next(row for row in report["verdicts"] if row["task"] == "medqa_4opt")
+    tuned = medqa["cells"][report["candidates"].index("tuned")]
+    assert [(c["metric"], c["verdict"]) for c in tuned["chips"]] == [("acc", "better")]
+
+
+def test_rates_get_their_own_axis_and_a_zero_bar_still_shows(three_model_run: Path) -> None:
+    from medharness.reports.charts import MIN_BAR, bar_chart
+    from medharness.reports.html import build_report
+
+    section = build_report([three_model_run])["sections"][0]
+    scores, rates = section["charts"]
+    assert "disclaimer_rate" in rates and "disclaimer_rate" not in scores
+    assert "rouge1" in scores and "rouge1" not in rates
+    zero = bar_chart(["m"], ["a"], [[(0.0, 0.0, 0.0)]])
+    assert f'height="{MIN_BAR:.1f}"' in zero

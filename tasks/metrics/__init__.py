@@ -58,6 +58,7 @@ class Metric:
     settings: Callable[[], dict[str, Any]]  # what that section says
     effect_name: str = ""
     higher_is_better: bool = True
+    rate: bool = False  # a share of answers with a property, charted on its own axis
 
     @property
     def points_factor(self) -> float:
@@ -171,7 +172,7 @@ METRICS: dict[str, Metric] = {
         # share of answers with a safety disclaimer; higher is what cards that add one claim
         Metric(
             "disclaimer_rate", "Disclaimer rate", "proportion", "bootstrap", "fraction",
-            "disclaimer_rate", _disclaimer_settings, "Cohen's d_z",
+            "disclaimer_rate", _disclaimer_settings, "Cohen's d_z", rate=True,
         ),
     )
 }  # fmt: skip
