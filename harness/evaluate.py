@@ -11,7 +11,8 @@ from tqdm import tqdm
 from medharness.core.records import ChoiceRow, GenerationRow, InputRow, SampleRow
 from medharness.models.base import LanguageModel
 from medharness.tasks import Sample, Task
-from medharness.tasks.metrics.text import accuracy, has_disclaimer, rouge_rows
+from medharness.tasks.metrics import METRICS
+from medharness.tasks.metrics.text import accuracy
 from medharness.tasks.textscore import bleu_statistics
 
 # whole samples, though generation reports fractions of a batch as it decodes
@@ -46,17 +47,7 @@ def evaluate_chunks(
                 rows = _score_choices(model, task, chunk)
             else:
                 outputs = model.generate([s.prompt for s in chunk], max_new_tokens, bar.update)
-                targets = [s.target for s in chunk]
-                rows = [
-                    _generation_row(sample, output, rouge, stats)
-                    for sample, output, rouge, stats in zip(
-                        chunk,
-                        outputs,
-                        rouge_rows(outputs, targets),
-                        bleu_statistics(outputs, targets),
-                        strict=True,
-                    )
-                ]
+                rows = _generation_rows(task, chunk, outputs)
             yield rows
             done += len(chunk)
             bar.n = done  # exact at every chunk's end, whatever the model reported on the way
@@ -120,16 +111,29 @@ def _score_choices(model: LanguageModel, task: Task, chunk: Sequence[Sample]) ->
     return rows
 
 
-def _generation_row(
-    sample: Sample, output: str, rouge: dict[str, float], bleu_stats: np.ndarray
-) -> GenerationRow:
-    return GenerationRow(
-        doc_id=sample.doc_id,
-        target=sample.target,
-        prediction=output,
-        metrics={**rouge, "disclaimer_rate": has_disclaimer(output)},
-        bleu_stats=[int(v) for v in bleu_stats],
-    )
+def _generation_rows(
+    task: Task, chunk: Sequence[Sample], outputs: Sequence[str]
+) -> list[SampleRow]:
+    """Each answer with the per-sample score of every metric of the task that has a scorer,
+    and sacrebleu's sufficient statistics (corpus BLEU of any subset is a sum away)."""
+    targets = [sample.target for sample in chunk]
+    scores = {
+        name: scorer(outputs, targets)
+        for name in task.metric_names
+        if (scorer := METRICS[name].scorer) is not None
+    }
+    return [
+        GenerationRow(
+            doc_id=sample.doc_id,
+            target=sample.target,
+            prediction=output,
+            metrics={name: float(values[i]) for name, values in scores.items()},
+            bleu_stats=[int(v) for v in stats],
+        )
+        for i, (sample, output, stats) in enumerate(
+            zip(chunk, outputs, bleu_statistics(outputs, targets), strict=True)
+        )
+    ]
 
 
 def input_row(sample: Sample) -> InputRow:

@@ -120,3 +120,54 @@ def test_vectorised_bleu_equals_sacrebleu(seed: int) -> None:
         for subset in subsets
     ]
     assert bleu_from_statistics_batch(summed) == pytest.approx(expected, abs=1e-9)
+
+
+def test_a_metric_added_in_one_place_reaches_evaluation_comparison_and_reports(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One Metric entry (with its scorer) is all evaluation, aggregation, paired tests and
+    the report's points need; the task only lists it."""
+    import dataclasses
+
+    from medharness.evaluate import evaluate_samples
+    from medharness.reports.compare import compare_task
+    from medharness.reports.html import points
+    from medharness.tasks import Sample, get_task
+    from medharness.tasks.metrics import METRICS, Metric, aggregate
+
+    def words(predictions: list[str], references: list[str]) -> list[float]:
+        return [float(len(text.split()) > 3) for text in predictions]
+
+    long_answers = Metric(
+        "long_answer_rate", "Long answers", "proportion", "bootstrap", "fraction",
+        "long_answer_rate", lambda: {"interval": "Clopper-Pearson exact"}, "Cohen's d_z",
+        scorer=words, rate=True,
+    )  # fmt: skip
+    monkeypatch.setitem(METRICS, "long_answer_rate", long_answers)
+    task = dataclasses.replace(get_task("medquad_gen"), metric_names=("long_answer_rate",))
+
+    class Scripted:
+        chunk_size = 8
+
+        def __init__(self, answer: str) -> None:
+            self.answer = answer
+
+        def generate(self, messages: list[str], max_new_tokens: int, progress: object = None):
+            return [self.answer for _ in messages]
+
+        def loglikelihoods(self, requests: list[tuple[str, str]]) -> list[float]:
+            raise AssertionError("not a multiple-choice task")
+
+        def describe(self) -> dict[str, str]:
+            return {"kind": "scripted"}
+
+    samples = [Sample(doc_id=str(i), prompt="q", target="a b") for i in range(40)]
+    short = evaluate_samples(Scripted("yes"), task, samples, max_new_tokens=4)
+    long = evaluate_samples(Scripted("a much longer answer here"), task, samples, max_new_tokens=4)
+    assert short[0].metrics == {"long_answer_rate": 0.0}
+    result = aggregate(task, long, resamples=200, seed=1)
+    assert result.metrics["long_answer_rate"].value == 1.0
+    assert result.settings["long_answer_rate"] == {"interval": "Clopper-Pearson exact"}
+    [comparison] = compare_task(task.name, "short", "long", short, long, ["long_answer_rate"])
+    assert comparison.verdict == "better" and comparison.effect_name == "Cohen's d_z"
+    assert points("long_answer_rate", 0.25) == 25.0

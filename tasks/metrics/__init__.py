@@ -1,9 +1,9 @@
 """Every metric defined once: how per-sample scores become the task's value and 95% interval,
 which paired test compares two models, its scale and direction, and its display name.
 
-Evaluation (``aggregate``), the report, the gate, the leaderboard and card verdicts all read
-these definitions; adding a metric is one entry here plus its scorer in ``text.py`` (or a
-task module) and a test.
+Evaluation (per-sample scores and ``aggregate``), the report, the gate, the leaderboard and
+card verdicts all read these definitions; adding a metric is one entry here (with its
+scorer) and a test, and a task scores it once its ``metric_names`` lists it.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
@@ -31,10 +32,12 @@ from medharness.tasks.metrics.text import (
     bleu_from_statistics,
     bleu_from_statistics_batch,
     bleu_signature,
+    has_disclaimer,
 )
-from medharness.tasks.textscore import bleu_statistics
+from medharness.tasks.textscore import bleu_statistics, rouge_scores
 
 Summary = Literal["proportion", "mean", "corpus_bleu"]
+Scorer = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
 PairedTest = Literal["mcnemar", "bootstrap"]
 
 
@@ -57,6 +60,9 @@ class Metric:
     settings_key: str  # the section of a task result's settings that describes it
     settings: Callable[[], dict[str, Any]]  # what that section says
     effect_name: str = ""
+    # per-sample scores of generated answers against their references; None where a metric
+    # is scored otherwise (accuracy from the chosen option, BLEU from summed statistics)
+    scorer: Scorer | None = None
     higher_is_better: bool = True
     rate: bool = False  # a share of answers with a property, charted on its own axis
 
@@ -150,11 +156,24 @@ def _disclaimer_settings() -> dict[str, Any]:
     }
 
 
+@lru_cache(maxsize=1)
+def _rouge_of(predictions: tuple[str, ...], references: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Every ROUGE type in one pass; the four metrics of a chunk share it."""
+    return rouge_scores(predictions, references)
+
+
 def _rouge(name: str, display: str) -> Metric:
+    def score(predictions: Sequence[str], references: Sequence[str]) -> Sequence[float]:
+        return [float(v) for v in _rouge_of(tuple(predictions), tuple(references))[name]]
+
     return Metric(
         name, display, "mean", "bootstrap", "fraction", "rouge", lambda: ROUGE_SETTINGS,
-        "Cohen's d_z",
+        "Cohen's d_z", scorer=score,
     )  # fmt: skip
+
+
+def _disclaimers(predictions: Sequence[str], references: Sequence[str]) -> Sequence[float]:
+    return [has_disclaimer(text) for text in predictions]
 
 
 METRICS: dict[str, Metric] = {
@@ -172,7 +191,8 @@ METRICS: dict[str, Metric] = {
         # share of answers with a safety disclaimer; higher is what cards that add one claim
         Metric(
             "disclaimer_rate", "Disclaimer rate", "proportion", "bootstrap", "fraction",
-            "disclaimer_rate", _disclaimer_settings, "Cohen's d_z", rate=True,
+            "disclaimer_rate", _disclaimer_settings, "Cohen's d_z", scorer=_disclaimers,
+            rate=True,
         ),
     )
 }  # fmt: skip
