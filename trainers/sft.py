@@ -21,6 +21,7 @@ from trl import SFTTrainer
 
 from medharness.core.errors import UserError, first_line
 from medharness.core.io import append_jsonl_durable, read_jsonl, write_json_atomic
+from medharness.core.weights import refuse_pickles
 from medharness.trainers.data import TrainingSet, with_disclaimer
 from medharness.trainers.distributed import is_main_process
 from medharness.trainers.spec import DONE_FILE, TrainSpec
@@ -67,7 +68,7 @@ def train(
     from trl import SFTConfig
 
     transformers.logging.set_verbosity_error()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(base_model)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(base_model, trust_remote_code=False)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if isinstance(training.examples[0]["prompt"], list) and not tokenizer.chat_template:
@@ -194,6 +195,8 @@ def trainable_model(spec: TrainSpec, base_model: str, adapter: str | None) -> An
         load["dtype"] = torch.bfloat16
     else:
         load["dtype"] = torch.float32  # master weights; bf16/fp16 run under autocast
+    if adapter:  # training loads safetensors only, base weights and adapters alike
+        refuse_pickles(Path(adapter).expanduser(), "adapter", allow_pickle=False)
     try:
         model = AutoModelForCausalLM.from_pretrained(base_model, **load)
     except (OSError, ValueError) as exc:

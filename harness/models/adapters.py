@@ -9,6 +9,7 @@ from typing import Any
 
 from medharness.core.cache import weights_sha256
 from medharness.core.errors import UserError, first_line
+from medharness.core.weights import refuse_pickles
 from medharness.models.specs import looks_like_path
 
 
@@ -32,12 +33,13 @@ def merge_when_exact(model: Any) -> tuple[Any, bool]:
     return model.merge_and_unload(), True
 
 
-def attach_adapter(model: Any, adapter: str) -> Any:
+def attach_adapter(model: Any, adapter: str, allow_pickle: bool = False) -> Any:
     from peft import PeftModel
 
     path = Path(adapter).expanduser()
     if path.exists() and not (path / "adapter_config.json").is_file():
         raise UserError(f"{adapter} is not a PEFT adapter directory (no adapter_config.json)")
+    refuse_pickles(path, "adapter", allow_pickle)
     if not path.exists() and looks_like_path(adapter):
         raise UserError(f"adapter path does not exist: {adapter}")
     try:

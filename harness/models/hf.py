@@ -200,8 +200,18 @@ class HFModel:
 
 
 def load_failure(spec: str, exc: Exception, allow_pickle: bool) -> str:
-    hint = "" if allow_pickle else " (only safetensors weights load unless allow_pickle)"
-    return f"could not load model {spec!r}: {first_line(exc)}{hint}"
+    """One line for a model that would not load, with the hint that fits the cause."""
+    text = first_line(exc)
+    if "custom code" in text:
+        return (
+            f"could not load model {spec!r}: it asks to run code from its folder (auto_map), "
+            "and medharness never runs a model's own code"
+        )
+    about_weights = "safetensors" in text or "file named" in text
+    hint = " (only safetensors weights load unless allow_pickle)"
+    return f"could not load model {spec!r}: {text}" + (
+        hint if about_weights and not allow_pickle else ""
+    )
 
 
 def weights_record(source: str, config: Any) -> str | None:
@@ -229,7 +239,7 @@ def load_hf_model(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
         model: Any = AutoModelForCausalLM.from_pretrained(
             source,
             dtype=dtype,
@@ -240,7 +250,7 @@ def load_hf_model(
         raise UserError(load_failure(spec, exc, allow_pickle)) from None
     merged = False
     if adapter:
-        model, merged = merge_when_exact(attach_adapter(model, adapter))
+        model, merged = merge_when_exact(attach_adapter(model, adapter, allow_pickle))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if device == "cpu":

@@ -14,9 +14,11 @@ import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from medharness.core.errors import UserError
+from medharness.core.weights import refuse_pickles
 from medharness.models.adapters import adapter_sha256, lora_rank
 from medharness.models.base import Progress
 from medharness.models.hf import load_failure, weights_record
@@ -48,6 +50,7 @@ def load_vllm_model(
     lora = None
     options: dict[str, Any] = {}
     if adapter:
+        refuse_pickles(Path(adapter).expanduser(), "adapter", allow_pickle)
         rank = lora_rank(adapter)
         if rank is None:
             raise UserError(f"backend vllm serves LoRA adapters only; {adapter!r} is not one")
@@ -63,7 +66,7 @@ def load_vllm_model(
         # Compiling takes minutes on a CPU and buys little for the models run there.
         options.update(kv_cache_memory_bytes=CPU_KV_CACHE_BYTES, enforce_eager=True)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
         config = AutoConfig.from_pretrained(source, trust_remote_code=False)
         engine = LLM(
             model=source,
