@@ -6,6 +6,7 @@ only when every file is written, so ``runs/<name>/`` is either complete or absen
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
 import hashlib
@@ -26,6 +27,7 @@ from medharness import __version__
 from medharness.config import ModelEntry, RunConfig
 from medharness.core.cache import weights_sha256
 from medharness.core.errors import UserError
+from medharness.core.folders import exclusive, finish, make_owned_folder, refuse_foreign, unlock
 from medharness.core.io import (
     append_jsonl_durable,
     read_jsonl,
@@ -102,8 +104,23 @@ def run(
     out = output_dir or resolve_inside(base_dir, config.output_dir)
     target = out / config.name
     staging = out / f".{config.name}.partial"
-    make_folder(staging)
+    refuse_foreign(target)  # before any work: never replace what medharness did not make
+    make_owned_folder(staging)
+    with exclusive(staging) if is_main_process() else contextlib.nullcontext():
+        return write_run(config, data_root, prepared, file_hashes, staging, target, started=started)
 
+
+def write_run(
+    config: RunConfig,
+    data_root: DataRoot,
+    prepared: list[PreparedTask],
+    file_hashes: dict[str, str],
+    staging: Path,
+    target: Path,
+    *,
+    started: float,
+) -> Path:
+    """Train, evaluate and write everything into ``staging``, then rename it to ``target``."""
     try:
         trained = train_models(config, data_root, staging, target if target.is_dir() else None)
         if not is_main_process():
@@ -126,7 +143,9 @@ def run(
         )
         write_text_atomic(staging / "report.html", render_run_report(staging))
         if target.exists():
+            refuse_foreign(target)
             shutil.rmtree(target)
+        finish(staging)
         staging.rename(target)
         # only now: a kill before the rename must still find which logs are finished
         (target / STATE_FILE).unlink(missing_ok=True)
@@ -177,31 +196,25 @@ def train_only(config: RunConfig, *, base_dir: Path, output_dir: Path | None = N
     data_root = resolve_data_root(config.data_dir, base_dir)
     for entry in config.models:
         check_model_entry(entry)
-    target = (output_dir or resolve_inside(base_dir, config.output_dir)) / config.name
-    make_folder(target)
-    trained = train_models(config, data_root, target, None)
-    manifest = target / "manifest.json"
-    if trained and manifest.is_file():
-        recorded = json.loads(manifest.read_text(encoding="utf-8")).get("models", {})
-        stale = [
-            name
-            for name, outcome in trained.items()
-            if recorded.get(name, {}).get("trained", {}).get("key") != outcome.summary["key"]
-        ]
-        if stale:  # its results describe trainings that are no longer there
-            for name in ("results.json", "manifest.json", "report.html"):
-                (target / name).unlink(missing_ok=True)
-            print(f"{target}: results removed; retrained {', '.join(stale)}", file=sys.stderr)
+    out = output_dir or resolve_inside(base_dir, config.output_dir)
+    target = out / config.name
+    make_owned_folder(target)
+    with exclusive(target) if is_main_process() else contextlib.nullcontext():
+        trained = train_models(config, data_root, target, None)
+        manifest = target / "manifest.json"
+        if trained and manifest.is_file():
+            recorded = json.loads(manifest.read_text(encoding="utf-8")).get("models", {})
+            stale = [
+                name
+                for name, outcome in trained.items()
+                if recorded.get(name, {}).get("trained", {}).get("key") != outcome.summary["key"]
+            ]
+            if stale:  # its results describe trainings that are no longer there
+                for name in ("results.json", "manifest.json", "report.html"):
+                    (target / name).unlink(missing_ok=True)
+                print(f"{target}: results removed; retrained {', '.join(stale)}", file=sys.stderr)
+        unlock(target)
     return target
-
-
-def make_folder(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(
-            f"cannot write the run directory under {path.parent}: {exc.strerror}"
-        ) from None
 
 
 def resolve_inside(base_dir: Path, configured: str) -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from test_gate import BAD_POLICIES
+from test_hostile import DOCUMENTED as HOSTILE_CASES
 from test_records import RECORD_CASES
 
 from medharness.cli import main
@@ -239,6 +240,12 @@ def test_disk_full_is_one_line_and_exit_2(
 def test_every_case_is_in_the_documented_table() -> None:
     table = (ROOT / "docs" / "errors.md").read_text()
     documented = set(re.findall(r"^\| `([a-z0-9-]+)` \|", table, flags=re.M))
-    elsewhere = {"disk-full", "degenerate-output", "nan-loglikelihood", *RECORD_CASES}
+    elsewhere = {
+        "disk-full",
+        "degenerate-output",
+        "nan-loglikelihood",
+        *RECORD_CASES,
+        *HOSTILE_CASES,
+    }
     gate_cases = {*BAD_POLICIES, "incomparable-baseline", "missing-run"}  # tests/test_gate.py
     assert documented == {*CASES, *elsewhere, *gate_cases}

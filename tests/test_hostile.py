@@ -15,6 +15,15 @@ import yaml
 
 from medharness.cli import main
 
+# the ids of docs/errors.md's rows these tests cover
+DOCUMENTED = {
+    "model-custom-code",
+    "pickled-adapter",
+    "foreign-target",
+    "planted-link",
+    "concurrent-run",
+}
+
 MARKER_CODE = """
 from pathlib import Path
 Path({marker!r}).write_text("custom code ran")
@@ -130,3 +139,97 @@ def test_training_on_an_adapter_of_pickles_is_refused(
     )
     assert main(["run", str(config), "--out", str(tmp_path / "runs")]) == 2
     assert "holds only pickled weights" in capsys.readouterr().err
+
+
+def fake_config(tmp_path: Path, fake_script: Path, name: str = "demo") -> Path:
+    config = tmp_path / f"{name}.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": name,
+                "models": [{"name": "m", "model": f"fake:{fake_script}"}],
+                "tasks": [{"name": "medqa_4opt", "limit": 3}],
+            }
+        )
+    )
+    return config
+
+
+def tree(root: Path, skip: Path | None = None) -> dict[str, tuple[int, int]]:
+    """Every path under ``root`` (not following links) with its size and mtime."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        if skip is not None and (path == skip or skip in path.parents):
+            continue
+        info = path.lstat()
+        found[str(path.relative_to(root))] = (info.st_size, info.st_mtime_ns)
+    return found
+
+
+def test_a_folder_at_the_target_that_is_not_a_run_is_refused_and_left_alone(
+    data_env: Path, fake_script: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    someone = tmp_path / "runs" / "demo"
+    someone.mkdir(parents=True)
+    (someone / "thesis.tex").write_text("years of work")
+    config = fake_config(tmp_path, fake_script)
+    before = tree(tmp_path)
+    code = main(["run", str(config), "--out", str(tmp_path / "runs")])
+    assert code == 2
+    assert "exists and is not a medharness run directory" in capsys.readouterr().err
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("where", [".demo.partial", "demo"])
+def test_a_planted_link_at_the_staging_or_target_path_is_never_written_through(
+    data_env: Path,
+    fake_script: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    where: str,
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / where).symlink_to(elsewhere)
+    code = main(["run", str(fake_config(tmp_path, fake_script)), "--out", str(tmp_path / "runs")])
+    assert code == 2
+    assert "is a symbolic link" in capsys.readouterr().err
+    assert list(elsewhere.iterdir()) == []
+    assert (tmp_path / "runs" / where).is_symlink()
+
+
+def test_a_second_process_on_the_same_output_is_refused(
+    data_env: Path, fake_script: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import fcntl
+    import os
+
+    from medharness.core.folders import LOCK, make_owned_folder
+
+    staging = tmp_path / "runs" / ".demo.partial"
+    make_owned_folder(staging)
+    handle = os.open(staging / LOCK, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(handle, fcntl.LOCK_EX)  # as a first process writing the run would hold it
+    try:
+        code = main(
+            ["run", str(fake_config(tmp_path, fake_script)), "--out", str(tmp_path / "runs")]
+        )
+    finally:
+        os.close(handle)
+    assert code == 2
+    assert "another medharness process is writing" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "demo").exists()
+
+
+def test_a_run_writes_nothing_outside_its_output_folder(
+    data_env: Path, fake_script: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = fake_config(tmp_path, fake_script)
+    (tmp_path / "runs").mkdir()
+    before = tree(tmp_path, skip=tmp_path / "runs")
+    assert main(["run", str(config), "--out", str(tmp_path / "runs")]) == 0
+    assert main(["run", str(config), "--out", str(tmp_path / "runs")]) == 0  # replaces its own
+    assert tree(tmp_path, skip=tmp_path / "runs") == before
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["demo"]

@@ -1,0 +1,96 @@
+"""Folders medharness owns: it replaces or deletes only what carries its marker, creates
+staging folders fresh (never through a planted link), and lets one process at a time write
+a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from medharness.core.errors import UserError
+
+# In a folder medharness is still writing (staging, a training-only run); a finished run is
+# known by its manifest instead, so its listing stays the documented one.
+MARKER = ".medharness-run"
+LOCK = ".medharness-lock"  # held by the process writing the folder
+STAGING_STATE = "run_state.json"  # staging folders made before the marker existed
+
+
+def is_ours(folder: Path) -> bool:
+    """A real folder (not a link) that medharness made: marked, or a finished run's."""
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    if (folder / MARKER).is_file() or (folder / STAGING_STATE).is_file():
+        return True
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and "medharness_version" in manifest
+
+
+def refuse_foreign(folder: Path) -> None:
+    """Refuse to work in, replace or delete a path that exists and is not ours."""
+    if folder.is_symlink():
+        raise UserError(
+            f"{folder} is a symbolic link; medharness writes runs only into folders it made"
+        )
+    if folder.exists() and not is_ours(folder):
+        raise UserError(
+            f"{folder} exists and is not a medharness run directory; nothing was changed "
+            "(choose another run name or --out, or move that folder away)"
+        )
+
+
+def make_owned_folder(folder: Path) -> None:
+    """Create ``folder`` (or reuse it when ours) and mark it as medharness's."""
+    refuse_foreign(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        marker = folder / MARKER
+        if not marker.is_file():
+            marker.write_text(json.dumps({"made_by": "medharness"}) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise UserError(
+            f"cannot write the run directory under {folder.parent}: {exc.strerror}"
+        ) from None
+
+
+@contextlib.contextmanager
+def exclusive(folder: Path) -> Iterator[None]:
+    """Hold a lock inside ``folder`` (ours) while this process writes it; a second process on
+    the same output is refused in one line instead of interleaving its writes. The lock file
+    goes when the lock does, so the finished folder holds only what the run wrote."""
+    lock_path = folder / LOCK
+    try:
+        handle = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise UserError(f"cannot write the run directory {folder}: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(
+                f"another medharness process is writing {folder} now; wait for it to finish "
+                "or use another run name or --out"
+            ) from None
+        yield
+    finally:
+        os.close(handle)
+
+
+def unlock(folder: Path) -> None:
+    """Drop the lock file, so the folder holds only what the run wrote."""
+    (folder / LOCK).unlink(missing_ok=True)
+
+
+def finish(folder: Path) -> None:
+    """Before a finished run takes its final name: unlocked and unmarked, its manifest marks
+    it from then on."""
+    unlock(folder)
+    (folder / MARKER).unlink(missing_ok=True)
