@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,19 +45,47 @@ def load_task_data(task: Task, root: DataRoot) -> LoadedData:
     except PermissionError as exc:
         raise UserError(f"cannot read data for {task.name}: {exc}") from None
     verify_checksums(folder, task.data_subdir, loaded.file_hashes)
+    refuse_duplicate_ids(task.name, folder, [sample.doc_id for sample in loaded.samples])
     return loaded
 
 
+def refuse_duplicate_ids(task: str, folder: Path, ids: list[str]) -> None:
+    """Two samples with one id would share a sample-log line while both count in n."""
+    repeated = sorted(doc for doc, count in Counter(ids).items() if count > 1)
+    if repeated:
+        shown = ", ".join(repeated[:3]) + (" ..." if len(repeated) > 3 else "")
+        raise UserError(
+            f"data for {task} in {folder}: {len(repeated)} sample id(s) appear more than once "
+            f"({shown}); every sample needs its own id"
+        )
+
+
+CHECKSUM_LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *](.+)$")  # sha256sum: text or binary mode
+BSD_CHECKSUM_LINE = re.compile(r"^SHA256 \((.+)\) = ([0-9a-fA-F]{64})$")  # sha256sum --tag
+
+
 def expected_checksums(folder: Path) -> dict[str, str]:
-    """The dataset folder's own SHA256SUMS (``<sha256>  <path>`` lines), if it ships one."""
+    """The dataset folder's own SHA256SUMS, if it ships one: every line in one of the formats
+    sha256sum writes (``<sha256>  <path>``, ``<sha256> *<path>``, ``SHA256 (<path>) = <sha256>``);
+    any other line is an error rather than a file left unchecked."""
     sums = folder / "SHA256SUMS"
     if not sums.is_file():
         return {}
+    try:
+        lines = sums.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"{sums}: not UTF-8 text") from None
     expected = {}
-    for line in sums.read_text(encoding="utf-8").splitlines():
-        digest, _, name = line.partition("  ")
-        if digest and name:
-            expected[name.removeprefix("./")] = digest.strip()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        if match := CHECKSUM_LINE.match(line.rstrip("\r")):
+            digest, name = match.groups()
+        elif match := BSD_CHECKSUM_LINE.match(line.rstrip("\r")):
+            name, digest = match.groups()
+        else:
+            raise UserError(f"{sums}:{number}: not a sha256sum line: {line[:80]!r}")
+        expected[name.removeprefix("./")] = digest.lower()
     return expected
 
 

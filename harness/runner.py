@@ -69,6 +69,7 @@ class PreparedTask:
     task: Task
     samples: list[Sample]
     file_hashes: dict[str, str]
+    skipped: dict[str, int]  # rows of the data left out, by reason
 
     def identity(self) -> TaskIdentity:
         """What makes results on this task comparable with another run's."""
@@ -262,7 +263,7 @@ def prepare_tasks(
         samples = loaded.samples[: min(caps)] if caps else loaded.samples
         if not samples:
             raise UserError(f"task {task.name}: no samples to evaluate in {data_root.path}")
-        prepared.append(PreparedTask(task, samples, loaded.file_hashes))
+        prepared.append(PreparedTask(task, samples, loaded.file_hashes, loaded.skipped))
         file_hashes.update(loaded.file_hashes)
     return prepared, file_hashes
 
@@ -468,7 +469,12 @@ def build_manifest(
         tasks={item.task.name: item.identity() for item in prepared},
         models=state["models"],
         pair_keys=state["pairs"],  # a later run reuses a sample log whose key is unchanged
-        data=DataRecord(root=str(data_root.path), origin=data_root.origin, sha256=file_hashes),
+        data=DataRecord(
+            root=str(data_root.path),
+            origin=data_root.origin,
+            sha256=file_hashes,
+            skipped={item.task.name: item.skipped for item in prepared if item.skipped},
+        ),
         seeds={"bootstrap": config.seed, "medquad_split": SPLIT_SEED},
         decoding=Decoding(strategy="greedy", max_new_tokens=config.generation.max_new_tokens),
         versions={"python": platform.python_version(), **package_versions()},

@@ -7,6 +7,7 @@ foreign file with a missing or mistyped field is one clear error naming the file
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -22,10 +23,14 @@ from medharness.core.records import (
     SCHEMA_VERSION,
     InputRow,
     Manifest,
+    MetricValue,
     ResultsFile,
     SampleRow,
+    TaskResult,
 )
 from medharness.core.validation import format_validation_error
+from medharness.tasks import TASKS
+from medharness.tasks.metrics import aggregate
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -78,7 +83,37 @@ class RunData:
 
     @cached_property
     def results(self) -> ResultsFile:
-        return self._record("results.json", ResultsFile)
+        """results.json, checked against the sample logs it was computed from: an edited
+        aggregate is refused, never judged or shown."""
+        stored = self._record("results.json", ResultsFile)
+        resamples, seed = self.manifest.bootstrap_settings()
+        for model, tasks in stored.results.items():
+            for task, result in tasks.items():
+                if task in TASKS:
+                    self._check_result(model, task, result, resamples, seed)
+        return stored
+
+    def _check_result(
+        self, model: str, task: str, stored: TaskResult, resamples: int, seed: int
+    ) -> None:
+        rows = self.samples(model, task)
+        recomputed = aggregate(TASKS[task], rows, resamples=resamples, seed=seed)
+        differing = [
+            name
+            for name, value in stored.metrics.items()
+            if name not in recomputed.metrics or not same(value, recomputed.metrics[name])
+        ]
+        if stored.n != recomputed.n or differing:
+            what = f"n {stored.n} vs {recomputed.n}" if stored.n != recomputed.n else ""
+            what = what or ", ".join(
+                f"{name} {stored.metrics[name].value:.6g} vs "
+                + (f"{recomputed.metrics[name].value:.6g}" if name in recomputed.metrics else "-")
+                for name in differing
+            )
+            raise UserError(
+                f"{self.path / 'results.json'}: {model}/{task} disagrees with its sample log "
+                f"({what}, stored vs recomputed); the file or the log was changed after the run"
+            )
 
     @cached_property
     def manifest(self) -> Manifest:
@@ -136,3 +171,9 @@ class RunData:
             path.parent.name: self._json(str(path.relative_to(self.path)))
             for path in sorted((self.path / "train").glob("*/sweep.json"))
         }
+
+
+def same(stored: MetricValue, recomputed: MetricValue) -> bool:
+    """Equal up to float rounding (a value written as JSON and read back is exact)."""
+    pairs = [(stored.value, recomputed.value), *zip(stored.ci95, recomputed.ci95, strict=True)]
+    return all(math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12) for a, b in pairs)

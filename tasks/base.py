@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from medharness.core.errors import UserError
+
 TaskKind = Literal["generate", "multiple_choice"]
 
 
@@ -30,10 +32,19 @@ class Sample:
 
 @dataclass(frozen=True)
 class LoadedData:
-    """The samples of one split and the sha256 of every data file read to make them."""
+    """The samples of one split, the sha256 of every data file read to make them, and how
+    many rows were left out for each reason (recorded in the manifest)."""
 
     samples: list[Sample]
     file_hashes: dict[str, str]
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+def require_text(value: Any, where: str, column: str) -> str:
+    """A required text field: a non-empty string, else one error naming file, row, column."""
+    if not isinstance(value, str) or not value.strip():
+        raise UserError(f"{where}: {column}: must be non-empty text, not {value!r}")
+    return value
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,12 @@ from pathlib import Path
 
 from medharness.core.errors import UserError
 from medharness.core.io import read_jsonl, sha256_file
-from medharness.tasks.base import LoadedData, Sample, Task
+from medharness.tasks.base import LoadedData, Sample, Task, require_text
 from medharness.tasks.multiple_choice import letter_sample, medmcqa_prompt
 
 VERSION = "1"
 FILE_NAME = "dev.jsonl"
+OPTION_COLUMNS = ("opa", "opb", "opc", "opd")
 OBTAIN = (
     "MedMCQA: download the dev set (dev.json, JSON Lines) from https://github.com/medmcqa/medmcqa "
     "and save it as medmcqa/dev.jsonl"
@@ -30,24 +31,25 @@ OBTAIN = (
 def load_medmcqa_file(path: Path) -> list[Sample]:
     samples = []
     for index, row in enumerate(read_jsonl(path)):
-        try:
-            options = [row["opa"], row["opb"], row["opc"], row["opd"]]
-            gold = int(row["cop"]) - 1  # this release is 1-based; the HF copy is 0-based
-        except (KeyError, ValueError, TypeError) as exc:
-            raise UserError(f"{path}: record {index + 1}: missing or bad field ({exc})") from None
-        if not 0 <= gold < 4:
-            raise UserError(f"{path}: record {index + 1}: cop {row['cop']!r} is not 1..4")
+        where = f"{path}:{index + 1}"
+        options = [require_text(row.get(column), where, column) for column in OPTION_COLUMNS]
+        question = require_text(row.get("question"), where, "question")
+        cop = row.get("cop")
+        # this release is 1-based; the hub copy is 0-based
+        if isinstance(cop, bool) or cop not in (1, 2, 3, 4, "1", "2", "3", "4"):
+            raise UserError(f"{where}: cop: {cop!r} is not 1, 2, 3 or 4")
+        gold = int(cop) - 1
         samples.append(
             letter_sample(
                 doc_id=str(row.get("id", index)),
-                prompt=medmcqa_prompt(row["question"], options),
+                prompt=medmcqa_prompt(question, options),
                 n_options=4,
                 gold=gold,
                 metadata={
                     "subject": row.get("subject_name") or "",
                     "topic": row.get("topic_name") or "",
                     "choice_type": row.get("choice_type") or "",
-                    "question": row["question"],
+                    "question": question,
                 },
             )
         )

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from medharness.core.errors import UserError
 from medharness.core.io import read_jsonl, sha256_file
-from medharness.tasks.base import LoadedData, Sample, Task
+from medharness.tasks.base import LoadedData, Sample, Task, require_text
 from medharness.tasks.multiple_choice import LETTERS, letter_sample, medqa_prompt
 
 VERSION = "1"
@@ -37,22 +37,37 @@ OBTAIN = (
 def load_medqa_file(path: Path, n_options: int) -> list[Sample]:
     """Read one MedQA JSONL file into letter-choice samples; check every record's answer."""
     samples = []
+    letters = LETTERS[:n_options]
     for index, row in enumerate(read_jsonl(path)):
-        where = f"{path}: record {index + 1}"
+        where = f"{path}:{index + 1}"
         try:
-            options = [row["options"][letter] for letter in LETTERS[:n_options]]
-            gold = LETTERS.index(row["answer_idx"])
-        except (KeyError, ValueError, TypeError) as exc:
-            raise UserError(f"{where}: missing or bad field ({exc})") from None
-        if gold >= n_options:
-            raise UserError(f"{where}: answer_idx {row['answer_idx']!r} outside the options")
+            options = [
+                require_text(row["options"][letter], where, f"options.{letter}")
+                for letter in letters
+            ]
+        except (KeyError, TypeError) as exc:
+            raise UserError(f"{where}: options: missing or bad ({exc})") from None
+        question = require_text(row.get("question"), where, "question")
+        answer_idx = row.get("answer_idx")
+        if not (isinstance(answer_idx, str) and len(answer_idx) == 1 and answer_idx in letters):
+            raise UserError(
+                f"{where}: answer_idx: {answer_idx!r} is not one of the option letters "
+                f"{', '.join(letters)}"
+            )
+        gold = letters.index(answer_idx)
+        answer = row.get("answer")
+        if answer is not None and str(answer).strip() != options[gold].strip():
+            raise UserError(
+                f"{where}: answer: {str(answer)[:60]!r} is not option {answer_idx} "
+                f"({options[gold][:60]!r})"
+            )
         samples.append(
             letter_sample(
                 doc_id=str(index),
-                prompt=medqa_prompt(row["question"], options),
+                prompt=medqa_prompt(question, options),
                 n_options=n_options,
                 gold=gold,
-                metadata={"meta_info": row.get("meta_info", ""), "question": row["question"]},
+                metadata={"meta_info": row.get("meta_info", ""), "question": question},
             )
         )
     return samples

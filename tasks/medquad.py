@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 import xml.etree.ElementTree as ET
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -61,7 +62,8 @@ def clean_answer(text: str) -> str:
     return "\n".join(line.strip() for line in text.splitlines() if line.strip())
 
 
-def parse_document(path: Path) -> list[QAPair]:
+def parse_document(path: Path, skipped: Counter[str]) -> list[QAPair]:
+    """The document's answered pairs; those left out are counted in ``skipped`` by reason."""
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as exc:
@@ -74,7 +76,11 @@ def parse_document(path: Path) -> list[QAPair]:
     for position, pair in enumerate(root.iter("QAPair"), start=1):
         question = pair.find("Question")
         answer = clean_answer(pair.findtext("Answer") or "")
-        if question is None or not answer:
+        if question is None or not (question.text or "").strip():
+            skipped["no question"] += 1
+            continue
+        if not answer:  # three MedlinePlus folders by upstream design
+            skipped["no answer"] += 1
             continue
         pairs.append(
             QAPair(
@@ -92,7 +98,9 @@ def parse_document(path: Path) -> list[QAPair]:
     return pairs
 
 
-def load_pairs(root: Path) -> tuple[list[QAPair], dict[str, str]]:
+def load_pairs(
+    root: Path, skipped: Counter[str] | None = None
+) -> tuple[list[QAPair], dict[str, str]]:
     """Every answered pair under ``root``, and one sha256 per folder over its files' sha256s.
 
     The folder digest is the sha256 of ``"<sha256>  ./<folder>/<file>\\n"`` lines in name
@@ -108,7 +116,7 @@ def load_pairs(root: Path) -> tuple[list[QAPair], dict[str, str]]:
         listings.setdefault(path.parent.name, []).append(
             f"{hashlib.sha256(data).hexdigest()}  ./{path.parent.name}/{path.name}\n"
         )
-        pairs.extend(parse_document(path))
+        pairs.extend(parse_document(path, Counter() if skipped is None else skipped))
     digests = {
         f"medquad/{folder}/ ({len(lines)} files)": hashlib.sha256(
             "".join(lines).encode()
@@ -159,8 +167,10 @@ def to_sample(pair: QAPair) -> Sample:
 
 
 def load_split(root: Path, split: Split = "test") -> LoadedData:
-    pairs, digests = load_pairs(root)
-    return LoadedData([to_sample(pair) for pair in split_pairs(pairs)[split]], digests)
+    skipped: Counter[str] = Counter()
+    pairs, digests = load_pairs(root, skipped)
+    samples = [to_sample(pair) for pair in split_pairs(pairs)[split]]
+    return LoadedData(samples, digests, dict(sorted(skipped.items())))
 
 
 def _load_test(root: Path) -> LoadedData:

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from medharness.core.errors import UserError
 from medharness.core.io import sha256_file
-from medharness.tasks.base import LoadedData, Sample, Task
+from medharness.tasks.base import LoadedData, Sample, Task, require_text
 
 VERSION = "1"
 FILE_NAME = "test_set.json"
@@ -31,20 +32,44 @@ def pubmedqa_prompt(contexts: list[str], question: str) -> str:
     return "Abstract: {}\nQuestion: {}\nAnswer:".format("\n".join(contexts), question)
 
 
+class DuplicateKey(ValueError):
+    """A key that appears twice in one JSON object (json.loads would keep the last)."""
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise DuplicateKey(key)
+        seen[key] = value
+    return seen
+
+
 def load_pubmedqa_file(path: Path) -> list[Sample]:
     try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
+        entries = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=unique_keys)
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    except DuplicateKey as exc:
+        raise UserError(f"{path}: PMID {exc.args[0]} appears twice") from None
     if not isinstance(entries, dict):
         raise UserError(f"{path}: expected a JSON object keyed by PMID")
     samples = []
     for pmid, entry in entries.items():
-        try:
-            gold = LABELS.index(entry["final_decision"])
-            prompt = pubmedqa_prompt(entry["CONTEXTS"], entry["QUESTION"])
-        except (KeyError, ValueError, TypeError) as exc:
-            raise UserError(f"{path}: PMID {pmid}: missing or bad field ({exc})") from None
+        where = f"{path}: PMID {pmid}"
+        if not isinstance(entry, dict):
+            raise UserError(f"{where}: expected an object")
+        question = require_text(entry.get("QUESTION"), where, "QUESTION")
+        contexts = entry.get("CONTEXTS")
+        if not isinstance(contexts, list) or not all(isinstance(c, str) for c in contexts):
+            raise UserError(f"{where}: CONTEXTS: must be a list of texts")
+        decision = entry.get("final_decision")
+        if decision not in LABELS:
+            raise UserError(f"{where}: final_decision: {decision!r} is not yes, no or maybe")
+        gold = LABELS.index(decision)
+        prompt = pubmedqa_prompt(contexts, question)
         samples.append(
             Sample(
                 doc_id=str(pmid),
@@ -52,7 +77,7 @@ def load_pubmedqa_file(path: Path) -> list[Sample]:
                 target=LABELS[gold],
                 choices=LABELS,
                 gold=gold,
-                metadata={"question": entry["QUESTION"], "year": entry.get("YEAR", "")},
+                metadata={"question": question, "year": entry.get("YEAR", "")},
             )
         )
     return samples

@@ -233,3 +233,195 @@ def test_a_run_writes_nothing_outside_its_output_folder(
     assert main(["run", str(config), "--out", str(tmp_path / "runs")]) == 0  # replaces its own
     assert tree(tmp_path, skip=tmp_path / "runs") == before
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["demo"]
+
+
+def fresh_data(tmp_path: Path) -> Path:
+    from conftest import write_fixture_data
+
+    return write_fixture_data(tmp_path / "data")
+
+
+def edit_jsonl(path: Path, line: int, change: dict[str, object]) -> None:
+    rows = [json.loads(text) for text in path.read_text().splitlines()]
+    rows[line - 1].update(change)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def eval_task(data: Path, fake_script: Path, task: str, out: Path) -> int:
+    return main(
+        ["eval", "--model", f"fake:{fake_script}", "--tasks", task, "--data-dir", str(data),
+         "--out", str(out)]
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"answer_idx": ""},
+            "us_4opt_test.jsonl:3: answer_idx: '' is not one of the option letters",
+        ),
+        ({"answer_idx": "AB"}, ":3: answer_idx: 'AB' is not one of the option letters"),
+        ({"answer_idx": "E"}, ":3: answer_idx: 'E' is not one of the option letters A, B, C, D"),
+        ({"answer_idx": None}, ":3: answer_idx: None is not one of the option letters"),
+        ({"answer": "no such option"}, ":3: answer: 'no such option' is not option"),
+        ({"question": "  "}, ":3: question: must be non-empty text"),
+        ({"options": {"A": "a", "B": "", "C": "c", "D": "d"}}, ":3: options.B: must be non-empty"),
+    ],
+)
+def test_a_medqa_row_with_a_bad_gold_or_text_is_one_line_naming_file_row_and_column(
+    fake_script: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    change: dict[str, object],
+    message: str,
+) -> None:
+    data = fresh_data(tmp_path)
+    edit_jsonl(data / "medqa/us_4opt_test.jsonl", 3, change)
+    assert eval_task(data, fake_script, "medqa_4opt", tmp_path / "runs") == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "eval-fake").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"cop": 0}, "dev.jsonl:2: cop: 0 is not 1, 2, 3 or 4"),
+        ({"cop": True}, "dev.jsonl:2: cop: True is not 1, 2, 3 or 4"),
+        ({"cop": "x"}, "dev.jsonl:2: cop: 'x' is not 1, 2, 3 or 4"),
+        ({"opc": None}, "dev.jsonl:2: opc: must be non-empty text"),
+        ({"question": ""}, "dev.jsonl:2: question: must be non-empty text"),
+    ],
+)
+def test_a_medmcqa_row_with_a_bad_gold_or_text_is_refused(
+    fake_script: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    change: dict[str, object],
+    message: str,
+) -> None:
+    data = fresh_data(tmp_path)
+    edit_jsonl(data / "medmcqa/dev.jsonl", 2, change)
+    assert eval_task(data, fake_script, "medmcqa", tmp_path / "runs") == 2
+    assert message in capsys.readouterr().err
+
+
+def test_duplicate_sample_ids_are_refused_not_overwritten(
+    fake_script: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = fresh_data(tmp_path)
+    first = json.loads((data / "medmcqa/dev.jsonl").read_text().splitlines()[0])
+    edit_jsonl(data / "medmcqa/dev.jsonl", 2, {"id": first["id"]})
+    assert eval_task(data, fake_script, "medmcqa", tmp_path / "runs") == 2
+    assert "sample id(s) appear more than once" in capsys.readouterr().err
+
+
+def test_a_pubmedqa_file_with_a_repeated_pmid_or_a_bad_label_is_refused(
+    fake_script: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = fresh_data(tmp_path)
+    path = data / "pubmedqa/test_set.json"
+    entries = json.loads(path.read_text())
+    pmid, entry = next(iter(entries.items()))
+    twice = f"{json.dumps(pmid)}: {json.dumps(entry)}"
+    path.write_text("{" + twice + ", " + twice + "}")
+    assert eval_task(data, fake_script, "pubmedqa", tmp_path / "runs") == 2
+    assert f"PMID {pmid} appears twice" in capsys.readouterr().err
+    entries[pmid]["final_decision"] = "perhaps"
+    path.write_text(json.dumps(entries))
+    assert eval_task(data, fake_script, "pubmedqa", tmp_path / "runs") == 2
+    assert "final_decision: 'perhaps' is not yes, no or maybe" in capsys.readouterr().err
+    path.write_bytes(b'{"1": "\xff\xfe"}')
+    assert eval_task(data, fake_script, "pubmedqa", tmp_path / "runs") == 2
+    assert "not UTF-8 text" in capsys.readouterr().err
+
+
+def test_medquad_pairs_without_a_question_are_skipped_and_counted(
+    fake_script: Path, tmp_path: Path
+) -> None:
+    data = fresh_data(tmp_path)
+    xml = next((data / "medquad").glob("*/*.xml"))
+    text = xml.read_text()
+    start = text.index("<Question")
+    end = text.index("</Question>", start)
+    question_open = text[start : text.index(">", start) + 1]
+    xml.write_text(text[:start] + question_open + "   " + text[end:])
+    for sums in (data / "medquad").glob("SHA256SUMS"):
+        sums.unlink()  # the edit is deliberate here
+    assert eval_task(data, fake_script, "medquad_gen", tmp_path / "runs") == 0
+    manifest = json.loads((tmp_path / "runs/eval-fake/manifest.json").read_text())
+    assert manifest["data"]["skipped"]["medquad_gen"]["no question"] == 1
+    inputs = (tmp_path / "runs/eval-fake/inputs/medquad_gen.jsonl").read_text().splitlines()
+    assert all(json.loads(line)["prompt"].strip() for line in inputs)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "{digest}  us_4opt_test.jsonl",
+        "{digest} *us_4opt_test.jsonl",
+        "SHA256 (us_4opt_test.jsonl) = {digest}",
+        "{digest}  ./us_4opt_test.jsonl",
+    ],
+)
+def test_every_sha256sum_format_is_checked(
+    fake_script: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], line: str
+) -> None:
+    data = fresh_data(tmp_path)
+    sums = data / "medqa/SHA256SUMS"
+    sums.write_text(line.format(digest="0" * 64) + "\n")
+    assert eval_task(data, fake_script, "medqa_4opt", tmp_path / "runs") == 2
+    assert "differs from 000000000000" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"not a checksum line\n", "SHA256SUMS:1: not a sha256sum line"),
+        (b"\xff\xfe\x00garbage\n", "SHA256SUMS: not UTF-8 text"),
+    ],
+)
+def test_a_checksum_file_that_cannot_be_read_is_one_line(
+    fake_script: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    content: bytes,
+    message: str,
+) -> None:
+    data = fresh_data(tmp_path)
+    (data / "medqa/SHA256SUMS").write_bytes(content)
+    assert eval_task(data, fake_script, "medqa_4opt", tmp_path / "runs") == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_a_policy_threshold_must_be_a_finite_number(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text(f"floors: {{medqa_4opt.acc: {value}}}\n")
+    run = Path(__file__).parent / "fixtures/run-0.1"
+    assert main(["gate", str(run), "--policy", str(policy)]) == 2
+    assert "floors.medqa_4opt.acc: Input should be a finite number" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["gate", "report", "leaderboard"])
+def test_an_edited_aggregate_is_refused_by_gate_report_and_leaderboard(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(Path(__file__).parent / "fixtures/run-0.1", run)
+    results = json.loads((run / "results.json").read_text())
+    results["results"]["tuned"]["medqa_4opt"]["metrics"]["acc"]["value"] = 0.99
+    (run / "results.json").write_text(json.dumps(results))
+    policy = tmp_path / "p.yaml"
+    policy.write_text("min_samples: 1\nfloors: {medqa_4opt.acc: 0.9}\n")
+    args = {
+        "gate": ["gate", str(run), "--policy", str(policy)],
+        "report": ["report", str(run), "-o", str(tmp_path / "r.html")],
+        "leaderboard": ["leaderboard", str(run), "-o", str(tmp_path / "l.html")],
+    }[command]
+    assert main(args) == 2
+    assert "tuned/medqa_4opt disagrees with its sample log (acc 0.99 vs 0.25" in (
+        capsys.readouterr().err
+    )

@@ -111,6 +111,7 @@ class DataRecord(Strict):
     root: str
     origin: str
     sha256: dict[str, str]
+    skipped: dict[str, dict[str, int]] = Field(default_factory=dict)  # task -> reason -> rows
 
 
 class Decoding(Strict):

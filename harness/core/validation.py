@@ -13,9 +13,10 @@ from medharness.core.errors import UserError
 
 
 class Strict(BaseModel):
-    """Unknown keys are refused and instances are immutable: a typo fails loudly."""
+    """Unknown keys are refused, numbers must be finite, and instances are immutable: a typo
+    or a NaN threshold fails loudly."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 M = TypeVar("M", bound=BaseModel)
