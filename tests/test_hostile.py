@@ -22,6 +22,13 @@ DOCUMENTED = {
     "foreign-target",
     "planted-link",
     "concurrent-run",
+    "bad-gold-letter",
+    "gold-text-mismatch",
+    "empty-required-text",
+    "duplicate-sample-ids",
+    "bad-checksum-line",
+    "non-finite-number",
+    "edited-aggregate",
 }
 
 MARKER_CODE = """
