@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medharness.core.cache import cache_root
-from medharness.core.errors import UserError
+from medharness.core.errors import UserError, boundary
 from medharness.tasks import LoadedData, Task
 
 DATA_ENV = "MEDHARNESS_DATA_DIR"
@@ -40,10 +40,8 @@ def load_task_data(task: Task, root: DataRoot) -> LoadedData:
             f"{root.origin}). Point {DATA_ENV} or data_dir at a folder holding {LAYOUT}. "
             f"{task.obtain_hint}"
         )
-    try:
+    with boundary(f"cannot read data for {task.name} in {folder}"):
         loaded = task.load(folder)
-    except PermissionError as exc:
-        raise UserError(f"cannot read data for {task.name}: {exc}") from None
     verify_checksums(folder, task.data_subdir, loaded.file_hashes)
     refuse_duplicate_ids(task.name, folder, [sample.doc_id for sample in loaded.samples])
     return loaded

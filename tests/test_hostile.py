@@ -29,6 +29,11 @@ DOCUMENTED = {
     "bad-checksum-line",
     "non-finite-number",
     "edited-aggregate",
+    "corrupt-weights",
+    "weights-do-not-fit",
+    "unknown-peft-type",
+    "yaml-too-deep",
+    "output-is-a-folder",
 }
 
 MARKER_CODE = """
@@ -432,3 +437,103 @@ def test_an_edited_aggregate_is_refused_by_gate_report_and_leaderboard(
     assert "tuned/medqa_4opt disagrees with its sample log (acc 0.99 vs 0.25" in (
         capsys.readouterr().err
     )
+
+
+def broken_model(tiny_llama: Path, tmp_path: Path, how: str) -> Path:
+    folder = tmp_path / how
+    shutil.copytree(tiny_llama, folder)
+    weights = folder / "model.safetensors"
+    if how == "truncated":
+        weights.write_bytes(weights.read_bytes()[:1000])
+    elif how == "garbage":
+        weights.write_bytes(b"\x00" * 64)
+    elif how == "other-shapes":
+        config = json.loads((folder / "config.json").read_text())
+        config["hidden_size"] *= 2
+        (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("truncated", "a weight file is corrupt or truncated"),
+        ("garbage", "a weight file is corrupt or truncated"),
+        ("other-shapes", "its weights do not fit its config.json's shapes"),
+    ],
+)
+def test_broken_weights_are_one_line_and_exit_2(
+    tiny_llama: Path,
+    data_env: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    how: str,
+    message: str,
+) -> None:
+    folder = broken_model(tiny_llama, tmp_path, how)
+    args = ["eval", "--model", str(folder), "--tasks", "medqa_4opt", "--limit", "2"]
+    assert main([*args, "--out", str(tmp_path / "runs")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and message in errors[0]
+
+
+def test_an_unknown_peft_type_is_one_line(
+    tiny_llama: Path, data_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_llama), LoraConfig(r=2, target_modules=["q_proj"])
+    )
+    model.save_pretrained(tmp_path / "adapter")
+    config_path = tmp_path / "adapter/adapter_config.json"
+    config_path.write_text(
+        json.dumps({**json.loads(config_path.read_text()), "peft_type": "WIBBLE"})
+    )
+    args = ["eval", "--model", str(tiny_llama), "--adapter", str(tmp_path / "adapter")]
+    assert main([*args, "--tasks", "medqa_4opt", "--out", str(tmp_path / "runs")]) == 2
+    assert "peft_type 'WIBBLE' is not one this peft version knows" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "text", ["[" * 20000, "a: " * 3000 + "1", "{" * 20000], ids=["lists", "maps", "flow"]
+)
+def test_extreme_yaml_nesting_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str
+) -> None:
+    config = tmp_path / "deep.yaml"
+    config.write_text(text)
+    assert main(["run", str(config), "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "deep.yaml" in err
+
+
+@pytest.mark.parametrize("command", ["report", "leaderboard", "gate-junit", "gate-markdown"])
+def test_an_output_path_that_is_a_folder_is_one_line_and_the_folder_untouched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    run = Path(__file__).parent / "fixtures/run-0.1"
+    folder = tmp_path / "existing"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    policy = tmp_path / "p.yaml"
+    policy.write_text("min_samples: 1\n")
+    args = {
+        "report": ["report", str(run), "-o", str(folder)],
+        "leaderboard": ["leaderboard", str(run), "-o", str(folder)],
+        "gate-junit": ["gate", str(run), "--policy", str(policy), "--junit", str(folder)],
+        "gate-markdown": ["gate", str(run), "--policy", str(policy), "--markdown", str(folder)],
+    }[command]
+    assert main(args) == 2
+    assert f"{folder} is a folder; name a file to write" in capsys.readouterr().err
+    assert [p.name for p in folder.iterdir()] == ["keep.txt"]
+
+
+def test_an_output_path_below_a_file_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "afile").write_text("x")
+    run = Path(__file__).parent / "fixtures/run-0.1"
+    assert main(["report", str(run), "-o", str(tmp_path / "afile/report.html")]) == 2
+    assert "is not a folder" in capsys.readouterr().err

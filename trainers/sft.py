@@ -19,7 +19,7 @@ from typing import Any
 from transformers import TrainerCallback
 from trl import SFTTrainer
 
-from medharness.core.errors import UserError, first_line
+from medharness.core.errors import UserError, boundary
 from medharness.core.io import append_jsonl_durable, read_jsonl, write_json_atomic
 from medharness.core.weights import refuse_pickles
 from medharness.trainers.data import TrainingSet, with_disclaimer
@@ -197,10 +197,8 @@ def trainable_model(spec: TrainSpec, base_model: str, adapter: str | None) -> An
         load["dtype"] = torch.float32  # master weights; bf16/fp16 run under autocast
     if adapter:  # training loads safetensors only, base weights and adapters alike
         refuse_pickles(Path(adapter).expanduser(), "adapter", allow_pickle=False)
-    try:
+    with boundary(f"could not load {base_model!r} for training"):
         model = AutoModelForCausalLM.from_pretrained(base_model, **load)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"could not load {base_model!r} for training: {first_line(exc)}") from None
     if spec.recipe == "qlora":
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=spec.gradient_checkpointing

@@ -57,3 +57,5 @@ def load_yaml_file(path: Path, what: str) -> Any:
         raise UserError(f"{where}: malformed YAML ({problem})") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text") from None
+    except RecursionError:
+        raise UserError(f"{path}: nested too deeply to be a {what} file") from None

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from medharness.core.cache import weights_sha256
-from medharness.core.errors import UserError, first_line
+from medharness.core.errors import UserError, boundary, first_line
 from medharness.core.weights import refuse_pickles
 from medharness.models.specs import looks_like_path
 
@@ -42,16 +42,32 @@ def attach_adapter(model: Any, adapter: str, allow_pickle: bool = False) -> Any:
     refuse_pickles(path, "adapter", allow_pickle)
     if not path.exists() and looks_like_path(adapter):
         raise UserError(f"adapter path does not exist: {adapter}")
-    try:
-        return PeftModel.from_pretrained(model, str(path) if path.exists() else adapter)
-    except (OSError, ValueError, RuntimeError) as exc:
+    if path.exists():
+        known_peft_type(path)
+
+    def explain(exc: BaseException) -> str:
         if "size mismatch" in str(exc):
             trained_for = adapter_base(path)
-            raise UserError(
+            return (
                 f"adapter {adapter!r} does not fit this model: its weights have other shapes "
                 f"(trained for {trained_for or 'a different base model'})"
-            ) from None
-        raise UserError(f"could not load adapter {adapter!r}: {first_line(exc)}") from None
+            )
+        return f"could not load adapter {adapter!r}: {first_line(exc)}"
+
+    with boundary(adapter, explain):
+        return PeftModel.from_pretrained(model, str(path) if path.exists() else adapter)
+
+
+def known_peft_type(folder: Path) -> None:
+    """An adapter_config.json that parses and names a PEFT type this peft knows."""
+    from peft import PeftType
+
+    config_path = folder / "adapter_config.json"
+    with boundary(f"{config_path}: not valid JSON"):
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    kind = config.get("peft_type") if isinstance(config, dict) else None
+    if kind not in {member.value for member in PeftType}:
+        raise UserError(f"{config_path}: peft_type {kind!r} is not one this peft version knows")
 
 
 def adapter_base(path: Path) -> str | None:

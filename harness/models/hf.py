@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from medharness.core.cache import weights_sha256
-from medharness.core.errors import UserError, first_line
+from medharness.core.errors import UserError, boundary, first_line
 from medharness.models.adapters import adapter_sha256, attach_adapter, merge_when_exact
 from medharness.models.base import Progress
 from medharness.models.choice import auto_batch_size, cpu_threads
@@ -199,9 +199,13 @@ class HFModel:
         }
 
 
-def load_failure(spec: str, exc: Exception, allow_pickle: bool) -> str:
+def load_failure(spec: str, exc: BaseException, allow_pickle: bool) -> str:
     """One line for a model that would not load, with the hint that fits the cause."""
     text = first_line(exc)
+    if "ignore_mismatched_sizes" in text or "size mismatch" in text:
+        return f"could not load model {spec!r}: its weights do not fit its config.json's shapes"
+    if "deserializing header" in text or "incomplete metadata" in text:
+        return f"could not load model {spec!r}: a weight file is corrupt or truncated ({text})"
     if "custom code" in text:
         return (
             f"could not load model {spec!r}: it asks to run code from its folder (auto_map), "
@@ -238,7 +242,7 @@ def load_hf_model(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    try:
+    with boundary(spec, lambda exc: load_failure(spec, exc, allow_pickle)):
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
         model: Any = AutoModelForCausalLM.from_pretrained(
             source,
@@ -246,8 +250,6 @@ def load_hf_model(
             use_safetensors=None if allow_pickle else True,
             trust_remote_code=False,
         )
-    except (OSError, ValueError) as exc:
-        raise UserError(load_failure(spec, exc, allow_pickle)) from None
     merged = False
     if adapter:
         model, merged = merge_when_exact(attach_adapter(model, adapter, allow_pickle))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medharness.core.errors import UserError
+from medharness.core.errors import UserError, boundary
 from medharness.core.weights import refuse_pickles
 from medharness.models.adapters import adapter_sha256, lora_rank
 from medharness.models.base import Progress
@@ -65,7 +65,7 @@ def load_vllm_model(
     if current_platform.is_cpu():
         # Compiling takes minutes on a CPU and buys little for the models run there.
         options.update(kv_cache_memory_bytes=CPU_KV_CACHE_BYTES, enforce_eager=True)
-    try:
+    with boundary(spec, lambda exc: load_failure(spec, exc, allow_pickle)):
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
         config = AutoConfig.from_pretrained(source, trust_remote_code=False)
         engine = LLM(
@@ -77,8 +77,6 @@ def load_vllm_model(
             seed=0,
             **options,
         )
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise UserError(load_failure(spec, exc, allow_pickle)) from None
     defaults = engine.get_default_sampling_params()
     return VLLMModel(
         engine=engine,
