@@ -18,7 +18,7 @@ Slug = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
 
 class ModelEntry(Strict):
     name: Slug  # column header in reports and folder under samples/
-    model: str  # smollm2-135m-instruct | fake:PATH | local directory | hub id
+    model: str = Field(min_length=1)  # smollm2-135m-instruct | fake:PATH | local folder | hub id
     adapter: str | None = None  # PEFT adapter directory or hub id, applied on `model`
     # auto: vLLM on a CUDA device when it is installed (LoRA adapters too), else transformers
     backend: Literal["auto", "hf", "vllm"] = "auto"

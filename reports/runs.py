@@ -38,10 +38,10 @@ R = TypeVar("R", bound=BaseModel)
 def read_log(path: Path) -> list[dict[str, Any]]:
     """A JSONL file parsed as one JSON array (one C call instead of one per line); the line
     reader, which names the bad line, only runs when that fails."""
-    text = path.read_text(encoding="utf-8").strip()
     try:
+        text = path.read_text(encoding="utf-8").strip()
         rows = json.loads("[" + text.replace("\n", ",") + "]") if text else []
-    except json.JSONDecodeError:
+    except (UnicodeDecodeError, json.JSONDecodeError):
         return list(read_jsonl(path))
     if not all(isinstance(row, dict) for row in rows):
         return list(read_jsonl(path))
@@ -138,6 +138,8 @@ class RunData:
             return json.loads((self.path / name).read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise UserError(f"{self.path / name}:{exc.lineno}: not valid JSON") from None
+        except UnicodeDecodeError:
+            raise UserError(f"{self.path / name}: not UTF-8 text") from None
 
     @property
     def models(self) -> list[str]:

@@ -537,3 +537,258 @@ def test_an_output_path_below_a_file_is_one_line(
     run = Path(__file__).parent / "fixtures/run-0.1"
     assert main(["report", str(run), "-o", str(tmp_path / "afile/report.html")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+FAKE = "fake:{script}"
+BAD_CONFIGS: dict[str, tuple[dict[str, object], str]] = {
+    "models-empty": ({"models": []}, "models: List should have at least 1 item"),
+    "models-not-a-list": ({"models": "m"}, "models: Input should be a valid list"),
+    "model-names-repeat": (
+        {"models": [{"name": "m", "model": FAKE}, {"name": "m", "model": FAKE}]},
+        "model names must be unique; repeated: m",
+    ),
+    "model-name-with-slash": (
+        {"models": [{"name": "a/b", "model": FAKE}]},
+        "models.0.name: String should match pattern",
+    ),
+    "model-name-dotdot": (
+        {"models": [{"name": "..", "model": FAKE}]},
+        "models.0.name: String should match pattern",
+    ),
+    "model-spec-empty": ({"models": [{"name": "m", "model": ""}]}, "models.0.model: String should"),
+    "model-spec-missing": ({"models": [{"name": "m"}]}, "models.0.model: Field required"),
+    "backend-unknown": (
+        {"models": [{"name": "m", "model": FAKE, "backend": "tpu"}]},
+        "models.0.backend: Input should be 'auto', 'hf' or 'vllm'",
+    ),
+    "batch-size-zero": (
+        {"models": [{"name": "m", "model": FAKE, "batch_size": 0}]},
+        "Input should be greater than or equal to 1",
+    ),
+    "batch-size-word": (
+        {"models": [{"name": "m", "model": FAKE, "batch_size": "big"}]},
+        "Input should be 'auto'",
+    ),
+    "dtype-unknown": (
+        {"models": [{"name": "m", "model": FAKE, "dtype": "int3"}]},
+        "models.0.dtype: Input should be",
+    ),
+    "system-prompt-a-list": (
+        {"models": [{"name": "m", "model": FAKE, "system_prompt": ["a"]}]},
+        "models.0.system_prompt: Input should be a valid string",
+    ),
+    "limit-zero": ({"limit": 0}, "limit: Input should be greater than or equal to 1"),
+    "limit-negative": ({"limit": -3}, "limit: Input should be greater than or equal to 1"),
+    "limit-a-word": ({"limit": "all"}, "limit: Input should be a valid integer"),
+    "seed-fraction": ({"seed": 1.5}, "seed: Input should be a valid integer"),
+    "resamples-too-many": ({"bootstrap_resamples": 10**9}, "less than or equal to 100000"),
+    "max-new-tokens-zero": ({"generation": {"max_new_tokens": 0}}, "max_new_tokens: Input"),
+    "max-new-tokens-huge": (
+        {"generation": {"max_new_tokens": 10**7}},
+        "less than or equal to 8192",
+    ),
+    "tasks-empty": ({"tasks": []}, "tasks: List should have at least 1 item"),
+    "task-limit-zero": ({"tasks": [{"name": "medqa_4opt", "limit": 0}]}, "tasks.0.limit: Input"),
+    "tasks-repeat": ({"tasks": ["medqa_4opt", "medqa_4opt"]}, "task names must be unique"),
+    "task-a-number": ({"tasks": [5]}, "tasks.0: Input should be a valid dictionary"),
+    "name-empty": ({"name": ""}, "name: String should match pattern"),
+    "name-too-long": ({"name": "x" * 300}, "name: String should match pattern"),
+    "name-hidden": ({"name": ".hidden"}, "name: String should match pattern"),
+    "train-a-fake-model": (
+        {"models": [{"name": "m", "model": FAKE, "train": {}}]},
+        "models.0: a fake model cannot be trained",
+    ),
+    "train-negative-lr": (
+        {"models": [{"name": "m", "model": "x", "train": {"learning_rate": -1}}]},
+        "models.0.train.learning_rate: Input should be greater than 0",
+    ),
+    "train-nan-lr": (
+        {"models": [{"name": "m", "model": "x", "train": {"learning_rate": float("nan")}}]},
+        "models.0.train.learning_rate: Input should be a finite number",
+    ),
+    "train-rank-zero": (
+        {"models": [{"name": "m", "model": "x", "train": {"lora": {"r": 0}}}]},
+        "models.0.train.lora.r: Input should be greater than or equal to 1",
+    ),
+    "train-zero-epochs": (
+        {"models": [{"name": "m", "model": "x", "train": {"epochs": 0}}]},
+        "models.0.train.epochs: Input should be greater than 0",
+    ),
+    "train-unknown-key": (
+        {"models": [{"name": "m", "model": "x", "train": {"rank": 8}}]},
+        "models.0.train.rank: unknown key",
+    ),
+    "sweep-unknown-parameter": (
+        {"models": [{"name": "m", "model": "x", "train": {"sweep": {"points": [{"colour": 1}]}}}]},
+        "cannot sweep 'colour'",
+    ),
+    "sweep-no-points": (
+        {"models": [{"name": "m", "model": "x", "train": {"sweep": {"points": []}}}]},
+        "the sweep has no points",
+    ),
+}
+
+
+def with_script(value: object, script: str) -> object:
+    """The case's config with the fake model's placeholder filled in."""
+    if isinstance(value, str):
+        return value.replace(FAKE, f"fake:{script}")
+    if isinstance(value, list):
+        return [with_script(item, script) for item in value]
+    if isinstance(value, dict):
+        return {key: with_script(item, script) for key, item in value.items()}
+    return value
+
+
+@pytest.mark.parametrize("case", list(BAD_CONFIGS))
+def test_a_bad_config_value_is_one_line_naming_the_key_and_nothing_is_written(
+    data_env: Path,
+    fake_script: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    case: str,
+) -> None:
+    overrides, message = BAD_CONFIGS[case]
+    config = {
+        "name": "p",
+        "models": [{"name": "m", "model": FAKE}],
+        "tasks": [{"name": "medqa_4opt", "limit": 3}],
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(with_script({**config, **overrides}, str(fake_script))))
+    assert main(["run", str(path), "--out", str(tmp_path / "runs")]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and message in errors[0], errors
+    assert not (tmp_path / "runs").exists()
+
+
+BAD_FILES: dict[str, tuple[bytes, str]] = {
+    "yaml-a-list": (b"- a\n- b\n", "expected a mapping of settings at the top level"),
+    "yaml-empty": (b"", "expected a mapping of settings at the top level"),
+    "yaml-a-scalar": (b"hello\n", "expected a mapping of settings at the top level"),
+    "yaml-tabs": (b"name:\tp\n\tmodels: []\n", "malformed YAML"),
+    "yaml-key-twice": (b"name: p\nname: q\n", ":2: malformed YAML (duplicate key 'name')"),
+    "yaml-nested-key-twice": (
+        b"models:\n  - {name: a, model: x, model: y}\n",
+        "malformed YAML (duplicate key 'model')",
+    ),
+    "yaml-python-tag": (
+        b"name: !!python/object/apply:os.system ['echo pwned']\n",
+        "could not determine a constructor for the tag",
+    ),
+    "yaml-alias-bomb": (
+        b"a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
+        b"c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n",
+        "a: unknown key",
+    ),
+    "not-utf8": (b"name: \xff\xfe\n", "not UTF-8 text"),
+    "binary": (bytes(range(256)), "not UTF-8 text"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_a_config_file_that_is_not_a_config_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    content, message = BAD_FILES[case]
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content)
+    assert main(["run", str(path), "--out", str(tmp_path / "runs")]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and message in errors[0], errors
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_config_path_that_is_a_folder_or_missing_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", str(tmp_path)]) == 2
+    assert "is a folder; name a YAML file" in capsys.readouterr().err
+    assert main(["run", str(tmp_path / "missing.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+
+
+def break_run(run: Path, how: str) -> None:
+    results = run / "results.json"
+    if how == "results-not-json":
+        results.write_text("{not json")
+    elif how == "results-empty":
+        results.write_text("")
+    elif how == "results-a-list":
+        results.write_text("[1, 2]")
+    elif how == "results-not-utf8":
+        results.write_bytes(b"\xff\xfe{}")
+    elif how == "sample-log-not-utf8":
+        (run / "samples/base/medquad_gen.jsonl").write_bytes(b'{"doc_id": "\xff"}\n')
+    elif how == "manifest-missing":
+        (run / "manifest.json").unlink()
+    elif how == "sample-log-missing":
+        (run / "samples/tuned/medqa_4opt.jsonl").unlink()
+    elif how == "sample-log-torn":
+        log = run / "samples/tuned/medqa_4opt.jsonl"
+        log.write_text(log.read_text()[:-40])
+    elif how == "sample-log-row-dropped":
+        log = run / "samples/tuned/medqa_4opt.jsonl"
+        log.write_text("".join(log.read_text().splitlines(keepends=True)[1:]))
+    elif how == "inputs-missing":
+        (run / "inputs/medquad_gen.jsonl").unlink()
+    elif how == "n-edited":
+        data = json.loads(results.read_text())
+        data["results"]["base"]["medqa_4opt"]["n"] = 80
+        results.write_text(json.dumps(data))
+
+
+BROKEN_RUNS = {
+    "results-not-json": "results.json:1: not valid JSON",
+    "results-empty": "results.json:1: not valid JSON",
+    "results-a-list": "results.json: schema_version None",
+    "results-not-utf8": "results.json: not UTF-8 text",
+    "sample-log-not-utf8": "samples/base/medquad_gen.jsonl:1: not UTF-8 text",
+    "manifest-missing": "is not a finished run directory (no manifest.json)",
+    "sample-log-missing": "samples/tuned/medqa_4opt.jsonl is missing from the run directory",
+    "sample-log-torn": "samples/tuned/medqa_4opt.jsonl:8: not valid JSON",
+    "sample-log-row-dropped": "tuned/medqa_4opt disagrees with its sample log (n 8 vs 7",
+    "n-edited": "base/medqa_4opt disagrees with its sample log (n 80 vs 8",
+}
+
+
+@pytest.mark.parametrize("how", list(BROKEN_RUNS))
+@pytest.mark.parametrize("command", ["report", "gate", "leaderboard"])
+def test_a_broken_run_directory_is_one_line_for_every_reader(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], how: str, command: str
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(Path(__file__).parent / "fixtures/run-0.1", run)
+    break_run(run, how)
+    policy = tmp_path / "p.yaml"
+    policy.write_text("min_samples: 1\nregressions: {medqa_4opt.acc: 5}\n")
+    args = {
+        "report": ["report", str(run), "-o", str(tmp_path / "out.html")],
+        "gate": ["gate", str(run), "--policy", str(policy)],
+        "leaderboard": ["leaderboard", str(run), "-o", str(tmp_path / "out.html")],
+    }[command]
+    assert main(args) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and BROKEN_RUNS[how] in errors[0], errors
+    assert not (tmp_path / "out.html").exists()
+
+
+def test_a_report_on_a_run_without_its_inputs_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(Path(__file__).parent / "fixtures/run-0.1", run)
+    break_run(run, "inputs-missing")
+    assert main(["report", str(run), "-o", str(tmp_path / "r.html")]) == 2
+    assert "inputs/medquad_gen.jsonl is missing from the run directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("what", ["missing", "a-file"])
+def test_a_run_path_that_is_not_a_folder_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], what: str
+) -> None:
+    path = tmp_path / "run"
+    if what == "a-file":
+        path.write_text("x")
+    assert main(["report", str(path), "-o", str(tmp_path / "r.html")]) == 2
+    assert "is not a finished run directory" in capsys.readouterr().err

@@ -44,12 +44,30 @@ def validate_file_data(schema: type[M], data: Any, source: str, what: str) -> M:
         raise UserError(format_validation_error(source, exc)) from None
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key given twice is an error: plain YAML keeps the last
+    one silently, so a second ``learning_rate:`` would quietly win."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml_file(path: Path, what: str) -> Any:
     """A YAML file's data; a missing, unreadable or malformed file is one UserError line."""
+    if path.is_dir():
+        raise UserError(f"{what} file {path} is a folder; name a YAML file")
     if not path.is_file():
         raise UserError(f"{what} file not found: {path}")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
