@@ -34,6 +34,10 @@ DOCUMENTED = {
     "unknown-peft-type",
     "yaml-too-deep",
     "output-is-a-folder",
+    "yaml-duplicate-key",
+    "config-is-a-folder",
+    "pickle-with-code",
+    "run-file-not-utf8",
 }
 
 MARKER_CODE = """
@@ -792,3 +796,30 @@ def test_a_run_path_that_is_not_a_folder_is_one_line(
         path.write_text("x")
     assert main(["report", str(path), "-o", str(tmp_path / "r.html")]) == 2
     assert "is not a finished run directory" in capsys.readouterr().err
+
+
+class Payload:
+    """Pickled, this object asks to write a file when it is unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (Path(self.marker).write_text, ("code in a pickle ran",))  # type: ignore[return-value]
+
+
+def test_allowed_pickles_still_load_with_weights_only_so_no_code_runs(
+    tiny_llama: Path, data_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_llama, folder)
+    (folder / "model.safetensors").unlink()
+    marker = tmp_path / "pwned"
+    torch.save({"model.embed_tokens.weight": Payload(marker)}, folder / "pytorch_model.bin")
+    args = ["eval", "--model", str(folder), "--tasks", "medqa_4opt", "--limit", "2"]
+    assert main([*args, "--allow-pickle", "--out", str(tmp_path / "runs")]) == 2
+    assert not marker.exists(), "code in a pickle ran"
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "loaded with weights_only, so nothing in them runs" in errors[0]

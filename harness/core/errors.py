@@ -5,6 +5,7 @@ paths, run directories) into it."""
 from __future__ import annotations
 
 import contextlib
+import pickle
 from collections.abc import Callable, Iterator
 
 
@@ -23,7 +24,7 @@ def boundary_errors() -> tuple[type[BaseException], ...]:
     """What libraries raise for a bad file or folder: I/O, parse and shape errors, a key
     their format lacks, nesting too deep to parse, and safetensors' own error type."""
     found: list[type[BaseException]] = [OSError, ValueError, RuntimeError, KeyError]
-    found += [RecursionError, EOFError]
+    found += [RecursionError, EOFError, pickle.UnpicklingError]  # weights_only refusing code
     with contextlib.suppress(ImportError):
         from safetensors import SafetensorError
 

@@ -206,6 +206,11 @@ def load_failure(spec: str, exc: BaseException, allow_pickle: bool) -> str:
         return f"could not load model {spec!r}: its weights do not fit its config.json's shapes"
     if "deserializing header" in text or "incomplete metadata" in text:
         return f"could not load model {spec!r}: a weight file is corrupt or truncated ({text})"
+    if "Weights only load failed" in text or "weights_only" in text:
+        return (
+            f"could not load model {spec!r}: its pickled weights hold more than tensors and "
+            "are loaded with weights_only, so nothing in them runs; convert them to safetensors"
+        )
     if "custom code" in text:
         return (
             f"could not load model {spec!r}: it asks to run code from its folder (auto_map), "
