@@ -50,6 +50,7 @@ from medharness.core.records import (
 from medharness.data import DataRoot, load_task_data, resolve_data_root
 from medharness.evaluate import evaluate_chunks, input_row
 from medharness.models.builtin import builtin_model_dir
+from medharness.models.fake import FakeModel
 from medharness.models.hub import require_hub_model
 from medharness.models.loading import load_model
 from medharness.models.specs import BUILTIN_MODEL, fake_script, is_hub_id, looks_like_path
@@ -230,6 +231,7 @@ def check_model_entry(entry: ModelEntry) -> None:
     if script is not None:
         if not script.is_file():
             raise UserError(f"model {entry.name}: fake model script not found: {script}")
+        FakeModel.from_file(script)  # a bad script is refused before any work
     elif spec != BUILTIN_MODEL and looks_like_path(spec) and not Path(spec).expanduser().is_dir():
         raise UserError(f"model {entry.name}: model path does not exist: {spec}")
     adapter = entry.adapter

@@ -38,6 +38,7 @@ DOCUMENTED = {
     "config-is-a-folder",
     "pickle-with-code",
     "run-file-not-utf8",
+    "fake-script-invalid",
 }
 
 MARKER_CODE = """
@@ -823,3 +824,29 @@ def test_allowed_pickles_still_load_with_weights_only_so_no_code_runs(
     assert not marker.exists(), "code in a pickle ran"
     errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert len(errors) == 1 and "loaded with weights_only, so nothing in them runs" in errors[0]
+
+
+BAD_FAKE_SCRIPTS = {
+    "rule-match-a-number": ("generate: [{match: 1, output: x}]", "generate.0.match: Input should"),
+    "rule-without-match": ("generate: [{output: x}]", "generate.0.match: Field required"),
+    "rules-not-a-list": ("generate: 5", "generate: Input should be a valid list"),
+    "choice-without-answer": ("choose: [{match: a}]", "choose.0.answer: Field required"),
+    "babble-a-word": ("babble_words: many", "babble_words: Input should be a valid integer"),
+    "negative-delay": ("delay: -1", "delay: Input should be greater than or equal to 0"),
+    "seed-a-list": ("seed: [1]", "seed: Input should be a valid integer"),
+    "trace-in-no-folder": ("trace_file: /no/such/dir/x.log", "trace_file: the folder of"),
+    "unknown-key": ("colour: red", "colour: unknown key"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FAKE_SCRIPTS))
+def test_a_bad_fake_model_script_is_one_line(
+    data_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    text, message = BAD_FAKE_SCRIPTS[case]
+    script = tmp_path / "fake.yaml"
+    script.write_text(text + "\n")
+    args = ["eval", "--model", f"fake:{script}", "--tasks", "medqa_4opt,medquad_gen"]
+    assert main([*args, "--limit", "2", "--out", str(tmp_path / "runs")]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and f"{script}: {message}" in errors[0], errors

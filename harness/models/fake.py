@@ -7,17 +7,40 @@ import json
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from pydantic import Field
 
 from medharness.core.errors import UserError
 from medharness.core.io import sha256_file
+from medharness.core.validation import Strict, load_yaml_file, validate_file_data
 from medharness.models.base import Progress
 
 FILLER_WORDS = ("the", "a", "is", "of", "and", "to", "in", "may", "include", "patients")
+
+
+class GenerateRule(Strict):
+    match: str
+    output: str
+
+
+class ChooseRule(Strict):
+    match: str
+    answer: str
+
+
+class FakeScript(Strict):
+    """A fake model's script, validated like every other file a user writes."""
+
+    generate: list[GenerateRule] = Field(default_factory=list)
+    default_output: str = ""
+    choose: list[ChooseRule] = Field(default_factory=list)
+    babble_words: int = Field(0, ge=0, le=100_000)
+    seed: int = 0
+    delay: float = Field(0.0, ge=0.0, le=3600.0)
+    trace_file: str | None = None
 
 
 @dataclass
@@ -38,51 +61,25 @@ class FakeModel:
     """
 
     path: Path
-    generate_rules: list[dict[str, str]] = field(default_factory=list)
-    default_output: str = ""
-    choose_rules: list[dict[str, str]] = field(default_factory=list)
-    babble_words: int = 0
-    seed: int = 0
-    delay: float = 0.0
-    trace_file: Path | None = None
+    script: FakeScript
     chunk_size: int = 16
 
     @classmethod
     def from_file(cls, path: Path) -> FakeModel:
         if not path.is_file():
             raise UserError(f"fake model script not found: {path}")
-        try:
-            script = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise UserError(f"{path}: not valid YAML ({exc})") from None
-        known = {
-            "generate",
-            "default_output",
-            "choose",
-            "babble_words",
-            "seed",
-            "delay",
-            "trace_file",
-        }
-        unknown = set(script) - known
-        if not isinstance(script, dict) or unknown:
-            raise UserError(f"{path}: unknown keys in fake model script: {sorted(unknown)}")
-        return cls(
-            path=path,
-            generate_rules=list(script.get("generate", [])),
-            default_output=str(script.get("default_output", "")),
-            choose_rules=list(script.get("choose", [])),
-            babble_words=int(script.get("babble_words", 0)),
-            seed=int(script.get("seed", 0)),
-            delay=float(script.get("delay", 0.0)),
-            trace_file=Path(script["trace_file"]) if script.get("trace_file") else None,
-        )
+        data = load_yaml_file(path, "fake model script")
+        script = validate_file_data(FakeScript, data or {}, str(path), "fake model settings")
+        trace = script.trace_file
+        if trace is not None and not Path(trace).parent.is_dir():
+            raise UserError(f"{path}: trace_file: the folder of {trace} does not exist")
+        return cls(path=path, script=script)
 
     def _called(self, kind: str, texts: Sequence[str]) -> None:
-        if self.delay:
-            time.sleep(self.delay)
-        if self.trace_file is not None:
-            with self.trace_file.open("a", encoding="utf-8") as handle:
+        if self.script.delay:
+            time.sleep(self.script.delay)
+        if self.script.trace_file is not None:
+            with Path(self.script.trace_file).open("a", encoding="utf-8") as handle:
                 handle.writelines(f"{kind}\t{json.dumps(text)}\n" for text in texts)
 
     def loglikelihoods(self, requests: Sequence[tuple[str, str]]) -> list[float]:
@@ -90,12 +87,13 @@ class FakeModel:
         scores = []
         for context, continuation in requests:
             favoured = next(
-                (rule["answer"] for rule in self.choose_rules if rule["match"] in context), None
+                (rule.answer for rule in self.script.choose if rule.match in context), None
             )
             if favoured is not None:
                 scores.append(-0.1 if continuation.strip() == favoured else -5.0)
             else:
-                digest = hashlib.sha256(f"{self.seed}\0{context}\0{continuation}".encode()).digest()
+                seeded = f"{self.script.seed}\0{context}\0{continuation}"
+                digest = hashlib.sha256(seeded.encode()).digest()
                 scores.append(-1.0 - digest[0] / 64.0)
         return scores
 
@@ -105,22 +103,22 @@ class FakeModel:
         self._called("generate", user_messages)
         outputs = []
         for message in user_messages:
-            rule = next((r for r in self.generate_rules if r["match"] in message), None)
+            rule = next((r for r in self.script.generate if r.match in message), None)
             if rule:
-                outputs.append(rule["output"])
-            elif self.babble_words:
+                outputs.append(rule.output)
+            elif self.script.babble_words:
                 outputs.append(self._babble(message))
             else:
-                outputs.append(self.default_output)
+                outputs.append(self.script.default_output)
         if progress is not None:
             progress(len(outputs))
         return outputs
 
     def _babble(self, message: str) -> str:
         words = message.split() + list(FILLER_WORDS)
-        digest = hashlib.sha256(f"{self.seed}\0{message}".encode()).digest()
+        digest = hashlib.sha256(f"{self.script.seed}\0{message}".encode()).digest()
         rng = random.Random(digest)
-        return " ".join(rng.choice(words) for _ in range(self.babble_words))
+        return " ".join(rng.choice(words) for _ in range(self.script.babble_words))
 
     def describe(self) -> dict[str, Any]:
         return {
