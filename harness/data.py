@@ -33,6 +33,8 @@ def resolve_data_root(configured: str | None, relative_to: Path) -> DataRoot:
 
 
 def load_task_data(task: Task, root: DataRoot) -> LoadedData:
+    if root.path.exists() and not root.path.is_dir():
+        raise UserError(f"the data root {root.path} (from {root.origin}) is a file, not a folder")
     folder = root.path / task.data_subdir
     if not folder.is_dir():
         raise UserError(

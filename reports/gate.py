@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from medharness.core.errors import UserError
 from medharness.core.records import SampleRow
@@ -38,17 +39,18 @@ def split_rule_key(key: str) -> tuple[str, str]:
 
 
 class Policy(Strict):
+    # numbers must be numbers: a quoted "0.05" is refused, not converted
+    model_config = ConfigDict(**Strict.model_config, strict=True)
+
     candidate: str | None = None  # model of the run to gate (default: its last model)
     baseline: str | None = None  # model to compare with (default: see resolve_models)
     alpha: float = Field(0.05, gt=0, lt=0.5)  # one-sided level of the regression tests
     min_samples: int = Field(100, ge=1)  # every gated task needs at least this many samples
     required_tasks: list[str] = Field(default_factory=list)
-    floors: dict[str, float] = Field(
-        default_factory=dict
-    )  # task.metric: lowest acceptable value (metric units)
-    regressions: dict[str, float] = Field(
-        default_factory=dict
-    )  # task.metric: largest allowed drop, in points
+    # task.metric: lowest acceptable value, in the metric's own units (accuracy 0-1, BLEU 0-100)
+    floors: dict[str, float] = Field(default_factory=dict)
+    # task.metric: largest allowed drop, in points (0-100 for every metric)
+    regressions: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
 
     @field_validator("floors", "regressions")
     @classmethod
@@ -56,6 +58,20 @@ class Policy(Strict):
         for key in rules:
             split_rule_key(key)
         return rules
+
+    @field_validator("floors")
+    @classmethod
+    def floors_on_the_metric_scale(cls, floors: dict[str, float]) -> dict[str, float]:
+        for key, value in floors.items():
+            metric = METRICS[split_rule_key(key)[1]]
+            top = 100.0 / metric.points_factor
+            if not 0 <= value <= top:
+                hint = f" (did you mean {value / 100:g}?)" if top == 1 and 1 < value <= 100 else ""
+                raise ValueError(
+                    f"{key}: floor {value:g} is outside 0-{top:g}, {metric.display_name}'s own "
+                    f"scale{hint}"
+                )
+        return floors
 
     @field_validator("required_tasks")
     @classmethod

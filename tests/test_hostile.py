@@ -39,6 +39,8 @@ DOCUMENTED = {
     "pickle-with-code",
     "run-file-not-utf8",
     "fake-script-invalid",
+    "policy-off-scale",
+    "data-root-is-a-file",
 }
 
 MARKER_CODE = """
@@ -850,3 +852,38 @@ def test_a_bad_fake_model_script_is_one_line(
     assert main([*args, "--limit", "2", "--out", str(tmp_path / "runs")]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 1 and f"{script}: {message}" in errors[0], errors
+
+
+BAD_POLICY_VALUES = {
+    "negative-drop": ("regressions: {medqa_4opt.acc: -5}", "Input should be greater than"),
+    "quoted-alpha": ('alpha: "0.05"', "alpha: Input should be a valid number"),
+    "quoted-floor": ('floors: {medqa_4opt.acc: "0.5"}', "Input should be a valid number"),
+    "percent-floor": ("floors: {medqa_4opt.acc: 55}", "did you mean 0.55?"),
+    "negative-floor": ("floors: {medquad_gen.bleu: -1}", "floor -1 is outside 0-100"),
+    "key-without-metric": ("floors: {medqa_4opt: 0.5}", "unknown metric ''"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_POLICY_VALUES))
+def test_a_policy_number_off_its_scale_or_not_a_number_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    text, message = BAD_POLICY_VALUES[case]
+    policy = tmp_path / "p.yaml"
+    policy.write_text(text + "\n")
+    run = Path(__file__).parent / "fixtures/run-0.1"
+    assert main(["gate", str(run), "--policy", str(policy)]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and message in errors[0], errors
+
+
+def test_an_empty_run_name_or_a_data_root_that_is_a_file_is_refused(
+    fake_script: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["eval", "--model", f"fake:{fake_script}", "--tasks", "medqa_4opt"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--name", " ", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "expected a name, got an empty one" in capsys.readouterr().err
+    assert main([*args, "--data-dir", str(fake_script), "--out", str(tmp_path)]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err

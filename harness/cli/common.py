@@ -22,6 +22,12 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_empty(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a name, got an empty one")
+    return text
+
+
 def batch_size(text: str) -> int | str:
     return "auto" if text == "auto" else positive_int(text)
 

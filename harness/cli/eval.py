@@ -10,6 +10,7 @@ from medharness.cli.common import (
     Commands,
     add_data_dir,
     batch_size,
+    non_empty,
     positive_int,
     slug,
     task_list,
@@ -44,7 +45,7 @@ def add_parser(commands: Commands) -> None:
         default=Path("runs"),
         help="parent folder of the run directory (default: runs)",
     )
-    parser.add_argument("--name", help="run directory name (default: eval-<model>)")
+    parser.add_argument("--name", type=non_empty, help="run directory name (default: eval-<model>)")
     parser.add_argument(
         "--batch-size",
         type=batch_size,
