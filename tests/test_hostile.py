@@ -56,6 +56,13 @@ class CustomModel(LlamaForCausalLM):
 """
 
 
+def only_line(capsys: pytest.CaptureFixture[str]) -> str:
+    """The one line a refused input prints (there must be exactly one)."""
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
 def run_cli(args: list[str], cwd: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "medharness", *args],
@@ -664,8 +671,7 @@ def test_a_bad_config_value_is_one_line_naming_the_key_and_nothing_is_written(
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(with_script({**config, **overrides}, str(fake_script))))
     assert main(["run", str(path), "--out", str(tmp_path / "runs")]) == 2
-    errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 1 and message in errors[0], errors
+    assert message in only_line(capsys)
     assert not (tmp_path / "runs").exists()
 
 
@@ -701,8 +707,7 @@ def test_a_config_file_that_is_not_a_config_is_one_line(
     path = tmp_path / "c.yaml"
     path.write_bytes(content)
     assert main(["run", str(path), "--out", str(tmp_path / "runs")]) == 2
-    errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 1 and message in errors[0], errors
+    assert message in only_line(capsys)
     assert not (tmp_path / "runs").exists()
 
 
@@ -775,8 +780,7 @@ def test_a_broken_run_directory_is_one_line_for_every_reader(
         "leaderboard": ["leaderboard", str(run), "-o", str(tmp_path / "out.html")],
     }[command]
     assert main(args) == 2
-    errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 1 and BROKEN_RUNS[how] in errors[0], errors
+    assert BROKEN_RUNS[how] in only_line(capsys)
     assert not (tmp_path / "out.html").exists()
 
 
@@ -850,8 +854,7 @@ def test_a_bad_fake_model_script_is_one_line(
     script.write_text(text + "\n")
     args = ["eval", "--model", f"fake:{script}", "--tasks", "medqa_4opt,medquad_gen"]
     assert main([*args, "--limit", "2", "--out", str(tmp_path / "runs")]) == 2
-    errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 1 and f"{script}: {message}" in errors[0], errors
+    assert f"{script}: {message}" in only_line(capsys)
 
 
 BAD_POLICY_VALUES = {
@@ -873,8 +876,7 @@ def test_a_policy_number_off_its_scale_or_not_a_number_is_refused(
     policy.write_text(text + "\n")
     run = Path(__file__).parent / "fixtures/run-0.1"
     assert main(["gate", str(run), "--policy", str(policy)]) == 2
-    errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 1 and message in errors[0], errors
+    assert message in only_line(capsys)
 
 
 def test_an_empty_run_name_or_a_data_root_that_is_a_file_is_refused(

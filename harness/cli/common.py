@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 
+from medharness.config import RunConfig, load_config
 from medharness.tasks import TASKS
 
 EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
@@ -44,6 +45,14 @@ def task_list(text: str) -> list[str]:
 
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:80] or "model"
+
+
+def config_of(args: argparse.Namespace) -> RunConfig:
+    """The config file named on the command line, with ``--data-dir`` applied."""
+    config = load_config(args.config)
+    if args.data_dir:
+        config = config.model_copy(update={"data_dir": args.data_dir})
+    return config
 
 
 def add_data_dir(parser: argparse.ArgumentParser) -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medharness.cli.common import EXIT_OK, Commands, add_data_dir, positive_int
-from medharness.config import load_config
+from medharness.cli.common import EXIT_OK, Commands, add_data_dir, config_of, positive_int
 
 
 def add_parser(commands: Commands) -> None:
@@ -33,9 +32,7 @@ def add_parser(commands: Commands) -> None:
 def handle(args: argparse.Namespace) -> int:
     from medharness.runner import run
 
-    config = load_config(args.config)
-    if args.data_dir:
-        config = config.model_copy(update={"data_dir": args.data_dir})
+    config = config_of(args)
     run_dir = run(config, base_dir=Path.cwd(), output_dir=args.out, limit=args.limit)
     print(f"Run written to {run_dir}  (report: {run_dir / 'report.html'})")
     return EXIT_OK

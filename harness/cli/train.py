@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medharness.cli.common import EXIT_OK, Commands, add_data_dir
-from medharness.config import load_config
+from medharness.cli.common import EXIT_OK, Commands, add_data_dir, config_of
 
 
 def add_parser(commands: Commands) -> None:
@@ -32,9 +31,7 @@ def add_parser(commands: Commands) -> None:
 def handle(args: argparse.Namespace) -> int:
     from medharness.runner import train_only
 
-    config = load_config(args.config)
-    if args.data_dir:
-        config = config.model_copy(update={"data_dir": args.data_dir})
+    config = config_of(args)
     run_dir = train_only(config, base_dir=Path.cwd(), output_dir=args.out)
     print(f"Trainings written to {run_dir / 'train'}")
     return EXIT_OK

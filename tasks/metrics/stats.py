@@ -7,7 +7,6 @@ from functools import lru_cache
 
 import numpy as np
 
-DEFAULT_RESAMPLES = 1000
 CONFIDENCE = 0.95
 
 
