@@ -63,6 +63,9 @@ class RunConfig(Strict):
     data_dir: str | None = None  # else $MEDHARNESS_DATA_DIR, else the user cache
     output_dir: str = "runs"
     generation: GenerationSettings = GenerationSettings()
+    # the report's p-values are adjusted over all its comparisons together: holm (family-wise
+    # error), bh (Benjamini-Hochberg false discovery rate) or none; verdicts use them
+    multiple_comparisons: Literal["holm", "bh", "none"] = "holm"
 
     @field_validator("tasks", mode="before")
     @classmethod

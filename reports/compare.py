@@ -10,14 +10,19 @@ bootstrap otherwise, BLEU recomputed per resample) is part of the metric's defin
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from statistics import median
 from typing import Any, Literal
 
 from medharness.core.errors import UserError
 from medharness.core.records import InputRow, SampleRow
 from medharness.tasks.metrics import METRICS
-from medharness.tasks.metrics.stats import percentile_interval, two_sided_bootstrap_p
+from medharness.tasks.metrics.stats import (
+    Correction,
+    adjust_p_values,
+    percentile_interval,
+    two_sided_bootstrap_p,
+)
 
 Verdict = Literal["better", "worse", "no significant difference"]
 ALPHA = 0.05
@@ -41,6 +46,8 @@ class Comparison:
     effect_size: float | None
     effect_name: str
     verdict: Verdict
+    p_adjusted: float | None = None  # after the report's multiple-comparison correction
+    correction: str = "none"
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -142,3 +149,18 @@ def answer_lengths(rows: Sequence[SampleRow]) -> dict[str, float]:
         "reference_mean": sum(reference) / len(reference),
         "reference_median": float(median(reference)),
     }
+
+
+def corrected(comparisons: Sequence[Comparison], method: Correction) -> list[Comparison]:
+    """The comparisons made together (one report), each with its adjusted p-value and the
+    verdict that p-value gives."""
+    adjusted = adjust_p_values([c.p_value for c in comparisons], method)
+    return [
+        replace(
+            c,
+            p_adjusted=p,
+            correction=method,
+            verdict=verdict(c.difference, p, ALPHA, METRICS[c.metric].higher_is_better),
+        )
+        for c, p in zip(comparisons, adjusted, strict=True)
+    ]

@@ -23,10 +23,17 @@ from medharness.core.errors import UserError
 from medharness.core.records import ChoiceRow, MetricValue, SampleRow, TaskResult
 from medharness.reports.charts import bar_chart, color, line_chart
 from medharness.reports.comparability import describe, differences
-from medharness.reports.compare import Comparison, answer_lengths, breakdown, compare_task
+from medharness.reports.compare import (
+    Comparison,
+    answer_lengths,
+    breakdown,
+    compare_task,
+    corrected,
+)
 from medharness.reports.runs import RunData
 from medharness.tasks import TASKS
 from medharness.tasks.metrics import METRICS
+from medharness.tasks.metrics.stats import Correction
 
 
 def points(metric: str, value: float) -> float:
@@ -174,6 +181,7 @@ def comparison_rows(comparisons: dict[str, list[Comparison] | str]) -> list[dict
                     if c.baseline_value
                     else None,
                     "p": c.p_value,
+                    "p_adjusted": c.p_adjusted,
                     "test": c.test,
                     "verdict": c.verdict,
                     "effect": None
@@ -322,6 +330,34 @@ def verdict_summary(sections: list[dict[str, Any]], candidates: list[str]) -> li
     return rows
 
 
+CORRECTION_NAMES = {"holm": "Holm", "bh": "Benjamini-Hochberg", "none": ""}
+
+
+def correction_of(run: RunData) -> Correction:
+    """The run's chosen multiple-comparison correction (runs written before it: Holm)."""
+    chosen = run.manifest.config.get("multiple_comparisons", "holm")
+    return chosen if chosen in ("holm", "bh", "none") else "holm"
+
+
+def correct_together(
+    found: dict[str, dict[str, list[Comparison] | str]], method: Correction
+) -> int:
+    """Adjust every comparison of the report as one family, in place; return its size."""
+    made = [
+        c
+        for per_task in found.values()
+        for r in per_task.values()
+        if isinstance(r, list)
+        for c in r
+    ]
+    adjusted = iter(corrected(made, method))
+    for per_task in found.values():
+        for label, result in per_task.items():
+            if isinstance(result, list):
+                per_task[label] = [next(adjusted) for _ in result]
+    return len(made)
+
+
 def build_report(run_dirs: list[Path]) -> dict[str, Any]:
     """Everything the template shows, computed from the run directories alone."""
     runs = [RunData.open(path) for path in run_dirs]
@@ -330,12 +366,19 @@ def build_report(run_dirs: list[Path]) -> dict[str, Any]:
     for entry in entries:
         tasks.extend(t for t in entry.run.results.results[entry.model] if t not in tasks)
     resamples, seed = runs[0].manifest.bootstrap_settings()
+    method = correction_of(runs[0])
+    found = {}
+    for task in tasks:
+        present = [e for e in entries if e.has(task)]
+        metrics = list(present[0].result(task).metrics)
+        found[task] = comparisons_for(task, present[0], present[1:], metrics, seed, resamples)
+    family = correct_together(found, method)
     sections = []
     for task in tasks:
         present = [e for e in entries if e.has(task)]
         baseline = present[0]
         metrics = list(baseline.result(task).metrics)
-        comparisons = comparisons_for(task, baseline, present[1:], metrics, seed, resamples)
+        comparisons = found[task]
         generation = "rouge1" in metrics
         sections.append(
             {
@@ -366,6 +409,8 @@ def build_report(run_dirs: list[Path]) -> dict[str, Any]:
         "baseline": entries[0].label,
         "sections": sections,
         "verdicts": verdict_summary(sections, [e.label for e in entries[1:]]),
+        "correction": CORRECTION_NAMES[method],
+        "family": family,
         "candidates": [e.label for e in entries[1:]],
         "training": training_charts(entries),
         "sweeps": [
@@ -433,10 +478,16 @@ def render_markdown(run_dirs: list[Path]) -> str:
                 "Accuracy: log-likelihood of each option; 95% interval "
                 f"{settings.get('acc', {}).get('interval', 'exact')}."
             )
+        adjusted = (
+            f", p adjusted by {report['correction']} over the report's {report['family']} "
+            "comparisons"
+            if report["correction"]
+            else ""
+        )
         lines += [
             "Scores in points (accuracy and ROUGE x100). Brackets: 95% interval. "
             "Deltas vs the baseline in points and relative %; ▲/▼ significant at "
-            "p < 0.05 (McNemar exact for accuracy, paired bootstrap otherwise).",
+            f"p < 0.05 (McNemar exact for accuracy, paired bootstrap otherwise{adjusted}).",
             "",
         ]
     return "\n".join(lines)

@@ -131,3 +131,17 @@ def test_breakdown_and_lengths() -> None:
     }
     lengths = answer_lengths(scored)
     assert lengths["generated_mean"] == 2 and lengths["reference_median"] == 4
+
+
+@pytest.mark.parametrize("method", ["holm", "bh"])
+def test_adjusted_p_values_equal_statsmodels(method: str) -> None:
+    from statsmodels.stats.multitest import multipletests
+
+    from medharness.tasks.metrics.stats import adjust_p_values
+
+    rng = np.random.default_rng(7)
+    for size in (1, 2, 5, 40):
+        values = list(rng.uniform(0, 0.2, size=size)) + [0.01, 0.01, 1.0][: size % 3]
+        expected = multipletests(values, method="holm" if method == "holm" else "fdr_bh")[1]
+        assert adjust_p_values(values, method) == pytest.approx(list(expected))
+    assert adjust_p_values([0.2, 0.01], "none") == [0.2, 0.01]

@@ -65,6 +65,7 @@ def three_model_run(tmp_path_factory: pytest.TempPathFactory, fixture_data: Path
                 "data_dir": str(fixture_data),
                 "tasks": ["medquad_gen", "medqa_4opt", "pubmedqa"],
                 "bootstrap_resamples": 200,
+                "multiple_comparisons": "none",  # verdicts on raw p; correction tested below
             }
         ),
         encoding="utf-8",
@@ -323,3 +324,32 @@ def test_rates_get_their_own_axis_and_a_zero_bar_still_shows(three_model_run: Pa
     assert "rouge1" in scores and "rouge1" not in rates
     zero = bar_chart(["m"], ["a"], [[(0.0, 0.0, 0.0)]])
     assert f'height="{MIN_BAR:.1f}"' in zero
+
+
+@pytest.mark.parametrize(("method", "name"), [("holm", "Holm"), ("bh", "Benjamini-Hochberg")])
+def test_the_report_corrects_every_p_value_together_as_statsmodels_does(
+    three_model_run: Path, tmp_path: Path, method: str, name: str
+) -> None:
+    from statsmodels.stats.multitest import multipletests
+
+    from medharness.reports.html import build_report, render_report
+
+    run = tmp_path / "run"
+    shutil.copytree(three_model_run, run)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["config"]["multiple_comparisons"] = method
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    raw = [c for s in build_report([three_model_run])["sections"] for c in s["comparisons"]]
+    report = build_report([run])
+    rows = [c for s in report["sections"] for c in s["comparisons"]]
+    expected = multipletests([c["p"] for c in raw], method="holm" if method == "holm" else "fdr_bh")
+    assert [c["p_adjusted"] for c in rows] == pytest.approx(list(expected[1]))
+    assert report["family"] == len(rows) and report["correction"] == name
+    for before, after, reject in zip(raw, rows, expected[0], strict=True):
+        assert (after["verdict"] != "no significant difference") == bool(reject)
+        assert after["p"] == before["p"]
+    assert any(b["verdict"] != a["verdict"] for b, a in zip(raw, rows, strict=True)), (
+        "the fixture should have a raw p below 0.05 that the correction lifts above it"
+    )
+    html = render_report([run])
+    assert f"p ({name})" in html and f"adjusted by {name} over" in html

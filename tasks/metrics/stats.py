@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from typing import Literal
 
 import numpy as np
 
@@ -95,3 +96,30 @@ def mcnemar_exact(baseline_correct: Sequence[bool], candidate_correct: Sequence[
     if lost + won == 0:
         return 1.0
     return min(1.0, 2 * float(binom.cdf(min(lost, won), lost + won, 0.5)))
+
+
+Correction = Literal["holm", "bh", "none"]
+
+
+def adjust_p_values(p_values: Sequence[float], method: Correction) -> list[float]:
+    """p-values adjusted for the number of comparisons made together, in the input order:
+    Holm's step-down (family-wise error) or Benjamini-Hochberg's step-up (false discovery
+    rate), as statsmodels' ``multipletests`` computes them; ``none`` leaves them as they are."""
+    values = [float(p) for p in p_values]
+    m = len(values)
+    if method == "none" or m == 0:
+        return values
+    order = sorted(range(m), key=values.__getitem__)
+    adjusted = [0.0] * m
+    if method == "holm":
+        running = 0.0
+        for rank, index in enumerate(order):
+            running = max(running, min(1.0, (m - rank) * values[index]))
+            adjusted[index] = running
+    else:
+        running = 1.0
+        for rank in range(m - 1, -1, -1):
+            index = order[rank]
+            running = min(running, m / (rank + 1) * values[index])
+            adjusted[index] = running
+    return adjusted
