@@ -7,8 +7,18 @@ from pathlib import Path
 from typing import Any
 
 from medharness.reports.comparability import DECODING, describe, differences
-from medharness.reports.html import entries_of, environment, in_points
+from medharness.reports.compare import Comparison, compare_task, corrected
+from medharness.reports.html import (
+    CORRECTION_NAMES,
+    Entry,
+    correction_of,
+    entries_of,
+    environment,
+    in_points,
+    primary_metric,
+)
 from medharness.reports.runs import RunData
+from medharness.tasks.metrics.stats import Correction, exact_binomial_ci
 
 
 def comparability_warnings(runs: list[RunData]) -> list[str]:
@@ -47,6 +57,8 @@ def build_leaderboard(run_dirs: list[Path]) -> dict[str, Any]:
             for metric in result.metrics:
                 if (task, metric) not in columns:
                     columns.append((task, metric))
+    method = correction_of(runs[0])
+    tested, family = versus_baseline(entries, columns, method)
     rows = []
     for entry in entries:
         results = entry.run.results.results[entry.model]
@@ -54,12 +66,14 @@ def build_leaderboard(run_dirs: list[Path]) -> dict[str, Any]:
         for task, metric in columns:
             found = results.get(task)
             shown = in_points(metric, found.metrics.get(metric) if found else None)
+            comparison = tested.get((entry.label, task, metric))
             cells.append(
                 None
                 if shown is None
                 else {
                     **dict(zip(("value", "low", "high"), shown, strict=True)),
                     "n": results[task].n,
+                    "comparison": comparison,
                 }
             )
         manifest = entry.run.manifest
@@ -70,6 +84,7 @@ def build_leaderboard(run_dirs: list[Path]) -> dict[str, Any]:
                 "date": manifest.finished.replace("T", " ")[:16],  # to the minute
                 "git": (manifest.git_sha or "")[:10],
                 "cells": cells,
+                "wins": None if entry is entries[0] else win_rate(entry, tested, columns),
             }
         )
     return {
@@ -77,7 +92,60 @@ def build_leaderboard(run_dirs: list[Path]) -> dict[str, Any]:
         "rows": rows,
         "warnings": comparability_warnings(runs),
         "runs": runs,
+        "baseline": entries[0].label,
+        "correction": CORRECTION_NAMES[method],
+        "family": family,
     }
+
+
+Tested = dict[tuple[str, str, str], Comparison]  # (candidate, task, metric) -> comparison
+
+
+def versus_baseline(
+    entries: list[Entry], columns: list[tuple[str, str]], method: Correction
+) -> tuple[Tested, int]:
+    """Every model against the first on every column they share and can compare (same
+    samples and settings), the p-values adjusted together; and how many there were."""
+    baseline = entries[0]
+    resamples, seed = baseline.run.manifest.bootstrap_settings()
+    tasks = list(dict.fromkeys(task for task, _ in columns))
+    made: list[Comparison] = []
+    for entry in entries[1:]:
+        for task in tasks:
+            if not (baseline.has(task) and entry.has(task)):
+                continue
+            if differences(baseline.run, entry.run, task):
+                continue  # a warning above the table says why
+            shared = set(baseline.result(task).metrics) & set(entry.result(task).metrics)
+            metrics = [m for t, m in columns if t == task and m in shared]
+            made += compare_task(
+                task,
+                baseline.label,
+                entry.label,
+                baseline.samples(task),
+                entry.samples(task),
+                metrics,
+                resamples=resamples,
+                seed=seed,
+            )
+    adjusted = corrected(made, method)
+    return {(c.candidate, c.task, c.metric): c for c in adjusted}, len(adjusted)
+
+
+def win_rate(entry: Entry, tested: Tested, columns: list[tuple[str, str]]) -> dict[str, Any] | None:
+    """On how many of the tasks it shares with the baseline a model's headline metric is
+    higher, with a Clopper-Pearson 95% interval over those tasks."""
+    outcomes = []
+    for task in dict.fromkeys(task for task, _ in columns):
+        metrics = [m for t, m in columns if t == task]
+        comparison = tested.get((entry.label, task, primary_metric(metrics)))
+        if comparison is not None:
+            outcomes.append(comparison.difference > 0)
+    if not outcomes:
+        return None
+    won = sum(outcomes)
+    low, high = exact_binomial_ci(won, len(outcomes))
+    return {"won": won, "of": len(outcomes), "share": won / len(outcomes), "low": low, "high": high}
 
 
 def render_leaderboard(run_dirs: list[Path]) -> str:

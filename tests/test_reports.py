@@ -353,3 +353,36 @@ def test_the_report_corrects_every_p_value_together_as_statsmodels_does(
     )
     html = render_report([run])
     assert f"p ({name})" in html and f"adjusted by {name} over" in html
+
+
+def test_leaderboard_marks_corrected_comparisons_and_a_win_rate(
+    three_model_run: Path, tmp_path: Path
+) -> None:
+    from statsmodels.stats.multitest import multipletests
+    from statsmodels.stats.proportion import proportion_confint
+
+    from medharness.reports.leaderboard import build_leaderboard, render_leaderboard
+
+    run = tmp_path / "run"
+    shutil.copytree(three_model_run, run)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["config"]["multiple_comparisons"] = "holm"
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    board = build_leaderboard([run])
+    made = [
+        cell["comparison"]
+        for row in board["rows"]
+        for cell in row["cells"]
+        if cell and cell["comparison"]
+    ]
+    assert board["family"] == len(made) > 0
+    expected = multipletests([c.p_value for c in made], method="holm")[1]
+    assert [c.p_adjusted for c in made] == pytest.approx(list(expected))
+    tuned = next(row for row in board["rows"] if row["label"] == "tuned")
+    # tuned beats base on medqa_4opt accuracy, not on medquad_gen ROUGE-1 or pubmedqa (a tie)
+    assert (tuned["wins"]["won"], tuned["wins"]["of"]) == (1, 3)
+    low, high = proportion_confint(1, 3, alpha=0.05, method="beta")
+    assert (tuned["wins"]["low"], tuned["wins"]["high"]) == pytest.approx((low, high))
+    assert next(row for row in board["rows"] if row["label"] == "base")["wins"] is None
+    html = render_leaderboard([run])
+    assert "adjusted by Holm over the" in html and "wins vs base" in html
