@@ -889,3 +889,43 @@ def test_an_empty_run_name_or_a_data_root_that_is_a_file_is_refused(
     assert "expected a name, got an empty one" in capsys.readouterr().err
     assert main([*args, "--data-dir", str(fake_script), "--out", str(tmp_path)]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
+
+
+XML_ATTACKS = {
+    # an external entity would read a local file into the data; expat refuses to define it
+    "external-entity": '<!DOCTYPE d [<!ENTITY x SYSTEM "file:///etc/passwd">]>',
+    # nested entities that expand a few hundred bytes into gigabytes
+    "entity-expansion": "<!DOCTYPE d ["
+    + '<!ENTITY a "aaaaaaaaaa">'
+    + "".join(
+        f'<!ENTITY {c} "{("&" + p + ";") * 10}">'
+        for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+    )
+    + "]>",
+}
+
+
+@pytest.mark.parametrize("attack", list(XML_ATTACKS))
+def test_a_medquad_file_with_an_xml_attack_is_refused_in_one_line(
+    fake_script: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], attack: str
+) -> None:
+    data = fresh_data(tmp_path)
+    xml = sorted((data / "medquad").glob("*/*.xml"))[0]
+    entity = "&x;" if attack == "external-entity" else "&i;"
+    text = xml.read_text().replace(
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        '<?xml version="1.0" encoding="UTF-8"?>' + XML_ATTACKS[attack],
+    )
+    xml.write_text(text.replace("<Focus>", "<Focus>" + entity, 1))
+    assert eval_task(data, fake_script, "medquad_gen", tmp_path / "runs") == 2
+    assert f"{xml}: not valid XML" in only_line(capsys)
+    assert not (tmp_path / "runs" / "eval-fake").exists()
+
+
+def test_an_unknown_command_is_one_usage_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["frobnicate"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
