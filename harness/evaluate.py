@@ -28,8 +28,8 @@ def evaluate_chunks(
     label: str,
     already_done: int = 0,
 ) -> Iterator[list[SampleRow]]:
-    """Score samples a chunk at a time, yielding JSON-ready rows (prediction, per-sample
-    metrics, what produced them) so the caller can persist each chunk before the next.
+    """Score samples a chunk at a time, yielding typed rows (prediction, per-sample metrics,
+    what produced them) so the caller can persist each chunk before the next.
 
     Samples go longest first, as lm-eval orders its requests: batches of similar length
     waste little on padding (in prompt order a chunk of MedQA questions pads ~10% more),

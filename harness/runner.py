@@ -27,7 +27,7 @@ from medharness import __version__
 from medharness.config import ModelEntry, RunConfig
 from medharness.core.cache import weights_sha256
 from medharness.core.errors import UserError
-from medharness.core.folders import exclusive, finish, make_owned_folder, refuse_foreign, unlock
+from medharness.core.folders import exclusive, finish, make_owned_folder, refuse_foreign
 from medharness.core.io import (
     append_jsonl_durable,
     read_jsonl,
@@ -215,7 +215,6 @@ def train_only(config: RunConfig, *, base_dir: Path, output_dir: Path | None = N
                 for name in ("results.json", "manifest.json", "report.html"):
                     (target / name).unlink(missing_ok=True)
                 print(f"{target}: results removed; retrained {', '.join(stale)}", file=sys.stderr)
-        unlock(target)
     return target
 
 

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from medharness.reports.comparability import DECODING, describe, differences
-from medharness.reports.compare import Comparison, compare_task, corrected
+from medharness.reports.compare import Comparison, corrected
 from medharness.reports.html import (
     CORRECTION_NAMES,
     Entry,
+    comparisons_for,
     correction_of,
     entries_of,
     environment,
@@ -110,24 +111,13 @@ def versus_baseline(
     resamples, seed = baseline.run.manifest.bootstrap_settings()
     tasks = list(dict.fromkeys(task for task, _ in columns))
     made: list[Comparison] = []
-    for entry in entries[1:]:
-        for task in tasks:
-            if not (baseline.has(task) and entry.has(task)):
-                continue
-            if differences(baseline.run, entry.run, task):
-                continue  # a warning above the table says why
-            shared = set(baseline.result(task).metrics) & set(entry.result(task).metrics)
-            metrics = [m for t, m in columns if t == task and m in shared]
-            made += compare_task(
-                task,
-                baseline.label,
-                entry.label,
-                baseline.samples(task),
-                entry.samples(task),
-                metrics,
-                resamples=resamples,
-                seed=seed,
-            )
+    for task in tasks:
+        if not baseline.has(task):
+            continue
+        others = [entry for entry in entries[1:] if entry.has(task)]
+        metrics = [m for t, m in columns if t == task and m in baseline.result(task).metrics]
+        found = comparisons_for(task, baseline, others, metrics, seed, resamples)
+        made += [c for result in found.values() if isinstance(result, list) for c in result]
     adjusted = corrected(made, method)
     return {(c.candidate, c.task, c.metric): c for c in adjusted}, len(adjusted)
 

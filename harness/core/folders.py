@@ -81,16 +81,12 @@ def exclusive(folder: Path) -> Iterator[None]:
             ) from None
         yield
     finally:
+        lock_path.unlink(missing_ok=True)  # a second process is refused, never waiting on it
         os.close(handle)
 
 
-def unlock(folder: Path) -> None:
-    """Drop the lock file, so the folder holds only what the run wrote."""
-    (folder / LOCK).unlink(missing_ok=True)
-
-
 def finish(folder: Path) -> None:
-    """Before a finished run takes its final name: unlocked and unmarked, its manifest marks
-    it from then on."""
-    unlock(folder)
+    """Before a finished run takes its final name: no lock file and no marker in it; its
+    manifest marks it from then on."""
+    (folder / LOCK).unlink(missing_ok=True)
     (folder / MARKER).unlink(missing_ok=True)
