@@ -25,6 +25,8 @@ class MetricValue(Strict):
 
     value: float
     ci95: tuple[float, float]
+    # samples with a value, where some have none (a judge whose output could not be parsed)
+    n: int | None = Field(None, ge=0, exclude_if=lambda value: value is None)
 
 
 class TaskResult(Strict):
@@ -46,6 +48,17 @@ class ResultsFile(Strict):
         return self.results.get(model, {}).get(task)
 
 
+class Judgment(Strict):
+    """One judge's verdict on one answer: its scores per rubric criterion, parsed from its
+    own output only; a criterion it gave no readable score for is absent, never zero."""
+
+    judge: str
+    scores: dict[str, int]
+    rationale: str = ""
+    output: str  # what the judge wrote (its last attempt), shown beside the answer
+    attempts: int = Field(1, ge=1)  # 2 when the first output could not be parsed
+
+
 class GenerationRow(Strict):
     """One free-text answer in ``samples/MODEL/TASK.jsonl``."""
 
@@ -55,6 +68,8 @@ class GenerationRow(Strict):
     metrics: dict[str, float]
     # sacrebleu's per-sample sufficient statistics: corpus BLEU of any subset is a sum away
     bleu_stats: list[int] | None = None
+    # the jury's verdicts, one per judge; absent where no jury judged the answer
+    judgments: list[Judgment] | None = Field(None, exclude_if=lambda value: value is None)
 
 
 class ChoiceRow(Strict):
@@ -119,6 +134,15 @@ class Decoding(Strict):
     max_new_tokens: int
 
 
+class Rescore(Strict):
+    """A ``medharness rescore`` of a finished run: what it added, when."""
+
+    at: str
+    metrics: list[str]
+    judges: list[str]
+    rubric: str | None = None
+
+
 class Manifest(Strict):
     """``manifest.json``: everything that makes a run's results reproducible."""
 
@@ -138,6 +162,8 @@ class Manifest(Strict):
     versions: dict[str, str]
     hardware: dict[str, Any]
     timings_s: dict[str, Any]
+    judges: dict[str, dict[str, Any]] = Field(default_factory=dict)  # name -> model record
+    rescored: list[Rescore] = Field(default_factory=list)
 
     def bootstrap_settings(self) -> tuple[int, int]:
         """(resamples, seed) the run's intervals were computed with."""

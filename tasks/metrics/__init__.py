@@ -18,6 +18,7 @@ import numpy as np
 
 from medharness.core.records import ChoiceRow, GenerationRow, MetricValue, SampleRow, TaskResult
 from medharness.tasks.base import Task
+from medharness.tasks.metrics.agreement import jury_agreement
 from medharness.tasks.metrics.stats import (
     bootstrap_corpus_ci,
     bootstrap_indices,
@@ -65,6 +66,9 @@ class Metric:
     scorer: Scorer | None = None
     higher_is_better: bool = True
     rate: bool = False  # a share of answers with a property, charted on its own axis
+    # answers may have no score (a jury none of whose judges gave a readable one): those
+    # are left out of the value, its interval and paired tests, and ``n`` says how many count
+    optional: bool = False
 
     @property
     def points_factor(self) -> float:
@@ -74,7 +78,18 @@ class Metric:
         return value * self.points_factor
 
     def per_sample(self, rows: Sequence[SampleRow]) -> np.ndarray:
+        """Each row's score; NaN where an optional metric has none."""
+        if self.optional:
+            return np.array([row.metrics.get(self.name, math.nan) for row in rows], dtype=float)
         return np.array([row.metrics[self.name] for row in rows], dtype=float)
+
+    def scored(
+        self, base: Sequence[SampleRow], cand: Sequence[SampleRow]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Paired scores of the questions both models have one for."""
+        a, b = self.per_sample(base), self.per_sample(cand)
+        both = ~(np.isnan(a) | np.isnan(b))
+        return a[both], b[both]
 
     def summarise(self, rows: Sequence[SampleRow], *, resamples: int, seed: int) -> MetricValue:
         """The task's value and its 95% interval."""
@@ -87,8 +102,12 @@ class Metric:
         if self.summary == "proportion":
             hits = int(values.sum())
             return MetricValue(value=hits / len(rows), ci95=exact_binomial_ci(hits, len(rows)))
+        if self.optional:
+            values = values[~np.isnan(values)]
         return MetricValue(
-            value=float(values.mean()), ci95=bootstrap_mean_ci(values, resamples, seed)
+            value=float(values.mean()),
+            ci95=bootstrap_mean_ci(values, resamples, seed),
+            n=len(values) if self.optional else None,
         )
 
     def paired_differences(
@@ -111,7 +130,7 @@ class Metric:
             value_a = bleu_from_statistics(stats_a.sum(axis=0))
             value_b = bleu_from_statistics(stats_b.sum(axis=0))
             return value_a, value_b, resampled
-        a, b = self.per_sample(base), self.per_sample(cand)
+        a, b = self.scored(base, cand)
         resampled = (b - a)[bootstrap_indices(len(a), resamples, seed)].mean(axis=1)
         return float(a.mean()), float(b.mean()), resampled
 
@@ -121,7 +140,7 @@ class Metric:
         """(exact p-value, or None where the bootstrap decides; effect size, or None)."""
         if self.summary == "corpus_bleu":
             return None, None
-        a, b = self.per_sample(base), self.per_sample(cand)
+        a, b = self.scored(base, cand)
         if self.paired_test == "mcnemar":
             lost, won = int(((a > 0.5) & (b < 0.5)).sum()), int(((b > 0.5) & (a < 0.5)).sum())
             odds = won / lost if lost else (math.inf if won else None)
@@ -198,6 +217,55 @@ METRICS: dict[str, Metric] = {
 }  # fmt: skip
 
 
+JUDGE_PREFIX = "judge_"
+
+
+def _judge_settings() -> dict[str, Any]:
+    return {
+        "score": "the jury's score as a fraction of the rubric's scale (1 the best), mean "
+        "over the answers it scored",
+        "interval": "percentile bootstrap over those answers",
+    }
+
+
+def _judge(name: str) -> Metric:
+    criterion = name.removeprefix(JUDGE_PREFIX)
+    return Metric(
+        name, f"Judge {criterion}", "mean", "bootstrap", "fraction", "judge", _judge_settings,
+        "Cohen's d_z", optional=True,
+    )  # fmt: skip
+
+
+def is_metric(name: str) -> bool:
+    return name in METRICS or (name.startswith(JUDGE_PREFIX) and len(name) > len(JUDGE_PREFIX))
+
+
+def metric(name: str) -> Metric:
+    """A metric by name: one of ``METRICS``, or ``judge_<criterion>`` of any rubric (its
+    criteria are the user's, so their metrics are made from the name)."""
+    if name in METRICS:
+        return METRICS[name]
+    if is_metric(name):
+        return _judge(name)
+    raise KeyError(name)
+
+
+def task_may_have(task: Task, name: str) -> bool:
+    """Whether a result of ``task`` can hold metric ``name``: its own metrics, and the jury's
+    on free-text answers."""
+    judged = task.kind == "generate" and name.startswith(JUDGE_PREFIX) and is_metric(name)
+    return name in task.metric_names or judged
+
+
+def judged_metric_names(rows: Sequence[SampleRow]) -> list[str]:
+    """The jury's metrics some row of a log has, in the order the rows name them."""
+    names: dict[str, None] = {}
+    for row in rows:
+        if isinstance(row, GenerationRow) and row.judgments is not None:
+            names.update((name, None) for name in row.metrics if name.startswith(JUDGE_PREFIX))
+    return list(names)
+
+
 def bleu_statistics_of(rows: Sequence[SampleRow]) -> np.ndarray:
     """The rows' stored BLEU statistics; recomputed only for logs written without them."""
     generated = [row for row in rows if isinstance(row, GenerationRow)]
@@ -207,15 +275,19 @@ def bleu_statistics_of(rows: Sequence[SampleRow]) -> np.ndarray:
 
 
 def aggregate(task: Task, rows: Sequence[SampleRow], *, resamples: int, seed: int) -> TaskResult:
-    """Task result: ``n``, each metric's value with its 95% interval, and how it was computed."""
+    """Task result: ``n``, each metric's value with its 95% interval, and how it was computed;
+    the jury's metrics and agreement too where the rows were judged."""
     values: dict[str, MetricValue] = {}
     settings: dict[str, Any] = {}
-    for name in task.metric_names:
-        definition = METRICS[name]
+    names = [*task.metric_names, *judged_metric_names(rows)]
+    for name in names:
+        definition = metric(name)
         values[name] = definition.summarise(rows, resamples=resamples, seed=seed)
         settings.setdefault(definition.settings_key, definition.settings())
-    if any(METRICS[name].summary != "proportion" for name in task.metric_names):
+    if any(metric(name).summary != "proportion" for name in names):
         settings["bootstrap"] = {"resamples": resamples, "seed": seed, "method": "percentile"}
+    if any(isinstance(row, GenerationRow) and row.judgments for row in rows):
+        settings["jury"] = jury_agreement(rows, resamples, seed)
     invalid = sum(isinstance(row, ChoiceRow) and row.invalid_loglikelihood for row in rows)
     if invalid:
         settings["invalid_loglikelihood"] = invalid
