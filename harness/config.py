@@ -53,6 +53,17 @@ class GenerationSettings(Strict):
     max_new_tokens: int = Field(128, ge=1, le=8192)
 
 
+class JurySettings(Strict):
+    combine: Literal["mean", "majority"] = "mean"  # a criterion's score from its judges'
+    max_new_tokens: int = Field(160, ge=16, le=4096)  # of each judge's verdict
+
+
+def unique(kind: str, names: list[str]) -> None:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{kind} names must be unique; repeated: {', '.join(repeated)}")
+
+
 class RunConfig(Strict):
     name: Slug  # the run directory is <output_dir>/<name>
     models: list[ModelEntry] = Field(min_length=1)  # the first one is the baseline
@@ -66,6 +77,11 @@ class RunConfig(Strict):
     # the report's p-values are adjusted over all its comparisons together: holm (family-wise
     # error), bh (Benjamini-Hochberg false discovery rate) or none; verdicts use them
     multiple_comparisons: Literal["holm", "bh", "none"] = "holm"
+    # LLM judges that grade every free-text answer against the rubric (a jury when several);
+    # model entries as above, on any backend; their scores become judge_<criterion> metrics
+    judges: list[ModelEntry] = Field(default_factory=list)
+    rubric: str = "medical-qa"  # a shipped rubric, or a YAML file of your own
+    jury: JurySettings = JurySettings()
 
     @field_validator("tasks", mode="before")
     @classmethod
@@ -76,13 +92,11 @@ class RunConfig(Strict):
 
     @model_validator(mode="after")
     def unique_names(self) -> RunConfig:
-        for kind, names in (
-            ("model", [m.name for m in self.models]),
-            ("task", [t.name for t in self.tasks]),
-        ):
-            repeated = sorted({n for n in names if names.count(n) > 1})
-            if repeated:
-                raise ValueError(f"{kind} names must be unique; repeated: {', '.join(repeated)}")
+        unique("model", [m.name for m in self.models])
+        unique("task", [t.name for t in self.tasks])
+        unique("judge", [j.name for j in self.judges])
+        if any(judge.train is not None for judge in self.judges):
+            raise ValueError("judges are used as they are: a judge cannot have a train: block")
         return self
 
     def task_limit(self, entry: TaskEntry) -> int | None:

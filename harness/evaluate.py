@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
+from medharness.config import ModelEntry
 from medharness.core.records import ChoiceRow, GenerationRow, InputRow, SampleRow
 from medharness.models.base import LanguageModel
+from medharness.models.loading import load_model
 from medharness.tasks import Sample, Task
 from medharness.tasks.metrics import METRICS
 from medharness.tasks.metrics.text import accuracy
@@ -145,4 +148,19 @@ def input_row(sample: Sample) -> InputRow:
         choices=list(sample.choices) if sample.choices else None,
         gold=sample.gold if sample.choices else None,
         metadata=dict(sample.metadata),
+    )
+
+
+def load_entry(entry: ModelEntry, spec: str | None = None, adapter: str | None = None) -> Any:
+    """The model a config entry describes (or ``spec`` + ``adapter`` in its place, as
+    training made them), loaded with the entry's settings."""
+    return load_model(
+        spec or entry.model,
+        adapter=adapter if spec else entry.adapter,
+        backend=entry.backend,
+        dtype=entry.dtype,
+        device=entry.device,
+        batch_size=entry.batch_size,
+        system_prompt=entry.system_prompt,
+        allow_pickle=entry.allow_pickle,
     )

@@ -25,14 +25,12 @@ from typing import Any
 
 from medharness import __version__
 from medharness.config import ModelEntry, RunConfig
-from medharness.core.cache import weights_sha256
 from medharness.core.errors import UserError
 from medharness.core.folders import exclusive, finish, make_owned_folder, refuse_foreign
 from medharness.core.io import (
     append_jsonl_durable,
     read_jsonl,
     read_jsonl_prefix,
-    sha256_file,
     write_json_atomic,
     write_jsonl_atomic,
     write_record,
@@ -48,11 +46,11 @@ from medharness.core.records import (
     TaskResult,
 )
 from medharness.data import DataRoot, load_task_data, resolve_data_root
-from medharness.evaluate import evaluate_chunks, input_row
-from medharness.models.builtin import builtin_model_dir
+from medharness.evaluate import evaluate_chunks, input_row, load_entry
+from medharness.judge import JudgedLog, Jury, judge_logs
 from medharness.models.fake import FakeModel
 from medharness.models.hub import require_hub_model
-from medharness.models.loading import load_model
+from medharness.models.identity import weights_identity
 from medharness.models.specs import BUILTIN_MODEL, fake_script, is_hub_id, looks_like_path
 from medharness.reports.html import render_run_report
 from medharness.tasks import Sample, Task, get_task
@@ -99,8 +97,9 @@ def run(
     if limit is not None:
         config = limited_trainings(config, limit)
     data_root = resolve_data_root(config.data_dir, base_dir)
-    for entry in config.models:
+    for entry in [*config.models, *config.judges]:
         check_model_entry(entry)
+    jury = Jury.of(config, base_dir)  # a bad rubric is refused before any work
     prepared, file_hashes = prepare_tasks(config, data_root, limit)
 
     out = output_dir or resolve_inside(base_dir, config.output_dir)
@@ -109,7 +108,9 @@ def run(
     refuse_foreign(target)  # before any work: never replace what medharness did not make
     make_owned_folder(staging)
     with exclusive(staging) if is_main_process() else contextlib.nullcontext():
-        return write_run(config, data_root, prepared, file_hashes, staging, target, started=started)
+        return write_run(
+            config, data_root, prepared, file_hashes, staging, target, started=started, jury=jury
+        )
 
 
 def write_run(
@@ -121,6 +122,7 @@ def write_run(
     target: Path,
     *,
     started: float,
+    jury: Jury | None = None,
 ) -> Path:
     """Train, evaluate and write everything into ``staging``, then rename it to ``target``."""
     try:
@@ -133,7 +135,7 @@ def write_run(
                 (input_row(sample).model_dump(mode="json") for sample in item.samples),
             )
         results, state, timings = evaluate_all(
-            config, prepared, staging, trained, previous_record(target)
+            config, prepared, staging, trained, previous_record(target), jury
         )
         write_record(
             staging / "results.json",
@@ -141,7 +143,9 @@ def write_run(
         )
         write_record(
             staging / "manifest.json",
-            build_manifest(config, data_root, file_hashes, prepared, state, timings, started),
+            build_manifest(
+                config, data_root, file_hashes, prepared, state, timings, started
+            ).model_copy(update={"judges": jury.record() if jury else {}}),
         )
         write_text_atomic(staging / "report.html", render_run_report(staging))
         if target.exists():
@@ -289,16 +293,6 @@ def pair_key(config: RunConfig, model: dict[str, Any], item: PreparedTask) -> st
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
-def weights_identity(spec: str) -> str | None:
-    """sha256 of the weights a spec names, where they are local files (cached by mtime);
-    None for hub ids, whose revision is only known once loaded."""
-    script = fake_script(spec)
-    if script is not None:
-        return sha256_file(script) if script.is_file() else None
-    folder = builtin_model_dir() if spec == BUILTIN_MODEL else Path(spec).expanduser()
-    return weights_sha256(folder) if folder.is_dir() else None
-
-
 def previous_record(target: Path) -> dict[str, Any]:
     """Pair keys and model records of the finished run now at ``target``, if any."""
     try:
@@ -314,10 +308,12 @@ def evaluate_all(
     staging: Path,
     trained: dict[str, Trained],
     previous: dict[str, Any],
+    jury: Jury | None = None,
 ) -> tuple[dict[str, dict[str, TaskResult]], dict[str, Any], dict[str, Any]]:
     """Every model on every task, resuming from whatever an earlier attempt left in staging:
     finished sample logs are reused, partial ones continue after their last full chunk. A
     log of the finished run being replaced is reused when its pair key is unchanged.
+    The jury, if any, then judges every free-text answer it has no verdict on.
     Returns results, the run state (pair keys, model records) and timings."""
     state_path = staging / STATE_FILE
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
@@ -350,27 +346,13 @@ def evaluate_all(
             clock = time.time()
             weights = trained.get(entry.name)
             spec, adapter = (
-                (weights.model, weights.adapter)
-                if weights
-                else (
-                    entry.model,
-                    entry.adapter,
-                )
+                (weights.model, weights.adapter) if weights else (entry.model, entry.adapter)
             )
             print(
                 f"[{entry.name}] loading {spec}" + (f" + {adapter}" if adapter else ""),
                 file=sys.stderr,
             )
-            model = load_model(
-                spec,
-                adapter=adapter,
-                backend=entry.backend,
-                dtype=entry.dtype,
-                device=entry.device,
-                batch_size=entry.batch_size,
-                system_prompt=entry.system_prompt,
-                allow_pickle=entry.allow_pickle,
-            )
+            model = load_entry(entry, spec, adapter)
             state["models"][entry.name] = model.describe()
             if weights:
                 state["models"][entry.name].update(trained_record(weights, staging))
@@ -385,6 +367,11 @@ def evaluate_all(
                 close()
             del model
             gc.collect()
+    clock = time.time()
+    apply_jury(jury, [entry.name for entry in config.models], prepared, staging)
+    if jury is not None:
+        timings["judging_s"] = round(time.time() - clock, 3)
+    for entry in config.models:
         for item in prepared:
             final, _ = sample_paths(staging, entry.name, item.task.name)
             rows = SAMPLE_ROWS.validate_python(list(read_jsonl(final)))
@@ -394,6 +381,26 @@ def evaluate_all(
             results[entry.name][item.task.name] = result
             print(f"[{entry.name}] {item.task.name}: " + summary_line(result), file=sys.stderr)
     return results, state, timings
+
+
+def apply_jury(
+    jury: Jury | None, models: list[str], prepared: list[PreparedTask], folder: Path
+) -> None:
+    """Every free-text sample log with the jury's verdicts (or none, without a jury),
+    rewritten where that changes it."""
+    paths, logs = [], []
+    for item in prepared:
+        if item.task.kind != "generate":
+            continue
+        inputs = {sample.doc_id: input_row(sample) for sample in item.samples}
+        for name in models:
+            path = sample_paths(folder, name, item.task.name)[0]
+            rows = SAMPLE_ROWS.validate_python(list(read_jsonl(path)))
+            paths.append(path)
+            logs.append(JudgedLog(f"{name}/{item.task.name}", rows, inputs))
+    for path, log, rows in zip(paths, logs, judge_logs(jury, logs), strict=True):
+        if rows != log.rows:
+            write_jsonl_atomic(path, (row.model_dump(mode="json") for row in rows))
 
 
 def trained_record(weights: Trained, staging: Path) -> dict[str, Any]:

@@ -24,6 +24,7 @@ FILLER_WORDS = ("the", "a", "is", "of", "and", "to", "in", "may", "include", "pa
 class GenerateRule(Strict):
     match: str
     output: str
+    quote_message: bool = False  # repeat the message before `output`, as small models do
 
 
 class ChooseRule(Strict):
@@ -51,6 +52,7 @@ class FakeModel:
 
         generate:                      # first rule whose `match` is in the message wins
           - {match: "glaucoma", output: "Glaucoma is an eye disease."}
+          - {match: "grade", output: "correctness: 4", quote_message: true}  # echo, then this
         default_output: "I am not sure."
         choose:                        # favour a continuation when `match` is in the context
           - {match: "orthopaedic", answer: "B"}
@@ -105,7 +107,7 @@ class FakeModel:
         for message in user_messages:
             rule = next((r for r in self.script.generate if r.match in message), None)
             if rule:
-                outputs.append(rule.output)
+                outputs.append((message + "\n" if rule.quote_message else "") + rule.output)
             elif self.script.babble_words:
                 outputs.append(self._babble(message))
             else:

@@ -1,0 +1,240 @@
+"""Put every free-text answer of a run to its judges and keep their verdicts in the logs.
+
+Each judge reads each answer once: verdicts are cached by (judge identity, rubric content,
+prompt version, question, reference, answer) in an append-only file fsynced per chunk, so a
+re-run, a ``rescore`` or a run killed mid-judging judges only what no judge has yet. A judge
+model is loaded only when some answer is new to it.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from medharness.config import JurySettings, ModelEntry, RunConfig
+from medharness.core.cache import cache_root
+from medharness.core.io import append_jsonl_durable, read_jsonl_prefix
+from medharness.core.records import GenerationRow, InputRow, Judgment, SampleRow
+from medharness.evaluate import load_entry
+from medharness.models.base import LanguageModel
+from medharness.models.identity import weights_identity
+from medharness.tasks.judging.jury import jury_metrics
+from medharness.tasks.judging.rubric import Rubric, load_rubric
+from medharness.tasks.judging.verdicts import PROMPT_VERSION, Verdict, judge_prompt, parse_verdict
+from medharness.tasks.metrics import JUDGE_PREFIX
+
+
+@dataclass(frozen=True)
+class Jury:
+    """The judges of a run, the rubric they grade by, and how their scores combine."""
+
+    judges: list[ModelEntry]
+    rubric: Rubric
+    settings: JurySettings
+
+    @classmethod
+    def of(cls, config: RunConfig, base_dir: Path) -> Jury | None:
+        if not config.judges:
+            return None
+        return cls(config.judges, load_rubric(config.rubric, base_dir), config.jury)
+
+    def cache_key(self, judge: ModelEntry) -> str:
+        """What a judge's verdicts depend on; its name is only a label."""
+        identity = {
+            "model": judge.model_dump(mode="json", exclude={"name"}),
+            "weights": weights_identity(judge.model),
+            "adapter_weights": weights_identity(judge.adapter) if judge.adapter else None,
+            "rubric_sha256": self.rubric.sha256,
+            "prompt_version": PROMPT_VERSION,
+            "max_new_tokens": self.settings.max_new_tokens,
+        }
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+    def record(self) -> dict[str, dict[str, Any]]:
+        """The manifest's account of each judge."""
+        return {
+            judge.name: {
+                "model": judge.model,
+                "adapter": judge.adapter,
+                "rubric": self.rubric.label,
+                "rubric_sha256": self.rubric.sha256,
+                "prompt_version": PROMPT_VERSION,
+                "combine": self.settings.combine,
+                "cache_key": self.cache_key(judge),
+            }
+            for judge in self.judges
+        }
+
+
+@dataclass(frozen=True)
+class JudgedLog:
+    """One model's answers on one generation task, with what each was asked."""
+
+    label: str  # model/task, for progress
+    rows: list[SampleRow]
+    inputs: dict[str, InputRow]
+
+
+def question_of(asked: InputRow) -> str:
+    """The question itself, where a task's prompt wraps it in instructions."""
+    return str(asked.metadata.get("question") or asked.prompt)
+
+
+def answer_key(asked: InputRow, answer: str) -> str:
+    identity = [question_of(asked), asked.target, answer]
+    return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
+
+
+class VerdictCache:
+    """A judge's verdicts: answer key -> cached verdict, appended durably."""
+
+    def __init__(self, key: str) -> None:
+        self.path = cache_root() / "judgments" / f"{key}.jsonl"
+        self.known = {row["key"]: row for row in read_jsonl_prefix(self.path)}
+        self.writable = True
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        self.known.update((row["key"], row) for row in rows)
+        if not self.writable:
+            return
+        try:
+            append_jsonl_durable(self.path, rows)
+        except OSError as exc:  # judging goes on; only a re-run pays again
+            self.writable = False
+            print(
+                f"medharness: judgments not cached ({exc.strerror}: {self.path})", file=sys.stderr
+            )
+
+
+def judge_logs(jury: Jury | None, logs: Sequence[JudgedLog]) -> list[list[SampleRow]]:
+    """Every log's rows with the jury's verdicts and metrics; without a jury, rows lose any
+    verdicts an earlier run left (the results then describe no jury)."""
+    if jury is None:
+        return [[without_jury(row) for row in log.rows] for log in logs]
+    verdicts = {judge.name: judge_answers(jury, judge, logs) for judge in jury.judges}
+    judged = []
+    for log in logs:
+        rows: list[SampleRow] = []
+        for row in log.rows:
+            if not isinstance(row, GenerationRow):
+                rows.append(row)
+                continue
+            key = answer_key(log.inputs[row.doc_id], row.prediction)
+            judgments = [Judgment(judge=name, **verdicts[name][key]) for name in verdicts]
+            metrics = {
+                name: value
+                for name, value in row.metrics.items()
+                if not name.startswith(JUDGE_PREFIX)
+            }
+            metrics.update(jury_metrics(judgments, jury.rubric, jury.settings.combine))
+            rows.append(row.model_copy(update={"judgments": judgments, "metrics": metrics}))
+        judged.append(rows)
+    return judged
+
+
+def without_jury(row: SampleRow) -> SampleRow:
+    if not isinstance(row, GenerationRow) or row.judgments is None:
+        return row
+    metrics = {k: v for k, v in row.metrics.items() if not k.startswith(JUDGE_PREFIX)}
+    return row.model_copy(update={"judgments": None, "metrics": metrics})
+
+
+def judge_answers(
+    jury: Jury, judge: ModelEntry, logs: Sequence[JudgedLog]
+) -> dict[str, dict[str, Any]]:
+    """Answer key -> this judge's verdict (scores, rationale, output, attempts), judging
+    only the answers its cache lacks."""
+    cache = VerdictCache(jury.cache_key(judge))
+    wanted: dict[str, tuple[InputRow, str]] = {}
+    for log in logs:
+        for row in log.rows:
+            if isinstance(row, GenerationRow):
+                asked = log.inputs[row.doc_id]
+                wanted.setdefault(answer_key(asked, row.prediction), (asked, row.prediction))
+    new = [(key, item) for key, item in wanted.items() if key not in cache.known]
+    if new:
+        print(
+            f"[judge {judge.name}] {len(new)} answers to judge "
+            f"({len(wanted) - len(new)} already judged)",
+            file=sys.stderr,
+        )
+        model = load_entry(judge)
+        try:
+            judge_new(model, jury, judge.name, new, cache)
+        finally:
+            close = getattr(model, "close", None)
+            if close is not None:
+                close()
+            del model
+            gc.collect()
+    return {key: verdict_fields(cache.known[key]) for key in wanted}
+
+
+def verdict_fields(cached: dict[str, Any]) -> dict[str, Any]:
+    return {name: cached[name] for name in ("scores", "rationale", "output", "attempts")}
+
+
+def judge_new(
+    model: LanguageModel,
+    jury: Jury,
+    name: str,
+    new: list[tuple[str, tuple[InputRow, str]]],
+    cache: VerdictCache,
+) -> None:
+    """Judge a chunk at a time, caching each chunk before the next; an output whose scores
+    are not all readable is judged once more with a stricter prompt, and the attempt that
+    gave more scores is kept."""
+    rubric, tokens = jury.rubric, jury.settings.max_new_tokens
+    with tqdm(total=len(new), desc=f"judge {name}", unit="answer", leave=False) as bar:
+        for start in range(0, len(new), model.chunk_size):
+            chunk = new[start : start + model.chunk_size]
+            prompts = [prompt_for(rubric, asked, answer) for _, (asked, answer) in chunk]
+            outputs = model.generate(prompts, tokens)
+            found = [
+                parse_verdict(out, rubric, answer)
+                for out, (_, (_, answer)) in zip(outputs, chunk, strict=True)
+            ]
+            attempts = [1] * len(chunk)
+            retry = [
+                i for i, verdict in enumerate(found) if len(verdict.scores) < len(rubric.criteria)
+            ]
+            if retry:
+                again = model.generate(
+                    [prompt_for(rubric, *chunk[i][1], strict=True) for i in retry], tokens
+                )
+                for i, output in zip(retry, again, strict=True):
+                    second = parse_verdict(output, rubric, chunk[i][1][1])
+                    attempts[i] = 2
+                    if len(second.scores) >= len(found[i].scores):
+                        found[i], outputs[i] = second, output
+            cache.add(
+                [
+                    cached_row(key, verdict, output, tries)
+                    for (key, _), verdict, output, tries in zip(
+                        chunk, found, outputs, attempts, strict=True
+                    )
+                ]
+            )
+            bar.update(len(chunk))
+
+
+def prompt_for(rubric: Rubric, asked: InputRow, answer: str, *, strict: bool = False) -> str:
+    return judge_prompt(rubric, question_of(asked), asked.target, answer, strict=strict)
+
+
+def cached_row(key: str, verdict: Verdict, output: str, attempts: int) -> dict[str, Any]:
+    return {
+        "key": key,
+        "scores": verdict.scores,
+        "rationale": verdict.rationale,
+        "output": output,
+        "attempts": attempts,
+    }
