@@ -24,7 +24,8 @@ from medharness.core.validation import Strict, load_yaml_file, validate_file_dat
 from medharness.reports.compare import compare_task
 from medharness.reports.runs import RunData
 from medharness.tasks import TASKS
-from medharness.tasks.metrics import METRICS
+from medharness.tasks.metrics import is_metric, task_may_have
+from medharness.tasks.metrics import metric as metric_of
 from medharness.trainers.spec import TrainSpec
 
 ClaimKind = Literal[
@@ -68,7 +69,7 @@ class Claim(Strict):
         if self.task is not None:
             if self.task not in TASKS:
                 raise ValueError(f"claim {self.id}: unknown task {self.task!r}")
-            if self.metric is not None and self.metric not in TASKS[self.task].metric_names:
+            if self.metric is not None and not task_may_have(TASKS[self.task], self.metric):
                 raise ValueError(f"claim {self.id}: unknown metric {self.metric!r}")
         return self
 
@@ -206,7 +207,9 @@ def judge(card: Card, run_dir: Path, substitutions: list[str]) -> VerdictTable:
 def fmt(value: float | None, metric: str | None = None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    on_points_scale = metric in METRICS and METRICS[metric].scale == "points"
+    on_points_scale = (
+        metric is not None and is_metric(metric) and metric_of(metric).scale == "points"
+    )
     return f"{value:.2f}" if on_points_scale else f"{value:.4f}"
 
 
@@ -315,4 +318,5 @@ def within(verdict: Any, claim: Claim, measured: float, extra: str = "") -> Verd
 
 def default_tolerance(claim: Claim) -> float:
     """Two points on the 0-100 scale, in the metric's own units."""
-    return 2.0 / (METRICS[claim.metric].points_factor if claim.metric in METRICS else 100.0)
+    known = claim.metric is not None and is_metric(claim.metric)
+    return 2.0 / (metric_of(claim.metric).points_factor if known and claim.metric else 100.0)

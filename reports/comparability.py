@@ -3,7 +3,7 @@ leaderboard and the gate apply.
 
 Results compare only when the task's version, prompt, data files, sample set and sample count
 are the same and, for generation tasks, the decoding settings too (a 32-token answer and a
-128-token answer do not score alike).
+128-token answer do not score alike), and the juries where both runs were judged.
 """
 
 from __future__ import annotations
@@ -18,7 +18,12 @@ IDENTITY_FIELDS = {
     "n": "sample counts (limits)",
 }
 DECODING = "decoding"
-WORDS = {**IDENTITY_FIELDS, DECODING: "decoding settings (max_new_tokens)"}
+JURY = "jury"
+WORDS = {
+    **IDENTITY_FIELDS,
+    DECODING: "decoding settings (max_new_tokens)",
+    JURY: "juries (judges, rubric or how their scores combine)",
+}
 
 
 def differences(run: RunData, other: RunData, task: str) -> list[str]:
@@ -32,7 +37,15 @@ def differences(run: RunData, other: RunData, task: str) -> list[str]:
     fields = [name for name in IDENTITY_FIELDS if getattr(ours, name) != getattr(theirs, name)]
     if ours.kind == "generate" and run.manifest.decoding != other.manifest.decoding:
         fields.append(DECODING)
+    juries = [jury_identity(run), jury_identity(other)]
+    if ours.kind == "generate" and all(juries) and juries[0] != juries[1]:
+        fields.append(JURY)
     return fields
+
+
+def jury_identity(run: RunData) -> list[tuple[str, str]]:
+    """What a run's judge scores depend on (judges' names are only labels)."""
+    return sorted((j["cache_key"], j["combine"]) for j in run.manifest.judges.values())
 
 
 def describe(fields: list[str]) -> str:

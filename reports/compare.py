@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from medharness.core.errors import UserError
 from medharness.core.records import InputRow, SampleRow
-from medharness.tasks.metrics import METRICS
+from medharness.tasks.metrics import metric as metric_of
 from medharness.tasks.metrics.stats import (
     Correction,
     adjust_p_values,
@@ -94,7 +94,9 @@ def compare_task(
     )
     comparisons = []
     for metric in metrics:
-        definition = METRICS[metric]
+        definition = metric_of(metric)
+        if definition.optional and not len(definition.scored(base, cand)[0]):
+            continue  # no question both models have a score for
         value_a, value_b, resampled = definition.paired_differences(
             base, cand, resamples=resamples, seed=seed
         )
@@ -135,7 +137,8 @@ def breakdown(
     for row in rows:
         asked = inputs.get(row.doc_id)
         group = str((asked.metadata.get(key) if asked else None) or "(none)")
-        groups.setdefault(group, []).append(float(row.metrics[metric]))
+        if metric in row.metrics:  # a jury may have left an answer without a score
+            groups.setdefault(group, []).append(float(row.metrics[metric]))
     return {group: (sum(v) / len(v), len(v)) for group, v in sorted(groups.items())}
 
 
@@ -160,7 +163,7 @@ def corrected(comparisons: Sequence[Comparison], method: Correction) -> list[Com
             c,
             p_adjusted=p,
             correction=method,
-            verdict=verdict(c.difference, p, ALPHA, METRICS[c.metric].higher_is_better),
+            verdict=verdict(c.difference, p, ALPHA, metric_of(c.metric).higher_is_better),
         )
         for c, p in zip(comparisons, adjusted, strict=True)
     ]

@@ -24,7 +24,8 @@ from medharness.reports.comparability import differences
 from medharness.reports.compare import pair_rows
 from medharness.reports.runs import RunData
 from medharness.tasks import TASKS
-from medharness.tasks.metrics import METRICS
+from medharness.tasks.metrics import metric as metric_of
+from medharness.tasks.metrics import task_may_have
 
 
 def split_rule_key(key: str) -> tuple[str, str]:
@@ -32,9 +33,10 @@ def split_rule_key(key: str) -> tuple[str, str]:
     task, _, metric = key.partition(".")
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r} in {key!r}; known tasks: {', '.join(TASKS)}")
-    known = TASKS[task].metric_names
-    if metric not in known:
-        raise ValueError(f"unknown metric {metric!r} in {key!r}; {task} has: {', '.join(known)}")
+    if not task_may_have(TASKS[task], metric):
+        known = ", ".join(TASKS[task].metric_names)
+        judged = ", judge_<criterion>" if TASKS[task].kind == "generate" else ""
+        raise ValueError(f"unknown metric {metric!r} in {key!r}; {task} has: {known}{judged}")
     return task, metric
 
 
@@ -63,7 +65,7 @@ class Policy(Strict):
     @classmethod
     def floors_on_the_metric_scale(cls, floors: dict[str, float]) -> dict[str, float]:
         for key, value in floors.items():
-            metric = METRICS[split_rule_key(key)[1]]
+            metric = metric_of(split_rule_key(key)[1])
             top = 100.0 / metric.points_factor
             if not 0 <= value <= top:
                 hint = f" (did you mean {value / 100:g}?)" if top == 1 and 1 < value <= 100 else ""
@@ -179,6 +181,9 @@ def evaluate_gate(policy: Policy, run_dir: Path, baseline_dir: Path | None) -> G
         task, metric = split_rule_key(key)
         if task not in results:
             continue
+        if metric not in results[task].metrics:
+            rules.append(RuleResult(f"{key} >= {floor:g}", task, False, "not in the run's results"))
+            continue
         value = results[task].metrics[metric].value
         rules.append(
             RuleResult(
@@ -192,9 +197,15 @@ def evaluate_gate(policy: Policy, run_dir: Path, baseline_dir: Path | None) -> G
         task, metric = split_rule_key(key)
         if task not in results or baseline is None:
             continue
-        if baseline_run.results.result(baseline, task) is None:
+        base_result = baseline_run.results.result(baseline, task)
+        if base_result is None or metric not in base_result.metrics:
             rules.append(
                 RuleResult(f"{key} drop <= {drop:g} points", task, False, "not in the baseline")
+            )
+            continue
+        if metric not in results[task].metrics:
+            rules.append(
+                RuleResult(f"{key} drop <= {drop:g} points", task, False, "not in the run")
             )
             continue
         rules.append(
@@ -224,7 +235,7 @@ def regression_rule(
     """Fail only when the candidate is significantly worse by more than ``drop`` points."""
     task, metric = split_rule_key(key)
     base, cand = pair_rows(baseline_rows, candidate_rows, key)
-    definition = METRICS[metric]
+    definition = metric_of(metric)
     value_a, value_b, resampled = definition.paired_differences(
         base, cand, resamples=resamples, seed=seed
     )

@@ -20,7 +20,13 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from medharness.core.errors import UserError
-from medharness.core.records import ChoiceRow, MetricValue, SampleRow, TaskResult
+from medharness.core.records import (
+    ChoiceRow,
+    GenerationRow,
+    MetricValue,
+    SampleRow,
+    TaskResult,
+)
 from medharness.reports.charts import bar_chart, color, line_chart
 from medharness.reports.comparability import describe, differences
 from medharness.reports.compare import (
@@ -32,13 +38,15 @@ from medharness.reports.compare import (
 )
 from medharness.reports.runs import RunData
 from medharness.tasks import TASKS
-from medharness.tasks.metrics import METRICS
+from medharness.tasks.judging.jury import OVERALL
+from medharness.tasks.metrics import is_metric
+from medharness.tasks.metrics import metric as metric_of
 from medharness.tasks.metrics.stats import Correction
 
 
 def points(metric: str, value: float) -> float:
     """A value in points: every column of a report reads 0-100."""
-    return METRICS[metric].to_points(value) if metric in METRICS else value
+    return metric_of(metric).to_points(value) if is_metric(metric) else value
 
 
 def in_points(metric: str, value: MetricValue | None) -> tuple[float, float, float] | None:
@@ -86,7 +94,7 @@ def environment() -> Environment:
     )
     env.filters["pts"] = lambda value: "—" if value is None else f"{value:.2f}"
     env.filters["metric_name"] = lambda name: (
-        METRICS[name].display_name if name in METRICS else name
+        metric_of(name).display_name if is_metric(name) else name
     )
     return env
 
@@ -222,6 +230,60 @@ def breakdown_tables(
     return tables
 
 
+JUDGED_SAMPLES_SHOWN = 200  # per task; every verdict stays in the sample logs
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + " …"
+
+
+def jury_section(task: str, present: list[Entry]) -> dict[str, Any] | None:
+    """The jury of a task: per model its agreement and unreadable verdicts, and per answer
+    each judge's scores and rationale beside it; None where no answer was judged."""
+    juries = {e.label: e.result(task).settings.get("jury") for e in present}
+    if not any(juries.values()):
+        return None
+    logs = {e.label: {row.doc_id: row for row in e.samples(task)} for e in present}
+    inputs = present[0].run.inputs(task)
+    samples = []
+    for doc_id in list(logs[present[0].label])[:JUDGED_SAMPLES_SHOWN]:
+        answers = []
+        for entry in present:
+            row = logs[entry.label].get(doc_id)
+            if not isinstance(row, GenerationRow) or not row.judgments:
+                continue
+            verdicts = [
+                {
+                    "judge": j.judge,
+                    "scores": j.scores,
+                    "rationale": j.rationale,
+                    "output": "" if j.scores else clip(j.output, 400),
+                    "attempts": j.attempts,
+                }
+                for j in row.judgments
+            ]
+            answers.append(
+                {"model": entry.label, "text": clip(row.prediction, 1200), "verdicts": verdicts}
+            )
+        if answers:
+            asked = inputs.get(doc_id)
+            samples.append(
+                {
+                    "doc_id": doc_id,
+                    "question": asked.prompt if asked else "",
+                    "reference": clip(asked.target, 600) if asked else "",
+                    "answers": answers,
+                }
+            )
+    manifest = present[0].run.manifest
+    return {
+        "models": [{"label": label, **jury} for label, jury in juries.items() if jury],
+        "judges": manifest.judges,
+        "samples": samples,
+        "shown": len(samples),
+    }
+
+
 def browser_payload(tasks: list[str], entries: list[Entry]) -> str:
     """Every sample of every task, column-oriented, gzip + base64, for the sample browser.
 
@@ -302,7 +364,7 @@ def training_charts(entries: list[Entry]) -> list[Markup]:
 def charts(task: str, present: list[Entry], metrics: list[str]) -> list[Markup]:
     """Scores on one axis; rates (shares of answers, often 0 or 100) on their own, so a
     100% disclaimer rate does not squash every ROUGE bar."""
-    rates = [m for m in metrics if m in METRICS and METRICS[m].rate]
+    rates = [m for m in metrics if is_metric(m) and metric_of(m).rate]
     scores = [m for m in metrics if m not in rates]
     drawn = []
     for group, width in ((scores, 760), (rates, 300)):
@@ -391,12 +453,18 @@ def build_report(run_dirs: list[Path], verify: bool = True) -> dict[str, Any]:
                 "comparisons": comparison_rows(comparisons),
                 "charts": charts(task, present, metrics),
                 "models": [{"label": e.label, "color": color(i)} for i, e in enumerate(present)],
-                "breakdowns": breakdown_tables(
-                    task,
-                    present,
-                    list(TASKS[task].breakdown_keys) if task in TASKS else [],
-                    primary_metric(metrics),
-                ),
+                "breakdowns": [
+                    table
+                    for metric in dict.fromkeys([primary_metric(metrics), OVERALL])
+                    if metric in metrics
+                    for table in breakdown_tables(
+                        task,
+                        present,
+                        list(TASKS[task].breakdown_keys) if task in TASKS else [],
+                        metric,
+                    )
+                ],
+                "jury": jury_section(task, present) if generation else None,
                 "lengths": [{"label": e.label, **answer_lengths(e.samples(task))} for e in present]
                 if generation
                 else [],

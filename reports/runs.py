@@ -33,6 +33,7 @@ from medharness.tasks import TASKS
 from medharness.tasks.metrics import aggregate
 
 R = TypeVar("R", bound=BaseModel)
+RESCORING = ".medharness-rescoring"  # stands in a run while ``rescore`` rewrites its files
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
@@ -72,10 +73,15 @@ class RunData:
     _inputs: dict[str, dict[str, InputRow]] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, path: Path, verify: bool = True) -> RunData:
+    def open(cls, path: Path, verify: bool = True, rescoring: bool = False) -> RunData:
         for name in ("results.json", "manifest.json"):
             if not (path / name).is_file():
                 raise UserError(f"{path} is not a finished run directory (no {name})")
+        if (path / RESCORING).exists() and not rescoring:
+            raise UserError(
+                f"{path}: a rescore was interrupted while writing; run `medharness rescore "
+                f"{path}` again to finish it"
+            )
         return cls(path, verify)
 
     @property

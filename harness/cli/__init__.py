@@ -10,7 +10,7 @@ import traceback
 from collections.abc import Sequence
 
 from medharness.cli import eval as eval_command
-from medharness.cli import gate, leaderboard, report, reproduce, run, train
+from medharness.cli import gate, leaderboard, report, reproduce, rescore, run, train
 from medharness.cli.common import EXIT_INTERNAL, EXIT_USAGE
 from medharness.core.errors import UserError
 
@@ -18,6 +18,7 @@ SUBCOMMANDS = (
     run,
     train,
     eval_command,
+    rescore,
     report,
     gate,
     reproduce,

@@ -19,7 +19,8 @@ from medharness.config import parse_config
 from medharness.core.records import ResultsFile
 from medharness.models.specs import fake_script
 from medharness.tasks import TASKS
-from medharness.tasks.metrics import METRICS
+from medharness.tasks.metrics import is_metric
+from medharness.tasks.metrics import metric as metric_of
 
 
 def add_parser(commands: Commands) -> None:
@@ -112,7 +113,7 @@ def format_table(results: ResultsFile) -> str:
     for model, tasks in results.results.items():
         for task, entry in tasks.items():
             for metric, value in entry.metrics.items():
-                factor = METRICS[metric].points_factor if metric in METRICS else 1.0
+                factor = metric_of(metric).points_factor if is_metric(metric) else 1.0
                 low, high = value.ci95
                 names.append((model, task, metric))
                 figures.append((value.value * factor, low * factor, high * factor, entry.n))

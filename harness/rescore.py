@@ -1,0 +1,132 @@
+"""``medharness rescore``: add metrics to a finished run without generating again.
+
+The jury's verdicts (cached, so only new answers are judged) and any named metric are
+recomputed from the sample logs; the logs, results, manifest and report are rewritten
+under the run's lock. While they are written a marker file stands in the run directory:
+a run killed then is refused by every reader until ``rescore`` is run again.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import Field
+
+from medharness.config import JurySettings, ModelEntry, RunConfig, parse_config, unique
+from medharness.core.errors import UserError
+from medharness.core.folders import exclusive, refuse_foreign
+from medharness.core.io import write_jsonl_atomic, write_record, write_text_atomic
+from medharness.core.records import GenerationRow, Rescore, ResultsFile, SampleRow
+from medharness.core.validation import Strict, load_yaml_file, validate_file_data
+from medharness.judge import JudgedLog, Jury, judge_logs
+from medharness.reports.html import render_run_report
+from medharness.reports.runs import RESCORING, RunData
+from medharness.tasks import TASKS
+from medharness.tasks.metrics import METRICS, aggregate
+
+
+class JudgingFile(Strict):
+    """A ``--judges`` file: the config's judging keys on their own."""
+
+    judges: list[ModelEntry] = Field(min_length=1)
+    rubric: str = "medical-qa"
+    jury: JurySettings = JurySettings()
+
+
+def load_judging(path: Path, config: RunConfig) -> RunConfig:
+    judging = validate_file_data(JudgingFile, load_yaml_file(path, "judges"), str(path), "judges")
+    try:
+        unique("judge", [judge.name for judge in judging.judges])
+    except ValueError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    return config.model_copy(
+        update={"judges": judging.judges, "rubric": judging.rubric, "jury": judging.jury}
+    )
+
+
+def rescore(
+    run_dir: Path, *, metrics: list[str], judges_file: Path | None, base_dir: Path
+) -> list[str]:
+    """Rescore a finished run in place; return what was added or recomputed."""
+    refuse_foreign(run_dir)
+    run = RunData.open(run_dir, verify=False, rescoring=True)
+    config = parse_config(run.manifest.config, str(run_dir / "manifest.json"))
+    if judges_file is not None:
+        config = load_judging(judges_file, config)
+    unknown = [m for m in metrics if m not in METRICS or METRICS[m].scorer is None]
+    if unknown:
+        scored = ", ".join(name for name, m in METRICS.items() if m.scorer is not None)
+        raise UserError(f"cannot rescore {', '.join(unknown)}; per-answer metrics: {scored}")
+    if not metrics and not config.judges:
+        raise UserError("nothing to rescore: name --metrics, or --judges (the run has no judges)")
+    jury = Jury.of(config, base_dir)
+    with exclusive(run_dir):
+        marker = run_dir / RESCORING
+        logs = {
+            (model, task): rescored_rows(run.samples(model, task), metrics, task)
+            for model, tasks in run.results.results.items()
+            for task in tasks
+        }
+        judged_keys = [key for key in logs if TASKS[key[1]].kind == "generate"]
+        judged = judge_logs(
+            jury,
+            [JudgedLog("/".join(key), logs[key], run.inputs(key[1])) for key in judged_keys],
+        )
+        logs.update(zip(judged_keys, judged, strict=True))
+        resamples, seed = run.manifest.bootstrap_settings()
+        results = {
+            model: {
+                task: aggregate(TASKS[task], logs[model, task], resamples=resamples, seed=seed)
+                for task in tasks
+            }
+            for model, tasks in run.results.results.items()
+        }
+        added = [*metrics, *(f"judge {judge.name}" for judge in config.judges)]
+        manifest = run.manifest.model_copy(
+            update={
+                "config": config.model_dump(mode="json"),
+                "judges": jury.record() if jury else {},
+                "rescored": [
+                    *run.manifest.rescored,
+                    Rescore(
+                        at=datetime.now(UTC).isoformat(timespec="seconds"),
+                        metrics=metrics,
+                        judges=[judge.name for judge in config.judges],
+                        rubric=jury.rubric.label if jury else None,
+                    ),
+                ],
+            }
+        )
+        marker.write_text("a rescore is writing this run\n", encoding="utf-8")
+        for (model, task), rows in logs.items():
+            path = run_dir / "samples" / model / f"{task}.jsonl"
+            write_jsonl_atomic(path, (row.model_dump(mode="json") for row in rows))
+        write_record(
+            run_dir / "results.json", ResultsFile(baseline=run.results.baseline, results=results)
+        )
+        write_record(run_dir / "manifest.json", manifest)
+        marker.unlink()
+        write_text_atomic(run_dir / "report.html", render_run_report(run_dir))
+    return added
+
+
+def rescored_rows(rows: list[SampleRow], metrics: list[str], task: str) -> list[SampleRow]:
+    """Free-text rows with the named per-answer metrics recomputed (those the task has)."""
+    names = [name for name in metrics if name in TASKS[task].metric_names]
+    generated = [row for row in rows if isinstance(row, GenerationRow)]
+    if not names or not generated:
+        return rows
+    predictions = [row.prediction for row in generated]
+    targets = [row.target for row in generated]
+    scores = {}
+    for name in names:
+        scorer = METRICS[name].scorer
+        assert scorer is not None
+        scores[name] = scorer(predictions, targets)
+    return [
+        row.model_copy(
+            update={"metrics": {**row.metrics, **{n: float(v[i]) for n, v in scores.items()}}}
+        )
+        for i, row in enumerate(generated)
+    ]
