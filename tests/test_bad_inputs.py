@@ -13,6 +13,7 @@ import pytest
 import yaml
 from test_gate import BAD_POLICIES
 from test_hostile import DOCUMENTED as HOSTILE_CASES
+from test_judging import JUDGING_CASES
 from test_records import RECORD_CASES
 
 from medharness.cli import main
@@ -246,6 +247,7 @@ def test_every_case_is_in_the_documented_table() -> None:
         "nan-loglikelihood",
         *RECORD_CASES,
         *HOSTILE_CASES,
+        *JUDGING_CASES,
     }
     gate_cases = {*BAD_POLICIES, "incomparable-baseline", "missing-run"}  # tests/test_gate.py
     assert documented == {*CASES, *elsewhere, *gate_cases}
