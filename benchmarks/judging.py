@@ -3,11 +3,15 @@
 Takes the first N MedQuAD test questions, with the first sentences of each reference as
 the answer to grade (judging cost depends on prompt and verdict length, not on who wrote the
 answer), and judges them with SmolLM2-135M-Instruct against the medical-qa rubric through
-``medharness.judge.judge_logs``, as a run does: once with an empty verdict cache, then again
-in the same process with the cache filled. Prints answers per second, both wall times and
-their ratio, and how readable the judge's verdicts were.
+``medharness.judge.judge_logs``, as a run does, for each scoring in turn in one process
+(the judge writes its verdict; the judge's probabilities weight each score): once with an
+empty verdict cache, then again with the cache filled. Prints answers per second, both wall
+times and their ratio, and how readable the judge's verdicts were.
 
-    MEDHARNESS_DATA_DIR=... .venv/bin/python benchmarks/judging.py --limit 24
+    MEDHARNESS_DATA_DIR=... .venv/bin/python benchmarks/judging.py --limit 12
+    # on a CUDA machine, a vLLM judge:
+    MEDHARNESS_DATA_DIR=... .venv-vllm/bin/python benchmarks/judging.py --limit 200 \
+        --backend vllm --model PATH_OR_HUB_ID_OF_AN_8B_INSTRUCT_MODEL
 """
 
 from __future__ import annotations
@@ -21,13 +25,23 @@ from pathlib import Path
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--limit", type=int, default=24)
+    parser.add_argument("--limit", type=int, default=12)
     parser.add_argument("--model", default="smollm2-135m-instruct", help="the judge")
     parser.add_argument("--max-new-tokens", type=int, default=160)
+    parser.add_argument(
+        "--scoring", nargs="+", choices=["verdict", "probabilities"],
+        default=["verdict", "probabilities"], help="each in turn, in one process",
+    )  # fmt: skip
+    parser.add_argument("--backend", choices=["auto", "hf", "vllm"], default="auto")
     args = parser.parse_args()
-    os.environ["MEDHARNESS_CACHE"] = tempfile.mkdtemp(prefix="judging-bench-")
+    from medharness.core.cache import cache_root
 
-    from medharness.config import JurySettings, ModelEntry
+    models = cache_root() / "models"  # the built-in model converted once, kept
+    os.environ["MEDHARNESS_CACHE"] = tempfile.mkdtemp(prefix="judging-bench-")  # no verdicts
+    if models.is_dir():
+        (cache_root() / "models").symlink_to(models)
+
+    from medharness.config import JudgeEntry, JurySettings
     from medharness.core.records import GenerationRow
     from medharness.evaluate import input_row
     from medharness.judge import JudgedLog, Jury, judge_logs
@@ -44,28 +58,29 @@ def main() -> None:
         for s in samples
     ]  # fmt: skip
     log = JudgedLog("bench", list(rows), {s.doc_id: input_row(s) for s in samples})
-    jury = Jury(
-        [ModelEntry(name="judge", model=args.model)],
-        load_rubric("medical-qa", Path.cwd()),
-        JurySettings(max_new_tokens=args.max_new_tokens),
-    )
-    clock = time.perf_counter()
-    (judged,) = judge_logs(jury, [log])
-    cold = time.perf_counter() - clock
-    clock = time.perf_counter()
-    judge_logs(jury, [log])
-    warm = time.perf_counter() - clock
-
-    verdicts = [
-        row.judgments[0] for row in judged if isinstance(row, GenerationRow) and row.judgments
-    ]
-    complete = sum(len(v.scores) == 4 for v in verdicts)
-    unreadable = sum(not v.scores for v in verdicts)
-    retried = sum(v.attempts > 1 for v in verdicts)
-    print(f"answers judged: {len(verdicts)} (judge {args.model}, {args.max_new_tokens} tokens)")
-    print(f"cold cache: {cold:.1f} s with loading the judge, {len(verdicts) / cold:.3f} answers/s")
-    print(f"warm cache: {warm:.3f} s wall ({cold / warm:.0f}x less), judge not loaded")
-    print(f"verdicts: {complete} with all 4 scores, {unreadable} with none, {retried} retried")
+    rubric = load_rubric("medical-qa", Path.cwd())
+    print(f"judge {args.model}, {len(rows)} answers, backend {args.backend}")
+    for scoring in args.scoring:
+        judge = JudgeEntry(name="judge", model=args.model, scoring=scoring, backend=args.backend)
+        jury = Jury([judge], rubric, JurySettings(max_new_tokens=args.max_new_tokens))
+        clock = time.perf_counter()
+        (judged,) = judge_logs(jury, [log])
+        cold = time.perf_counter() - clock
+        clock = time.perf_counter()
+        judge_logs(jury, [log])
+        warm = time.perf_counter() - clock
+        verdicts = [
+            row.judgments[0] for row in judged if isinstance(row, GenerationRow) and row.judgments
+        ]
+        complete = sum(len(v.scores) == len(rubric.criteria) for v in verdicts)
+        unreadable = sum(not v.scores for v in verdicts)
+        retried = sum(v.attempts > 1 for v in verdicts)
+        print(
+            f"{scoring}: cold cache {cold:.1f} s with loading the judge "
+            f"({len(verdicts) / cold:.3f} answers/s); warm cache {warm:.3f} s, judge not "
+            f"loaded ({cold / warm:.0f}x less); {complete} with all criteria, {unreadable} "
+            f"with none, {retried} retried"
+        )
 
 
 if __name__ == "__main__":

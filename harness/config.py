@@ -37,6 +37,13 @@ class ModelEntry(Strict):
         return self
 
 
+class JudgeEntry(ModelEntry):
+    # verdict: the judge writes its scores (any backend); probabilities: each criterion's
+    # score is the scale's values weighted by the judge's probability of each (G-Eval), from
+    # log-likelihoods; steadier for small judges, which seldom write a readable verdict
+    scoring: Literal["verdict", "probabilities"] = "verdict"
+
+
 class TaskEntry(Strict):
     name: str
     limit: int | None = Field(None, ge=1)  # first N samples of the split (stable order)
@@ -79,7 +86,7 @@ class RunConfig(Strict):
     multiple_comparisons: Literal["holm", "bh", "none"] = "holm"
     # LLM judges that grade every free-text answer against the rubric (a jury when several);
     # model entries as above, on any backend; their scores become judge_<criterion> metrics
-    judges: list[ModelEntry] = Field(default_factory=list)
+    judges: list[JudgeEntry] = Field(default_factory=list)
     rubric: str = "medical-qa"  # a shipped rubric, or a YAML file of your own
     jury: JurySettings = JurySettings()
 

@@ -19,16 +19,22 @@ from typing import Any
 
 from tqdm import tqdm
 
-from medharness.config import JurySettings, ModelEntry, RunConfig
+from medharness.config import JudgeEntry, JurySettings, RunConfig
 from medharness.core.cache import cache_root
 from medharness.core.io import append_jsonl_durable, read_jsonl_prefix
 from medharness.core.records import GenerationRow, InputRow, Judgment, SampleRow
 from medharness.evaluate import load_entry
-from medharness.models.base import LanguageModel
+from medharness.models.base import LanguageModel, Progress
 from medharness.models.identity import weights_identity
 from medharness.tasks.judging.jury import jury_metrics
 from medharness.tasks.judging.rubric import Rubric, load_rubric
-from medharness.tasks.judging.verdicts import PROMPT_VERSION, Verdict, judge_prompt, parse_verdict
+from medharness.tasks.judging.verdicts import (
+    PROMPT_VERSION,
+    criterion_prompt,
+    judge_prompt,
+    parse_verdict,
+    probability_weighted,
+)
 from medharness.tasks.metrics import JUDGE_PREFIX
 
 
@@ -36,7 +42,7 @@ from medharness.tasks.metrics import JUDGE_PREFIX
 class Jury:
     """The judges of a run, the rubric they grade by, and how their scores combine."""
 
-    judges: list[ModelEntry]
+    judges: list[JudgeEntry]
     rubric: Rubric
     settings: JurySettings
 
@@ -46,7 +52,7 @@ class Jury:
             return None
         return cls(config.judges, load_rubric(config.rubric, base_dir), config.jury)
 
-    def cache_key(self, judge: ModelEntry) -> str:
+    def cache_key(self, judge: JudgeEntry) -> str:
         """What a judge's verdicts depend on; its name is only a label."""
         identity = {
             "model": judge.model_dump(mode="json", exclude={"name"}),
@@ -148,7 +154,7 @@ def without_jury(row: SampleRow) -> SampleRow:
 
 
 def judge_answers(
-    jury: Jury, judge: ModelEntry, logs: Sequence[JudgedLog]
+    jury: Jury, judge: JudgeEntry, logs: Sequence[JudgedLog]
 ) -> dict[str, dict[str, Any]]:
     """Answer key -> this judge's verdict (scores, rationale, output, attempts), judging
     only the answers its cache lacks."""
@@ -159,7 +165,12 @@ def judge_answers(
             if isinstance(row, GenerationRow):
                 asked = log.inputs[row.doc_id]
                 wanted.setdefault(answer_key(asked, row.prediction), (asked, row.prediction))
-    new = [(key, item) for key, item in wanted.items() if key not in cache.known]
+    # longest first, as evaluation orders its samples: a chunk pads to its longest prompt
+    new = sorted(
+        ((key, item) for key, item in wanted.items() if key not in cache.known),
+        key=lambda pending: len(pending[1][1]) + len(pending[1][0].target),
+        reverse=True,
+    )
     if new:
         print(
             f"[judge {judge.name}] {len(new)} answers to judge "
@@ -168,7 +179,7 @@ def judge_answers(
         )
         model = load_entry(judge)
         try:
-            judge_new(model, jury, judge.name, new, cache)
+            judge_new(model, jury, judge, new, cache)
         finally:
             close = getattr(model, "close", None)
             if close is not None:
@@ -182,59 +193,85 @@ def verdict_fields(cached: dict[str, Any]) -> dict[str, Any]:
     return {name: cached[name] for name in ("scores", "rationale", "output", "attempts")}
 
 
+Pending = list[tuple[str, tuple[InputRow, str]]]  # answer key -> (what was asked, answer)
+
+
 def judge_new(
-    model: LanguageModel,
-    jury: Jury,
-    name: str,
-    new: list[tuple[str, tuple[InputRow, str]]],
-    cache: VerdictCache,
+    model: LanguageModel, jury: Jury, judge: JudgeEntry, new: Pending, cache: VerdictCache
 ) -> None:
-    """Judge a chunk at a time, caching each chunk before the next; an output whose scores
-    are not all readable is judged once more with a stricter prompt, and the attempt that
-    gave more scores is kept."""
+    """Judge a chunk at a time, caching each chunk's verdicts before the next. A judge
+    scored by probabilities runs one context per criterion, so its chunks hold fewer
+    answers: the bar moves and a kill loses little."""
+    weighted = judge.scoring == "probabilities"
+    size = max(1, model.chunk_size // len(jury.rubric.criteria)) if weighted else model.chunk_size
+    with tqdm(total=len(new), desc=f"judge {judge.name}", unit="answer", leave=False) as bar:
+        for start in range(0, len(new), size):
+            chunk = new[start : start + size]
+            if weighted:
+                cache.add(weighted_verdicts(model, jury, chunk))
+            else:
+                cache.add(written_verdicts(model, jury, chunk, bar.update))
+            bar.n = start + len(chunk)
+            bar.refresh()
+
+
+def written_verdicts(
+    model: LanguageModel, jury: Jury, chunk: Pending, progress: Progress | None = None
+) -> list[dict[str, Any]]:
+    """Verdicts the judge writes; an output whose scores are not all readable is judged once
+    more with a stricter prompt, and the attempt that gave more scores is kept."""
     rubric, tokens = jury.rubric, jury.settings.max_new_tokens
-    with tqdm(total=len(new), desc=f"judge {name}", unit="answer", leave=False) as bar:
-        for start in range(0, len(new), model.chunk_size):
-            chunk = new[start : start + model.chunk_size]
-            prompts = [prompt_for(rubric, asked, answer) for _, (asked, answer) in chunk]
-            outputs = model.generate(prompts, tokens)
-            found = [
-                parse_verdict(out, rubric, answer)
-                for out, (_, (_, answer)) in zip(outputs, chunk, strict=True)
-            ]
-            attempts = [1] * len(chunk)
-            retry = [
-                i for i, verdict in enumerate(found) if len(verdict.scores) < len(rubric.criteria)
-            ]
-            if retry:
-                again = model.generate(
-                    [prompt_for(rubric, *chunk[i][1], strict=True) for i in retry], tokens
-                )
-                for i, output in zip(retry, again, strict=True):
-                    second = parse_verdict(output, rubric, chunk[i][1][1])
-                    attempts[i] = 2
-                    if len(second.scores) >= len(found[i].scores):
-                        found[i], outputs[i] = second, output
-            cache.add(
-                [
-                    cached_row(key, verdict, output, tries)
-                    for (key, _), verdict, output, tries in zip(
-                        chunk, found, outputs, attempts, strict=True
-                    )
-                ]
-            )
-            bar.update(len(chunk))
+    outputs = model.generate([prompt_for(rubric, *item) for _, item in chunk], tokens, progress)
+    found = [
+        parse_verdict(out, rubric, answer)
+        for out, (_, (_, answer)) in zip(outputs, chunk, strict=True)
+    ]
+    attempts = [1] * len(chunk)
+    retry = [i for i, verdict in enumerate(found) if len(verdict.scores) < len(rubric.criteria)]
+    if retry:
+        again = model.generate(
+            [prompt_for(rubric, *chunk[i][1], strict=True) for i in retry], tokens
+        )
+        for i, output in zip(retry, again, strict=True):
+            second = parse_verdict(output, rubric, chunk[i][1][1])
+            attempts[i] = 2
+            if len(second.scores) >= len(found[i].scores):
+                found[i], outputs[i] = second, output
+    return [
+        {"key": key, "scores": verdict.scores, "rationale": verdict.rationale,
+         "output": output, "attempts": tries}
+        for (key, _), verdict, output, tries in zip(chunk, found, outputs, attempts, strict=True)
+    ]  # fmt: skip
+
+
+def weighted_verdicts(model: LanguageModel, jury: Jury, chunk: Pending) -> list[dict[str, Any]]:
+    """Each criterion's score as the scale's values weighted by the judge's probability of
+    each after the criterion's prompt; the output shows those probabilities."""
+    rubric = jury.rubric
+    requests = [
+        (criterion_prompt(rubric, criterion, question_of(asked), asked.target, answer), f" {v}")
+        for _, (asked, answer) in chunk
+        for criterion in rubric.criteria
+        for v in range(criterion.low, criterion.high + 1)
+    ]
+    likelihoods = iter(model.loglikelihoods(requests))
+    verdicts = []
+    for key, _ in chunk:
+        scores: dict[str, float] = {}
+        shown = []
+        for criterion in rubric.criteria:
+            values = list(range(criterion.low, criterion.high + 1))
+            found = [next(likelihoods) for _ in values]
+            score = probability_weighted(found, values)
+            if score is not None:
+                scores[criterion.name] = score
+                shown.append(f"{criterion.name}: {score:.2f}")
+        verdicts.append(
+            {"key": key, "scores": scores, "rationale": "", "attempts": 1,
+             "output": "probability-weighted scores; " + ", ".join(shown)}
+        )  # fmt: skip
+    return verdicts
 
 
 def prompt_for(rubric: Rubric, asked: InputRow, answer: str, *, strict: bool = False) -> str:
     return judge_prompt(rubric, question_of(asked), asked.target, answer, strict=strict)
-
-
-def cached_row(key: str, verdict: Verdict, output: str, attempts: int) -> dict[str, Any]:
-    return {
-        "key": key,
-        "scores": verdict.scores,
-        "rationale": verdict.rationale,
-        "output": output,
-        "attempts": attempts,
-    }

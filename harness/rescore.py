@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from medharness.config import JurySettings, ModelEntry, RunConfig, parse_config, unique
+from medharness.config import JudgeEntry, JurySettings, RunConfig, parse_config, unique
 from medharness.core.errors import UserError
 from medharness.core.folders import exclusive, refuse_foreign
 from medharness.core.io import write_jsonl_atomic, write_record, write_text_atomic
@@ -29,7 +29,7 @@ from medharness.tasks.metrics import METRICS, aggregate
 class JudgingFile(Strict):
     """A ``--judges`` file: the config's judging keys on their own."""
 
-    judges: list[ModelEntry] = Field(min_length=1)
+    judges: list[JudgeEntry] = Field(min_length=1)
     rubric: str = "medical-qa"
     jury: JurySettings = JurySettings()
 

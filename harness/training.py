@@ -24,9 +24,8 @@ from medharness.core.cache import weights_sha256
 from medharness.core.errors import UserError
 from medharness.core.io import write_json_atomic
 from medharness.data import DataRoot, verify_checksums
-from medharness.evaluate import evaluate_samples
+from medharness.evaluate import evaluate_samples, load_entry
 from medharness.models.builtin import builtin_model_dir
-from medharness.models.loading import load_model
 from medharness.models.specs import BUILTIN_MODEL
 from medharness.tasks.metrics import aggregate
 from medharness.trainers.data import TrainingSet, medqa_dev_examples, medquad_examples
@@ -245,14 +244,7 @@ def validation_score(
         saved = json.loads(cache.read_text(encoding="utf-8"))
         if {k: saved.get(k) for k in wanted} == wanted and metric in saved["metrics"]:
             return float(saved["metrics"][metric]["value"])
-    model = load_model(
-        trained.model,
-        adapter=trained.adapter,
-        dtype=entry.dtype,
-        device=entry.device,
-        batch_size=entry.batch_size,
-        system_prompt=entry.system_prompt,
-    )
+    model = load_entry(entry, trained.model, trained.adapter)
     rows = evaluate_samples(
         model,
         MEDQUAD_GEN,

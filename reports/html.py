@@ -93,6 +93,10 @@ def environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters["pts"] = lambda value: "—" if value is None else f"{value:.2f}"
+    # a written verdict's whole number as it was written; a probability-weighted one to 2 places
+    env.filters["score"] = lambda value: (
+        f"{value:g}" if float(value).is_integer() else f"{value:.2f}"
+    )
     env.filters["metric_name"] = lambda name: (
         metric_of(name).display_name if is_metric(name) else name
     )

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from medharness.cli import main
-from medharness.config import JurySettings, ModelEntry
+from medharness.config import JudgeEntry, JurySettings
 from medharness.core.errors import UserError
 from medharness.core.records import GenerationRow, InputRow, Judgment
 from medharness.judge import JudgedLog, Jury, judge_logs
@@ -139,11 +139,11 @@ def test_alpha_matches_the_krippendorff_package_with_missing_scores() -> None:
     assert krippendorff_alpha([[3, 3], [3, 3]]) is None  # no variation: undefined
 
 
-def judge_script(tmp_path: Path, name: str, **script: object) -> ModelEntry:
-    return ModelEntry(name=name, model=f"fake:{write_yaml(tmp_path / f'{name}.yaml', script)}")
+def judge_script(tmp_path: Path, name: str, **script: object) -> JudgeEntry:
+    return JudgeEntry(name=name, model=f"fake:{write_yaml(tmp_path / f'{name}.yaml', script)}")
 
 
-def content_judge(tmp_path: Path, trace: Path | None = None) -> ModelEntry:
+def content_judge(tmp_path: Path, trace: Path | None = None) -> JudgeEntry:
     """Scores on content: 4/4/5/3 for an answer that names organ 1, else 1/1/3/1; repeats
     the whole prompt before its verdict, as weak models do."""
     return judge_script(
@@ -218,7 +218,31 @@ def test_unreadable_verdicts_are_retried_once_then_missing_not_zero(
     assert not any(k.startswith("judge_") for k in judged(alone, [BASE])[0].metrics)
 
 
-def medquad_config(tmp_path: Path, judges: list[ModelEntry], name: str = "judged") -> Path:
+def test_a_judge_scored_by_probabilities_weights_each_score_by_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEDHARNESS_CACHE", str(tmp_path / "cache"))
+    trace = tmp_path / "calls.log"
+    script = write_yaml(
+        tmp_path / "weigher.yaml",
+        {"choose": [{"match": "that affects organ 1.", "answer": "4"}], "trace_file": str(trace)},
+    )
+    judge = JudgeEntry(name="weigher", model=f"fake:{script}", scoring="probabilities")
+    rows = judged(Jury([judge], RUBRIC, JurySettings()), [BASE, BASE + HOSTILE[1]])
+    # the fake gives the favoured score a log-likelihood of -0.1 and every other one -5
+    weights = [math.exp(-0.1 if v == 4 else -5.0) for v in range(1, 6)]
+    expected = sum(v * w for v, w in zip(range(1, 6), weights, strict=True)) / sum(weights)
+    for row in rows:
+        assert row.judgments is not None
+        assert row.judgments[0].scores == pytest.approx(dict.fromkeys(
+            ["correctness", "completeness", "safety", "referral"], expected))  # fmt: skip
+        assert row.metrics["judge_overall"] == pytest.approx((expected - 1) / 4)
+    contexts = [json.loads(line.split("\t", 1)[1]) for line in trace.read_text().splitlines()]
+    assert len(contexts) == 8 and all(c.endswith(" score:") for c in contexts)
+    assert all(f"<{answer_tag(BASE)}>\n{BASE}\n</{answer_tag(BASE)}>" in c for c in contexts[:4])
+
+
+def medquad_config(tmp_path: Path, judges: list[JudgeEntry], name: str = "judged") -> Path:
     good = write_yaml(
         tmp_path / "good.yaml",
         {
@@ -241,7 +265,7 @@ def medquad_config(tmp_path: Path, judges: list[ModelEntry], name: str = "judged
     return write_yaml(tmp_path / f"{name}.yaml", config)
 
 
-def two_judges(tmp_path: Path, trace: Path | None = None) -> list[ModelEntry]:
+def two_judges(tmp_path: Path, trace: Path | None = None) -> list[JudgeEntry]:
     strict = judge_script(
         tmp_path,
         "strict",
@@ -370,7 +394,7 @@ def test_the_built_in_model_judges_beside_a_fake_one(
     tmp_path: Path, data_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MEDHARNESS_CACHE", str(tmp_path / "cache"))
-    builtin = ModelEntry(name="smollm2", model="smollm2-135m-instruct")
+    builtin = JudgeEntry(name="smollm2", model="smollm2-135m-instruct", scoring="probabilities")
     config = medquad_config(tmp_path, [builtin, two_judges(tmp_path)[1]])
     data = json.loads(config.read_text())
     data["tasks"][0]["limit"] = 3
@@ -382,8 +406,9 @@ def test_the_built_in_model_judges_beside_a_fake_one(
     ]["settings"]["jury"]
     assert jury["judges"] == ["smollm2", "strict"] and jury["answers"] == 3
     rows = (tmp_path / "runs/judged/samples/good/medquad_gen.jsonl").read_text().splitlines()
-    outputs = [json.loads(row)["judgments"][0]["output"] for row in rows]
-    assert all(output.strip() for output in outputs)  # the real judge wrote something
+    scores = [json.loads(row)["judgments"][0]["scores"] for row in rows]
+    assert all(len(s) == 4 and all(1 <= v <= 5 for v in s.values()) for s in scores)
+    assert all(entry["answers"] == 3 for entry in jury["agreement"].values())
 
 
 def bad_rubric(tmp_path: Path) -> list[str]:

@@ -50,10 +50,11 @@ class ResultsFile(Strict):
 
 class Judgment(Strict):
     """One judge's verdict on one answer: its scores per rubric criterion, parsed from its
-    own output only; a criterion it gave no readable score for is absent, never zero."""
+    own output only (or weighted by its probabilities of each score); a criterion it gave no
+    readable score for is absent, never zero."""
 
     judge: str
-    scores: dict[str, int]
+    scores: dict[str, float]
     rationale: str = ""
     output: str  # what the judge wrote (its last attempt), shown beside the answer
     attempts: int = Field(1, ge=1)  # 2 when the first output could not be parsed

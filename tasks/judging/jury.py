@@ -18,7 +18,7 @@ def metric_name(criterion: str) -> str:
     return f"judge_{criterion}"
 
 
-def majority(scores: Sequence[int]) -> int:
+def majority(scores: Sequence[float]) -> float:
     """The score most judges gave; a tie goes to the lowest of the tied scores."""
     counts = Counter(scores)
     top = max(counts.values())
