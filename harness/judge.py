@@ -246,10 +246,11 @@ def written_verdicts(
 
 def weighted_verdicts(model: LanguageModel, jury: Jury, chunk: Pending) -> list[dict[str, Any]]:
     """Each criterion's score as the scale's values weighted by the judge's probability of
-    each after the criterion's prompt; the output shows those probabilities."""
+    each right after the criterion's prompt (``...score:``, no space, so a digit is one token
+    for most tokenizers and the five are read off one forward pass)."""
     rubric = jury.rubric
     requests = [
-        (criterion_prompt(rubric, criterion, question_of(asked), asked.target, answer), f" {v}")
+        (criterion_prompt(rubric, criterion, question_of(asked), asked.target, answer), f"{v}")
         for _, (asked, answer) in chunk
         for criterion in rubric.criteria
         for v in range(criterion.low, criterion.high + 1)

@@ -21,7 +21,7 @@ import numpy as np
 
 from medharness.tasks.judging.rubric import Criterion, Rubric
 
-PROMPT_VERSION = 1  # of the wording below; cached judgments depend on it
+PROMPT_VERSION = 2  # of the wording below and how scores are asked for; caches depend on it
 MAX_TEXT_CHARS = 4000  # of the reference and of the answer shown to a judge
 
 
