@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -9,11 +10,13 @@ from pydantic import Field, field_validator, model_validator
 
 from medharness.core.validation import Strict, load_yaml_file, validate_file_data
 from medharness.models.specs import fake_script
-from medharness.tasks import TASKS
+from medharness.tasks import TASKS, Task
+from medharness.tasks.custom import CustomTask, custom_task
 from medharness.trainers.spec import TrainSpec
 
 # Names become folder names inside the run directory: no separators, no way out of it.
-Slug = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
+SLUG = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+Slug = Annotated[str, Field(pattern=SLUG)]
 
 
 class ModelEntry(Strict):
@@ -45,15 +48,39 @@ class JudgeEntry(ModelEntry):
 
 
 class TaskEntry(Strict):
-    name: str
+    name: str  # a built-in task, or the name of your own (with custom:)
     limit: int | None = Field(None, ge=1)  # first N samples of the split (stable order)
+    custom: CustomTask | None = None  # your own test set: see tasks/custom.py
 
-    @field_validator("name")
-    @classmethod
-    def known_task(cls, name: str) -> str:
-        if name not in TASKS:
-            raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
-        return name
+    @model_validator(mode="after")
+    def known_task(self) -> TaskEntry:
+        if self.custom is None and self.name not in TASKS:
+            raise ValueError(
+                f"unknown task {self.name!r}; known tasks: {', '.join(TASKS)} "
+                "(or give your own file under custom:)"
+            )
+        if self.custom is not None and self.name in TASKS:
+            raise ValueError(f"{self.name!r} is a built-in task; name your own task otherwise")
+        if self.custom is not None and not re.fullmatch(SLUG, self.name):
+            raise ValueError(f"task name {self.name!r}: letters, digits, '.', '_', '-' only")
+        return self
+
+    def task(self, base_dir: Path) -> Task:
+        """The task this entry names: built-in, or the user's file (relative to base_dir)."""
+        if self.custom is not None:
+            return custom_task(self.name, self.custom, base_dir)
+        return TASKS[self.name]
+
+
+def recorded_task(config: dict[str, Any], name: str) -> Task | None:
+    """The task a run's recorded config means by ``name``: built-in or the user's own (its
+    definition only: readers never load its file)."""
+    if name in TASKS:
+        return TASKS[name]
+    for item in config.get("tasks", []):
+        if isinstance(item, dict) and item.get("name") == name and item.get("custom"):
+            return TaskEntry.model_validate(item).task(Path.cwd())
+    return None
 
 
 class GenerationSettings(Strict):

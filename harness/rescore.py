@@ -22,7 +22,7 @@ from medharness.core.validation import Strict, load_yaml_file, validate_file_dat
 from medharness.judge import JudgedLog, Jury, judge_logs
 from medharness.reports.html import render_run_report
 from medharness.reports.runs import RESCORING, RunData
-from medharness.tasks import TASKS
+from medharness.tasks import Task
 from medharness.tasks.metrics import METRICS, aggregate
 
 
@@ -63,12 +63,15 @@ def rescore(
     jury = Jury.of(config, base_dir)
     with exclusive(run_dir):
         marker = run_dir / RESCORING
+        definitions = {
+            task: known_task(run, task) for tasks in run.results.results.values() for task in tasks
+        }
         logs = {
-            (model, task): rescored_rows(run.samples(model, task), metrics, task)
+            (model, task): rescored_rows(run.samples(model, task), metrics, definitions[task])
             for model, tasks in run.results.results.items()
             for task in tasks
         }
-        judged_keys = [key for key in logs if TASKS[key[1]].kind == "generate"]
+        judged_keys = [key for key in logs if definitions[key[1]].kind == "generate"]
         judged = judge_logs(
             jury,
             [JudgedLog("/".join(key), logs[key], run.inputs(key[1])) for key in judged_keys],
@@ -77,7 +80,9 @@ def rescore(
         resamples, seed = run.manifest.bootstrap_settings()
         results = {
             model: {
-                task: aggregate(TASKS[task], logs[model, task], resamples=resamples, seed=seed)
+                task: aggregate(
+                    definitions[task], logs[model, task], resamples=resamples, seed=seed
+                )
                 for task in tasks
             }
             for model, tasks in run.results.results.items()
@@ -111,9 +116,16 @@ def rescore(
     return added
 
 
-def rescored_rows(rows: list[SampleRow], metrics: list[str], task: str) -> list[SampleRow]:
+def known_task(run: RunData, name: str) -> Task:
+    definition = run.task(name)
+    if definition is None:
+        raise UserError(f"{run.path}: task {name!r} is not known to this medharness")
+    return definition
+
+
+def rescored_rows(rows: list[SampleRow], metrics: list[str], task: Task) -> list[SampleRow]:
     """Free-text rows with the named per-answer metrics recomputed (those the task has)."""
-    names = [name for name in metrics if name in TASKS[task].metric_names]
+    names = [name for name in metrics if name in task.metric_names]
     generated = [row for row in rows if isinstance(row, GenerationRow)]
     if not names or not generated:
         return rows

@@ -53,7 +53,7 @@ from medharness.models.hub import require_hub_model
 from medharness.models.identity import weights_identity
 from medharness.models.specs import BUILTIN_MODEL, fake_script, is_hub_id, looks_like_path
 from medharness.reports.html import render_run_report
-from medharness.tasks import Sample, Task, get_task
+from medharness.tasks import Sample, Task
 from medharness.tasks.metrics import aggregate
 from medharness.trainers.distributed import is_main_process
 from medharness.trainers.spec import DONE_FILE
@@ -100,7 +100,7 @@ def run(
     for entry in [*config.models, *config.judges]:
         check_model_entry(entry)
     jury = Jury.of(config, base_dir)  # a bad rubric is refused before any work
-    prepared, file_hashes = prepare_tasks(config, data_root, limit)
+    prepared, file_hashes = prepare_tasks(config, data_root, limit, base_dir)
 
     out = output_dir or resolve_inside(base_dir, config.output_dir)
     target = out / config.name
@@ -257,12 +257,12 @@ def check_model_entry(entry: ModelEntry) -> None:
 
 
 def prepare_tasks(
-    config: RunConfig, data_root: DataRoot, limit: int | None
+    config: RunConfig, data_root: DataRoot, limit: int | None, base_dir: Path
 ) -> tuple[list[PreparedTask], dict[str, str]]:
     prepared = []
     file_hashes: dict[str, str] = {}
     for entry in config.tasks:
-        task = get_task(entry.name)
+        task = entry.task(base_dir)
         loaded = load_task_data(task, data_root)
         caps = [cap for cap in (limit, config.task_limit(entry)) if cap is not None]
         samples = loaded.samples[: min(caps)] if caps else loaded.samples

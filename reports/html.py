@@ -37,7 +37,6 @@ from medharness.reports.compare import (
     corrected,
 )
 from medharness.reports.runs import RunData
-from medharness.tasks import TASKS
 from medharness.tasks.judging.jury import OVERALL
 from medharness.tasks.metrics import is_metric
 from medharness.tasks.metrics import metric as metric_of
@@ -239,6 +238,11 @@ JUDGED_SAMPLES_SHOWN = 200  # per task; every verdict stays in the sample logs
 
 def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + " …"
+
+
+def breakdown_keys(entry: Entry, task: str) -> list[str]:
+    definition = entry.run.task(task)
+    return list(definition.breakdown_keys) if definition else []
 
 
 def jury_section(task: str, present: list[Entry]) -> dict[str, Any] | None:
@@ -462,10 +466,7 @@ def build_report(run_dirs: list[Path], verify: bool = True) -> dict[str, Any]:
                     for metric in dict.fromkeys([primary_metric(metrics), OVERALL])
                     if metric in metrics
                     for table in breakdown_tables(
-                        task,
-                        present,
-                        list(TASKS[task].breakdown_keys) if task in TASKS else [],
-                        metric,
+                        task, present, breakdown_keys(baseline, task), metric
                     )
                 ],
                 "jury": jury_section(task, present) if generation else None,

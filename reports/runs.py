@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from medharness.config import recorded_task
 from medharness.core.errors import UserError
 from medharness.core.io import read_jsonl
 from medharness.core.records import (
@@ -29,7 +30,7 @@ from medharness.core.records import (
     TaskResult,
 )
 from medharness.core.validation import format_validation_error
-from medharness.tasks import TASKS
+from medharness.tasks import Task
 from medharness.tasks.metrics import aggregate
 
 R = TypeVar("R", bound=BaseModel)
@@ -98,15 +99,22 @@ class RunData:
         resamples, seed = self.manifest.bootstrap_settings()
         for model, tasks in stored.results.items():
             for task, result in tasks.items():
-                if task in TASKS:
-                    self._check_result(model, task, result, resamples, seed)
+                definition = self.task(task)
+                if definition is not None:
+                    self._check_result(model, definition, result, resamples, seed)
         return stored
 
+    def task(self, name: str) -> Task | None:
+        """The definition of a task of this run: built-in, or the user's own as its config
+        declared it; None for a task this medharness does not know."""
+        return recorded_task(self.manifest.config, name)
+
     def _check_result(
-        self, model: str, task: str, stored: TaskResult, resamples: int, seed: int
+        self, model: str, definition: Task, stored: TaskResult, resamples: int, seed: int
     ) -> None:
+        task = definition.name
         rows = self.samples(model, task)
-        recomputed = aggregate(TASKS[task], rows, resamples=resamples, seed=seed)
+        recomputed = aggregate(definition, rows, resamples=resamples, seed=seed)
         differing = [
             name
             for name, value in stored.metrics.items()
