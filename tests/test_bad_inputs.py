@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_custom_tasks import CUSTOM_CASES
 from test_gate import BAD_POLICIES
 from test_hostile import DOCUMENTED as HOSTILE_CASES
 from test_judging import JUDGING_CASES
@@ -248,6 +249,7 @@ def test_every_case_is_in_the_documented_table() -> None:
         *RECORD_CASES,
         *HOSTILE_CASES,
         *JUDGING_CASES,
+        *CUSTOM_CASES,
     }
     gate_cases = {*BAD_POLICIES, "incomparable-baseline", "missing-run"}  # tests/test_gate.py
     assert documented == {*CASES, *elsewhere, *gate_cases}

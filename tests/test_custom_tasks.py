@@ -1,0 +1,183 @@
+"""Users' own test sets declared in the config: JSONL, CSV and Parquet, generation and
+multiple choice, through run, report and gate; every bad file one line naming file, row and
+column."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from medharness.cli import main
+from medharness.config import TaskEntry
+from medharness.tasks.medquad import split_of
+
+QA = [
+    {"qid": f"q{i}", "question": f"What is condition {i}?", "answer": f"Condition {i} is rare.",
+     "area": "eyes" if i % 2 else "skin"}
+    for i in range(30)
+]  # fmt: skip
+MC = [
+    {"qid": f"m{i}", "question": f"Which drug treats {i}?", "a": f"alpha {i}", "b": f"beta {i}",
+     "c": f"gamma {i}", "d": f"delta {i}", "gold": "ABCD"[i % 4]}
+    for i in range(30)
+]  # fmt: skip
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def generation_task(path: Path, **extra: Any) -> dict[str, Any]:
+    columns = {"id": "qid", "answer": "answer", "group_by": ["area"]}
+    return {"kind": "generation", "path": str(path), "columns": columns, **extra}
+
+
+def choice_task(path: Path) -> dict[str, Any]:
+    columns = {"id": "qid", "options": ["a", "b", "c", "d"], "gold": "gold"}
+    return {"kind": "multiple_choice", "path": str(path), "columns": columns}
+
+
+def config_file(tmp_path: Path, tasks: list[dict[str, Any]], models: list[str]) -> Path:
+    config = {
+        "name": "own",
+        "output_dir": str(tmp_path / "runs"),
+        "bootstrap_resamples": 200,
+        "models": [{"name": f"m{i}", "model": f"fake:{m}"} for i, m in enumerate(models)],
+        "tasks": tasks,
+    }
+    path = tmp_path / "own.yaml"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    return path
+
+
+def fake(tmp_path: Path, name: str, script: dict[str, Any]) -> str:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(json.dumps(script), encoding="utf-8")
+    return str(path)
+
+
+def test_own_generation_and_choice_tasks_run_report_and_gate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    qa, mc = write_jsonl(tmp_path / "qa.jsonl", QA), write_jsonl(tmp_path / "mc.jsonl", MC)
+    knows = fake(tmp_path, "knows", {
+        "generate": [{"match": f"condition {i}?", "output": f"Condition {i} is rare."}
+                     for i in range(30)],
+        "choose": [{"match": f"treats {i}?", "answer": "ABCD"[i % 4]} for i in range(30)],
+    })  # fmt: skip
+    guesses = fake(tmp_path, "guesses", {"default_output": "No idea.", "seed": 3})
+    tasks = [
+        {"name": "heldout_qa", "custom": generation_task(qa)},
+        {"name": "heldout_mc", "custom": choice_task(mc)},
+    ]
+    config = config_file(tmp_path, tasks, [guesses, knows])
+    assert main(["run", str(config)]) == 0
+    run_dir = tmp_path / "runs" / "own"
+    results = json.loads((run_dir / "results.json").read_text())["results"]
+    assert results["m1"]["heldout_mc"]["metrics"]["acc"]["value"] == 1.0
+    assert results["m1"]["heldout_qa"]["metrics"]["rouge1"]["value"] == 1.0
+    assert results["m0"]["heldout_qa"]["n"] == 30 and results["m0"]["heldout_mc"]["n"] == 30
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["tasks"]["heldout_mc"]["version"] == "custom-1"
+    assert (
+        manifest["data"]["sha256"]["qa.jsonl"]
+        == manifest["tasks"]["heldout_qa"]["data_sha256"]["qa.jsonl"]
+    )
+    inputs = (run_dir / "inputs/heldout_mc.jsonl").read_text().splitlines()
+    assert json.loads(inputs[0])["prompt"] == (
+        "Question: Which drug treats 0?\nA. alpha 0\nB. beta 0\nC. gamma 0\nD. delta 0\nAnswer:"
+    )
+
+    report = tmp_path / "report.html"
+    assert main(["report", str(run_dir), "-o", str(report)]) == 0  # recomputes every metric
+    assert "heldout_qa" in report.read_text() and "rouge1 by area" in report.read_text()
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(json.dumps({"min_samples": 30, "floors": {"heldout_mc.acc": 0.9},
+                                  "regressions": {"heldout_qa.rougeL": 1}}))  # fmt: skip
+    assert main(["gate", str(run_dir), "--policy", str(policy)]) == 0
+    policy.write_text(json.dumps({"candidate": "m0", "floors": {"heldout_mc.acc": 0.9},
+                                  "min_samples": 30}))  # fmt: skip
+    assert main(["gate", str(run_dir), "--policy", str(policy)]) == 1
+    capsys.readouterr()
+    policy.write_text(json.dumps({"floors": {"heldout_xx.acc": 0.9}}))
+    assert main(["gate", str(run_dir), "--policy", str(policy)]) == 2
+    assert "unknown task 'heldout_xx'" in capsys.readouterr().err
+
+
+def test_csv_and_parquet_give_the_samples_jsonl_gives(tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    jsonl = write_jsonl(tmp_path / "mc.jsonl", MC)
+    with (tmp_path / "mc.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(MC[0]))
+        writer.writeheader()
+        writer.writerows(MC)
+    pq.write_table(pa.Table.from_pylist(MC), tmp_path / "mc.parquet")
+    loaded = []
+    for name in ("mc.jsonl", "mc.csv", "mc.parquet"):
+        entry = TaskEntry.model_validate({"name": "mine", "custom": choice_task(tmp_path / name)})
+        task = entry.task(tmp_path)
+        loaded.append(task.load(tmp_path).samples)
+    assert loaded[0] == loaded[1] == loaded[2] and len(loaded[0]) == 30
+    assert jsonl.is_file()
+
+
+def test_a_split_keeps_the_questions_medquad_would_put_there(tmp_path: Path) -> None:
+    qa = write_jsonl(tmp_path / "qa.jsonl", QA)
+    entry = TaskEntry.model_validate({"name": "mine", "custom": generation_task(qa, split="test")})
+    kept = [s.metadata["question"] for s in entry.task(tmp_path).load(tmp_path).samples]
+    assert kept == [row["question"] for row in QA if split_of(row["question"]) == "test"]
+    assert 0 < len(kept) < 30
+
+
+def bad_file(tmp_path: Path, rows: list[dict[str, Any]] | bytes, kind: str = "mc") -> list[str]:
+    path = tmp_path / "bad.jsonl"
+    if isinstance(rows, bytes):
+        path.write_bytes(rows)
+    else:
+        write_jsonl(path, rows)
+    task = choice_task(path) if kind == "mc" else generation_task(path)
+    guess = fake(tmp_path, "guess", {"default_output": "x"})
+    return ["run", str(config_file(tmp_path, [{"name": "mine", "custom": task}], [guess]))]
+
+
+CUSTOM_CASES = {
+    "custom-missing-column": (
+        lambda tmp: bad_file(tmp, [{k: v for k, v in row.items() if k != "c"} for row in MC]),
+        "bad.jsonl:1: column 'c' not found",
+    ),
+    "custom-empty-answer": (
+        lambda tmp: bad_file(tmp, [*QA[:4], {**QA[4], "answer": " "}], kind="qa"),
+        "bad.jsonl:5: answer: must be non-empty text",
+    ),
+    "custom-gold-not-an-option": (
+        lambda tmp: bad_file(tmp, [*MC[:2], {**MC[2], "gold": "E"}]),
+        "bad.jsonl:3: gold: 'E' is not one of the option letters A, B, C, D",
+    ),
+    "custom-duplicate-id": (
+        lambda tmp: bad_file(tmp, [*MC[:5], {**MC[5], "qid": "m1"}]),
+        "bad.jsonl:6: qid: 'm1' repeats line 2",
+    ),
+    "custom-not-utf8": (
+        lambda tmp: bad_file(tmp, b'{"qid": "m0"}\n{"qid": "m\xff1"}\n'),
+        "bad.jsonl:2: not UTF-8 text",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CUSTOM_CASES))
+def test_a_bad_file_is_one_line_naming_file_row_and_column(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_args, expected = CUSTOM_CASES[case]
+    args = make_args(tmp_path)
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err, err
