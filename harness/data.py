@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from medharness.catalog import catalog, mirror, pull, reachable
 from medharness.core.cache import cache_root
 from medharness.core.errors import UserError, boundary
 from medharness.tasks import LoadedData, Task
@@ -21,6 +23,7 @@ LAYOUT = "medquad/, medqa/, pubmedqa/, medmcqa/"
 class DataRoot:
     path: Path
     origin: str  # how it was chosen, for error messages and the manifest
+    fetch_missing: bool = False  # the user cache: a missing dataset is pulled on first use
 
 
 def resolve_data_root(configured: str | None, relative_to: Path) -> DataRoot:
@@ -29,24 +32,45 @@ def resolve_data_root(configured: str | None, relative_to: Path) -> DataRoot:
         return DataRoot(path if path.is_absolute() else relative_to / path, "config data_dir")
     if os.environ.get(DATA_ENV):
         return DataRoot(Path(os.environ[DATA_ENV]).expanduser(), f"${DATA_ENV}")
-    return DataRoot(cache_root() / "data", "user cache (no data_dir, no $MEDHARNESS_DATA_DIR)")
+    return DataRoot(
+        cache_root() / "data", "user cache (no data_dir, no $MEDHARNESS_DATA_DIR)", True
+    )
 
 
 def load_task_data(task: Task, root: DataRoot) -> LoadedData:
     if root.path.exists() and not root.path.is_dir():
         raise UserError(f"the data root {root.path} (from {root.origin}) is a file, not a folder")
     folder = root.path / task.data_subdir
+    if not folder.is_dir() and root.fetch_missing and task.data_subdir in catalog():
+        pull_when_reachable(task, root)
     if not folder.is_dir():
+        pullable = task.data_subdir in catalog()
         raise UserError(
             f"data for {task.name} not found: {folder} does not exist (data root from "
-            f"{root.origin}). Point {DATA_ENV} or data_dir at a folder holding {LAYOUT}. "
-            f"{task.obtain_hint}"
+            f"{root.origin}). "
+            + (
+                f"`medharness data pull {task.data_subdir}` fetches it, or point {DATA_ENV} "
+                f"or data_dir at a folder holding {LAYOUT}."
+                if pullable
+                else f"Point {DATA_ENV} or data_dir at a folder holding {LAYOUT}. "
+                f"{task.obtain_hint}"
+            )
         )
     with boundary(f"cannot read data for {task.name} in {folder}"):
         loaded = task.load(folder)
     verify_checksums(folder, task.data_subdir, loaded.file_hashes)
     refuse_duplicate_ids(task.name, folder, [sample.doc_id for sample in loaded.samples])
     return loaded
+
+
+def pull_when_reachable(task: Task, root: DataRoot) -> None:
+    """Fetch a task's missing dataset into the user cache, from the mirror when one is set,
+    else from its public source when that answers; offline, leave it to the caller's error."""
+    entry = catalog()[task.data_subdir]
+    source = mirror() or entry.sources[0]["url"]
+    if reachable(source):
+        print(f"{task.name}: {entry.name} is not in {root.path}; pulling it", file=sys.stderr)
+        pull(entry, root.path, mirror=mirror())
 
 
 def refuse_duplicate_ids(task: str, folder: Path, ids: list[str]) -> None:

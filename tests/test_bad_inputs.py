@@ -250,6 +250,9 @@ def test_every_case_is_in_the_documented_table() -> None:
         *HOSTILE_CASES,
         *JUDGING_CASES,
         *CUSTOM_CASES,
+        "pull-checksum-mismatch",  # tests/test_data_pull.py
+        "pull-cut-download",
+        "pull-read-only",
     }
     gate_cases = {*BAD_POLICIES, "incomparable-baseline", "missing-run"}  # tests/test_gate.py
     assert documented == {*CASES, *elsewhere, *gate_cases}

@@ -9,8 +9,8 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+from medharness.cli import data, gate, leaderboard, report, reproduce, rescore, run, train
 from medharness.cli import eval as eval_command
-from medharness.cli import gate, leaderboard, report, reproduce, rescore, run, train
 from medharness.cli.common import EXIT_INTERNAL, EXIT_USAGE
 from medharness.core.errors import UserError
 
@@ -23,6 +23,7 @@ SUBCOMMANDS = (
     gate,
     reproduce,
     leaderboard,
+    data,
 )  # --help lists this order
 
 

@@ -1,0 +1,234 @@
+"""The datasets medharness reads: where each comes from, its license, and the sha256 of every
+file, so that one fetched on first use is known to be the one the tasks were written for.
+
+``catalog.json`` pins each source to a commit: the files are byte-for-byte the public git
+blobs (MedQuAD from its own repository's archive). A pull downloads into a hidden staging
+folder, resuming a cut download, checks every file against the catalog, and only then renames
+the dataset folder into place, with a ``SHA256SUMS`` that every later load checks again.
+Air-gapped sites set ``MEDHARNESS_DATA_MIRROR`` to a base URL serving ``<name>.tar.gz`` per
+dataset, a tarball of the dataset folder (``tar czf medquad.tar.gz medquad``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import tarfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from medharness.core.errors import UserError
+from medharness.core.folders import exclusive
+from medharness.core.io import sha256_file, write_text_atomic
+
+MIRROR_ENV = "MEDHARNESS_DATA_MIRROR"
+CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    title: str
+    license: str
+    homepage: str
+    tasks: list[str]
+    bytes: int
+    sources: list[dict[str, str]]  # {url, path} files, or {url, archive, strip}
+    files: dict[str, str]  # path -> sha256
+    folders: dict[str, dict[str, Any]]  # folder -> {files, sha256 of its sha256sum lines}
+
+
+@cache
+def catalog() -> dict[str, Dataset]:
+    data = json.loads(Path(__file__).with_name("catalog.json").read_text(encoding="utf-8"))
+    return {name: Dataset(name=name, **entry) for name, entry in data.items()}
+
+
+def dataset(name: str) -> Dataset:
+    found = catalog().get(name)
+    if found is None:
+        raise UserError(f"unknown dataset {name!r}; known: {', '.join(catalog())}")
+    return found
+
+
+def file_sums(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder`` but its SHA256SUMS, by relative path."""
+    return {
+        path.relative_to(folder).as_posix(): sha256_file(path)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != "SHA256SUMS"
+    }
+
+
+def problems(entry: Dataset, folder: Path) -> list[str]:
+    """How a dataset folder differs from the catalog; empty when every file matches."""
+    if not folder.is_dir():
+        return ["absent"]
+    found = file_sums(folder)
+    issues = []
+    for path, digest in entry.files.items():
+        if path not in found:
+            issues.append(f"{path} missing")
+        elif found[path] != digest:
+            issues.append(f"{path} sha256 {found[path][:12]}... expected {digest[:12]}...")
+    for name, expected in entry.folders.items():
+        lines = sorted((p, d) for p, d in found.items() if p.startswith(f"{name}/"))
+        digest = hashlib.sha256("".join(f"{d}  ./{p}\n" for p, d in lines).encode()).hexdigest()
+        if len(lines) != expected["files"] or digest != expected["sha256"]:
+            issues.append(f"{name}/ ({len(lines)} files) differs from its {expected['files']}")
+    return issues
+
+
+def pull(entry: Dataset, root: Path, *, mirror: str | None = None) -> Path:
+    """The dataset in ``root/<name>``, downloaded and checked first if it is not there."""
+    target = root / entry.name
+    if target.is_dir() and not problems(entry, target):
+        return target
+    staging = root / f".{entry.name}.partial"
+    try:
+        staging.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(
+            f"cannot write the data folder {root}: {exc.strerror}; point {DATA_HINT}"
+        ) from None
+    with exclusive(staging):
+        unpacked = staging / entry.name
+        shutil.rmtree(unpacked, ignore_errors=True)
+        for source in sources_of(entry, mirror):
+            download = staging / "downloads" / Path(source["url"]).name
+            fetch(source["url"], download, f"{entry.name} {download.name}")
+            unpack(source, download, unpacked)
+        found = problems(entry, unpacked)
+        if found:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise UserError(
+                f"{entry.name}: the download does not match the checksums medharness ships "
+                f"({found[0]}{' ...' if len(found) > 1 else ''}); nothing was kept"
+            )
+        sums = "".join(f"{d}  ./{p}\n" for p, d in file_sums(unpacked).items())
+        write_text_atomic(unpacked / "SHA256SUMS", sums)
+        if target.exists():
+            shutil.rmtree(target)  # a dataset that failed its check, replaced whole
+        unpacked.rename(target)
+    shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+DATA_HINT = "MEDHARNESS_DATA_DIR (or data_dir) at a folder you can write"
+
+
+def sources_of(entry: Dataset, mirror: str | None) -> list[dict[str, str]]:
+    if mirror:
+        url = f"{mirror.rstrip('/')}/{entry.name}.tar.gz"
+        return [{"url": url, "archive": "tar", "strip": f"{entry.name}/"}]
+    return entry.sources
+
+
+def fetch(url: str, destination: Path, label: str) -> None:
+    """Download ``url`` to ``destination``; a ``.part`` left by a cut download is resumed
+    where the server allows ranges, else restarted."""
+    if destination.is_file():
+        return
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    part = destination.with_name(destination.name + ".part")
+    have = part.stat().st_size if part.is_file() else 0
+    length = 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            if have and response.status != 206:
+                have = 0  # the server sends the whole file again
+            length = int(response.headers.get("Content-Length") or 0)
+            with (
+                part.open("ab" if have else "wb") as handle,
+                tqdm(
+                    total=have + length or None, initial=have, desc=label, unit="B",
+                    unit_scale=True, leave=False,
+                ) as bar,
+            ):  # fmt: skip
+                while chunk := response.read(CHUNK):
+                    handle.write(chunk)
+                    bar.update(len(chunk))
+    except urllib.error.HTTPError as exc:
+        if exc.code != 416:  # 416: nothing left to send, the part is whole
+            raise UserError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise UserError(
+            f"cannot download {url}: {reason}; what arrived is kept, run the command again "
+            "to resume"
+        ) from None
+    if length and part.stat().st_size != have + length:
+        raise UserError(
+            f"cannot download {url}: the connection closed early; what arrived is kept, run "
+            "the command again to resume"
+        )
+    part.rename(destination)
+
+
+def unpack(source: dict[str, str], download: Path, folder: Path) -> None:
+    """A file to its path, or an archive's members under ``strip`` into ``folder``; members
+    that would land outside it, links and devices are refused."""
+    archive = source.get("archive")
+    if archive is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(download, folder / source["path"])
+        return
+    strip = source["strip"]
+    try:
+        if archive == "zip":
+            with zipfile.ZipFile(download) as bundle:
+                for info in bundle.infolist():
+                    if not info.is_dir():
+                        with bundle.open(info) as opened:
+                            _place(info.filename, strip, opened.read(), folder)
+        else:
+            with tarfile.open(download) as tarball:
+                for member in tarball.getmembers():
+                    if member.isfile():
+                        data = tarball.extractfile(member)
+                        assert data is not None
+                        _place(member.name, strip, data.read(), folder)
+                    elif not member.isdir():
+                        raise UserError(f"{download}: {member.name}: not a file or folder")
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
+        download.unlink(missing_ok=True)
+        raise UserError(f"{download}: not a readable archive ({exc})") from None
+
+
+def _place(name: str, strip: str, data: bytes, folder: Path) -> None:
+    name = name.removeprefix("./")
+    if not name.startswith(strip):
+        return
+    relative = Path(name[len(strip) :])
+    if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+        raise UserError(f"archive member {name!r} would land outside the dataset folder")
+    path = folder / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def mirror() -> str | None:
+    return os.environ.get(MIRROR_ENV) or None
+
+
+def reachable(url: str) -> bool:
+    """Whether the host of ``url`` accepts a connection within a few seconds."""
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname or "", port), timeout=3).close()
+    except OSError:
+        return False
+    return True

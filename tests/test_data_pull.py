@@ -1,0 +1,274 @@
+"""Datasets fetched on first use: a loopback server stands in for the mirror and the public
+sources; checksums, cut downloads, a read-only cache, and a run that pulls what it needs."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import subprocess
+import tarfile
+import threading
+import zipfile
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import REAL_DATA
+
+import medharness.catalog as catalog_module
+import medharness.data as data_module
+from medharness.catalog import Dataset, catalog, problems
+from medharness.cli import main
+
+
+class Served:
+    """What the loopback server holds, and what it was asked."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.cut_once: dict[str, int] = {}  # path -> bytes sent before the connection drops
+        self.ranges: list[tuple[str, str | None]] = []
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, Served]]:
+    served = Served()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.lstrip("/")
+            requested = self.headers.get("Range")
+            served.ranges.append((path, requested))
+            if path not in served.files:
+                self.send_error(404)
+                return
+            body, start = served.files[path], 0
+            if requested:
+                start = int(requested.removeprefix("bytes=").rstrip("-"))
+                self.send_response(206)
+            else:
+                self.send_response(200)
+            rest = body[start:]
+            self.send_header("Content-Length", str(len(rest)))
+            self.end_headers()
+            cut = served.cut_once.pop(path, None)
+            self.wfile.write(rest if cut is None else rest[:cut])
+            if cut is not None:
+                self.close_connection = True
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", served
+    httpd.shutdown()
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def entry_for(name: str, files: dict[str, bytes], sources: list[dict[str, str]]) -> Dataset:
+    """A catalog entry for fixture files, its checksums computed here with hashlib."""
+    loose = {p: sha(d) for p, d in files.items() if "/" not in p}
+    folders: dict[str, dict[str, Any]] = {}
+    for top in sorted({p.split("/", 1)[0] for p in files if "/" in p}):
+        lines = sorted((p, sha(d)) for p, d in files.items() if p.startswith(f"{top}/"))
+        digest = sha("".join(f"{h}  ./{p}\n" for p, h in lines).encode())
+        folders[top] = {"files": len(lines), "sha256": digest}
+    size = sum(len(d) for d in files.values())
+    return Dataset(name, name, "MIT", "https://example.org", [], size, sources, loose, folders)
+
+
+def tarball(name: str, files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as bundle:
+        for path, data in files.items():
+            info = tarfile.TarInfo(f"{name}/{path}")
+            info.size = len(data)
+            bundle.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def fixture_catalog(
+    fixture_data: Path, server: tuple[str, Served], monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Dataset]:
+    """medqa (single files) and medquad (a zip of folders) from the test fixtures, served
+    both as public sources and as mirror tarballs."""
+    base, served = server
+    medqa = tree(fixture_data / "medqa")
+    medquad = tree(fixture_data / "medquad")
+    for path, data in medqa.items():
+        served.files[f"sources/medqa/{path}"] = data
+    bundle = io.BytesIO()
+    with zipfile.ZipFile(bundle, "w") as archive:
+        for path, data in medquad.items():
+            archive.writestr(f"MedQuAD-abc/{path}", data)
+    served.files["sources/medquad.zip"] = bundle.getvalue()
+    for name, files in (("medqa", medqa), ("medquad", medquad)):
+        served.files[f"mirror/{name}.tar.gz"] = tarball(name, files)
+    entries = {
+        "medqa": entry_for(
+            "medqa",
+            medqa,
+            [{"url": f"{base}/sources/medqa/{p}", "path": p} for p in medqa],
+        ),
+        "medquad": entry_for(
+            "medquad",
+            medquad,
+            [{"url": f"{base}/sources/medquad.zip", "archive": "zip", "strip": "MedQuAD-abc/"}],
+        ),
+    }
+    monkeypatch.setattr(catalog_module, "catalog", lambda: entries)
+    monkeypatch.setattr(data_module, "catalog", lambda: entries)
+    monkeypatch.delenv("MEDHARNESS_DATA_DIR", raising=False)
+    return entries
+
+
+def test_pull_from_the_public_sources_checks_and_places_each_dataset(
+    fixture_catalog: dict[str, Dataset], fixture_data: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "data"
+    assert main(["data", "pull", "--data-dir", str(root)]) == 0
+    for name in ("medqa", "medquad"):
+        pulled = tree(root / name)
+        assert pulled.pop("SHA256SUMS") and pulled == tree(fixture_data / name)
+        check = subprocess.run(
+            ["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=root / name, check=False
+        )
+        assert check.returncode == 0  # the written SHA256SUMS is sha256sum's own format
+    assert not list(root.glob(".*"))  # no staging left
+    assert main(["data", "verify", "--data-dir", str(root)]) == 0
+
+
+def test_pull_from_a_mirror_and_list_what_is_there(
+    fixture_catalog: dict[str, Dataset],
+    server: tuple[str, Served],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    base, served = server
+    monkeypatch.setenv("MEDHARNESS_DATA_MIRROR", f"{base}/mirror/")
+    root = tmp_path / "data"
+    assert main(["data", "pull", "medquad", "--data-dir", str(root)]) == 0
+    assert [path for path, _ in served.ranges] == ["mirror/medquad.tar.gz"]
+    capsys.readouterr()
+    assert main(["data", "list", "--data-dir", str(root)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("medquad") and "verified" in line for line in lines)
+    assert any(line.startswith("medqa ") and "absent" in line for line in lines)
+
+
+def test_a_checksum_mismatch_is_refused_and_nothing_is_left(
+    fixture_catalog: dict[str, Dataset],
+    server: tuple[str, Served],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _, served = server
+    served.files["sources/medqa/us_4opt_test.jsonl"] += b"\n"
+    root = tmp_path / "data"
+    assert main(["data", "pull", "medqa", "--data-dir", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "us_4opt_test.jsonl sha256" in err and "nothing was kept" in err
+    assert err.count("\n") == 1
+    assert list(root.iterdir()) == []
+
+
+def test_a_cut_download_resumes_where_it_stopped(
+    fixture_catalog: dict[str, Dataset],
+    server: tuple[str, Served],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _, served = server
+    archive = served.files["sources/medquad.zip"]
+    served.cut_once["sources/medquad.zip"] = len(archive) // 2
+    root = tmp_path / "data"
+    assert main(["data", "pull", "medquad", "--data-dir", str(root)]) == 2
+    assert "connection closed early" in capsys.readouterr().err
+    part = root / ".medquad.partial" / "downloads" / "medquad.zip.part"
+    assert part.stat().st_size == len(archive) // 2
+    assert main(["data", "pull", "medquad", "--data-dir", str(root)]) == 0
+    assert served.ranges[-1] == ("sources/medquad.zip", f"bytes={len(archive) // 2}-")
+    assert not problems(fixture_catalog["medquad"], root / "medquad")
+
+
+def test_a_read_only_data_folder_is_one_clear_line(
+    fixture_catalog: dict[str, Dataset], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "readonly"
+    root.mkdir()
+    if subprocess.run(["chattr", "+i", str(root)], check=False).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    try:
+        assert main(["data", "pull", "medqa", "--data-dir", str(root)]) == 2
+    finally:
+        subprocess.run(["chattr", "-i", str(root)], check=True)
+    err = capsys.readouterr().err
+    assert f"cannot write the data folder {root}" in err and err.count("\n") == 1
+
+
+def quick_config(tmp_path: Path, fake_script: Path) -> Path:
+    config = {
+        "name": "pulled",
+        "output_dir": str(tmp_path / "runs"),
+        "models": [{"name": "fake", "model": f"fake:{fake_script}"}],
+        "tasks": [{"name": "medquad_gen", "limit": 4}, {"name": "medqa_4opt", "limit": 4}],
+    }
+    path = tmp_path / "pulled.yaml"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    return path
+
+
+def test_a_run_pulls_missing_datasets_into_the_cache_from_the_mirror(
+    fixture_catalog: dict[str, Dataset],
+    server: tuple[str, Served],
+    fake_script: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    base, served = server
+    monkeypatch.setenv("MEDHARNESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MEDHARNESS_DATA_MIRROR", f"{base}/mirror")
+    assert main(["run", str(quick_config(tmp_path, fake_script))]) == 0
+    assert sorted(p for p, _ in served.ranges) == ["mirror/medqa.tar.gz", "mirror/medquad.tar.gz"]
+    assert (tmp_path / "cache/data/medquad/SHA256SUMS").is_file()
+    assert main(["run", str(quick_config(tmp_path, fake_script))]) == 0
+    assert len(served.ranges) == 2  # present and verified: not pulled again
+
+
+def test_offline_a_missing_dataset_names_the_command_that_fetches_it(
+    fixture_catalog: dict[str, Dataset],
+    fake_script: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("MEDHARNESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MEDHARNESS_DATA_MIRROR", "http://127.0.0.1:9/")  # nothing listens
+    assert main(["run", str(quick_config(tmp_path, fake_script))]) == 2
+    err = capsys.readouterr().err
+    assert "`medharness data pull medquad` fetches it" in err and err.count("\n") == 1
+
+
+@pytest.mark.skipif(REAL_DATA is None, reason="needs MEDHARNESS_DATA_DIR")
+def test_the_shipped_catalog_matches_the_real_datasets() -> None:
+    assert REAL_DATA is not None
+    for entry in catalog().values():
+        assert problems(entry, REAL_DATA / entry.name) == [], entry.name
