@@ -12,6 +12,7 @@ from medharness.core.validation import Strict, load_yaml_file, validate_file_dat
 from medharness.models.specs import fake_script
 from medharness.tasks import TASKS, Task
 from medharness.tasks.custom import CustomTask, custom_task
+from medharness.tasks.hub_sources import with_source
 from medharness.trainers.spec import TrainSpec
 
 # Names become folder names inside the run directory: no separators, no way out of it.
@@ -51,6 +52,9 @@ class TaskEntry(Strict):
     name: str  # a built-in task, or the name of your own (with custom:)
     limit: int | None = Field(None, ge=1)  # first N samples of the split (stable order)
     custom: CustomTask | None = None  # your own test set: see tasks/custom.py
+    # a built-in task's rows from a hub copy instead of the data root: hub (the copy model
+    # cards used), hub:ORG/NAME@REVISION, or a local folder in the hub's layout
+    source: str | None = None
 
     @model_validator(mode="after")
     def known_task(self) -> TaskEntry:
@@ -61,6 +65,8 @@ class TaskEntry(Strict):
             )
         if self.custom is not None and self.name in TASKS:
             raise ValueError(f"{self.name!r} is a built-in task; name your own task otherwise")
+        if self.custom is not None and self.source is not None:
+            raise ValueError("source: a custom task names its file in custom.path")
         if self.custom is not None and not re.fullmatch(SLUG, self.name):
             raise ValueError(f"task name {self.name!r}: letters, digits, '.', '_', '-' only")
         return self
@@ -69,18 +75,18 @@ class TaskEntry(Strict):
         """The task this entry names: built-in, or the user's file (relative to base_dir)."""
         if self.custom is not None:
             return custom_task(self.name, self.custom, base_dir)
+        if self.source is not None:
+            return with_source(TASKS[self.name], self.source, base_dir)
         return TASKS[self.name]
 
 
 def recorded_task(config: dict[str, Any], name: str) -> Task | None:
     """The task a run's recorded config means by ``name``: built-in or the user's own (its
     definition only: readers never load its file)."""
-    if name in TASKS:
-        return TASKS[name]
     for item in config.get("tasks", []):
         if isinstance(item, dict) and item.get("name") == name and item.get("custom"):
             return TaskEntry.model_validate(item).task(Path.cwd())
-    return None
+    return TASKS.get(name)
 
 
 class GenerationSettings(Strict):

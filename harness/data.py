@@ -38,6 +38,11 @@ def resolve_data_root(configured: str | None, relative_to: Path) -> DataRoot:
 
 
 def load_task_data(task: Task, root: DataRoot) -> LoadedData:
+    if task.source:  # a hub copy: the data root does not apply
+        with boundary(f"cannot read data for {task.name} from {task.source}"):
+            loaded = task.load(root.path)
+        refuse_duplicate_ids(task.name, Path(task.source), [s.doc_id for s in loaded.samples])
+        return loaded
     if root.path.exists() and not root.path.is_dir():
         raise UserError(f"the data root {root.path} (from {root.origin}) is a file, not a folder")
     folder = root.path / task.data_subdir

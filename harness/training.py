@@ -28,7 +28,12 @@ from medharness.evaluate import evaluate_samples, load_entry
 from medharness.models.builtin import builtin_model_dir
 from medharness.models.specs import BUILTIN_MODEL
 from medharness.tasks.metrics import aggregate
-from medharness.trainers.data import TrainingSet, medqa_dev_examples, medquad_examples
+from medharness.trainers.data import (
+    TrainingSet,
+    medqa_dev_examples,
+    medqa_train_examples,
+    medquad_examples,
+)
 from medharness.trainers.distributed import is_main_process
 from medharness.trainers.spec import DONE_FILE, TrainSpec
 
@@ -71,6 +76,8 @@ def train_models(
 def training_set(spec: TrainSpec, data_root: DataRoot) -> TrainingSet:
     if spec.data == "medqa_dev":
         training = medqa_dev_examples(data_root.path, spec.limit)
+    elif spec.data == "medqa_train":
+        training = medqa_train_examples(data_root.path, spec.limit, spec.source)
     else:
         training = medquad_examples(data_root.path, spec.limit, spec.disclaimer)
     if not training.examples:

@@ -62,3 +62,4 @@ class Task:
     target_delimiter: str = " "
     prompt_template: str = ""
     breakdown_keys: tuple[str, ...] = ()  # sample metadata keys reports group scores by
+    source: str = ""  # where its rows come from when not the data root: hub:ORG/NAME@REV

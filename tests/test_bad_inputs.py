@@ -14,6 +14,7 @@ import yaml
 from test_custom_tasks import CUSTOM_CASES
 from test_gate import BAD_POLICIES
 from test_hostile import DOCUMENTED as HOSTILE_CASES
+from test_hub_sources import SOURCE_CASES
 from test_judging import JUDGING_CASES
 from test_records import RECORD_CASES
 
@@ -250,6 +251,7 @@ def test_every_case_is_in_the_documented_table() -> None:
         *HOSTILE_CASES,
         *JUDGING_CASES,
         *CUSTOM_CASES,
+        *SOURCE_CASES,
         "pull-checksum-mismatch",  # tests/test_data_pull.py
         "pull-cut-download",
         "pull-read-only",

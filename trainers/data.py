@@ -5,9 +5,12 @@ conversations (question as the user turn, answer as the assistant turn) so the m
 chat template formats them, as it does at evaluation. The absence of every test question is
 checked, not assumed.
 
-MedQA: only dev and test files exist here, so ``medqa_dev`` trains on the US 4-option dev
-file and the MedQA tasks evaluate on test. Examples are in the scoring format (the lm-eval
-prompt, then the gold letter) because that is the text the multiple-choice scorer reads.
+MedQA: ``medqa_train`` trains on the US 4-option train split (the release's
+``phrases_no_exclude_train.jsonl`` as ``medqa/us_4opt_train.jsonl``, or a hub copy such as
+lm-eval's ``GBaker/MedQA-USMLE-4-options-hf``); ``medqa_dev`` on the dev file where no train
+split is at hand. Questions that also appear in a test split (normalised text) are dropped
+and counted. Examples are in the scoring format (the lm-eval prompt, then the gold letter)
+because that is the text the multiple-choice scorer reads.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from medharness.core.errors import UserError
+from medharness.core.io import sha256_file
+from medharness.tasks.base import Sample
+from medharness.tasks.hub_sources import hub_rows, medqa_samples, source_for
 from medharness.tasks.medqa import MEDQA_4OPT, load_medqa_file
 from medharness.tasks.medquad import load_pairs, normalise_question, split_pairs
 
@@ -62,17 +68,61 @@ def with_disclaimer(answer: str, disclaimer: str | None) -> str:
 
 
 def medqa_dev_examples(root: Path, limit: int | None) -> TrainingSet:
-    from medharness.core.io import sha256_file
-
     path = root / "medqa" / "us_4opt_dev.jsonl"
     if not path.is_file():
         raise UserError(f"MedQA dev file not found: {path} (needed by data: medqa_dev)")
-    samples = load_medqa_file(path, 4)
-    test = MEDQA_4OPT.load(root / "medqa").samples
-    test_prompts = {sample.prompt for sample in test}
-    kept = [sample for sample in samples if sample.prompt not in test_prompts]
+    return letter_examples(
+        load_medqa_file(path, 4),
+        MEDQA_4OPT.load(root / "medqa").samples,
+        limit,
+        "MedQA US 4-option DEV split (evaluate on test)",
+        {"medqa/us_4opt_dev.jsonl": sha256_file(path)},
+    )
+
+
+def medqa_train_examples(root: Path, limit: int | None, source: str | None) -> TrainingSet:
+    """The train split, from the data root's file or from a hub copy; checked against the
+    test split of the same source and, where present, the data root's official test file."""
+    official_test = root / "medqa" / "us_4opt_test.jsonl"
+    test = MEDQA_4OPT.load(root / "medqa").samples if official_test.is_file() else []
+    if source is not None:
+        hub = source_for("medqa_4opt", source, Path.cwd())
+        rows, digest = hub_rows(hub, "train")
+        samples, _ = medqa_samples(rows, hub.label)
+        test_rows, _ = hub_rows(hub, "test")
+        test += medqa_samples(test_rows, hub.label)[0]
+        return letter_examples(
+            samples, test, limit, f"MedQA US 4-option train split from {hub.label}",
+            {f"{hub.label} train": digest},
+        )  # fmt: skip
+    path = root / "medqa" / "us_4opt_train.jsonl"
+    if not path.is_file():
+        raise UserError(
+            f"MedQA train file not found: {path} (needed by data: medqa_train; copy the "
+            "release's questions/US/4_options/phrases_no_exclude_train.jsonl there, or set "
+            "source: hub)"
+        )
+    return letter_examples(
+        load_medqa_file(path, 4), test, limit, "MedQA US 4-option train split",
+        {"medqa/us_4opt_train.jsonl": sha256_file(path)},
+    )  # fmt: skip
+
+
+def letter_examples(
+    samples: list[Sample],
+    test: list[Sample],
+    limit: int | None,
+    what: str,
+    file_hashes: dict[str, str],
+) -> TrainingSet:
+    """Scoring-format examples of the samples whose question no test sample asks."""
+    asked = {normalise_question(str(s.metadata.get("question", s.prompt))) for s in test}
+    kept = [
+        s
+        for s in samples
+        if normalise_question(str(s.metadata.get("question", s.prompt))) not in asked
+    ]
     chosen = kept[:limit] if limit else kept
-    assert all(sample.gold is not None for sample in chosen)
     examples = [
         {
             "prompt": sample.prompt,
@@ -83,8 +133,7 @@ def medqa_dev_examples(root: Path, limit: int | None) -> TrainingSet:
     dropped = len(samples) - len(kept)
     return TrainingSet(
         examples,
-        f"MedQA US 4-option DEV split (no train split available; evaluate on test), "
-        f"{len(examples)} of {len(samples)} questions"
-        + (f" ({dropped} also in test dropped)" if dropped else ""),
-        {"medqa/us_4opt_dev.jsonl": sha256_file(path)},
+        f"{what}, {len(examples)} of {len(samples)} questions"
+        + (f" ({dropped} also in a test split dropped)" if dropped else ""),
+        file_hashes,
     )

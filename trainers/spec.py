@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 from medharness.core.validation import Strict
 
 Recipe = Literal["lora", "qlora", "full"]
-TrainData = Literal["medquad", "medqa_dev"]
+TrainData = Literal["medquad", "medqa_dev", "medqa_train"]
 SweepMetric = Literal["rouge1", "rouge2", "rougeL", "rougeLsum", "bleu"]
 DONE_FILE = "train_config.json"  # the resolved config, written last: a finished training
 
@@ -60,7 +60,10 @@ class SweepSpec(Strict):
 
 class TrainSpec(Strict):
     recipe: Recipe = "lora"  # lora | qlora (4-bit nf4, CUDA only) | full (every parameter)
-    data: TrainData = "medquad"  # medquad: train split; medqa_dev: MedQA US 4-option dev
+    # medquad: train split; medqa_dev: MedQA US 4-option dev; medqa_train: its train split
+    # (medqa/us_4opt_train.jsonl in the data root, or the hub copy named by source)
+    data: TrainData = "medquad"
+    source: str | None = None  # medqa_train from a hub copy: hub | hub:ORG/NAME@REV | folder
     limit: int | None = Field(None, ge=1)  # first N training examples (seeded stable order)
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, ge=1)  # overrides epochs when set
@@ -94,6 +97,8 @@ class TrainSpec(Strict):
             raise ValueError("a full fine-tune has no LoRA rank to sweep")
         if self.disclaimer is not None and self.data != "medquad":
             raise ValueError("disclaimer applies to MedQuAD answers only")
+        if self.source is not None and self.data != "medqa_train":
+            raise ValueError("source applies to data: medqa_train")
         if self.sweep and self.data != "medquad":
             raise ValueError("sweeps score on the MedQuAD validation split; use data: medquad")
         return self
