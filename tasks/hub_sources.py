@@ -1,8 +1,10 @@
 """Built-in tasks read from a hub copy of their dataset, through the ``datasets`` library.
 
 Model cards evaluate on hub copies: ``keivalya/MedQuad-MedicalQnADataset`` (qtype, Question,
-Answer; one ``train`` split of 16,412 rows) and lm-eval's own MedQA source,
-``GBaker/MedQA-USMLE-4-options-hf`` (sent1, ending0-3, label). A task entry's ``source:
+Answer; one ``train`` split of 16,412 rows), and lm-eval's own sources for MedQA,
+``GBaker/MedQA-USMLE-4-options-hf`` (sent1, ending0-3, label), and MedMCQA,
+``openlifescienceai/medmcqa`` (question, opa-opd, 0-based cop; its validation split is the
+official dev set). A task entry's ``source:
 hub:ORG/NAME@REVISION`` (or a local folder holding such a copy in the hub's layout) reads
 those rows and maps them to the task's samples: MedQuAD through the same answered-pairs
 filter and the same leakage-safe split by normalised question as the XML release, MedQA
@@ -24,6 +26,7 @@ from typing import Any
 
 from medharness.core.errors import UserError, boundary
 from medharness.tasks.base import LoadedData, Sample, Task, require_text
+from medharness.tasks.medmcqa import medmcqa_samples
 from medharness.tasks.medquad import QAPair, clean_answer, split_pairs, to_sample
 from medharness.tasks.multiple_choice import letter_sample, medqa_prompt
 
@@ -53,6 +56,18 @@ def parse_source(text: str, base_dir: Path) -> Source:
     if not path.is_dir():
         raise UserError(f"source {text!r}: neither hub:ORG/NAME nor a folder ({path})")
     return Source(str(path), None, local=True)
+
+
+def pinned(source: Source) -> Source:
+    """A hub source at the commit its revision (``main`` when none) points to now, so the
+    manifest records what was read; a local copy as it is."""
+    if source.local or (source.revision and len(source.revision) == 40):
+        return source
+    from huggingface_hub import HfApi
+
+    with boundary(f"cannot resolve the revision of {source.label}"):
+        info = HfApi().dataset_info(source.location, revision=source.revision)
+    return replace(source, revision=info.sha)
 
 
 def hub_rows(source: Source, split: str) -> tuple[list[dict[str, Any]], str]:
@@ -104,10 +119,19 @@ def medqa_samples(rows: list[dict[str, Any]], where: str) -> tuple[list[Sample],
     return samples, {}
 
 
+def medmcqa_hub_samples(
+    rows: list[dict[str, Any]], where: str
+) -> tuple[list[Sample], dict[str, int]]:
+    """openlifescienceai/medmcqa (lm-eval's source): 0-based ``cop``, validation split."""
+    numbered = ((f"{where} row {index + 1}", row) for index, row in enumerate(rows))
+    return medmcqa_samples(numbered, first=0), {}
+
+
 Mapping = Callable[[list[dict[str, Any]], str], tuple[list[Sample], dict[str, int]]]
 MAPPINGS: dict[str, tuple[str, str, Mapping]] = {  # task -> (hub copy, split, mapping)
     "medquad_gen": ("keivalya/MedQuad-MedicalQnADataset", "train", medquad_samples),
     "medqa_4opt": ("GBaker/MedQA-USMLE-4-options-hf", "test", medqa_samples),
+    "medmcqa": ("openlifescienceai/medmcqa", "validation", medmcqa_hub_samples),
 }
 
 
@@ -133,6 +157,7 @@ def with_source(task: Task, text: str, base_dir: Path) -> Task:
 
 def _load(name: str, source: Source, folder: Path) -> LoadedData:
     _, split, mapping = MAPPINGS[name]
+    source = pinned(source)
     rows, digest = hub_rows(source, split)
     samples, skipped = mapping(rows, source.label)
     return LoadedData(samples, {source.label: digest}, skipped)

@@ -12,7 +12,9 @@ log-likelihood of the letters; metric ``acc``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from medharness.core.errors import UserError
 from medharness.core.io import read_jsonl, sha256_file
@@ -29,16 +31,24 @@ OBTAIN = (
 
 
 def load_medmcqa_file(path: Path) -> list[Sample]:
+    return medmcqa_samples(
+        ((f"{path}:{index + 1}", row) for index, row in enumerate(read_jsonl(path))), first=1
+    )
+
+
+def medmcqa_samples(rows: Iterable[tuple[str, dict[str, Any]]], first: int) -> list[Sample]:
+    """Samples from (where, row) pairs; ``cop`` counts options from ``first``: this release
+    from 1, the hub copy (openlifescienceai/medmcqa) from 0."""
     samples = []
-    for index, row in enumerate(read_jsonl(path)):
-        where = f"{path}:{index + 1}"
+    valid = [first + k for k in range(4)]
+    for index, (where, row) in enumerate(rows):
         options = [require_text(row.get(column), where, column) for column in OPTION_COLUMNS]
         question = require_text(row.get("question"), where, "question")
         cop = row.get("cop")
-        # this release is 1-based; the hub copy is 0-based
-        if isinstance(cop, bool) or cop not in (1, 2, 3, 4, "1", "2", "3", "4"):
-            raise UserError(f"{where}: cop: {cop!r} is not 1, 2, 3 or 4")
-        gold = int(cop) - 1
+        if isinstance(cop, bool) or cop not in [*valid, *map(str, valid)]:
+            allowed = ", ".join(map(str, valid[:-1])) + f" or {valid[-1]}"
+            raise UserError(f"{where}: cop: {cop!r} is not {allowed}")
+        gold = int(str(cop)) - first
         samples.append(
             letter_sample(
                 doc_id=str(row.get("id", index)),

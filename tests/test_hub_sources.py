@@ -206,3 +206,41 @@ def test_a_model_trains_on_the_hub_copys_train_split(
     assert main(["train", str(path)]) == 0
     saved = json.loads((tmp_path / "runs/medqa-train/train/tuned/train_config.json").read_text())
     assert "train split from local:gbaker" in json.dumps(saved)
+
+
+def test_medmcqa_from_lm_evals_source_counts_cop_from_zero(
+    fixture_data: Path, tmp_path: Path
+) -> None:
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    records = list(read_jsonl(fixture_data / "medmcqa" / "dev.jsonl"))
+    rows = [{**row, "cop": row["cop"] - 1} for row in records]  # the hub copy is 0-based
+    (tmp_path / "medmcqa-hub" / "data").mkdir(parents=True)
+    table = pa.Table.from_pylist(rows)
+    pq.write_table(table, tmp_path / "medmcqa-hub/data/validation-00000-of-00001.parquet")
+    entry = TaskEntry.model_validate({"name": "medmcqa", "source": str(tmp_path / "medmcqa-hub")})
+    from_hub = entry.task(tmp_path).load(tmp_path).samples
+    official = TaskEntry.model_validate({"name": "medmcqa"}).task(tmp_path)
+    from_files = official.load(fixture_data / "medmcqa").samples
+    assert [(s.prompt, s.gold) for s in from_hub] == [(s.prompt, s.gold) for s in from_files]
+
+
+def test_an_unpinned_hub_source_is_pinned_to_the_commit_it_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from medharness.tasks import hub_sources
+
+    class Info:
+        sha = "f" * 40
+
+    class Api:
+        def dataset_info(self, repo: str, revision: str | None) -> Info:
+            assert (repo, revision) == ("GBaker/MedQA-USMLE-4-options-hf", None)
+            return Info()
+
+    monkeypatch.setattr("huggingface_hub.HfApi", Api)
+    source = hub_sources.source_for("medqa_4opt", "hub", Path.cwd())
+    assert hub_sources.pinned(source).label == f"hub:GBaker/MedQA-USMLE-4-options-hf@{'f' * 40}"
+    fixed = hub_sources.parse_source("hub:org/name@" + "a" * 40, Path.cwd())
+    assert hub_sources.pinned(fixed) is fixed

@@ -22,7 +22,7 @@ from typing import Any
 from medharness.core.errors import UserError
 from medharness.core.io import sha256_file
 from medharness.tasks.base import Sample
-from medharness.tasks.hub_sources import hub_rows, medqa_samples, source_for
+from medharness.tasks.hub_sources import hub_rows, medqa_samples, pinned, source_for
 from medharness.tasks.medqa import MEDQA_4OPT, load_medqa_file
 from medharness.tasks.medquad import load_pairs, normalise_question, split_pairs
 
@@ -86,7 +86,7 @@ def medqa_train_examples(root: Path, limit: int | None, source: str | None) -> T
     official_test = root / "medqa" / "us_4opt_test.jsonl"
     test = MEDQA_4OPT.load(root / "medqa").samples if official_test.is_file() else []
     if source is not None:
-        hub = source_for("medqa_4opt", source, Path.cwd())
+        hub = pinned(source_for("medqa_4opt", source, Path.cwd()))
         rows, digest = hub_rows(hub, "train")
         samples, _ = medqa_samples(rows, hub.label)
         test_rows, _ = hub_rows(hub, "test")
