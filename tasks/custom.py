@@ -15,7 +15,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +27,7 @@ from medharness.core.errors import UserError
 from medharness.core.io import sha256_file
 from medharness.core.validation import Strict
 from medharness.tasks.base import LoadedData, Sample, Task, require_text
+from medharness.tasks.hub_sources import hub_rows, parse_source, pinned
 from medharness.tasks.medquad import split_of
 from medharness.tasks.multiple_choice import LETTERS, letter_sample, medqa_prompt
 
@@ -47,7 +49,10 @@ class Columns(Strict):
 
 class CustomTask(Strict):
     kind: Literal["generation", "multiple_choice"]
-    path: str = Field(min_length=1)  # .jsonl, .csv or .parquet; relative to the working folder
+    # .jsonl, .csv or .parquet, relative to the working folder; or a hub dataset,
+    # hub:ORG/NAME[@REVISION] (or a local folder holding one in the hub's layout)
+    path: str = Field(min_length=1)
+    hub_split: str = "test"  # the split of a hub dataset to read
     columns: Columns = Columns()
     version: str = "1"  # bump when the file or its meaning changes; part of comparability
     description: str = ""
@@ -55,8 +60,6 @@ class CustomTask(Strict):
 
     @model_validator(mode="after")
     def columns_for_kind(self) -> CustomTask:
-        if not self.path.endswith(SUFFIXES):
-            raise ValueError(f"path: {self.path!r} must end with {', '.join(SUFFIXES)}")
         if self.kind == "generation" and not self.columns.answer:
             raise ValueError("columns.answer: a generation task needs its reference column")
         if self.kind == "multiple_choice" and not (self.columns.options and self.columns.gold):
@@ -65,33 +68,58 @@ class CustomTask(Strict):
 
 
 def custom_task(name: str, spec: CustomTask, base_dir: Path) -> Task:
-    """The task a config entry declares; its file is read only when the task is loaded."""
-    path = Path(spec.path).expanduser()
-    path = path if path.is_absolute() else base_dir / path
+    """The task a config entry declares; its rows are read only when the task is loaded."""
     generation = spec.kind == "generation"
-    return Task(
+    task = Task(
         name=name,
         version=f"custom-{spec.version}",
         kind="generate" if generation else "multiple_choice",
-        summary=spec.description or f"{spec.kind} questions from {path.name}",
-        data_subdir=str(path.parent),  # absolute: the data root does not apply
-        obtain_hint=f"tasks: {name}: custom.path names {path}",
-        load=partial(load_custom, spec, path),
+        summary=spec.description or f"{spec.kind} questions from {spec.path}",
+        data_subdir="",
+        obtain_hint=f"tasks: {name}: custom.path names {spec.path}",
+        load=partial(load_custom, spec, base_dir),
         metric_names=GENERATION_METRICS if generation else ("acc",),
         prompt_template="{question} (as the user turn of the model's chat template)"
         if generation
         else "Question: {question}\n{A. option ...}Answer:",
         breakdown_keys=tuple(spec.columns.group_by),
     )
+    if from_datasets(spec):
+        return replace(task, source=parse_source(spec.path, base_dir).label)
+    path = Path(spec.path).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    return replace(task, data_subdir=str(path.parent))  # absolute: the data root does not apply
 
 
-def load_custom(spec: CustomTask, path: Path, folder: Path) -> LoadedData:
+def from_datasets(spec: CustomTask) -> bool:
+    """A hub dataset (or a local copy in its layout), read through ``datasets``."""
+    return spec.path.startswith("hub:") or not spec.path.endswith(SUFFIXES)
+
+
+def load_custom(spec: CustomTask, base_dir: Path, folder: Path) -> LoadedData:
+    """A file's rows, or a hub dataset's split, as validated samples."""
+    if from_datasets(spec):
+        source = pinned(parse_source(spec.path, base_dir))
+        rows, digest = hub_rows(source, spec.hub_split)
+        numbered = ((f"{source.label} row {i + 1}", row) for i, row in enumerate(rows))
+        return samples_of(spec, numbered, source.label, {source.label: digest})
+    path = Path(spec.path).expanduser()
+    path = path if path.is_absolute() else base_dir / path
     if not path.is_file():
         raise UserError(f"custom task file not found: {path}")
+    return samples_of(spec, rows_of(path), str(path), {path.name: sha256_file(path)})
+
+
+def samples_of(
+    spec: CustomTask,
+    rows: Iterable[tuple[str, dict[str, Any]]],
+    what: str,
+    file_hashes: dict[str, str],
+) -> LoadedData:
     columns = spec.columns
     samples: list[Sample] = []
     first_row: dict[str, str] = {}
-    for where, row in rows_of(path):
+    for where, row in rows:
         wanted = [columns.question, columns.id, columns.answer, columns.gold, *columns.group_by]
         if isinstance(columns.options, str):
             wanted.append(columns.options)
@@ -127,8 +155,8 @@ def load_custom(spec: CustomTask, path: Path, folder: Path) -> LoadedData:
             prompt = medqa_prompt(question, options)
             samples.append(letter_sample(doc_id, prompt, len(options), gold, metadata))
     if not samples:
-        raise UserError(f"{path}: no rows" + (f" in the {spec.split} split" if spec.split else ""))
-    return LoadedData(samples, {path.name: sha256_file(path)})
+        raise UserError(f"{what}: no rows" + (f" in the {spec.split} split" if spec.split else ""))
+    return LoadedData(samples, file_hashes)
 
 
 def options_of(row: dict[str, Any], columns: Columns, where: str) -> list[str]:

@@ -181,3 +181,24 @@ def test_a_bad_file_is_one_line_naming_file_row_and_column(
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and expected in err, err
+
+
+def test_an_own_task_from_a_hub_dataset_layout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    (tmp_path / "hub-copy" / "data").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(MC), tmp_path / "hub-copy/data/test-00000-of-00001.parquet")
+    spec = {**choice_task(tmp_path / "hub-copy"), "path": "hub-copy"}
+    task = TaskEntry.model_validate({"name": "mine", "custom": spec}).task(tmp_path)
+    assert task.source == "local:hub-copy"
+    loaded = task.load(tmp_path)
+    from_jsonl = TaskEntry.model_validate(
+        {"name": "mine", "custom": choice_task(write_jsonl(tmp_path / "mc.jsonl", MC))}
+    ).task(tmp_path)
+    assert loaded.samples == from_jsonl.load(tmp_path).samples
+    assert list(loaded.file_hashes) == ["local:hub-copy"]
