@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from medharness.core.errors import UserError
-from medharness.core.io import sha256_file
+from medharness.core.io import numbered_jsonl, sha256_file
 from medharness.core.validation import Strict
 from medharness.tasks.base import LoadedData, Sample, Task, require_text
 from medharness.tasks.hub_sources import hub_rows, parse_source, pinned
@@ -191,28 +191,19 @@ def rows_of(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     is an error naming its row."""
     if path.suffix == ".parquet":
         yield from _parquet_rows(path)
-        return
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        bad_line = data[: exc.start].count(b"\n") + 1
-        raise UserError(f"{path}:{bad_line}: not UTF-8 text") from None
-    if path.suffix == ".csv":
+    elif path.suffix == ".csv":
+        data = path.read_bytes()
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            bad_line = data[: exc.start].count(b"\n") + 1
+            raise UserError(f"{path}:{bad_line}: not UTF-8 text") from None
         reader = csv.DictReader(io.StringIO(text, newline=""))
         for row in reader:
             yield f"{path}:{reader.line_num}", dict(row)
-        return
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise UserError(f"{path}:{number}: expected a JSON object, not {type(row).__name__}")
-        yield f"{path}:{number}", row
+    else:
+        for number, row in numbered_jsonl(path):
+            yield f"{path}:{number}", row
 
 
 def _parquet_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -59,6 +59,12 @@ def write_jsonl_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     """Yield one object per non-blank line; a bad line is a UserError naming file and line."""
+    for _, row in numbered_jsonl(path):
+        yield row
+
+
+def numbered_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) per non-blank line, so callers can name the row."""
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
@@ -73,7 +79,7 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                 raise UserError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
             if not isinstance(row, dict):
                 raise UserError(f"{path}:{number}: expected a JSON object per line")
-            yield row
+            yield number, row
 
 
 def sha256_file(path: Path) -> str:
