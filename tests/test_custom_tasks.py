@@ -165,7 +165,7 @@ CUSTOM_CASES = {
         "bad.jsonl:6: qid: 'm1' repeats line 2",
     ),
     "custom-not-utf8": (
-        lambda tmp: bad_file(tmp, b'{"qid": "m0"}\n{"qid": "m\xff1"}\n'),
+        lambda tmp: bad_file(tmp, json.dumps(MC[0]).encode() + b'\n{"qid": "m\xff1"}\n'),
         "bad.jsonl:2: not UTF-8 text",
     ),
 }
