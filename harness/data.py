@@ -13,6 +13,7 @@ from pathlib import Path
 from medharness.catalog import catalog, mirror, pull, reachable
 from medharness.core.cache import cache_root
 from medharness.core.errors import UserError, boundary
+from medharness.core.io import resolve_inside
 from medharness.tasks import LoadedData, Task
 
 DATA_ENV = "MEDHARNESS_DATA_DIR"
@@ -28,8 +29,7 @@ class DataRoot:
 
 def resolve_data_root(configured: str | None, relative_to: Path) -> DataRoot:
     if configured:
-        path = Path(configured).expanduser()
-        return DataRoot(path if path.is_absolute() else relative_to / path, "config data_dir")
+        return DataRoot(resolve_inside(relative_to, configured), "config data_dir")
     if os.environ.get(DATA_ENV):
         return DataRoot(Path(os.environ[DATA_ENV]).expanduser(), f"${DATA_ENV}")
     return DataRoot(

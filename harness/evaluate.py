@@ -14,7 +14,7 @@ from medharness.core.records import ChoiceRow, GenerationRow, InputRow, SampleRo
 from medharness.models.base import LanguageModel
 from medharness.models.loading import load_model
 from medharness.tasks import Sample, Task
-from medharness.tasks.metrics import METRICS
+from medharness.tasks.metrics import answer_scores
 from medharness.tasks.metrics.text import accuracy
 from medharness.tasks.textscore import bleu_statistics
 
@@ -120,11 +120,7 @@ def _generation_rows(
     """Each answer with the per-sample score of every metric of the task that has a scorer,
     and sacrebleu's sufficient statistics (corpus BLEU of any subset is a sum away)."""
     targets = [sample.target for sample in chunk]
-    scores = {
-        name: scorer(outputs, targets)
-        for name in task.metric_names
-        if (scorer := METRICS[name].scorer) is not None
-    }
+    scores = answer_scores(task.metric_names, outputs, targets)
     return [
         GenerationRow(
             doc_id=sample.doc_id,
@@ -164,3 +160,11 @@ def load_entry(entry: ModelEntry, spec: str | None = None, adapter: str | None =
         system_prompt=entry.system_prompt,
         allow_pickle=entry.allow_pickle,
     )
+
+
+def close_engine(model: Any) -> None:
+    """Stop what a backend runs beside this process (vLLM's engine processes), before the
+    caller drops the model and the next one loads."""
+    close = getattr(model, "close", None)
+    if close is not None:
+        close()

@@ -23,7 +23,7 @@ from medharness.config import JudgeEntry, JurySettings, RunConfig
 from medharness.core.cache import cache_root
 from medharness.core.io import append_jsonl_durable, read_jsonl_prefix
 from medharness.core.records import GenerationRow, InputRow, Judgment, SampleRow
-from medharness.evaluate import load_entry
+from medharness.evaluate import close_engine, load_entry
 from medharness.models.base import LanguageModel, Progress
 from medharness.models.identity import weights_identity
 from medharness.tasks.judging.jury import jury_metrics
@@ -125,46 +125,47 @@ def judge_logs(jury: Jury | None, logs: Sequence[JudgedLog]) -> list[list[Sample
     verdicts an earlier run left (the results then describe no jury)."""
     if jury is None:
         return [[without_jury(row) for row in log.rows] for log in logs]
-    verdicts = {judge.name: judge_answers(jury, judge, logs) for judge in jury.judges}
+    keys = [
+        [answer_key(log.inputs[row.doc_id], row.prediction) for row in log.rows] for log in logs
+    ]
+    wanted = {
+        key: (log.inputs[row.doc_id], row.prediction)
+        for log, log_keys in zip(logs, keys, strict=True)
+        for row, key in zip(log.rows, log_keys, strict=True)
+        if isinstance(row, GenerationRow)
+    }
+    verdicts = {judge.name: judge_answers(jury, judge, wanted) for judge in jury.judges}
     judged = []
-    for log in logs:
+    for log, log_keys in zip(logs, keys, strict=True):
         rows: list[SampleRow] = []
-        for row in log.rows:
+        for row, key in zip(log.rows, log_keys, strict=True):
             if not isinstance(row, GenerationRow):
                 rows.append(row)
                 continue
-            key = answer_key(log.inputs[row.doc_id], row.prediction)
             judgments = [Judgment(judge=name, **verdicts[name][key]) for name in verdicts]
-            metrics = {
-                name: value
-                for name, value in row.metrics.items()
-                if not name.startswith(JUDGE_PREFIX)
-            }
+            metrics = unjudged_metrics(row)
             metrics.update(jury_metrics(judgments, jury.rubric, jury.settings.combine))
             rows.append(row.model_copy(update={"judgments": judgments, "metrics": metrics}))
         judged.append(rows)
     return judged
 
 
+def unjudged_metrics(row: GenerationRow) -> dict[str, float]:
+    return {k: v for k, v in row.metrics.items() if not k.startswith(JUDGE_PREFIX)}
+
+
 def without_jury(row: SampleRow) -> SampleRow:
     if not isinstance(row, GenerationRow) or row.judgments is None:
         return row
-    metrics = {k: v for k, v in row.metrics.items() if not k.startswith(JUDGE_PREFIX)}
-    return row.model_copy(update={"judgments": None, "metrics": metrics})
+    return row.model_copy(update={"judgments": None, "metrics": unjudged_metrics(row)})
 
 
 def judge_answers(
-    jury: Jury, judge: JudgeEntry, logs: Sequence[JudgedLog]
+    jury: Jury, judge: JudgeEntry, wanted: dict[str, tuple[InputRow, str]]
 ) -> dict[str, dict[str, Any]]:
     """Answer key -> this judge's verdict (scores, rationale, output, attempts), judging
     only the answers its cache lacks."""
     cache = VerdictCache(jury.cache_key(judge))
-    wanted: dict[str, tuple[InputRow, str]] = {}
-    for log in logs:
-        for row in log.rows:
-            if isinstance(row, GenerationRow):
-                asked = log.inputs[row.doc_id]
-                wanted.setdefault(answer_key(asked, row.prediction), (asked, row.prediction))
     # longest first, as evaluation orders its samples: a chunk pads to its longest prompt
     new = sorted(
         ((key, item) for key, item in wanted.items() if key not in cache.known),
@@ -181,9 +182,7 @@ def judge_answers(
         try:
             judge_new(model, jury, judge, new, cache)
         finally:
-            close = getattr(model, "close", None)
-            if close is not None:
-                close()
+            close_engine(model)
             del model
             gc.collect()
     return {key: verdict_fields(cache.known[key]) for key in wanted}

@@ -17,13 +17,13 @@ from medharness.config import JudgeEntry, JurySettings, RunConfig, parse_config,
 from medharness.core.errors import UserError
 from medharness.core.folders import exclusive, refuse_foreign
 from medharness.core.io import write_jsonl_atomic, write_record, write_text_atomic
-from medharness.core.records import GenerationRow, Rescore, ResultsFile, SampleRow
+from medharness.core.records import GenerationRow, Manifest, Rescore, ResultsFile, SampleRow
 from medharness.core.validation import Strict, load_yaml_file, validate_file_data
 from medharness.judge import JudgedLog, Jury, judge_logs
 from medharness.reports.html import render_run_report
 from medharness.reports.runs import RESCORING, RunData
 from medharness.tasks import Task
-from medharness.tasks.metrics import METRICS, aggregate
+from medharness.tasks.metrics import METRICS, aggregate, answer_scores
 
 
 class JudgingFile(Strict):
@@ -62,58 +62,74 @@ def rescore(
         raise UserError("nothing to rescore: name --metrics, or --judges (the run has no judges)")
     jury = Jury.of(config, base_dir)
     with exclusive(run_dir):
-        marker = run_dir / RESCORING
-        definitions = {
-            task: known_task(run, task) for tasks in run.results.results.values() for task in tasks
-        }
-        logs = {
-            (model, task): rescored_rows(run.samples(model, task), metrics, definitions[task])
-            for model, tasks in run.results.results.items()
-            for task in tasks
-        }
-        judged_keys = [key for key in logs if definitions[key[1]].kind == "generate"]
-        judged = judge_logs(
-            jury,
-            [JudgedLog("/".join(key), logs[key], run.inputs(key[1])) for key in judged_keys],
-        )
-        logs.update(zip(judged_keys, judged, strict=True))
+        logs, definitions = rescored_logs(run, metrics, jury)
         resamples, seed = run.manifest.bootstrap_settings()
-        results = {
-            model: {
-                task: aggregate(
-                    definitions[task], logs[model, task], resamples=resamples, seed=seed
-                )
-                for task in tasks
-            }
-            for model, tasks in run.results.results.items()
-        }
-        added = [*metrics, *(f"judge {judge.name}" for judge in config.judges)]
+        results = ResultsFile(
+            baseline=run.results.baseline,
+            results={
+                model: {
+                    task: aggregate(
+                        definitions[task], logs[model, task], resamples=resamples, seed=seed
+                    )
+                    for task in tasks
+                }
+                for model, tasks in run.results.results.items()
+            },
+        )
+        rescore = Rescore(
+            at=datetime.now(UTC).isoformat(timespec="seconds"),
+            metrics=metrics,
+            judges=[judge.name for judge in config.judges],
+            rubric=jury.rubric.label if jury else None,
+        )
         manifest = run.manifest.model_copy(
             update={
                 "config": config.model_dump(mode="json"),
                 "judges": jury.record() if jury else {},
-                "rescored": [
-                    *run.manifest.rescored,
-                    Rescore(
-                        at=datetime.now(UTC).isoformat(timespec="seconds"),
-                        metrics=metrics,
-                        judges=[judge.name for judge in config.judges],
-                        rubric=jury.rubric.label if jury else None,
-                    ),
-                ],
+                "rescored": [*run.manifest.rescored, rescore],
             }
         )
-        marker.write_text("a rescore is writing this run\n", encoding="utf-8")
-        for (model, task), rows in logs.items():
-            path = run_dir / "samples" / model / f"{task}.jsonl"
-            write_jsonl_atomic(path, (row.model_dump(mode="json") for row in rows))
-        write_record(
-            run_dir / "results.json", ResultsFile(baseline=run.results.baseline, results=results)
-        )
-        write_record(run_dir / "manifest.json", manifest)
-        marker.unlink()
-        write_text_atomic(run_dir / "report.html", render_run_report(run_dir))
-    return added
+        write_rescored(run_dir, logs, results, manifest)
+    return [*metrics, *(f"judge {judge.name}" for judge in config.judges)]
+
+
+def rescored_logs(
+    run: RunData, metrics: list[str], jury: Jury | None
+) -> tuple[dict[tuple[str, str], list[SampleRow]], dict[str, Task]]:
+    """Every (model, task) log with the named metrics recomputed and the jury's verdicts;
+    and each task's definition."""
+    definitions = {
+        task: known_task(run, task) for tasks in run.results.results.values() for task in tasks
+    }
+    logs = {
+        (model, task): rescored_rows(run.samples(model, task), metrics, definitions[task])
+        for model, tasks in run.results.results.items()
+        for task in tasks
+    }
+    judged_keys = [key for key in logs if definitions[key[1]].kind == "generate"]
+    judged = judge_logs(
+        jury, [JudgedLog("/".join(key), logs[key], run.inputs(key[1])) for key in judged_keys]
+    )
+    logs.update(zip(judged_keys, judged, strict=True))
+    return logs, definitions
+
+
+def write_rescored(
+    run_dir: Path,
+    logs: dict[tuple[str, str], list[SampleRow]],
+    results: ResultsFile,
+    manifest: Manifest,
+) -> None:
+    """The rewritten files, with the marker standing while they disagree; then the report."""
+    marker = run_dir / RESCORING
+    marker.write_text("a rescore is writing this run\n", encoding="utf-8")
+    for (model, task), rows in logs.items():
+        path = run_dir / "samples" / model / f"{task}.jsonl"
+        write_jsonl_atomic(path, (row.model_dump(mode="json") for row in rows))
+    write_record(run_dir / "results.json", results)
+    write_record(run_dir / "manifest.json", manifest)
+    marker.unlink()
+    write_text_atomic(run_dir / "report.html", render_run_report(run_dir))
 
 
 def known_task(run: RunData, name: str) -> Task:
@@ -129,13 +145,9 @@ def rescored_rows(rows: list[SampleRow], metrics: list[str], task: Task) -> list
     generated = [row for row in rows if isinstance(row, GenerationRow)]
     if not names or not generated:
         return rows
-    predictions = [row.prediction for row in generated]
-    targets = [row.target for row in generated]
-    scores = {}
-    for name in names:
-        scorer = METRICS[name].scorer
-        assert scorer is not None
-        scores[name] = scorer(predictions, targets)
+    scores = answer_scores(
+        names, [row.prediction for row in generated], [row.target for row in generated]
+    )
     return [
         row.model_copy(
             update={"metrics": {**row.metrics, **{n: float(v[i]) for n, v in scores.items()}}}

@@ -31,6 +31,7 @@ from medharness.core.io import (
     append_jsonl_durable,
     read_jsonl,
     read_jsonl_prefix,
+    resolve_inside,
     write_json_atomic,
     write_jsonl_atomic,
     write_record,
@@ -46,7 +47,7 @@ from medharness.core.records import (
     TaskResult,
 )
 from medharness.data import DataRoot, load_task_data, resolve_data_root
-from medharness.evaluate import evaluate_chunks, input_row, load_entry
+from medharness.evaluate import close_engine, evaluate_chunks, input_row, load_entry
 from medharness.judge import JudgedLog, Jury, judge_logs
 from medharness.models.fake import FakeModel
 from medharness.models.hub import require_hub_model
@@ -222,11 +223,6 @@ def train_only(config: RunConfig, *, base_dir: Path, output_dir: Path | None = N
     return target
 
 
-def resolve_inside(base_dir: Path, configured: str) -> Path:
-    path = Path(configured).expanduser()
-    return path if path.is_absolute() else base_dir / path
-
-
 def check_model_entry(entry: ModelEntry) -> None:
     """Catch missing local files before any model is loaded or any work is done."""
     spec = entry.model
@@ -362,9 +358,7 @@ def evaluate_all(
                 clock = time.time()
                 complete_sample_log(config, entry, item, model, staging)
                 timings[entry.name][item.task.name + "_s"] = round(time.time() - clock, 3)
-            close = getattr(model, "close", None)  # an engine with processes of its own
-            if close is not None:
-                close()
+            close_engine(model)
             del model
             gc.collect()
     clock = time.time()

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from medharness.core.errors import UserError
-from medharness.core.io import numbered_jsonl, sha256_file
+from medharness.core.io import numbered_jsonl, resolve_inside, sha256_file
 from medharness.core.validation import Strict
 from medharness.tasks.base import LoadedData, Sample, Task, require_text
 from medharness.tasks.hub_sources import hub_rows, parse_source, pinned
@@ -86,8 +86,7 @@ def custom_task(name: str, spec: CustomTask, base_dir: Path) -> Task:
     )
     if from_datasets(spec):
         return replace(task, source=parse_source(spec.path, base_dir).label)
-    path = Path(spec.path).expanduser()
-    path = path if path.is_absolute() else base_dir / path
+    path = resolve_inside(base_dir, spec.path)
     return replace(task, data_subdir=str(path.parent))  # absolute: the data root does not apply
 
 
@@ -103,8 +102,7 @@ def load_custom(spec: CustomTask, base_dir: Path, folder: Path) -> LoadedData:
         rows, digest = hub_rows(source, spec.hub_split)
         numbered = ((f"{source.label} row {i + 1}", row) for i, row in enumerate(rows))
         return samples_of(spec, numbered, source.label, {source.label: digest})
-    path = Path(spec.path).expanduser()
-    path = path if path.is_absolute() else base_dir / path
+    path = resolve_inside(base_dir, spec.path)
     if not path.is_file():
         raise UserError(f"custom task file not found: {path}")
     return samples_of(spec, rows_of(path), str(path), {path.name: sha256_file(path)})

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from medharness.core.errors import UserError, boundary
+from medharness.core.io import resolve_inside
 from medharness.tasks.base import LoadedData, Sample, Task, require_text
 from medharness.tasks.medmcqa import medmcqa_samples
 from medharness.tasks.medquad import QAPair, clean_answer, split_pairs, to_sample
@@ -51,8 +52,7 @@ def parse_source(text: str, base_dir: Path) -> Source:
         if repo.count("/") != 1 or not all(repo.split("/")):
             raise UserError(f"source {text!r}: expected hub:ORG/NAME[@REVISION]")
         return Source(repo, revision or None, local=False)
-    path = Path(text).expanduser()
-    path = path if path.is_absolute() else base_dir / path
+    path = resolve_inside(base_dir, text)
     if not path.is_dir():
         raise UserError(f"source {text!r}: neither hub:ORG/NAME nor a folder ({path})")
     return Source(str(path), None, local=True)

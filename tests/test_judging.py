@@ -280,13 +280,23 @@ def two_judges(tmp_path: Path, trace: Path | None = None) -> list[JudgeEntry]:
     return [content_judge(tmp_path), strict]
 
 
-def test_a_judged_run_has_scores_intervals_agreement_report_and_gate(
+@pytest.fixture
+def judged_run(
     tmp_path: Path, data_env: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> tuple[Path, Path]:
+    """Two fake models on 12 MedQuAD questions judged by two fake judges, run once: the
+    config, and the trace of the strict judge's calls."""
     monkeypatch.setenv("MEDHARNESS_CACHE", str(tmp_path / "cache"))
     trace = tmp_path / "strict.log"
     config = medquad_config(tmp_path, two_judges(tmp_path, trace))
     assert main(["run", str(config)]) == 0
+    return config, trace
+
+
+def test_a_judged_run_has_scores_intervals_agreement_report_and_gate(
+    judged_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    config, trace = judged_run
     run_dir = tmp_path / "runs" / "judged"
     results = json.loads((run_dir / "results.json").read_text())["results"]
     good, weak = results["good"]["medquad_gen"], results["weak"]["medquad_gen"]
@@ -335,12 +345,9 @@ def test_a_judged_run_has_scores_intervals_agreement_report_and_gate(
 
 
 def test_a_run_killed_mid_judging_judges_only_the_rest(
-    tmp_path: Path, data_env: Path, monkeypatch: pytest.MonkeyPatch
+    judged_run: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("MEDHARNESS_CACHE", str(tmp_path / "cache"))
-    trace = tmp_path / "strict.log"
-    config = medquad_config(tmp_path, two_judges(tmp_path, trace))
-    assert main(["run", str(config)]) == 0
+    config, trace = judged_run
     first = len(trace.read_text().splitlines())
     (cached,) = [p for p in (tmp_path / "cache/judgments").glob("*.jsonl")
                  if "names the organ" in p.read_text()]  # fmt: skip

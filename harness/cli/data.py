@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from medharness.cli.common import EXIT_OK, Commands, add_data_dir
+
+if TYPE_CHECKING:
+    from medharness.data import DataRoot
 
 
 def add_parser(commands: Commands) -> None:
@@ -23,42 +27,55 @@ def add_parser(commands: Commands) -> None:
     pulling.add_argument("names", nargs="*", metavar="NAME", help="default: every dataset")
     verifying = actions.add_parser("verify", help="check present datasets against the catalog")
     verifying.add_argument("names", nargs="*", metavar="NAME", help="default: every present one")
-    for sub in (listing, pulling, verifying):
+    for sub, handler in ((listing, list_data), (pulling, pull_data), (verifying, verify_data)):
         add_data_dir(sub)
-        sub.set_defaults(handler=handle)
+        sub.set_defaults(handler=handler)
 
 
-def handle(args: argparse.Namespace) -> int:
-    from medharness.catalog import catalog, dataset, mirror, problems, pull
-    from medharness.core.errors import UserError
+def data_root(args: argparse.Namespace) -> DataRoot:
     from medharness.data import resolve_data_root
 
-    root = resolve_data_root(args.data_dir, Path.cwd())
-    if args.action == "list":
-        print(f"data root: {root.path} ({root.origin})")
-        for entry in catalog().values():
-            found = problems(entry, root.path / entry.name)
-            status = "verified" if not found else found[0] if found == ["absent"] else "differs"
-            print(
-                f"{entry.name:9} {status:9} {entry.bytes / 1e6:6.1f} MB  {entry.license:10} "
-                f"{entry.title} ({entry.homepage}); tasks: {', '.join(entry.tasks)}"
-            )
-        return EXIT_OK
-    names = args.names or [
-        name for name in catalog() if args.action == "pull" or (root.path / name).is_dir()
-    ]
-    entries = [dataset(name) for name in names]
-    if args.action == "pull":
-        for entry in entries:
-            print(f"{entry.name}: {pull(entry, root.path, mirror=mirror())}")
-        return EXIT_OK
-    for entry in entries:
-        found = problems(entry, root.path / entry.name)
+    return resolve_data_root(args.data_dir, Path.cwd())
+
+
+def list_data(args: argparse.Namespace) -> int:
+    from medharness.catalog import catalog, problems
+
+    found_root = data_root(args)
+    print(f"data root: {found_root.path} ({found_root.origin})")
+    root = found_root.path
+    for entry in catalog().values():
+        found = problems(entry, root / entry.name)
+        status = "absent" if found == ["absent"] else "differs" if found else "verified"
+        print(
+            f"{entry.name:9} {status:9} {entry.bytes / 1e6:6.1f} MB  {entry.license:10} "
+            f"{entry.title} ({entry.homepage}); tasks: {', '.join(entry.tasks)}"
+        )
+    return EXIT_OK
+
+
+def pull_data(args: argparse.Namespace) -> int:
+    from medharness.catalog import catalog, dataset, mirror, pull
+
+    root = data_root(args).path
+    for entry in [dataset(name) for name in args.names or catalog()]:
+        print(f"{entry.name}: {pull(entry, root, mirror=mirror())}")
+    return EXIT_OK
+
+
+def verify_data(args: argparse.Namespace) -> int:
+    from medharness.catalog import catalog, dataset, problems
+    from medharness.core.errors import UserError
+
+    root = data_root(args).path
+    names = args.names or [name for name in catalog() if (root / name).is_dir()]
+    for entry in [dataset(name) for name in names]:
+        found = problems(entry, root / entry.name)
         if found:
             raise UserError(
-                f"{root.path / entry.name}: {found[0]}"
+                f"{root / entry.name}: {found[0]}"
                 + (f" (and {len(found) - 1} more)" if len(found) > 1 else "")
                 + f"; `medharness data pull {entry.name}` fetches it again"
             )
-        print(f"{entry.name}: verified ({root.path / entry.name})")
+        print(f"{entry.name}: verified ({root / entry.name})")
     return EXIT_OK

@@ -82,6 +82,12 @@ def numbered_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield number, row
 
 
+def resolve_inside(base_dir: Path, configured: str) -> Path:
+    """A path a config or the command line gives: ``~`` expanded, relative to ``base_dir``."""
+    path = Path(configured).expanduser()
+    return path if path.is_absolute() else base_dir / path
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:

@@ -13,6 +13,7 @@ from typing import Annotated
 from pydantic import Field, model_validator
 
 from medharness.core.errors import UserError
+from medharness.core.io import resolve_inside
 from medharness.core.validation import Strict, load_yaml_file, validate_file_data
 
 SHIPPED = {"medical-qa": "medical_qa.yaml"}  # rubric name in a config -> file in this package
@@ -77,8 +78,7 @@ def load_rubric(spec: str, base_dir: Path) -> Rubric:
     if spec in SHIPPED:
         path = Path(__file__).with_name(SHIPPED[spec])
     else:
-        path = Path(spec).expanduser()
-        path = path if path.is_absolute() else base_dir / path
+        path = resolve_inside(base_dir, spec)
         if not path.is_file():
             raise UserError(
                 f"rubric {spec!r}: no such file, and not a shipped rubric ({', '.join(SHIPPED)})"

@@ -266,6 +266,17 @@ def judged_metric_names(rows: Sequence[SampleRow]) -> list[str]:
     return list(names)
 
 
+def answer_scores(
+    names: Sequence[str], predictions: Sequence[str], references: Sequence[str]
+) -> dict[str, Sequence[float]]:
+    """Per-answer scores of every named metric that has a scorer."""
+    return {
+        name: scorer(predictions, references)
+        for name in names
+        if (scorer := metric(name).scorer) is not None
+    }
+
+
 def bleu_statistics_of(rows: Sequence[SampleRow]) -> np.ndarray:
     """The rows' stored BLEU statistics; recomputed only for logs written without them."""
     generated = [row for row in rows if isinstance(row, GenerationRow)]
