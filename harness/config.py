@@ -9,7 +9,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from medharness.core.validation import Strict, load_yaml_file, validate_file_data
-from medharness.models.specs import fake_script
+from medharness.models.endpoint import check_base_url
+from medharness.models.specs import EndpointRequests, VLLMParallelism, endpoint_model, fake_script
 from medharness.tasks import TASKS, Task
 from medharness.tasks.custom import CustomTask, custom_task
 from medharness.tasks.hub_sources import with_source
@@ -20,9 +21,13 @@ SLUG = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 Slug = Annotated[str, Field(pattern=SLUG)]
 
 
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+
+
 class ModelEntry(Strict):
     name: Slug  # column header in reports and folder under samples/
-    model: str = Field(min_length=1)  # smollm2-135m-instruct | fake:PATH | local folder | hub id
+    # smollm2-135m-instruct | fake:PATH | openai:NAME (served; see base_url) | folder | hub id
+    model: str = Field(min_length=1)
     adapter: str | None = None  # PEFT adapter directory or hub id, applied on `model`
     # auto: vLLM on a CUDA device when it is installed (LoRA adapters too), else transformers
     backend: Literal["auto", "hf", "vllm"] = "auto"
@@ -33,11 +38,42 @@ class ModelEntry(Strict):
     system_prompt: str | None = None  # None keeps the chat template's own default
     allow_pickle: bool = False  # load .bin/.pt weights (pickles can run code): trusted only
     train: TrainSpec | None = None  # fine-tune `model` (+ `adapter`) first; see trainers/spec.py
+    # multiple-choice tasks: loglikelihood (lm-eval's rule: the likeliest option) or
+    # generate (the model answers in words; the option is parsed from its answer, and
+    # answers naming none are counted as invalid): for chat and reasoning models, and for
+    # servers that return no prompt log-probs
+    multiple_choice: Literal["loglikelihood", "generate"] = "loglikelihood"
+    # openai:NAME entries: the server's OpenAI-compatible base URL (ending in /v1), the
+    # environment variable holding its API key (read at each request, never written), and
+    # how requests are sent (concurrency, timeout, retries, budget: models/specs.py)
+    base_url: str | None = None
+    api_key_env: Annotated[str, Field(pattern=ENV_NAME)] | None = None
+    requests: EndpointRequests = EndpointRequests()
+    vllm: VLLMParallelism | None = None  # backend vllm: tensor_parallel_size, memory, length
 
     @model_validator(mode="after")
     def trainable(self) -> ModelEntry:
         if self.train is not None and fake_script(self.model) is not None:
             raise ValueError("a fake model cannot be trained")
+        return self
+
+    @model_validator(mode="after")
+    def served(self) -> ModelEntry:
+        if endpoint_model(self.model) is None:
+            if self.base_url is not None or self.api_key_env is not None:
+                raise ValueError("base_url and api_key_env belong to openai:NAME models")
+            if self.vllm is not None and self.backend != "vllm":
+                raise ValueError("vllm: settings need backend: vllm")
+            return self
+        if not endpoint_model(self.model):
+            raise ValueError("openai: needs the served model's name, as openai:NAME")
+        if self.base_url is None:
+            raise ValueError(f"{self.model} needs base_url: the server's URL, ending in /v1")
+        check_base_url(self.base_url)
+        if self.adapter is not None or self.train is not None:
+            raise ValueError("a served model cannot take an adapter or be trained here")
+        if self.backend != "auto" or self.vllm is not None:
+            raise ValueError("a served model runs on its server: no backend or vllm settings")
         return self
 
 
@@ -91,6 +127,8 @@ def recorded_task(config: dict[str, Any], name: str) -> Task | None:
 
 class GenerationSettings(Strict):
     max_new_tokens: int = Field(128, ge=1, le=8192)
+    # the answer of a model with multiple_choice: generate (reasoning models need thousands)
+    choice_max_new_tokens: int = Field(32, ge=1, le=32768)
 
 
 class JurySettings(Strict):

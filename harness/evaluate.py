@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 from tqdm import tqdm
@@ -14,9 +15,20 @@ from medharness.core.records import ChoiceRow, GenerationRow, InputRow, SampleRo
 from medharness.models.base import LanguageModel
 from medharness.models.loading import load_model
 from medharness.tasks import Sample, Task
-from medharness.tasks.metrics import answer_scores
+from medharness.tasks.metrics import INVALID_ANSWER, answer_scores
 from medharness.tasks.metrics.text import accuracy
+from medharness.tasks.multiple_choice import choice_question, parse_choice
 from medharness.tasks.textscore import bleu_statistics
+
+
+@dataclass(frozen=True)
+class ChoiceScoring:
+    """How a model answers multiple-choice tasks: the likeliest option (lm-eval's rule), or
+    an answer in words of at most ``max_new_tokens`` that the option is parsed from."""
+
+    method: Literal["loglikelihood", "generate"] = "loglikelihood"
+    max_new_tokens: int = 32
+
 
 # whole samples, though generation reports fractions of a batch as it decodes
 BAR = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}, {rate_fmt}]"
@@ -30,9 +42,11 @@ def evaluate_chunks(
     max_new_tokens: int,
     label: str,
     already_done: int = 0,
+    choices_by: ChoiceScoring = ChoiceScoring(),
 ) -> Iterator[list[SampleRow]]:
     """Score samples a chunk at a time, yielding typed rows (prediction, per-sample metrics,
-    what produced them) so the caller can persist each chunk before the next.
+    what produced them) so the caller can persist each chunk before the next. Options of a
+    multiple-choice task are scored as ``choices_by`` says.
 
     Samples go longest first, as lm-eval orders its requests: batches of similar length
     waste little on padding (in prompt order a chunk of MedQA questions pads ~10% more),
@@ -46,7 +60,11 @@ def evaluate_chunks(
         done = already_done
         for start in range(0, len(ordered), model.chunk_size):
             chunk = ordered[start : start + model.chunk_size]
-            if task.kind == "multiple_choice":
+            if task.kind == "multiple_choice" and choices_by.method == "generate":
+                messages = [choice_question(s.prompt, s.choices) for s in chunk]
+                answers = model.generate(messages, choices_by.max_new_tokens, bar.update)
+                rows = _parsed_choices(chunk, answers)
+            elif task.kind == "multiple_choice":
                 rows = _score_choices(model, task, chunk)
             else:
                 outputs = model.generate([s.prompt for s in chunk], max_new_tokens, bar.update)
@@ -114,6 +132,31 @@ def _score_choices(model: LanguageModel, task: Task, chunk: Sequence[Sample]) ->
     return rows
 
 
+def _parsed_choices(chunk: Sequence[Sample], answers: Sequence[str]) -> list[SampleRow]:
+    """Generate-then-parse rows: the option each answer names, or none (invalid, wrong)."""
+    rows: list[SampleRow] = []
+    for sample, answer in zip(chunk, answers, strict=True):
+        assert sample.gold is not None
+        chosen = parse_choice(answer, sample.choices)
+        rows.append(
+            ChoiceRow(
+                doc_id=sample.doc_id,
+                target=sample.target,
+                prediction="" if chosen is None else sample.choices[chosen],
+                choices=list(sample.choices),
+                loglikelihoods=[],
+                chosen=-1 if chosen is None else chosen,
+                gold=sample.gold,
+                answer=answer,
+                metrics={
+                    "acc": accuracy(-1 if chosen is None else chosen, sample.gold),
+                    INVALID_ANSWER: float(chosen is None),
+                },
+            )
+        )
+    return rows
+
+
 def _generation_rows(
     task: Task, chunk: Sequence[Sample], outputs: Sequence[str]
 ) -> list[SampleRow]:
@@ -159,6 +202,10 @@ def load_entry(entry: ModelEntry, spec: str | None = None, adapter: str | None =
         batch_size=entry.batch_size,
         system_prompt=entry.system_prompt,
         allow_pickle=entry.allow_pickle,
+        base_url=entry.base_url,
+        api_key_env=entry.api_key_env,
+        requests=entry.requests,
+        vllm=entry.vllm,
     )
 
 

@@ -47,11 +47,17 @@ from medharness.core.records import (
     TaskResult,
 )
 from medharness.data import DataRoot, load_task_data, resolve_data_root
-from medharness.evaluate import close_engine, evaluate_chunks, input_row, load_entry
+from medharness.evaluate import (
+    ChoiceScoring,
+    close_engine,
+    evaluate_chunks,
+    input_row,
+    load_entry,
+)
 from medharness.judge import JudgedLog, Jury, judge_logs
 from medharness.models.fake import FakeModel
 from medharness.models.hub import require_hub_model
-from medharness.models.identity import weights_identity
+from medharness.models.identity import served_identity, weights_identity
 from medharness.models.specs import BUILTIN_MODEL, fake_script, is_hub_id, looks_like_path
 from medharness.reports.html import render_run_report
 from medharness.tasks import Sample, Task
@@ -224,8 +230,13 @@ def train_only(config: RunConfig, *, base_dir: Path, output_dir: Path | None = N
 
 
 def check_model_entry(entry: ModelEntry) -> None:
-    """Catch missing local files before any model is loaded or any work is done."""
+    """Catch missing local files and unreachable servers before any model is loaded or any
+    work is done."""
     spec = entry.model
+    try:
+        served_identity(spec, entry.base_url, entry.api_key_env, entry.requests)
+    except UserError as exc:
+        raise UserError(f"model {entry.name}: {exc}") from None
     script = fake_script(spec)
     if script is not None:
         if not script.is_file():
@@ -270,13 +281,16 @@ def prepare_tasks(
 
 
 def model_key(entry: ModelEntry, trained: Trained | None) -> dict[str, Any]:
-    """What a model's answers depend on: its entry, its weights, what training made of it."""
-    return {
-        "model": entry.model_dump(mode="json"),
+    """What a model's answers depend on: its entry (not how requests to a server are sent),
+    its weights, what training made of it, and what its server says it serves."""
+    key = {
+        "model": entry.model_dump(mode="json", exclude={"requests"}),
         "weights": weights_identity(entry.model),
         "adapter_weights": weights_identity(entry.adapter) if entry.adapter else None,
         "trained": trained.summary["key"] if trained else None,
     }
+    server = served_identity(entry.model, entry.base_url, entry.api_key_env, entry.requests)
+    return key if server is None else {**key, "server": server}
 
 
 def pair_key(config: RunConfig, model: dict[str, Any], item: PreparedTask) -> str:
@@ -286,6 +300,9 @@ def pair_key(config: RunConfig, model: dict[str, Any], item: PreparedTask) -> st
         "task": item.identity().model_dump(mode="json"),
         "max_new_tokens": config.generation.max_new_tokens,
     }
+    parsed = model["model"].get("multiple_choice") == "generate"
+    if parsed and item.task.kind == "multiple_choice":
+        identity["choice_max_new_tokens"] = config.generation.choice_max_new_tokens
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
@@ -435,6 +452,7 @@ def complete_sample_log(
         max_new_tokens=config.generation.max_new_tokens,
         label=f"{entry.name} {item.task.name}",
         already_done=len(done),
+        choices_by=ChoiceScoring(entry.multiple_choice, config.generation.choice_max_new_tokens),
     ):
         dumped = [row.model_dump(mode="json") for row in rows]
         append_jsonl_durable(partial, dumped)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from medharness.cli.common import (
     EXIT_OK,
@@ -17,7 +18,7 @@ from medharness.cli.common import (
 )
 from medharness.config import parse_config
 from medharness.core.records import ResultsFile
-from medharness.models.specs import fake_script
+from medharness.models.specs import endpoint_model, fake_script
 from medharness.tasks import TASKS
 from medharness.tasks.metrics import is_metric
 from medharness.tasks.metrics import metric as metric_of
@@ -33,7 +34,29 @@ def add_parser(commands: Commands) -> None:
     parser.add_argument(
         "--model",
         required=True,
-        help="smollm2-135m-instruct, fake:SCRIPT, a local path or a hub id",
+        help="smollm2-135m-instruct, fake:SCRIPT, openai:NAME (served at --base-url), a local "
+        "path or a hub id",
+    )
+    parser.add_argument(
+        "--base-url", help="openai:NAME models: the server's OpenAI-compatible URL, ending in /v1"
+    )
+    parser.add_argument(
+        "--api-key-env",
+        metavar="VARIABLE",
+        help="openai:NAME models: the environment variable that holds the API key",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=8,
+        help="openai:NAME models: requests in flight at once (default: 8)",
+    )
+    parser.add_argument(
+        "--multiple-choice",
+        choices=("loglikelihood", "generate"),
+        default="loglikelihood",
+        help="score options by likelihood (default, lm-eval's rule) or parse the option "
+        "from a generated answer (chat and reasoning models; servers without log-probs)",
     )
     parser.add_argument("--adapter", help="PEFT adapter (directory or hub id) on --model")
     parser.add_argument(
@@ -72,7 +95,19 @@ def add_parser(commands: Commands) -> None:
 def model_name(spec: str) -> str:
     """A run-directory-safe name for a model spec: the script's or folder's last part."""
     script = fake_script(spec)
-    return slug(script.stem if script is not None else spec.rstrip("/").split("/")[-1])
+    named = script.stem if script is not None else endpoint_model(spec) or spec
+    return slug(named.rstrip("/").split("/")[-1])
+
+
+def endpoint_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The entry's endpoint keys, where --model names a served model."""
+    if endpoint_model(args.model) is None:
+        return {}
+    return {
+        "base_url": args.base_url,
+        "api_key_env": args.api_key_env,
+        "requests": {"concurrency": args.concurrency},
+    }
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -90,6 +125,8 @@ def handle(args: argparse.Namespace) -> int:
                     "backend": args.backend,
                     "batch_size": args.batch_size,
                     "allow_pickle": args.allow_pickle,
+                    "multiple_choice": args.multiple_choice,
+                    **endpoint_settings(args),
                 }
             ],
             "tasks": args.tasks,

@@ -74,7 +74,8 @@ class GenerationRow(Strict):
 
 
 class ChoiceRow(Strict):
-    """One multiple-choice answer: every option's log-likelihood and the one chosen."""
+    """One multiple-choice answer: every option's log-likelihood and the one chosen, or
+    (generate-then-parse) the model's answer in words and the option read from it."""
 
     doc_id: str
     target: str
@@ -86,6 +87,9 @@ class ChoiceRow(Strict):
     gold: int
     invalid_loglikelihood: bool = False
     metrics: dict[str, float]
+    # generate-then-parse: the answer the option was parsed from (prediction holds that
+    # option, or "" when it names none); absent where options were scored by likelihood
+    answer: str | None = Field(None, exclude_if=lambda value: value is None)
 
 
 def _row_kind(row: Any) -> str:

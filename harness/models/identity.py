@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from medharness.core.cache import weights_sha256
 from medharness.core.io import sha256_file
 from medharness.models.builtin import builtin_model_dir
-from medharness.models.specs import BUILTIN_MODEL, fake_script
+from medharness.models.specs import BUILTIN_MODEL, EndpointRequests, endpoint_model, fake_script
 
 
 def weights_identity(spec: str) -> str | None:
@@ -18,3 +19,16 @@ def weights_identity(spec: str) -> str | None:
         return sha256_file(script) if script.is_file() else None
     folder = builtin_model_dir() if spec == BUILTIN_MODEL else Path(spec).expanduser()
     return weights_sha256(folder) if folder.is_dir() else None
+
+
+def served_identity(
+    spec: str, base_url: str | None, api_key_env: str | None, requests: EndpointRequests
+) -> dict[str, Any] | None:
+    """What the server of an ``openai:NAME`` spec says of the model (None for other specs);
+    asking also proves the server is there before any work is done."""
+    served = endpoint_model(spec)
+    if served is None or base_url is None:
+        return None
+    from medharness.models.endpoint import Endpoint, check_base_url, server_identity
+
+    return server_identity(Endpoint(check_base_url(base_url), api_key_env, requests), served)

@@ -11,7 +11,14 @@ from medharness.models.choice import pick_backend, pick_device, pick_dtype
 from medharness.models.fake import FakeModel
 from medharness.models.hf import load_hf_model
 from medharness.models.hub import require_hub_model
-from medharness.models.specs import BUILTIN_MODEL, fake_script, looks_like_path
+from medharness.models.specs import (
+    BUILTIN_MODEL,
+    EndpointRequests,
+    VLLMParallelism,
+    endpoint_model,
+    fake_script,
+    looks_like_path,
+)
 
 
 def load_model(
@@ -24,13 +31,32 @@ def load_model(
     batch_size: int | str = "auto",
     system_prompt: str | None = None,
     allow_pickle: bool = False,
+    base_url: str | None = None,
+    api_key_env: str | None = None,
+    requests: EndpointRequests | None = None,
+    vllm: VLLMParallelism | None = None,
 ) -> LanguageModel:
-    """Resolve a model spec to a ready model; every failure is one UserError line."""
+    """Resolve a model spec to a ready model; every failure is one UserError line.
+    ``base_url``, ``api_key_env`` and ``requests`` serve ``openai:`` specs; ``vllm`` the
+    vLLM backend."""
     script = fake_script(spec)
     if script is not None:
         if adapter:
             raise UserError("a fake model cannot take an adapter")
         return FakeModel.from_file(script)
+    served = endpoint_model(spec)
+    if served is not None:
+        from medharness.models.endpoint import load_endpoint_model
+
+        if adapter or base_url is None:
+            raise UserError(f"{spec}: an endpoint model takes a base_url and no adapter")
+        return load_endpoint_model(
+            served,
+            base_url=base_url,
+            api_key_env=api_key_env,
+            settings=requests or EndpointRequests(),
+            system_prompt=system_prompt,
+        )
 
     from transformers.utils import logging as hf_logging
 
@@ -56,6 +82,7 @@ def load_model(
             dtype=chosen_dtype,
             system_prompt=system_prompt,
             allow_pickle=allow_pickle,
+            parallelism=vllm or VLLMParallelism(),
         )
     return load_hf_model(
         spec,

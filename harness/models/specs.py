@@ -1,13 +1,20 @@
 """Model specs as users write them: the one place that tells the kinds apart.
 
 A spec is one of ``smollm2-135m-instruct`` (the built-in model), ``fake:PATH`` (a scripted
-model), a local directory, or a hub id.
+model), ``openai:NAME`` (a model an OpenAI-compatible server serves), a local directory, or a
+hub id. How an endpoint is called and how vLLM spreads a model over GPUs are settings of the
+entry, defined here so the config and the backends share them.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
+
+from medharness.core.validation import Strict
 
 BUILTIN_MODEL = "smollm2-135m-instruct"
 FAKE_PREFIX = "fake:"
@@ -30,6 +37,43 @@ def is_hub_id(spec: str) -> bool:
     return (
         spec != BUILTIN_MODEL
         and fake_script(spec) is None
+        and endpoint_model(spec) is None
         and not looks_like_path(spec)
         and not Path(spec).expanduser().exists()
     )
+
+
+ENDPOINT_PREFIX = "openai:"
+
+
+def endpoint_model(spec: str) -> str | None:
+    """The served model name of an ``openai:NAME`` spec; None for any other spec."""
+    if not spec.startswith(ENDPOINT_PREFIX):
+        return None
+    return spec[len(ENDPOINT_PREFIX) :]
+
+
+class EndpointRequests(Strict):
+    """How an ``openai:`` entry's requests are sent."""
+
+    concurrency: Annotated[int, Field(ge=1, le=1024)] = 8  # requests in flight at once
+    timeout_s: Annotated[float, Field(gt=0, le=3600)] = 120.0  # per request, then a retry
+    # a request that meets 429, 5xx, a timeout, a dropped connection or unreadable JSON is
+    # sent again this many times, waiting backoff_s, 2x, 4x ... (or the server's Retry-After)
+    retries: Annotated[int, Field(ge=0, le=20)] = 5
+    backoff_s: Annotated[float, Field(ge=0, le=600)] = 1.0
+    max_backoff_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    # at most this many requests per run (a paid API's budget); finished samples are kept
+    # and a re-run continues after them
+    max_requests: Annotated[int, Field(ge=1)] | None = None
+
+
+class VLLMParallelism(Strict):
+    """vLLM engine settings passed through as they are and recorded in the manifest."""
+
+    # GPUs one model spans. Replicas (data parallel) are not an in-process setting: vLLM
+    # refuses LLM(data_parallel_size>1); launch medharness under accelerate (one engine per
+    # GPU) or serve with `vllm serve --data-parallel-size N` and use an openai: entry
+    tensor_parallel_size: Annotated[int, Field(ge=1, le=64)] = 1
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] | None = None  # vLLM: 0.9
+    max_model_len: Annotated[int, Field(ge=16)] | None = None  # vLLM: the model's own

@@ -11,6 +11,7 @@ is imported unless this backend is chosen.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from medharness.models.adapters import adapter_sha256, lora_rank
 from medharness.models.base import Progress
 from medharness.models.hf import load_failure, weights_record
 from medharness.models.prompts import chat_prompt, encode_pairs
+from medharness.models.specs import VLLMParallelism
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM takes
 MAX_TOKEN_IDS_PER_REQUEST = 128  # vLLM's limit on SamplingParams.logprob_token_ids
@@ -37,9 +39,11 @@ def load_vllm_model(
     dtype: Any,
     system_prompt: str | None,
     allow_pickle: bool,
+    parallelism: VLLMParallelism,
 ) -> VLLMModel:
     """A vLLM engine for ``source`` (a local checkpoint or a hub id), with the adapter served
-    as a LoRARequest. Every failure is one UserError line."""
+    as a LoRARequest and the entry's parallelism settings passed through. Every failure is
+    one UserError line."""
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     from transformers import AutoConfig, AutoTokenizer
     from vllm import LLM
@@ -48,7 +52,7 @@ def load_vllm_model(
 
     dtype_name = str(dtype).removeprefix("torch.")
     lora = None
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = parallelism.model_dump(exclude_none=True)
     if adapter:
         refuse_pickles(Path(adapter).expanduser(), "adapter", allow_pickle)
         rank = lora_rank(adapter)
@@ -89,6 +93,7 @@ def load_vllm_model(
         weights=weights_record(source, config),
         adapter_weights=adapter_sha256(adapter),
         repetition_penalty=defaults.repetition_penalty,
+        engine_options=options,
     )
 
 
@@ -108,6 +113,8 @@ class VLLMModel:
     # from the checkpoint's generation_config, as transformers' generate applies it
     repetition_penalty: float = 1.0
     chunk_size: int = 512  # vLLM schedules its own batches: give it many requests at once
+    # what the engine was started with beyond the model: parallelism, memory, LoRA
+    engine_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def loglikelihoods(self, requests: Sequence[tuple[str, str]]) -> list[float]:
         """Each continuation token is read as the next-token log-prob after its prefix, from
@@ -194,4 +201,5 @@ class VLLMModel:
             "dtype": self.dtype,
             "device": str(getattr(self.engine.llm_engine.vllm_config.device_config, "device", "")),
             "system_prompt": self.system_prompt,
+            "engine_options": self.engine_options,
         }

@@ -35,6 +35,7 @@ from medharness.tasks.metrics.text import (
     bleu_signature,
     has_disclaimer,
 )
+from medharness.tasks.multiple_choice import CHOICE_PARSE_RULES, choice_question
 from medharness.tasks.textscore import bleu_statistics, rouge_scores
 
 Summary = Literal["proportion", "mean", "corpus_bleu"]
@@ -99,11 +100,15 @@ class Metric:
             interval = bootstrap_corpus_ci(statistics, bleu_from_statistics_batch, resamples, seed)
             return MetricValue(value=value, ci95=interval)
         values = self.per_sample(rows)
-        if self.summary == "proportion":
-            hits = int(values.sum())
-            return MetricValue(value=hits / len(rows), ci95=exact_binomial_ci(hits, len(rows)))
         if self.optional:
             values = values[~np.isnan(values)]
+        if self.summary == "proportion":
+            hits, n = int(values.sum()), len(values)
+            return MetricValue(
+                value=hits / n,
+                ci95=exact_binomial_ci(hits, n),
+                n=n if self.optional else None,
+            )
         return MetricValue(
             value=float(values.mean()),
             ci95=bootstrap_mean_ci(values, resamples, seed),
@@ -168,6 +173,15 @@ def _exact_interval() -> dict[str, Any]:
     return {"interval": "Clopper-Pearson exact"}
 
 
+def _parse_settings() -> dict[str, Any]:
+    return {
+        "scoring": "generate then parse: the model answers in words, greedy",
+        "message": choice_question("{prompt}", ["{options}"]),
+        "parse": CHOICE_PARSE_RULES,
+        "interval": "Clopper-Pearson exact over the answers so scored",
+    }
+
+
 def _disclaimer_settings() -> dict[str, Any]:
     return {
         "share of answers matching": DISCLAIMER_PATTERN.pattern,
@@ -195,6 +209,8 @@ def _disclaimers(predictions: Sequence[str], references: Sequence[str]) -> Seque
     return [has_disclaimer(text) for text in predictions]
 
 
+INVALID_ANSWER = "invalid_answer"
+
 METRICS: dict[str, Metric] = {
     metric.name: metric
     for metric in (
@@ -212,6 +228,12 @@ METRICS: dict[str, Metric] = {
             "disclaimer_rate", "Disclaimer rate", "proportion", "bootstrap", "fraction",
             "disclaimer_rate", _disclaimer_settings, "Cohen's d_z", scorer=_disclaimers,
             rate=True,
+        ),
+        # generate-then-parse answers that name no option (or several); they count as wrong
+        Metric(
+            INVALID_ANSWER, "Invalid answers", "proportion", "mcnemar", "fraction",
+            "multiple_choice", _parse_settings, "odds ratio (won/lost questions)",
+            higher_is_better=False, rate=True, optional=True,
         ),
     )
 }  # fmt: skip
@@ -251,10 +273,11 @@ def metric(name: str) -> Metric:
 
 
 def task_may_have(task: Task, name: str) -> bool:
-    """Whether a result of ``task`` can hold metric ``name``: its own metrics, and the jury's
-    on free-text answers."""
+    """Whether a result of ``task`` can hold metric ``name``: its own metrics, the jury's
+    on free-text answers, and the invalid-answer rate of parsed multiple-choice answers."""
     judged = task.kind == "generate" and name.startswith(JUDGE_PREFIX) and is_metric(name)
-    return name in task.metric_names or judged
+    parsed = task.kind == "multiple_choice" and name == INVALID_ANSWER
+    return name in task.metric_names or judged or parsed
 
 
 def judged_metric_names(rows: Sequence[SampleRow]) -> list[str]:
@@ -264,6 +287,12 @@ def judged_metric_names(rows: Sequence[SampleRow]) -> list[str]:
         if isinstance(row, GenerationRow) and row.judgments is not None:
             names.update((name, None) for name in row.metrics if name.startswith(JUDGE_PREFIX))
     return list(names)
+
+
+def parsed_metric_names(rows: Sequence[SampleRow]) -> list[str]:
+    """``invalid_answer`` where options were parsed from generated answers."""
+    parsed = any(isinstance(row, ChoiceRow) and row.answer is not None for row in rows)
+    return [INVALID_ANSWER] if parsed else []
 
 
 def answer_scores(
@@ -290,7 +319,7 @@ def aggregate(task: Task, rows: Sequence[SampleRow], *, resamples: int, seed: in
     the jury's metrics and agreement too where the rows were judged."""
     values: dict[str, MetricValue] = {}
     settings: dict[str, Any] = {}
-    names = [*task.metric_names, *judged_metric_names(rows)]
+    names = [*task.metric_names, *judged_metric_names(rows), *parsed_metric_names(rows)]
     for name in names:
         definition = metric(name)
         values[name] = definition.summarise(rows, resamples=resamples, seed=seed)

@@ -1,0 +1,396 @@
+"""The endpoint backend: a model an OpenAI-compatible server already serves (vLLM, TGI,
+SGLang, Ollama, a llama.cpp server, a hosted API), as a model entry ``model: openai:NAME``
+with a ``base_url``.
+
+Generation goes through chat completions, so the server applies its own chat template.
+Multiple-choice log-likelihoods come from the completions endpoint with ``echo`` and
+``logprobs`` (lm-eval's ``local-completions`` request): the log-probs of the prompt tokens
+that hold the continuation. A server that returns none is refused with the alternative named
+(``multiple_choice: generate``). Requests run ``concurrency`` at a time; 429, 5xx, timeouts,
+dropped connections and unreadable JSON are retried with exponential backoff, anything else
+(and a retry budget spent) is one error line. The API key is read from the environment
+variable the entry names at each request and is written nowhere.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http.client
+import json
+import math
+import os
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from tqdm import tqdm
+
+from medharness.core.errors import UserError, first_line
+from medharness.models.base import Progress
+from medharness.models.specs import EndpointRequests
+
+# What /models says of a model that stays the same between requests (``created`` and the
+# permission ids change on every call); it keys cached answers and the manifest records it.
+SERVER_FIELDS = ("id", "object", "owned_by", "root", "parent", "max_model_len")
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
+CHAT_TEMPLATE = "the server's own (chat completions)"
+
+
+class Retryable(Exception):
+    """A failure worth sending the request again for; ``wait_s`` is the server's Retry-After."""
+
+    def __init__(self, reason: str, wait_s: float | None = None) -> None:
+        super().__init__(reason)
+        self.wait_s = wait_s
+
+
+class Refused(UserError):
+    """The server answered, and the answer means no: a 4xx other than a rate limit."""
+
+    def __init__(self, message: str, status: int, detail: str) -> None:
+        super().__init__(message)
+        self.status, self.detail = status, detail
+
+
+def check_base_url(base_url: str) -> str:
+    """A base URL without trailing slash; credentials in it are refused (they would be
+    recorded with the URL): the key belongs in the variable ``api_key_env`` names."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"base_url must be an http(s) URL, not {base_url!r}")
+    if parts.username or parts.password:
+        raise ValueError("base_url must not hold credentials; put the key in api_key_env")
+    return base_url.rstrip("/")
+
+
+@dataclass
+class Endpoint:
+    """HTTP to one server: JSON requests with a timeout, retries and a request budget."""
+
+    base_url: str
+    api_key_env: str | None
+    settings: EndpointRequests
+    sent: int = 0  # requests this run, against ``settings.max_requests``
+    bar: Any = None  # requests done, with their rate
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self.api_key_env is not None:
+            key = os.environ.get(self.api_key_env)
+            if not key:
+                raise UserError(f"{self.base_url}: ${self.api_key_env} (api_key_env) is not set")
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def request(
+        self,
+        path: str,
+        payload: dict[str, Any] | None = None,
+        read: Callable[[Any], Any] = lambda answer: answer,
+    ) -> Any:
+        """One request (a GET without payload), sent again on a retryable failure or an
+        answer ``read`` finds the wrong shape (it raises Retryable); what ``read`` makes of
+        the JSON answer."""
+        url = f"{self.base_url}{path}"
+        attempts = self.settings.retries + 1
+        for attempt in range(attempts):
+            try:
+                return read(self._once(url, payload))
+            except Retryable as failure:
+                if attempt + 1 == attempts:
+                    raise UserError(
+                        f"{url}: {failure} after {self.settings.retries} retries; finished "
+                        "samples are kept, run the same command again to continue"
+                    ) from None
+                backoff = self.settings.backoff_s * 2**attempt
+                pause = min(
+                    failure.wait_s if failure.wait_s is not None else backoff,
+                    self.settings.max_backoff_s,
+                )
+                tqdm.write(
+                    f"{url}: {failure}; retry {attempt + 1}/{self.settings.retries} in "
+                    f"{pause:.3g} s",
+                    file=sys.stderr,
+                )
+                time.sleep(pause)
+        raise AssertionError("unreachable")
+
+    def _once(self, url: str, payload: dict[str, Any] | None) -> Any:
+        data = None if payload is None else json.dumps(payload).encode()
+        ask = urllib.request.Request(url, data=data, headers=self.headers())
+        try:
+            with urllib.request.urlopen(ask, timeout=self.settings.timeout_s) as answer:
+                body = answer.read()
+        except urllib.error.HTTPError as error:
+            detail = server_message(error.read())
+            if error.code in RETRYABLE_STATUS:
+                raise Retryable(f"HTTP {error.code}", retry_after(error.headers)) from None
+            hint = f" (check ${self.api_key_env})" if error.code in (401, 403) else ""
+            raise Refused(f"{url}: HTTP {error.code}{hint}: {detail}", error.code, detail) from None
+        except (TimeoutError, urllib.error.URLError, http.client.HTTPException, OSError) as error:
+            reason = getattr(error, "reason", error)
+            if isinstance(reason, TimeoutError) or isinstance(error, TimeoutError):
+                raise Retryable(f"no answer within {self.settings.timeout_s:g} s") from None
+            raise Retryable(f"connection failed ({first_line(reason)})") from None
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise Retryable("the answer was not JSON") from None
+
+    def post_all(
+        self,
+        path: str,
+        payloads: Sequence[dict[str, Any]],
+        read: Callable[[int, Any], Any],
+        done: Callable[[], None] | None = None,
+    ) -> list[Any]:
+        """Every payload posted, ``concurrency`` at a time, each answer passed through
+        ``read(index, answer)`` (which raises Retryable on an answer of the wrong shape).
+        The budget is taken for the whole batch before any is sent, so none is spent on a
+        batch that cannot finish; the first failure cancels what has not started."""
+        self.reserve(len(payloads))
+        if self.bar is None:
+            self.bar = tqdm(desc=self.base_url, unit="req", position=1, leave=False)
+
+        def one(index: int) -> Any:
+            result = self.request(path, payloads[index], lambda answer: read(index, answer))
+            with self.lock:
+                self.bar.update(1)
+            if done is not None:
+                done()
+            return result
+
+        with ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool:
+            futures = [pool.submit(one, index) for index in range(len(payloads))]
+            finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = next((f for f in futures if f in finished and f.exception()), None)
+            if failed is not None:
+                for future in futures:
+                    future.cancel()
+                raise failed.exception()  # type: ignore[misc]
+            return [future.result() for future in futures]
+
+    def reserve(self, count: int) -> None:
+        cap = self.settings.max_requests
+        with self.lock:
+            if cap is not None and self.sent + count > cap:
+                raise UserError(
+                    f"{self.base_url}: max_requests {cap} reached ({self.sent} sent, {count} "
+                    "more needed for the next batch); finished samples are kept, raise "
+                    "requests.max_requests or run again to continue"
+                )
+            self.sent += count
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def server_message(body: bytes) -> str:
+    """The first line of an error answer: OpenAI's ``{"error": {"message": ...}}`` or text."""
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return first_line(ValueError(text[:300])) if text else "no message"
+    error = parsed.get("error", parsed) if isinstance(parsed, dict) else parsed
+    message = error.get("message", error) if isinstance(error, dict) else error
+    return first_line(ValueError(str(message)[:300]))
+
+
+def retry_after(headers: Any) -> float | None:
+    """Seconds a Retry-After header asks for (a number or an HTTP date)."""
+    value = headers.get("Retry-After") if headers is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(value)
+        return None if when is None else max(0.0, when.timestamp() - time.time())
+
+
+def server_identity(endpoint: Endpoint, model: str) -> dict[str, Any]:
+    """What the server says of ``model`` (GET /models): part of the key of its answers, so
+    a different model behind the same name is not mistaken for the one that answered."""
+    try:
+        listing = endpoint.request("/models")
+    except Refused as refused:
+        if refused.status == 404:  # some servers list nothing; the name is all there is
+            return {"id": model, "listed": False}
+        raise
+    served = listing.get("data") if isinstance(listing, dict) else None
+    if not isinstance(served, list):
+        raise UserError(f"{endpoint.base_url}/models: not a model list")
+    for entry in served:
+        if isinstance(entry, dict) and entry.get("id") == model:
+            return {key: entry[key] for key in SERVER_FIELDS if key in entry}
+    names = ", ".join(str(e.get("id")) for e in served if isinstance(e, dict)) or "none"
+    raise UserError(f"{endpoint.base_url} does not serve {model!r}; it serves: {names}")
+
+
+def split_context(context: str, continuation: str) -> tuple[str, str]:
+    """lm-eval's rule: trailing spaces of the context belong to the continuation."""
+    spaces = len(context) - len(context.rstrip())
+    if spaces:
+        return context[:-spaces], context[-spaces:] + continuation
+    return context, continuation
+
+
+def continuation_logprob(answer: Any, context_chars: int, prompt_chars: int) -> float:
+    """Sum of the log-probs of the echoed prompt tokens that hold continuation text: tokens
+    that end past the context and start inside the prompt (the one generated token after
+    it is not counted)."""
+    try:
+        logprobs = answer["choices"][0]["logprobs"]
+    except (KeyError, IndexError, TypeError):
+        raise Retryable("an answer without choices") from None
+    if not isinstance(logprobs, dict) or not logprobs.get("token_logprobs"):
+        raise NoPromptLogprobs
+    starts, values = logprobs.get("text_offset"), logprobs["token_logprobs"]
+    if not isinstance(starts, list) or len(starts) != len(values):
+        raise NoPromptLogprobs
+    total, counted = 0.0, 0
+    for start, end, value in zip(starts, [*starts[1:], math.inf], values, strict=True):
+        if start >= prompt_chars:
+            break
+        if end > context_chars:
+            if not isinstance(value, int | float):
+                raise Retryable("a continuation token without a log-prob")
+            total += value
+            counted += 1
+    if not counted:
+        raise Retryable("no continuation tokens in the echoed prompt")
+    return total
+
+
+class NoPromptLogprobs(UserError):
+    """The server does not return prompt log-probs (most hosted chat APIs)."""
+
+
+def logprob_refusal(base_url: str, why: str) -> UserError:
+    return UserError(
+        f"{base_url} does not return prompt log-probs ({why}), which log-likelihood "
+        "multiple-choice scoring needs; set `multiple_choice: generate` on this model "
+        "to score options parsed from its answers"
+    )
+
+
+@dataclass
+class EndpointModel:
+    """A served model, prompted and scored as the local backends are."""
+
+    endpoint: Endpoint
+    model: str
+    server: dict[str, Any]
+    system_prompt: str | None = None
+
+    @property
+    def chunk_size(self) -> int:
+        """Enough to keep every request slot busy; small enough that a kill loses little."""
+        return max(16, 4 * self.endpoint.settings.concurrency)
+
+    def loglikelihoods(self, requests: Sequence[tuple[str, str]]) -> list[float]:
+        split = [split_context(context, continuation) for context, continuation in requests]
+        payloads = [
+            {
+                "model": self.model,
+                "prompt": context + continuation,
+                "max_tokens": 1,
+                "temperature": 0.0,
+                "logprobs": 1,
+                "echo": True,
+            }
+            for context, continuation in split
+        ]
+
+        def read(index: int, answer: Any) -> float:
+            context, continuation = split[index]
+            return continuation_logprob(answer, len(context), len(context + continuation))
+
+        try:
+            scores: list[float] = self.endpoint.post_all("/completions", payloads, read)
+        except NoPromptLogprobs:
+            raise logprob_refusal(self.endpoint.base_url, "its answers carry none") from None
+        except Refused as refused:
+            if "logprob" in refused.detail.lower() or "echo" in refused.detail.lower():
+                raise logprob_refusal(self.endpoint.base_url, refused.detail) from None
+            raise
+        return scores
+
+    def generate(
+        self, user_messages: Sequence[str], max_new_tokens: int, progress: Progress | None = None
+    ) -> list[str]:
+        payloads = [
+            {
+                "model": self.model,
+                "messages": self.messages(message),
+                "max_tokens": max_new_tokens,
+                "temperature": 0.0,
+            }
+            for message in user_messages
+        ]
+        done = None if progress is None else (lambda: progress(1))
+        answers: list[str] = self.endpoint.post_all(
+            "/chat/completions", payloads, lambda _, answer: chat_answer(answer), done
+        )
+        return answers
+
+    def messages(self, user_message: str) -> list[dict[str, str]]:
+        messages = [{"role": "user", "content": user_message}]
+        if self.system_prompt is not None:
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        return messages
+
+    def close(self) -> None:
+        self.endpoint.close()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": "openai",
+            "source": f"openai:{self.model}",
+            "base_url": self.endpoint.base_url,
+            "server": self.server,
+            "chat_template": CHAT_TEMPLATE,
+            "loglikelihoods": "completions with echo and logprobs",
+            "requests": self.endpoint.settings.model_dump(mode="json"),
+            "requests_sent": self.endpoint.sent,
+            "system_prompt": self.system_prompt,
+            "device": "server",
+        }
+
+
+def chat_answer(answer: Any) -> str:
+    """The assistant's text (reasoning models' reasoning, in its own field, left out)."""
+    try:
+        content = answer["choices"][0]["message"].get("content")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        raise Retryable("an answer without choices") from None
+    if content is not None and not isinstance(content, str):
+        raise Retryable("an answer whose content is not text")
+    return (content or "").strip()
+
+
+def load_endpoint_model(
+    model: str,
+    *,
+    base_url: str,
+    api_key_env: str | None,
+    settings: EndpointRequests,
+    system_prompt: str | None,
+) -> EndpointModel:
+    endpoint = Endpoint(check_base_url(base_url), api_key_env, settings)
+    return EndpointModel(
+        endpoint=endpoint,
+        model=model,
+        server=server_identity(endpoint, model),
+        system_prompt=system_prompt,
+    )
