@@ -48,7 +48,7 @@ class ModelEntry(Strict):
     # how requests are sent (concurrency, timeout, retries, budget: models/specs.py)
     base_url: str | None = None
     api_key_env: Annotated[str, Field(pattern=ENV_NAME)] | None = None
-    requests: EndpointRequests = EndpointRequests()
+    requests: EndpointRequests | None = None
     vllm: VLLMParallelism | None = None  # backend vllm: tensor_parallel_size, memory, length
 
     @model_validator(mode="after")
@@ -60,8 +60,8 @@ class ModelEntry(Strict):
     @model_validator(mode="after")
     def served(self) -> ModelEntry:
         if endpoint_model(self.model) is None:
-            if self.base_url is not None or self.api_key_env is not None:
-                raise ValueError("base_url and api_key_env belong to openai:NAME models")
+            if (self.base_url, self.api_key_env, self.requests) != (None, None, None):
+                raise ValueError("base_url, api_key_env and requests belong to openai:NAME models")
             if self.vllm is not None and self.backend != "vllm":
                 raise ValueError("vllm: settings need backend: vllm")
             return self

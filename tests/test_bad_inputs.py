@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from test_custom_tasks import CUSTOM_CASES
+from test_endpoint import ENDPOINT_CASES
 from test_gate import BAD_POLICIES
 from test_hostile import DOCUMENTED as HOSTILE_CASES
 from test_hub_sources import SOURCE_CASES
@@ -252,6 +253,9 @@ def test_every_case_is_in_the_documented_table() -> None:
         *JUDGING_CASES,
         *CUSTOM_CASES,
         *SOURCE_CASES,
+        *ENDPOINT_CASES,
+        "endpoint-fault",  # tests/test_endpoint.py, with the budget
+        "endpoint-budget",
         "pull-checksum-mismatch",  # tests/test_data_pull.py
         "pull-cut-download",
         "pull-read-only",

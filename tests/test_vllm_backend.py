@@ -9,6 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +25,10 @@ import pytest
 from conftest import REAL_DATA, make_tiny_llama, save_ia3, save_lora, write_fixture_data
 
 from medharness.cli import main
+from medharness.models.builtin import builtin_model_dir
 from medharness.models.hf import HFModel
 from medharness.models.loading import load_model
+from medharness.models.specs import VLLMParallelism
 
 pytest.importorskip("vllm")
 
@@ -49,7 +59,13 @@ def adapter(llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def served(llama: Path, adapter: Path) -> Iterator[VLLMModel]:
     """One engine with LoRA enabled; ``dataclasses.replace(served, lora=None)`` is the base."""
-    model = load_model(str(llama), adapter=str(adapter), backend="vllm", dtype="float32")
+    model = load_model(
+        str(llama),
+        adapter=str(adapter),
+        backend="vllm",
+        dtype="float32",
+        vllm=VLLMParallelism(max_model_len=256),
+    )
     assert isinstance(model, VLLMModel)
     yield model
     model.close()
@@ -82,6 +98,10 @@ def test_lora_served_unmerged_equals_the_transformers_adapter(
     assert served.generate(MESSAGES, 12) == reference.generate(MESSAGES, 12)
     description = served.describe()
     assert description["kind"] == "vllm"
+    # the entry's engine settings reach the engine and the manifest
+    assert served.engine.llm_engine.vllm_config.model_config.max_model_len == 256
+    assert description["engine_options"]["max_model_len"] == 256
+    assert description["engine_options"]["tensor_parallel_size"] == 1
     assert description["adapter_merged"] is False
     assert description["adapter_sha256"] == reference.describe()["adapter_sha256"]
 
@@ -164,3 +184,84 @@ def test_real_model_answers_and_choices_equal_transformers() -> None:
     assert choices == [
         max(range(4), key=lambda k, i=i: expected_scores[i + k]) for i in range(0, len(scores), 4)
     ]
+
+
+SECRET = "sk-served-3c2b1a"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def vllm_server() -> Iterator[str]:
+    """``vllm serve`` of the built-in model on 127.0.0.1 (its OpenAI-compatible server, with
+    an API key), waited for on /health; its base URL."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(builtin_model_dir()), "--served-model-name", "smollm2",
+        "--host", "127.0.0.1", "--port", str(port), "--api-key", SECRET,
+        "--dtype", "float32", "--enforce-eager", "--kv-cache-memory-bytes", str(2 * 1024**3),
+    ]  # fmt: skip
+    with tempfile.TemporaryFile() as log:
+        server = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            wait_healthy(server, f"http://127.0.0.1:{port}/health", log)
+            yield f"http://127.0.0.1:{port}/v1"
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
+
+
+def wait_healthy(server: subprocess.Popen[bytes], health: str, log: Any) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            log.seek(0)
+            pytest.fail("vllm serve exited early:\n" + log.read().decode()[-3000:])
+        try:
+            with urllib.request.urlopen(health, timeout=2):
+                return
+        except OSError:
+            time.sleep(1)
+    pytest.fail("vllm serve did not become healthy in 300 s")
+
+
+@pytest.mark.skipif(REAL_DATA is None, reason="needs MEDHARNESS_DATA_DIR")
+def test_a_served_model_gives_the_transformers_answers_and_choices(
+    vllm_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vLLM applies the checkpoint's own chat template, the one the transformers backend
+    applies, so greedy answers match token for token; options are scored from the echoed
+    prompt log-probs of the completions endpoint."""
+    monkeypatch.setenv("SERVED_KEY", SECRET)
+    tasks = ["--tasks", "medqa_4opt,medquad_gen", "--limit", "20", "--out", str(tmp_path)]
+    served = ["--model", "openai:smollm2", "--base-url", vllm_server, "--api-key-env", "SERVED_KEY"]
+    assert main(["eval", *served, *tasks, "--name", "served"]) == 0
+    local = ["--model", "smollm2-135m-instruct", "--backend", "hf", "--name", "local"]
+    assert main(["eval", *local, *tasks]) == 0
+
+    def rows(run: str, task: str) -> list[dict[str, Any]]:
+        path = next((tmp_path / run / "samples").glob(f"*/{task}.jsonl"))
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    ours, theirs = rows("served", "medqa_4opt"), rows("local", "medqa_4opt")
+    assert [row["chosen"] for row in ours] == [row["chosen"] for row in theirs]
+    for mine, reference in zip(ours, theirs, strict=True):
+        assert mine["loglikelihoods"] == pytest.approx(reference["loglikelihoods"], abs=1e-3)
+    answers = [row["prediction"] for row in rows("served", "medquad_gen")]
+    assert answers == [row["prediction"] for row in rows("local", "medquad_gen")]
+    manifest = json.loads((tmp_path / "served" / "manifest.json").read_text())
+    assert manifest["models"]["smollm2"]["server"]["root"] == str(builtin_model_dir())
+    for path in (tmp_path / "served").rglob("*"):
+        assert not path.is_file() or SECRET.encode() not in path.read_bytes(), path

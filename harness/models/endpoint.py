@@ -77,7 +77,7 @@ class Endpoint:
     base_url: str
     api_key_env: str | None
     settings: EndpointRequests
-    sent: int = 0  # requests this run, against ``settings.max_requests``
+    sent: int = 0  # requests this process sent, against ``settings.max_requests``
     bar: Any = None  # requests done, with their rate
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -106,9 +106,10 @@ class Endpoint:
                 return read(self._once(url, payload))
             except Retryable as failure:
                 if attempt + 1 == attempts:
+                    kept = "; finished samples are kept, run the same command again to continue"
                     raise UserError(
-                        f"{url}: {failure} after {self.settings.retries} retries; finished "
-                        "samples are kept, run the same command again to continue"
+                        f"{url}: {failure} after {self.settings.retries} retries"
+                        + (kept if payload is not None else "")
                     ) from None
                 backoff = self.settings.backoff_s * 2**attempt
                 pause = min(
@@ -362,7 +363,6 @@ class EndpointModel:
             "chat_template": CHAT_TEMPLATE,
             "loglikelihoods": "completions with echo and logprobs",
             "requests": self.endpoint.settings.model_dump(mode="json"),
-            "requests_sent": self.endpoint.sent,
             "system_prompt": self.system_prompt,
             "device": "server",
         }

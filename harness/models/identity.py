@@ -22,7 +22,7 @@ def weights_identity(spec: str) -> str | None:
 
 
 def served_identity(
-    spec: str, base_url: str | None, api_key_env: str | None, requests: EndpointRequests
+    spec: str, base_url: str | None, api_key_env: str | None, requests: EndpointRequests | None
 ) -> dict[str, Any] | None:
     """What the server of an ``openai:NAME`` spec says of the model (None for other specs);
     asking also proves the server is there before any work is done."""
@@ -31,4 +31,5 @@ def served_identity(
         return None
     from medharness.models.endpoint import Endpoint, check_base_url, server_identity
 
-    return server_identity(Endpoint(check_base_url(base_url), api_key_env, requests), served)
+    endpoint = Endpoint(check_base_url(base_url), api_key_env, requests or EndpointRequests())
+    return server_identity(endpoint, served)

@@ -1,0 +1,157 @@
+"""A small OpenAI-compatible server on 127.0.0.1 for the endpoint backend's tests.
+
+It answers ``/v1/models``, ``/v1/chat/completions`` and ``/v1/completions`` (with ``echo`` and
+``logprobs``, the way vLLM does: whitespace-led tokens, their character offsets, no log-prob
+for the first) deterministically, records every request, and injects the faults a test
+schedules: 429 with Retry-After, 500, a hang past the client's timeout, malformed JSON, or an
+answer without log-probs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+FAVOURED = " B"  # the option the stub's log-probs favour
+FAULTS = ("429", "500", "hang", "malformed")
+
+
+@dataclass
+class Fault:
+    kind: str  # one of FAULTS
+    count: int  # how many completion requests meet it (from the first after ``skip``)
+    skip: int = 0  # completion requests served normally before it starts
+
+
+@dataclass
+class StubState:
+    model: str = "stub"
+    root: str = "stub-weights-v1"
+    logprobs: bool = True
+    retry_after: str = "0"
+    hang_s: float = 2.0
+    faults: list[Fault] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)  # path, body, headers, at
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def completions(self) -> list[dict[str, Any]]:
+        """The completion requests received (chat and text), in arrival order."""
+        return [r for r in self.requests if r["path"].endswith("completions")]
+
+    def fault_for(self, number: int) -> str | None:
+        for fault in self.faults:
+            if fault.skip <= number < fault.skip + fault.count:
+                return fault.kind
+        return None
+
+
+def echo_logprobs(prompt: str) -> dict[str, Any]:
+    tokens = [*re.findall(r"\s*\S+", prompt), "."]
+    offsets, at = [], 0
+    for token in tokens:
+        offsets.append(at)
+        at += len(token)
+    values: list[float | None] = [None] + [
+        -0.25 if token == FAVOURED else -1.0 - len(token.strip()) / 10 for token in tokens[1:]
+    ]
+    return {"tokens": tokens, "text_offset": offsets, "token_logprobs": values}
+
+
+def chat_reply(message: str) -> str:
+    if "Answer with" in message:  # generate-then-parse multiple choice
+        return "The answer is B." if "symptom 1" not in message else "I cannot tell."
+    return f"Stub answer about {message.split('?')[0][-40:]}."
+
+
+def answer(state: StubState, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    if path.endswith("/chat/completions"):
+        content = chat_reply(body["messages"][-1]["content"])
+        return {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}
+    prompt = body["prompt"]
+    logprobs = echo_logprobs(prompt) if state.logprobs else None
+    return {"choices": [{"index": 0, "text": prompt + ".", "logprobs": logprobs}]}
+
+
+@dataclass
+class Stub:
+    url: str  # the base URL, ending in /v1
+    state: StubState
+
+
+def serve(state: StubState) -> Iterator[Stub]:
+    """Run the stub until the generator is closed (a fixture's body)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.record(None)
+            if self.path.rstrip("/") != "/v1/models":
+                self.send_json(404, {"error": {"message": "not found"}})
+                return
+            listed = {"id": state.model, "object": "model", "owned_by": "stub"}
+            listed.update(root=state.root, created=int(time.time() * 1000))
+            self.send_json(200, {"object": "list", "data": [listed]})
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", 0))
+            body = json.loads(self.rfile.read(length))
+            number = self.record(body)
+            fault = state.fault_for(number)
+            if fault == "429":
+                self.send_json(429, {"error": {"message": "slow down"}}, state.retry_after)
+            elif fault == "500":
+                self.send_json(500, {"error": {"message": "engine crashed"}})
+            elif fault == "hang":
+                time.sleep(state.hang_s)
+                self.send_json(200, answer(state, self.path, body))
+            elif fault == "malformed":
+                self.send_bytes(200, b'{"choices": [')
+            else:
+                self.send_json(200, answer(state, self.path, body))
+
+        def record(self, body: dict[str, Any] | None) -> int:
+            with state.lock:
+                number = len(state.completions())
+                state.requests.append(
+                    {
+                        "path": self.path,
+                        "body": body,
+                        "headers": dict(self.headers),
+                        "at": time.monotonic(),
+                    }
+                )
+            return number
+
+        def send_json(self, status: int, data: Any, retry_after: str | None = None) -> None:
+            headers = {"Retry-After": retry_after} if retry_after is not None else {}
+            self.send_bytes(status, json.dumps(data).encode(), headers)
+
+        def send_bytes(self, status: int, data: bytes, headers: dict[str, str] = {}) -> None:  # noqa: B006
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    httpd.handle_error = lambda request, address: None  # type: ignore[method-assign]  # a client gone after its timeout
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Stub(f"http://127.0.0.1:{httpd.server_address[1]}/v1", state)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

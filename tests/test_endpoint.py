@@ -1,0 +1,266 @@
+"""The endpoint backend against a stub OpenAI-compatible server on 127.0.0.1: what it sends,
+how it reads echoed log-probs, every fault ending in a retry that succeeds or one error line,
+resuming without re-sending, the request budget, the key kept out of every file, and
+generate-then-parse multiple choice. The same backend against a real ``vllm serve`` of the
+built-in model is in tests/test_vllm_backend.py."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import write_fixture_data
+from openai_stub import FAVOURED, Fault, Stub, StubState, serve
+from statsmodels.stats.proportion import proportion_confint
+
+from medharness.cli import main
+from medharness.core.io import read_jsonl
+from medharness.core.records import SAMPLE_ROWS
+from medharness.tasks.multiple_choice import parse_choice
+
+SECRET = "sk-test-9f8e7d6c5b4a"
+QUICK = {"backoff_s": 0.01, "timeout_s": 10, "retries": 2}
+HANG = {"timeout_s": 0.5}  # the stub's hangs last longer
+
+
+@pytest.fixture
+def stub() -> Iterator[Stub]:
+    yield from serve(StubState())
+
+
+@pytest.fixture(scope="session")
+def scaled_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """32 MedQA test questions: two chunks at concurrency 1."""
+    return write_fixture_data(tmp_path_factory.mktemp("scaled"), scale=4)
+
+
+def write_config(
+    tmp_path: Path, stub: Stub, data: Path, tasks: tuple[str, ...] = ("medqa_4opt",), **entry: Any
+) -> Path:
+    """A run of one served model; ``entry`` changes its model entry (None removes a key)."""
+    model = {"name": "served", "model": "openai:stub", "base_url": stub.url}
+    model["requests"] = {**QUICK, **entry.pop("requests", {})}
+    model.update(entry)
+    config = {
+        "name": "endpoint",
+        "data_dir": str(data),
+        "models": [{key: value for key, value in model.items() if value is not None}],
+        "tasks": list(tasks),
+        "output_dir": str(tmp_path / "runs"),
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def rows(run: Path, task: str = "medqa_4opt") -> list[Any]:
+    return SAMPLE_ROWS.validate_python(
+        list(read_jsonl(run / "samples" / "served" / f"{task}.jsonl"))
+    )
+
+
+def test_requests_and_scores_follow_the_openai_protocol(
+    tmp_path: Path, stub: Stub, fixture_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STUB_KEY", SECRET)
+    tasks = ("medqa_4opt", "medquad_gen")
+    config = write_config(tmp_path, stub, fixture_data, tasks, api_key_env="STUB_KEY")
+    assert main(["run", str(config)]) == 0
+    run = tmp_path / "runs" / "endpoint"
+
+    choices = rows(run)
+    assert {row.chosen for row in choices} == {1}  # the stub's log-probs favour " B"
+    # the continuation " B" is one echoed token of log-prob -0.25; " A" one of -1.1
+    assert {tuple(row.loglikelihoods) for row in choices} == {(-1.1, -0.25, -1.1, -1.1)}
+    completions = [r["body"] for r in stub.state.completions() if r["path"] == "/v1/completions"]
+    assert len(completions) == 4 * len(choices)
+    assert all(
+        b["echo"] is True and b["logprobs"] == 1 and b["max_tokens"] == 1 for b in completions
+    )
+    assert sum(b["prompt"].endswith("Answer:" + FAVOURED) for b in completions) == len(choices)
+
+    chats = [r["body"] for r in stub.state.completions() if r["path"] == "/v1/chat/completions"]
+    answers = [row.prediction for row in rows(run, "medquad_gen")]
+    assert len(chats) == len(answers) and all(a.startswith("Stub answer about") for a in answers)
+    assert all(c["temperature"] == 0.0 and c["max_tokens"] == 128 for c in chats)
+    assert all(len(c["messages"]) == 1 and c["messages"][0]["role"] == "user" for c in chats)
+
+    assert {r["headers"].get("Authorization") for r in stub.state.requests} == {f"Bearer {SECRET}"}
+    for path in run.rglob("*"):
+        assert not path.is_file() or SECRET.encode() not in path.read_bytes(), path
+    recorded = json.loads((run / "manifest.json").read_text())["models"]["served"]
+    assert recorded["kind"] == "openai" and recorded["server"]["root"] == "stub-weights-v1"
+    assert "server's own" in recorded["chat_template"]
+
+
+def test_a_rate_limit_waits_as_long_as_retry_after_says(
+    tmp_path: Path, stub: Stub, fixture_data: Path
+) -> None:
+    stub.state.faults = [Fault("429", 2)]
+    stub.state.retry_after = "0.3"
+    config = write_config(tmp_path, stub, fixture_data, requests={"concurrency": 1})
+    assert main(["run", str(config)]) == 0
+    times = [r["at"] for r in stub.state.completions()]
+    assert times[1] - times[0] >= 0.3 and times[2] - times[1] >= 0.3  # not backoff_s (0.01)
+    assert len(rows(tmp_path / "runs" / "endpoint")) == 8
+
+
+@pytest.mark.parametrize("fault", ["500", "hang", "malformed"])
+def test_a_passing_fault_is_retried_and_changes_nothing(
+    fault: str, tmp_path: Path, stub: Stub, fixture_data: Path
+) -> None:
+    stub.state.faults = [Fault(fault, 2, skip=5)]
+    stub.state.hang_s = 1.5  # past the 0.5 s timeout
+    config = write_config(tmp_path, stub, fixture_data, requests=HANG)
+    assert main(["run", str(config)]) == 0
+    assert len(stub.state.completions()) == 8 * 4 + 2  # two requests sent again
+    assert {row.chosen for row in rows(tmp_path / "runs" / "endpoint")} == {1}
+
+
+FAULT_LINES = {
+    "500": "HTTP 500 after 2 retries",
+    "hang": "no answer within 0.5 s after 2 retries",
+    "malformed": "the answer was not JSON after 2 retries",
+    "429": "HTTP 429 after 2 retries",
+}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULT_LINES))
+def test_a_lasting_fault_is_one_line_and_keeps_finished_samples(
+    fault: str,
+    tmp_path: Path,
+    stub: Stub,
+    fixture_data: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    stub.state.faults = [Fault(fault, 10_000)]
+    stub.state.hang_s = 1.5
+    config = write_config(tmp_path, stub, fixture_data, requests=HANG)
+    assert main(["run", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert FAULT_LINES[fault] in err[-1] and "run the same command again" in err[-1], err
+    assert err[-1].startswith("medharness: error:")
+    assert not (tmp_path / "runs" / "endpoint").exists()
+
+
+def resume_config(tmp_path: Path, stub: Stub, data: Path, **requests: Any) -> Path:
+    """32 MedQA questions, one request in flight: two chunks of 16 questions (64 requests)."""
+    return write_config(tmp_path, stub, data, requests={"concurrency": 1, **requests})
+
+
+def test_a_run_stopped_by_a_fault_resumes_without_sending_finished_requests(
+    tmp_path: Path, stub: Stub, scaled_data: Path
+) -> None:
+    stub.state.faults = [Fault("500", 10_000, skip=70)]  # in the second chunk
+    config = resume_config(tmp_path, stub, scaled_data)
+    assert main(["run", str(config)]) == 2
+    first = [r["body"]["prompt"] for r in stub.state.completions()[:64]]
+    stub.state.faults, stub.state.requests = [], []
+    assert main(["run", str(config)]) == 0
+    again = [r["body"]["prompt"] for r in stub.state.completions()]
+    assert len(again) == 64 and not set(again) & set(first)
+    assert len(rows(tmp_path / "runs" / "endpoint")) == 32
+
+
+def test_the_request_budget_stops_before_a_batch_it_cannot_finish(
+    tmp_path: Path, stub: Stub, scaled_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = resume_config(tmp_path, stub, scaled_data, max_requests=100)
+    assert main(["run", str(config)]) == 2
+    assert "max_requests 100 reached (64 sent, 64 more needed" in capsys.readouterr().err
+    assert len(stub.state.completions()) == 64
+    assert main(["run", str(config)]) == 0  # a new run, a new budget: the rest
+    assert len(stub.state.completions()) == 128
+
+
+def test_answers_are_reused_only_while_the_server_serves_the_same_model(
+    tmp_path: Path, stub: Stub, fixture_data: Path
+) -> None:
+    config = write_config(tmp_path, stub, fixture_data)
+    assert main(["run", str(config)]) == 0
+    sent = len(stub.state.completions())
+    assert main(["run", str(config)]) == 0
+    assert len(stub.state.completions()) == sent  # every sample log reused
+    stub.state.root = "stub-weights-v2"  # another model behind the same name
+    assert main(["run", str(config)]) == 0
+    assert len(stub.state.completions()) == 2 * sent
+
+
+def test_options_parsed_from_answers_count_invalid_ones_with_an_interval(
+    tmp_path: Path, stub: Stub, fixture_data: Path
+) -> None:
+    stub.state.logprobs = False  # a chat API: generate-then-parse needs no log-probs
+    config = write_config(tmp_path, stub, fixture_data, multiple_choice="generate")
+    assert main(["run", str(config)]) == 0
+    run = tmp_path / "runs" / "endpoint"
+    parsed = rows(run)
+    chats = [r["body"] for r in stub.state.completions()]
+    assert all(
+        c["max_tokens"] == 32 and "Answer with A, B, C or D only." in c["messages"][0]["content"]
+        for c in chats
+    )
+    for row in parsed:  # the parsed option, recomputed from the logged answer
+        chosen = parse_choice(row.answer, row.choices)
+        assert row.chosen == (-1 if chosen is None else chosen)
+        assert row.prediction == ("" if chosen is None else row.choices[chosen])
+        assert row.metrics["invalid_answer"] == float(chosen is None)
+    invalid = sum(row.chosen == -1 for row in parsed)
+    assert invalid == 1  # the stub cannot tell for "symptom 1"
+    result = json.loads((run / "results.json").read_text())["results"]["served"]["medqa_4opt"]
+    rate = result["metrics"]["invalid_answer"]
+    assert rate["value"] == invalid / len(parsed)
+    low, high = proportion_confint(invalid, len(parsed), method="beta")
+    assert rate["ci95"] == pytest.approx([low, high], abs=1e-9)
+    correct = sum(row.chosen == row.gold for row in parsed)
+    assert result["metrics"]["acc"]["value"] == correct / len(parsed)
+    assert "invalid" in (run / "report.html").read_text().lower()
+
+
+ENDPOINT_CASES = {  # id (as in docs/errors.md) -> (model entry changes, what the one line says)
+    "endpoint-no-base-url": ({"base_url": None}, "openai:stub needs base_url"),
+    "endpoint-credentials-in-url": (
+        {"base_url": "http://user:pw@127.0.0.1:9/v1"}, "base_url must not hold credentials",
+    ),
+    "endpoint-settings-on-local-model": (
+        {"model": "smollm2-135m-instruct"},
+        "base_url, api_key_env and requests belong to openai:NAME models",
+    ),
+    "endpoint-unreachable": (
+        {"base_url": "http://127.0.0.1:9/v1"}, "connection failed",
+    ),
+    "endpoint-unknown-model": (
+        {"model": "openai:other"}, "does not serve 'other'; it serves: stub",
+    ),
+    "endpoint-key-unset": (
+        {"api_key_env": "NO_SUCH_KEY_VARIABLE"}, "$NO_SUCH_KEY_VARIABLE (api_key_env) is not set",
+    ),
+    "endpoint-no-logprobs": (
+        {"logprobs": False}, "does not return prompt log-probs (its answers carry none)",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(ENDPOINT_CASES))
+def test_a_bad_endpoint_is_one_line(
+    case: str,
+    tmp_path: Path,
+    stub: Stub,
+    fixture_data: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    changes, message = ENDPOINT_CASES[case]
+    changes = dict(changes)
+    stub.state.logprobs = changes.pop("logprobs", True)
+    config = write_config(tmp_path, stub, fixture_data, requests={"retries": 0}, **changes)
+    assert main(["run", str(config)]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "medharness: error:" in line]
+    assert len(errors) == 1 and message in errors[0], err
+    if case == "endpoint-no-logprobs":  # found at the first request: progress bars before it
+        assert "set `multiple_choice: generate`" in errors[0]
+    else:  # found before any work
+        assert err.count("\n") == 1, err
