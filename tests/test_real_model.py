@@ -137,3 +137,27 @@ def test_greedy_generation_does_not_depend_on_batch_size() -> None:
     one = load_model("smollm2-135m-instruct", batch_size=1).generate(questions, 32)
     four = load_model("smollm2-135m-instruct", batch_size=4).generate(questions, 32)
     assert one == four
+
+
+def test_options_parsed_from_the_real_model_answers(tmp_path: Path) -> None:
+    """Generate-then-parse on the built-in model: each logged option is what the parsing
+    rules read from the logged answer, and the invalid-answer rate has the exact interval
+    statsmodels computes."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    from medharness.tasks.multiple_choice import parse_choice
+
+    rows = our_samples(tmp_path, "medqa_4opt", 12, "--multiple-choice", "generate")
+    for row in rows:
+        chosen = parse_choice(row["answer"], row["choices"])
+        assert row["chosen"] == (-1 if chosen is None else chosen)
+        assert row["metrics"]["invalid_answer"] == float(chosen is None)
+        assert row["metrics"]["acc"] == float(chosen == row["gold"])
+        assert row["loglikelihoods"] == []
+    results = json.loads((tmp_path / "eval-smollm2-135m-instruct" / "results.json").read_text())
+    metrics = results["results"]["smollm2-135m-instruct"]["medqa_4opt"]["metrics"]
+    invalid = sum(row["chosen"] == -1 for row in rows)
+    assert metrics["invalid_answer"]["value"] == invalid / len(rows)
+    low, high = proportion_confint(invalid, len(rows), method="beta")
+    assert metrics["invalid_answer"]["ci95"] == pytest.approx([low, high], abs=1e-9)
+    assert metrics["acc"]["value"] == sum(row["chosen"] == row["gold"] for row in rows) / 12
