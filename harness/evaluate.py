@@ -52,7 +52,7 @@ def evaluate_chunks(
     waste little on padding (in prompt order a chunk of MedQA questions pads ~10% more),
     and a too-long batch fails at once. The order is a stable sort, so what is left after an
     interruption is the tail of the same order and is batched as it would have been."""
-    ordered = sorted(samples, key=_length, reverse=True)
+    ordered = evaluation_order(samples)
     total = already_done + len(samples)
     with tqdm(
         total=total, initial=already_done, desc=label, unit="doc", leave=False, bar_format=BAR
@@ -75,8 +75,22 @@ def evaluate_chunks(
             bar.refresh()
 
 
+def evaluation_order(samples: Sequence[Sample]) -> list[Sample]:
+    """Longest first (prompt and longest option, in characters); a stable sort."""
+    return sorted(samples, key=_length, reverse=True)
+
+
 def _length(sample: Sample) -> int:
     return len(sample.prompt) + max((len(choice) for choice in sample.choices), default=0)
+
+
+def shard(samples: Sequence[Sample], chunk_size: int, rank: int, processes: int) -> list[Sample]:
+    """Process ``rank``'s share: every ``processes``-th chunk of the evaluation order. Each
+    process then scores exactly the chunks (so the batches) one process would have, and
+    the gathered rows equal a single process's."""
+    ordered = evaluation_order(samples)
+    chunks = [ordered[start : start + chunk_size] for start in range(0, len(ordered), chunk_size)]
+    return [sample for chunk in chunks[rank::processes] for sample in chunk]
 
 
 def evaluate_samples(

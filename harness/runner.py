@@ -53,6 +53,7 @@ from medharness.evaluate import (
     evaluate_chunks,
     input_row,
     load_entry,
+    shard,
 )
 from medharness.judge import JudgedLog, Jury, judge_logs
 from medharness.models.fake import FakeModel
@@ -62,7 +63,14 @@ from medharness.models.specs import BUILTIN_MODEL, fake_script, is_hub_id, looks
 from medharness.reports.html import render_run_report
 from medharness.tasks import Sample, Task
 from medharness.tasks.metrics import aggregate
-from medharness.trainers.distributed import is_main_process
+from medharness.trainers.distributed import (
+    from_main,
+    gather_on_main,
+    is_main_process,
+    process_count,
+    process_rank,
+    release_collectives,
+)
 from medharness.trainers.spec import DONE_FILE
 from medharness.training import Trained, train_models
 
@@ -114,10 +122,14 @@ def run(
     staging = out / f".{config.name}.partial"
     refuse_foreign(target)  # before any work: never replace what medharness did not make
     make_owned_folder(staging)
-    with exclusive(staging) if is_main_process() else contextlib.nullcontext():
-        return write_run(
-            config, data_root, prepared, file_hashes, staging, target, started=started, jury=jury
-        )
+    try:
+        with exclusive(staging) if is_main_process() else contextlib.nullcontext():
+            return write_run(
+                config, data_root, prepared, file_hashes, staging, target, started=started,
+                jury=jury,
+            )  # fmt: skip
+    finally:
+        release_collectives()
 
 
 def write_run(
@@ -133,17 +145,21 @@ def write_run(
 ) -> Path:
     """Train, evaluate and write everything into ``staging``, then rename it to ``target``."""
     try:
-        trained = train_models(config, data_root, staging, target if target.is_dir() else None)
-        if not is_main_process():
-            return target  # the other ranks of a distributed launch only help train
-        for item in prepared:
-            write_jsonl_atomic(
-                staging / "inputs" / f"{item.task.name}.jsonl",
-                (input_row(sample).model_dump(mode="json") for sample in item.samples),
-            )
+        # every process of a launch trains, and evaluates its share of what training made
+        trained = from_main(
+            train_models(config, data_root, staging, target if target.is_dir() else None)
+        )
+        if is_main_process():
+            for item in prepared:
+                write_jsonl_atomic(
+                    staging / "inputs" / f"{item.task.name}.jsonl",
+                    (input_row(sample).model_dump(mode="json") for sample in item.samples),
+                )
         results, state, timings = evaluate_all(
             config, prepared, staging, trained, previous_record(target), jury
         )
+        if not is_main_process():
+            return target  # rank 0 writes the run
         write_record(
             staging / "results.json",
             ResultsFile(baseline=config.models[0].name, results=results),
@@ -327,6 +343,8 @@ def evaluate_all(
     finished sample logs are reused, partial ones continue after their last full chunk. A
     log of the finished run being replaced is reused when its pair key is unchanged.
     The jury, if any, then judges every free-text answer it has no verdict on.
+    Under a launcher's N processes each scores its share of every task and rank 0 writes;
+    the others return empty-handed after the last model.
     Returns results, the run state (pair keys, model records) and timings."""
     state_path = staging / STATE_FILE
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
@@ -336,25 +354,10 @@ def evaluate_all(
     timings: dict[str, Any] = {}
     for entry in config.models:
         results[entry.name], timings[entry.name] = {}, {}
-        pending = []
-        model_identity = model_key(entry, trained.get(entry.name))  # hashes weights: once
-        for item in prepared:
-            key = pair_key(config, model_identity, item)
-            final, partial = sample_paths(staging, entry.name, item.task.name)
-            pair = f"{entry.name}/{item.task.name}"
-            if state["pairs"].get(pair) != key:
-                final.unlink(missing_ok=True)
-                partial.unlink(missing_ok=True)
-                state["pairs"][pair] = key
-                write_json_atomic(state_path, state)
-            if not final.is_file() and previous.get("pairs", {}).get(pair) == key:
-                earlier = previous["dir"] / final.relative_to(staging)
-                if earlier.is_file() and entry.name in previous["models"]:
-                    link_or_copy(earlier, final)
-                    state["models"].setdefault(entry.name, previous["models"][entry.name])
-                    write_json_atomic(state_path, state)
-            if not final.is_file():
-                pending.append(item)
+        pending: list[str] = []
+        if is_main_process():
+            pending = pending_tasks(config, entry, prepared, staging, trained, previous, state)
+        pending = from_main(pending)
         if pending:
             clock = time.time()
             weights = trained.get(entry.name)
@@ -367,17 +370,23 @@ def evaluate_all(
             )
             model = load_entry(entry, spec, adapter)
             state["models"][entry.name] = model.describe()
+            if process_count() > 1:
+                state["models"][entry.name]["processes"] = process_count()
             if weights:
                 state["models"][entry.name].update(trained_record(weights, staging))
-            write_json_atomic(state_path, state)
+            if is_main_process():
+                write_json_atomic(state_path, state)
             timings[entry.name]["load_s"] = round(time.time() - clock, 3)
-            for item in pending:
-                clock = time.time()
-                complete_sample_log(config, entry, item, model, staging)
-                timings[entry.name][item.task.name + "_s"] = round(time.time() - clock, 3)
+            for item in prepared:
+                if item.task.name in pending:
+                    clock = time.time()
+                    complete_sample_log(config, entry, item, model, staging)
+                    timings[entry.name][item.task.name + "_s"] = round(time.time() - clock, 3)
             close_engine(model)
             del model
             gc.collect()
+    if not is_main_process():
+        return {}, state, timings
     clock = time.time()
     apply_jury(jury, [entry.name for entry in config.models], prepared, staging)
     if jury is not None:
@@ -392,6 +401,40 @@ def evaluate_all(
             results[entry.name][item.task.name] = result
             print(f"[{entry.name}] {item.task.name}: " + summary_line(result), file=sys.stderr)
     return results, state, timings
+
+
+def pending_tasks(
+    config: RunConfig,
+    entry: ModelEntry,
+    prepared: list[PreparedTask],
+    staging: Path,
+    trained: dict[str, Trained],
+    previous: dict[str, Any],
+    state: dict[str, Any],
+) -> list[str]:
+    """The tasks ``entry`` still has to be scored on. Logs made under another pair key are
+    dropped; a finished run's log with an equal key is reused."""
+    pending = []
+    model_identity = model_key(entry, trained.get(entry.name))  # hashes weights: once
+    state_path = staging / STATE_FILE
+    for item in prepared:
+        key = pair_key(config, model_identity, item)
+        final, _ = sample_paths(staging, entry.name, item.task.name)
+        pair = f"{entry.name}/{item.task.name}"
+        if state["pairs"].get(pair) != key:
+            for stale in [final, *final.parent.glob(final.name + "*.partial")]:
+                stale.unlink(missing_ok=True)
+            state["pairs"][pair] = key
+            write_json_atomic(state_path, state)
+        if not final.is_file() and previous.get("pairs", {}).get(pair) == key:
+            earlier = previous["dir"] / final.relative_to(staging)
+            if earlier.is_file() and entry.name in previous["models"]:
+                link_or_copy(earlier, final)
+                state["models"].setdefault(entry.name, previous["models"][entry.name])
+                write_json_atomic(state_path, state)
+        if not final.is_file():
+            pending.append(item.task.name)
+    return pending
 
 
 def apply_jury(
@@ -441,24 +484,35 @@ def complete_sample_log(
     config: RunConfig, entry: ModelEntry, item: PreparedTask, model: Any, staging: Path
 ) -> None:
     """Score the samples the partial log lacks, appending each chunk durably; then write the
-    finished log in sample order and drop the partial one."""
+    finished log in sample order and drop the partial one. Under a launcher each process
+    scores its shard into a partial log of its own and rank 0 gathers the rows."""
     final, partial = sample_paths(staging, entry.name, item.task.name)
+    samples = item.samples
+    rank, processes = process_rank(), process_count()
+    if processes > 1:
+        partial = final.with_name(f"{final.name}.rank{rank}-of-{processes}.partial")
+        samples = shard(samples, model.chunk_size, rank, processes)
     done = {row["doc_id"]: row for row in read_jsonl_prefix(partial)}
-    remaining = [sample for sample in item.samples if sample.doc_id not in done]
+    remaining = [sample for sample in samples if sample.doc_id not in done]
     for rows in evaluate_chunks(
         model,
         item.task,
         remaining,
         max_new_tokens=config.generation.max_new_tokens,
-        label=f"{entry.name} {item.task.name}",
+        label=f"{entry.name} {item.task.name}" + (f" [{rank}]" if processes > 1 else ""),
         already_done=len(done),
         choices_by=ChoiceScoring(entry.multiple_choice, config.generation.choice_max_new_tokens),
     ):
         dumped = [row.model_dump(mode="json") for row in rows]
         append_jsonl_durable(partial, dumped)
         done.update((row["doc_id"], row) for row in dumped)
-    write_jsonl_atomic(final, (done[sample.doc_id] for sample in item.samples))
-    partial.unlink(missing_ok=True)
+    shares = gather_on_main(done)
+    if shares is None:
+        return  # rank 0 writes the log and removes this partial one
+    gathered = {doc_id: row for share in shares for doc_id, row in share.items()}
+    write_jsonl_atomic(final, (gathered[sample.doc_id] for sample in item.samples))
+    for written in [partial, *final.parent.glob(final.name + ".rank*.partial")]:
+        written.unlink(missing_ok=True)
 
 
 def summary_line(result: TaskResult) -> str:

@@ -22,6 +22,7 @@ from medharness.models.specs import endpoint_model, fake_script
 from medharness.tasks import TASKS
 from medharness.tasks.metrics import is_metric
 from medharness.tasks.metrics import metric as metric_of
+from medharness.trainers.distributed import is_main_process
 
 
 def add_parser(commands: Commands) -> None:
@@ -137,6 +138,8 @@ def handle(args: argparse.Namespace) -> int:
         "command line",
     )
     run_dir = run(config, base_dir=Path.cwd(), output_dir=args.out)
+    if not is_main_process():
+        return EXIT_OK  # under a launcher, rank 0 wrote the run and shows it
     results = ResultsFile.model_validate_json((run_dir / "results.json").read_bytes())
     print(format_table(results))
     print(f"\nRun written to {run_dir}")

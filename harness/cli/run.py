@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from medharness.cli.common import EXIT_OK, Commands, add_data_dir, config_of, positive_int
+from medharness.trainers.distributed import is_main_process
 
 
 def add_parser(commands: Commands) -> None:
@@ -34,5 +35,6 @@ def handle(args: argparse.Namespace) -> int:
 
     config = config_of(args)
     run_dir = run(config, base_dir=Path.cwd(), output_dir=args.out, limit=args.limit)
-    print(f"Run written to {run_dir}  (report: {run_dir / 'report.html'})")
+    if is_main_process():  # under a launcher, rank 0 wrote the run
+        print(f"Run written to {run_dir}  (report: {run_dir / 'report.html'})")
     return EXIT_OK

@@ -17,8 +17,10 @@ CGROUP = Path("/sys/fs/cgroup")
 def cpu_threads(cgroup: Path = CGROUP) -> int:
     """Intra-op threads for a model on the CPU: ``$MEDHARNESS_THREADS`` when set, else the
     cores this process may really use: its CPU affinity, capped by a cgroup CPU quota (a
-    container limited to 2 CPUs on a 64-core host runs 2 threads, not 64). More threads
-    than cores made generation several times slower on an oversubscribed CPU."""
+    container limited to 2 CPUs on a 64-core host runs 2 threads, not 64), shared among
+    the processes a launcher started on this machine. More threads than cores made
+    generation several times slower on an oversubscribed CPU (a run of two processes of two
+    threads each on two cores took 90 s; of one thread each, 29 s)."""
     configured = os.environ.get(THREADS_ENV, "").strip()
     if configured:
         if not configured.isdigit() or int(configured) < 1:
@@ -28,7 +30,9 @@ def cpu_threads(cgroup: Path = CGROUP) -> int:
         return int(configured)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     quota = cgroup_cpu_quota(cgroup)
-    return max(1, min(cores or 1, quota) if quota else cores or 1)
+    usable = min(cores or 1, quota) if quota else cores or 1
+    # a launcher's processes on this machine share its cores
+    return max(1, usable // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def cgroup_cpu_quota(cgroup: Path) -> int | None:
@@ -48,11 +52,16 @@ def cgroup_cpu_quota(cgroup: Path) -> int | None:
 
 
 def pick_device(requested: str) -> str:
+    """``auto``: the GPU of this process (``LOCAL_RANK``'s under a launcher) when there is
+    one, else the CPU."""
     import torch
 
     if requested != "auto":
         return requested
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        return "cpu"
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if launched else "cuda"
 
 
 def pick_dtype(requested: str, device: str) -> Any:
