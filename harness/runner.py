@@ -69,7 +69,7 @@ from medharness.trainers.distributed import (
     is_main_process,
     process_count,
     process_rank,
-    release_collectives,
+    released_collectives,
 )
 from medharness.trainers.spec import DONE_FILE
 from medharness.training import Trained, train_models
@@ -122,14 +122,13 @@ def run(
     staging = out / f".{config.name}.partial"
     refuse_foreign(target)  # before any work: never replace what medharness did not make
     make_owned_folder(staging)
-    try:
-        with exclusive(staging) if is_main_process() else contextlib.nullcontext():
-            return write_run(
-                config, data_root, prepared, file_hashes, staging, target, started=started,
-                jury=jury,
-            )  # fmt: skip
-    finally:
-        release_collectives()
+    with (
+        exclusive(staging) if is_main_process() else contextlib.nullcontext(),
+        released_collectives(),
+    ):
+        return write_run(
+            config, data_root, prepared, file_hashes, staging, target, started=started, jury=jury
+        )
 
 
 def write_run(
@@ -228,7 +227,10 @@ def train_only(config: RunConfig, *, base_dir: Path, output_dir: Path | None = N
     out = output_dir or resolve_inside(base_dir, config.output_dir)
     target = out / config.name
     make_owned_folder(target)
-    with exclusive(target) if is_main_process() else contextlib.nullcontext():
+    with (
+        exclusive(target) if is_main_process() else contextlib.nullcontext(),
+        released_collectives(),
+    ):
         trained = train_models(config, data_root, target, None)
         manifest = target / "manifest.json"
         if trained and manifest.is_file():

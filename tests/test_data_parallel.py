@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import yaml
 from conftest import write_fixture_data
 
@@ -43,7 +42,6 @@ def files(run: Path) -> dict[str, bytes]:
     return {name: (run / name).read_bytes() for name in names}
 
 
-@pytest.mark.slow
 def test_two_processes_write_what_one_process_writes(tiny_llama: Path, tmp_path: Path) -> None:
     data = write_fixture_data(tmp_path / "data", scale=4)  # 32 and 29 samples: 2 chunks each
     config = write_config(tmp_path, data, str(tiny_llama))

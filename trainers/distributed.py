@@ -3,7 +3,10 @@ evaluation needs to share work between those processes. One process writes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+from collections.abc import Iterator
 from datetime import timedelta
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -61,15 +64,16 @@ def gather_on_main(value: T) -> list[T] | None:
     return gathered
 
 
-def release_collectives() -> None:
-    """Tear the process group down before the process exits: a gloo group still alive at
+@contextlib.contextmanager
+def released_collectives() -> Iterator[None]:
+    """Tear the process group down when the work inside ends: a gloo group still alive at
     interpreter exit aborts the process ("terminate called without an active exception")."""
-    import sys
+    try:
+        yield
+    finally:
+        if "torch.distributed" in sys.modules:
+            import torch.distributed as dist
 
-    if "torch.distributed" not in sys.modules:
-        return
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-    _object_group.cache_clear()
+            if dist.is_available() and dist.is_initialized():
+                dist.destroy_process_group()
+            _object_group.cache_clear()
