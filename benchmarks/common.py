@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -78,3 +84,53 @@ def save_random_lora(model_dir: str | Path) -> str:
                 parameter.normal_(0, 0.002)
     lora.save_pretrained(folder)
     return str(folder)
+
+
+@contextlib.contextmanager
+def served_by_vllm(model_dir: str | Path, name: str) -> Iterator[str]:
+    """vLLM's OpenAI-compatible server for ``model_dir`` on a free loopback port (fp32 and
+    eager with a 2 GiB KV cache on a CPU; vLLM's defaults on CUDA); its base URL."""
+    import torch
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+        "--served-model-name", name, "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+    if not torch.cuda.is_available():
+        command += [
+            "--dtype",
+            "float32",
+            "--enforce-eager",
+            "--kv-cache-memory-bytes",
+            "2147483648",
+        ]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("vllm serve did not start")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                    break
+            except OSError:
+                time.sleep(1)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def backend_workload(limit: int, medqa_limit: int) -> tuple[list[str], list[Any], list[Any]]:
+    """What the backend comparisons run: the first ``limit`` MedQuAD test questions, the
+    first ``medqa_limit`` MedQA 4-option questions, and those questions' option requests."""
+    from medharness.tasks import get_task
+
+    data = Path(os.environ["MEDHARNESS_DATA_DIR"])
+    questions = [s.prompt for s in get_task("medquad_gen").load(data / "medquad").samples[:limit]]
+    medqa = get_task("medqa_4opt").load(data / "medqa").samples[:medqa_limit]
+    requests = [(s.prompt, " " + choice) for s in medqa for choice in s.choices]
+    return questions, medqa, requests

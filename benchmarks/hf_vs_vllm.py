@@ -15,12 +15,10 @@ Needs vLLM in the environment (`make setup-vllm` gives .venv-vllm with the CPU b
 from __future__ import annotations
 
 import argparse
-import os
 import time
-from pathlib import Path
 from typing import Any
 
-from common import save_random_lora
+from common import backend_workload, save_random_lora
 
 
 def main() -> None:
@@ -35,14 +33,8 @@ def main() -> None:
 
     from medharness.models.builtin import builtin_model_dir
     from medharness.models.loading import load_model
-    from medharness.tasks import get_task
 
-    data = Path(os.environ["MEDHARNESS_DATA_DIR"])
-    questions = [
-        s.prompt for s in get_task("medquad_gen").load(data / "medquad").samples[: args.limit]
-    ]
-    medqa = get_task("medqa_4opt").load(data / "medqa").samples[: args.medqa_limit]
-    requests = [(s.prompt, " " + choice) for s in medqa for choice in s.choices]
+    questions, medqa, requests = backend_workload(args.limit, args.medqa_limit)
     model_dir = str(builtin_model_dir()) if args.model == "smollm2-135m-instruct" else args.model
     adapter = save_random_lora(model_dir) if args.lora else None
 

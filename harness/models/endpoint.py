@@ -163,10 +163,10 @@ class Endpoint:
 
         def one(index: int) -> Any:
             result = self.request(path, payloads[index], lambda answer: read(index, answer))
-            with self.lock:
+            with self.lock:  # progress bars are not thread-safe
                 self.bar.update(1)
-            if done is not None:
-                done()
+                if done is not None:
+                    done()
             return result
 
         with ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool:
