@@ -13,6 +13,7 @@ from tqdm import tqdm
 from medharness.config import ModelEntry
 from medharness.core.records import ChoiceRow, GenerationRow, InputRow, SampleRow
 from medharness.models.base import LanguageModel
+from medharness.models.identity import served_identity, weights_identity
 from medharness.models.loading import load_model
 from medharness.tasks import Sample, Task
 from medharness.tasks.metrics import INVALID_ANSWER, answer_scores
@@ -221,6 +222,19 @@ def load_entry(entry: ModelEntry, spec: str | None = None, adapter: str | None =
         requests=entry.requests,
         vllm=entry.vllm,
     )
+
+
+def answers_identity(entry: ModelEntry, labels: tuple[str, ...] = ()) -> dict[str, Any]:
+    """What a model entry's answers depend on, known before it loads: the entry (not how
+    requests to a server are sent, nor ``labels``, fields that only name it), the sha256 of
+    its local weights, and what its server says it serves."""
+    identity = {
+        "model": entry.model_dump(mode="json", exclude={"requests", *labels}),
+        "weights": weights_identity(entry.model),
+        "adapter_weights": weights_identity(entry.adapter) if entry.adapter else None,
+    }
+    server = served_identity(entry.model, entry.base_url, entry.api_key_env, entry.requests)
+    return identity if server is None else {**identity, "server": server}
 
 
 def close_engine(model: Any) -> None:

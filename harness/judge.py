@@ -23,9 +23,8 @@ from medharness.config import JudgeEntry, JurySettings, RunConfig
 from medharness.core.cache import cache_root
 from medharness.core.io import append_jsonl_durable, read_jsonl_prefix
 from medharness.core.records import GenerationRow, InputRow, Judgment, SampleRow
-from medharness.evaluate import close_engine, load_entry
+from medharness.evaluate import answers_identity, close_engine, load_entry
 from medharness.models.base import LanguageModel, Progress
-from medharness.models.identity import weights_identity
 from medharness.tasks.judging.jury import jury_metrics
 from medharness.tasks.judging.rubric import Rubric, load_rubric
 from medharness.tasks.judging.verdicts import (
@@ -55,9 +54,7 @@ class Jury:
     def cache_key(self, judge: JudgeEntry) -> str:
         """What a judge's verdicts depend on; its name is only a label."""
         identity = {
-            "model": judge.model_dump(mode="json", exclude={"name"}),
-            "weights": weights_identity(judge.model),
-            "adapter_weights": weights_identity(judge.adapter) if judge.adapter else None,
+            **answers_identity(judge, labels=("name",)),
             "rubric_sha256": self.rubric.sha256,
             "prompt_version": PROMPT_VERSION,
             "max_new_tokens": self.settings.max_new_tokens,

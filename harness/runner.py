@@ -49,6 +49,7 @@ from medharness.core.records import (
 from medharness.data import DataRoot, load_task_data, resolve_data_root
 from medharness.evaluate import (
     ChoiceScoring,
+    answers_identity,
     close_engine,
     evaluate_chunks,
     input_row,
@@ -58,7 +59,7 @@ from medharness.evaluate import (
 from medharness.judge import JudgedLog, Jury, judge_logs
 from medharness.models.fake import FakeModel
 from medharness.models.hub import require_hub_model
-from medharness.models.identity import served_identity, weights_identity
+from medharness.models.identity import served_identity
 from medharness.models.specs import BUILTIN_MODEL, fake_script, is_hub_id, looks_like_path
 from medharness.reports.html import render_run_report
 from medharness.tasks import Sample, Task
@@ -299,16 +300,8 @@ def prepare_tasks(
 
 
 def model_key(entry: ModelEntry, trained: Trained | None) -> dict[str, Any]:
-    """What a model's answers depend on: its entry (not how requests to a server are sent),
-    its weights, what training made of it, and what its server says it serves."""
-    key = {
-        "model": entry.model_dump(mode="json", exclude={"requests"}),
-        "weights": weights_identity(entry.model),
-        "adapter_weights": weights_identity(entry.adapter) if entry.adapter else None,
-        "trained": trained.summary["key"] if trained else None,
-    }
-    server = served_identity(entry.model, entry.base_url, entry.api_key_env, entry.requests)
-    return key if server is None else {**key, "server": server}
+    """What a model's answers depend on: its entry and weights, what training made of it."""
+    return {**answers_identity(entry), "trained": trained.summary["key"] if trained else None}
 
 
 def pair_key(config: RunConfig, model: dict[str, Any], item: PreparedTask) -> str:
