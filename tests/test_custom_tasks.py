@@ -202,3 +202,27 @@ def test_an_own_task_from_a_hub_dataset_layout(
     ).task(tmp_path)
     assert loaded.samples == from_jsonl.load(tmp_path).samples
     assert list(loaded.file_hashes) == ["local:hub-copy"]
+
+
+def test_an_own_choice_task_scored_from_written_answers(tmp_path: Path) -> None:
+    """A chat model on the user's own multiple-choice file: options parsed from its answers,
+    answers naming none counted as invalid."""
+    mc = write_jsonl(tmp_path / "mc.jsonl", MC)
+    chat = fake(tmp_path, "chat", {
+        "generate": [{"match": f"treats {i}?", "output": f"The answer is {'ABCD'[i % 4]}."}
+                     for i in range(25)],
+        "default_output": "It depends on the patient.",
+    })  # fmt: skip
+    config = config_file(tmp_path, [{"name": "heldout_mc", "custom": choice_task(mc)}], [chat])
+    settings = json.loads(config.read_text())
+    settings["models"][0]["multiple_choice"] = "generate"
+    config.write_text(json.dumps(settings), encoding="utf-8")
+    assert main(["run", str(config)]) == 0
+    run_dir = tmp_path / "runs" / "own"
+    metrics = json.loads((run_dir / "results.json").read_text())["results"]["m0"]["heldout_mc"]
+    assert metrics["metrics"]["acc"]["value"] == 25 / 30
+    assert metrics["metrics"]["invalid_answer"]["value"] == 5 / 30
+    rows = [json.loads(line) for line in (run_dir / "samples/m0/heldout_mc.jsonl").open()]
+    assert [row["prediction"] for row in rows[:4]] == ["A", "B", "C", "D"]
+    assert {row["answer"] for row in rows[25:]} == {"It depends on the patient."}
+    assert {row["chosen"] for row in rows[25:]} == {-1}
