@@ -27,8 +27,8 @@ class ChoiceScoring:
     """How a model answers multiple-choice tasks: the likeliest option (lm-eval's rule), or
     an answer in words of at most ``max_new_tokens`` that the option is parsed from."""
 
-    method: Literal["loglikelihood", "generate"] = "loglikelihood"
-    max_new_tokens: int = 32
+    method: Literal["loglikelihood", "generate"]
+    max_new_tokens: int
 
 
 # whole samples, though generation reports fractions of a batch as it decodes
@@ -43,11 +43,11 @@ def evaluate_chunks(
     max_new_tokens: int,
     label: str,
     already_done: int = 0,
-    choices_by: ChoiceScoring = ChoiceScoring(),
+    choices_by: ChoiceScoring | None = None,
 ) -> Iterator[list[SampleRow]]:
     """Score samples a chunk at a time, yielding typed rows (prediction, per-sample metrics,
     what produced them) so the caller can persist each chunk before the next. Options of a
-    multiple-choice task are scored as ``choices_by`` says.
+    multiple-choice task are scored as ``choices_by`` says (by log-likelihood without it).
 
     Samples go longest first, as lm-eval orders its requests: batches of similar length
     waste little on padding (in prompt order a chunk of MedQA questions pads ~10% more),
@@ -61,7 +61,7 @@ def evaluate_chunks(
         done = already_done
         for start in range(0, len(ordered), model.chunk_size):
             chunk = ordered[start : start + model.chunk_size]
-            if task.kind == "multiple_choice" and choices_by.method == "generate":
+            if task.kind == "multiple_choice" and choices_by and choices_by.method == "generate":
                 messages = [choice_question(s.prompt, s.choices) for s in chunk]
                 answers = model.generate(messages, choices_by.max_new_tokens, bar.update)
                 rows = _parsed_choices(chunk, answers)
@@ -152,20 +152,21 @@ def _parsed_choices(chunk: Sequence[Sample], answers: Sequence[str]) -> list[Sam
     rows: list[SampleRow] = []
     for sample, answer in zip(chunk, answers, strict=True):
         assert sample.gold is not None
-        chosen = parse_choice(answer, sample.choices)
+        parsed = parse_choice(answer, sample.choices)
+        chosen = -1 if parsed is None else parsed
         rows.append(
             ChoiceRow(
                 doc_id=sample.doc_id,
                 target=sample.target,
-                prediction="" if chosen is None else sample.choices[chosen],
+                prediction="" if parsed is None else sample.choices[chosen],
                 choices=list(sample.choices),
                 loglikelihoods=[],
-                chosen=-1 if chosen is None else chosen,
+                chosen=chosen,
                 gold=sample.gold,
                 answer=answer,
                 metrics={
-                    "acc": accuracy(-1 if chosen is None else chosen, sample.gold),
-                    INVALID_ANSWER: float(chosen is None),
+                    "acc": accuracy(chosen, sample.gold),
+                    INVALID_ANSWER: float(parsed is None),
                 },
             )
         )

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from medharness.core.errors import UserError
+from medharness.trainers.distributed import process_count
 
 THREADS_ENV = "MEDHARNESS_THREADS"
 CGROUP = Path("/sys/fs/cgroup")
@@ -60,7 +61,7 @@ def pick_device(requested: str) -> str:
         return requested
     if not torch.cuda.is_available():
         return "cpu"
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    launched = process_count() > 1
     return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if launched else "cuda"
 
 

@@ -59,6 +59,10 @@ class Refused(UserError):
         self.status, self.detail = status, detail
 
 
+class NoPromptLogprobs(UserError):
+    """The server does not return prompt log-probs (most hosted chat APIs)."""
+
+
 def check_base_url(base_url: str) -> str:
     """A base URL without trailing slash; credentials in it are refused (they would be
     recorded with the URL): the key belongs in the variable ``api_key_env`` names."""
@@ -100,12 +104,12 @@ class Endpoint:
         answer ``read`` finds the wrong shape (it raises Retryable); what ``read`` makes of
         the JSON answer."""
         url = f"{self.base_url}{path}"
-        attempts = self.settings.retries + 1
-        for attempt in range(attempts):
+        attempt = 0
+        while True:
             try:
                 return read(self._once(url, payload))
             except Retryable as failure:
-                if attempt + 1 == attempts:
+                if attempt == self.settings.retries:
                     kept = "; finished samples are kept, run the same command again to continue"
                     raise UserError(
                         f"{url}: {failure} after {self.settings.retries} retries"
@@ -116,13 +120,12 @@ class Endpoint:
                     failure.wait_s if failure.wait_s is not None else backoff,
                     self.settings.max_backoff_s,
                 )
+                attempt += 1
                 tqdm.write(
-                    f"{url}: {failure}; retry {attempt + 1}/{self.settings.retries} in "
-                    f"{pause:.3g} s",
+                    f"{url}: {failure}; retry {attempt}/{self.settings.retries} in {pause:.3g} s",
                     file=sys.stderr,
                 )
                 time.sleep(pause)
-        raise AssertionError("unreachable")
 
     def _once(self, url: str, payload: dict[str, Any] | None) -> Any:
         data = None if payload is None else json.dumps(payload).encode()
@@ -136,9 +139,9 @@ class Endpoint:
                 raise Retryable(f"HTTP {error.code}", retry_after(error.headers)) from None
             hint = f" (check ${self.api_key_env})" if error.code in (401, 403) else ""
             raise Refused(f"{url}: HTTP {error.code}{hint}: {detail}", error.code, detail) from None
-        except (TimeoutError, urllib.error.URLError, http.client.HTTPException, OSError) as error:
+        except (OSError, http.client.HTTPException) as error:  # URLError, timeouts too
             reason = getattr(error, "reason", error)
-            if isinstance(reason, TimeoutError) or isinstance(error, TimeoutError):
+            if isinstance(reason, TimeoutError):
                 raise Retryable(f"no answer within {self.settings.timeout_s:g} s") from None
             raise Retryable(f"connection failed ({first_line(reason)})") from None
         try:
@@ -171,12 +174,10 @@ class Endpoint:
 
         with ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool:
             futures = [pool.submit(one, index) for index in range(len(payloads))]
-            finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            failed = next((f for f in futures if f in finished and f.exception()), None)
-            if failed is not None:
+            wait(futures, return_when=FIRST_EXCEPTION)
+            if any(future.done() and future.exception() for future in futures):
                 for future in futures:
-                    future.cancel()
-                raise failed.exception()  # type: ignore[misc]
+                    future.cancel()  # what has not started; the failure is raised below
             return [future.result() for future in futures]
 
     def reserve(self, count: int) -> None:
@@ -271,10 +272,6 @@ def continuation_logprob(answer: Any, context_chars: int, prompt_chars: int) -> 
     if not counted:
         raise Retryable("no continuation tokens in the echoed prompt")
     return total
-
-
-class NoPromptLogprobs(UserError):
-    """The server does not return prompt log-probs (most hosted chat APIs)."""
 
 
 def logprob_refusal(base_url: str, why: str) -> UserError:
