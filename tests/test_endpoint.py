@@ -24,7 +24,8 @@ from medharness.tasks.multiple_choice import parse_choice
 
 SECRET = "sk-test-9f8e7d6c5b4a"
 QUICK = {"backoff_s": 0.01, "timeout_s": 10, "retries": 2}
-HANG = {"timeout_s": 0.5}  # the stub's hangs last longer
+# the stub's hangs last longer; one request at a time, so no other request waits on them
+HANG = {"timeout_s": 1.0, "concurrency": 1}
 
 
 @pytest.fixture
@@ -114,8 +115,8 @@ def test_a_passing_fault_is_retried_and_changes_nothing(
     fault: str, tmp_path: Path, stub: Stub, fixture_data: Path
 ) -> None:
     stub.state.faults = [Fault(fault, 2, skip=5)]
-    stub.state.hang_s = 1.5  # past the 0.5 s timeout
-    config = write_config(tmp_path, stub, fixture_data, requests=HANG)
+    stub.state.hang_s = 3.0  # past the 1 s timeout
+    config = write_config(tmp_path, stub, fixture_data, requests=HANG if fault == "hang" else {})
     assert main(["run", str(config)]) == 0
     assert len(stub.state.completions()) == 8 * 4 + 2  # two requests sent again
     assert {row.chosen for row in rows(tmp_path / "runs" / "endpoint")} == {1}
@@ -123,7 +124,7 @@ def test_a_passing_fault_is_retried_and_changes_nothing(
 
 FAULT_LINES = {
     "500": "HTTP 500 after 2 retries",
-    "hang": "no answer within 0.5 s after 2 retries",
+    "hang": "no answer within 1 s after 2 retries",
     "malformed": "the answer was not JSON after 2 retries",
     "429": "HTTP 429 after 2 retries",
 }
@@ -138,8 +139,8 @@ def test_a_lasting_fault_is_one_line_and_keeps_finished_samples(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     stub.state.faults = [Fault(fault, 10_000)]
-    stub.state.hang_s = 1.5
-    config = write_config(tmp_path, stub, fixture_data, requests=HANG)
+    stub.state.hang_s = 3.0
+    config = write_config(tmp_path, stub, fixture_data, requests=HANG if fault == "hang" else {})
     assert main(["run", str(config)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert FAULT_LINES[fault] in err[-1] and "run the same command again" in err[-1], err
