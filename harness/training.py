@@ -5,7 +5,8 @@ training settings, training data hashes). Its folder ``train/<model>/`` is reuse
 saved key matches, whether it sits in the run being assembled (a resumed run) or in the
 finished run directory of an earlier attempt (a re-run, or ``medharness train`` before
 ``medharness run``). Sweeps train every point under ``train/<model>/sweep/<i>/``, score it
-on the MedQuAD validation split and keep the best.
+on the MedQuAD validation split and keep the best. Validation during a training (``eval_steps``)
+scores the model being trained with the same backend code and decoding as the evaluation.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ from medharness.core.io import write_json_atomic
 from medharness.data import DataRoot, verify_checksums
 from medharness.evaluate import evaluate_samples, load_entry
 from medharness.models.builtin import builtin_model_dir
+from medharness.models.hf import HFModel
 from medharness.models.specs import BUILTIN_MODEL
+from medharness.tasks.base import Sample, Task
 from medharness.tasks.metrics import aggregate
+from medharness.tasks.metrics import metric as metric_of
 from medharness.trainers.data import (
     TrainingSet,
     medqa_dev_examples,
@@ -35,6 +39,7 @@ from medharness.trainers.data import (
     medquad_examples,
 )
 from medharness.trainers.distributed import is_main_process
+from medharness.trainers.sft import Validation
 from medharness.trainers.spec import DONE_FILE, TrainSpec
 
 TRAIN_FORMAT = 1  # bump when the meaning of a saved training folder changes
@@ -63,7 +68,8 @@ def train_models(
         training = training_set(spec, data_root)
         relative = Path("train") / entry.name
         if spec.sweep is None:
-            outcome = ensure_trained(entry, spec, training, staging, relative, previous)
+            validation = validation_for(config, entry, spec, data_root)
+            outcome = ensure_trained(entry, spec, training, staging, relative, previous, validation)
         else:
             outcome = run_sweep(
                 config, entry, spec, training, data_root, staging, relative, previous
@@ -85,6 +91,64 @@ def training_set(spec: TrainSpec, data_root: DataRoot) -> TrainingSet:
     subdir = spec.data.split("_")[0]
     verify_checksums(data_root.path / subdir, subdir, training.file_hashes)
     return training
+
+
+def validation_for(
+    config: RunConfig, entry: ModelEntry, spec: TrainSpec, data_root: DataRoot
+) -> Validation | None:
+    """What a training with ``eval_steps`` validates on: the first ``eval_limit`` MedQuAD
+    validation pairs, or MedQA dev questions (held out from medqa_train by the test check)."""
+    from medharness.tasks.medqa import MEDQA_4OPT, load_medqa_file
+    from medharness.tasks.medquad import MEDQUAD_GEN, load_split
+
+    if spec.eval_steps is None:
+        return None
+    root = data_root.path
+    task: Task
+    if spec.data == "medquad":
+        examples = medquad_examples(root, spec.eval_limit, spec.disclaimer, "validation")
+        task, samples = MEDQUAD_GEN, load_split(root / "medquad", "validation").samples
+    else:
+        examples = medqa_dev_examples(root, spec.eval_limit)
+        task, samples = MEDQA_4OPT, load_medqa_file(root / "medqa" / "us_4opt_dev.jsonl", 4)
+    metric = spec.eval_metric
+    if metric is None:
+        return Validation(examples.examples)
+    chosen = samples[: spec.eval_limit]
+
+    def score(model: Any, tokenizer: Any) -> float:
+        return validation_metric(config, entry, task, chosen, metric, model, tokenizer)
+
+    return Validation(examples.examples, score)
+
+
+def validation_metric(
+    config: RunConfig,
+    entry: ModelEntry,
+    task: Task,
+    samples: list[Sample],
+    metric: str,
+    model: Any,
+    tokenizer: Any,
+) -> float:
+    """``metric`` of the model being trained, answered as the evaluation answers."""
+    model.eval()
+    scored = HFModel(
+        model=model,
+        tokenizer=tokenizer,
+        source=entry.model,
+        batch_size=entry.batch_size if isinstance(entry.batch_size, int) else 8,
+        system_prompt=entry.system_prompt,
+    )
+    rows = evaluate_samples(
+        scored,
+        task,
+        samples,
+        max_new_tokens=config.generation.max_new_tokens,
+        label=f"{entry.name} validation",
+    )
+    summary = metric_of(metric).summarise(rows, resamples=config.bootstrap_resamples, seed=0)
+    return summary.value
 
 
 def base_source(entry: ModelEntry) -> str:
@@ -126,6 +190,7 @@ def ensure_trained(
     staging: Path,
     relative: Path,
     previous: Path | None,
+    validation: Validation | None = None,
 ) -> Trained | None:
     """The finished training at ``relative`` in the run being assembled: already there,
     brought over from the earlier run directory ``previous``, or trained now."""
@@ -148,6 +213,7 @@ def ensure_trained(
             training=training,
             folder=folder,
             identity=identity,
+            validation=validation,
         )
         if not wrote:
             return None

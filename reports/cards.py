@@ -274,7 +274,7 @@ def judge_claim(claim: Claim, run: RunData) -> Verdict:
             return verdict("not checkable", fmt(claim.value), "-", f"no sweep point {claim.params}")
         return within(verdict, claim, float(point["value"]), f"validation, n = {point.get('n')}")
     log = run.train_log("tuned")
-    losses = [row["loss"] for row in log if row.get("loss") is not None]
+    losses = [row.loss for row in log if row.loss is not None]
     if len(losses) < 2:
         return verdict("not checkable", "-", "-", "fewer than two logged training steps")
     if claim.kind == "loss_decreases":
@@ -286,7 +286,7 @@ def judge_claim(claim: Claim, run: RunData) -> Verdict:
             f"{first:.3f} -> {last:.3f}",
             f"mean of the first and last {half} of {len(losses)} logged steps",
         )
-    points = [(row["step"], row["learning_rate"]) for row in log if row.get("learning_rate")]
+    points = [(row.step, row.learning_rate) for row in log if row.learning_rate]
     steps, rates = (np.array(values, dtype=float) for values in zip(*points, strict=True))
     slope, intercept = np.polyfit(steps, rates, 1)
     residual = float(np.abs(rates - (slope * steps + intercept)).max())

@@ -87,8 +87,13 @@ def bar_chart(
     return Markup("".join(parts))
 
 
-def line_chart(title: str, series: Mapping[str, Sequence[tuple[float, float]]]) -> Markup:
-    """One line per series of (x, y) points, on shared axes."""
+def line_chart(
+    title: str,
+    series: Mapping[str, Sequence[tuple[float, float]]],
+    marks: Sequence[tuple[str, float]] = (),
+) -> Markup:
+    """One line per series of (x, y) points, on shared axes; each mark a dashed vertical
+    line at its x (a chosen checkpoint), named in its tooltip."""
     width, height, left, bottom, top = 360, 200, 48, 26, 22
     points = [p for line in series.values() for p in line]
     if not points:
@@ -121,6 +126,13 @@ def line_chart(title: str, series: Mapping[str, Sequence[tuple[float, float]]]) 
         parts.append(
             f'<path d="{path}" fill="none" stroke="{color(index)}" stroke-width="2">'
             f"<title>{escape(name)}</title></path>"
+        )
+    for name, x in marks:
+        at = left + (x - x0) * sx
+        parts.append(
+            f'<line x1="{at:.1f}" x2="{at:.1f}" y1="{top}" y2="{height - bottom}" '
+            f'class="mark" stroke="#444" stroke-dasharray="4 3"><title>{escape(name)} '
+            f"(step {x:g})</title></line>"
         )
     parts.append(
         f'<text x="{width - 4}" y="{height - 6}" class="tick" text-anchor="end">step</text></svg>'

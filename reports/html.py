@@ -352,8 +352,12 @@ def probability(row: SampleRow | None) -> float | None:
 
 
 def training_charts(entries: list[Entry]) -> list[Markup]:
+    """Loss, learning rate and gradient norm per logged step; validation loss and metric
+    per evaluation, with the checkpoint kept as the result marked."""
     logs = {e.label: e.run.train_log(e.model) for e in entries}
     logs = {label: log for label, log in logs.items() if log}
+    best = {e.label: e.run.best_step(e.model) for e in entries if e.label in logs}
+    marks = [(f"{label}: best checkpoint", step) for label, step in best.items() if step]
     charts = []
     for field, title in (
         ("loss", "training loss"),
@@ -361,11 +365,20 @@ def training_charts(entries: list[Entry]) -> list[Markup]:
         ("grad_norm", "gradient norm"),
     ):
         series = {
-            label: [(float(r["step"]), float(r[field])) for r in log if r.get(field) is not None]
+            label: [(r.step, float(v)) for r in log if (v := getattr(r, field)) is not None]
             for label, log in logs.items()
         }
         if any(series.values()):
-            charts.append(line_chart(title, series))
+            charts.append(line_chart(title, series, marks))
+    measured = sorted({name for log in logs.values() for r in log for name in r.validation or {}})
+    for name in measured:
+        series = {
+            label: [
+                (r.step, r.validation[name]) for r in log if r.validation and name in r.validation
+            ]
+            for label, log in logs.items()
+        }
+        charts.append(line_chart(f"validation {name}", series, marks))
     return charts
 
 

@@ -22,12 +22,14 @@ from medharness.core.records import (
     INPUT_ROWS,
     SAMPLE_ROWS,
     SCHEMA_VERSION,
+    TRAIN_LOG_ROWS,
     InputRow,
     Manifest,
     MetricValue,
     ResultsFile,
     SampleRow,
     TaskResult,
+    TrainLogRow,
 )
 from medharness.core.validation import format_validation_error
 from medharness.tasks import Task
@@ -180,9 +182,15 @@ class RunData:
             self._inputs[task] = {row.doc_id: row for row in validated_rows(path, INPUT_ROWS)}
         return self._inputs[task]
 
-    def train_log(self, model: str) -> list[dict[str, Any]]:
+    def train_log(self, model: str) -> list[TrainLogRow]:
         path = self.path / "train" / model / "log.jsonl"
-        return list(read_jsonl(path)) if path.is_file() else []
+        return validated_rows(path, TRAIN_LOG_ROWS) if path.is_file() else []
+
+    def best_step(self, model: str) -> int | None:
+        """The checkpoint a training kept as its result, when it kept the best one."""
+        trained = self.manifest.models.get(model, {}).get("trained") or {}
+        best = trained.get("best") or {}
+        return int(best["step"]) if best.get("step") is not None else None
 
     def sweeps(self) -> dict[str, dict[str, Any]]:
         """Model -> its hyper-parameter sweep (``train/<model>/sweep.json``), where it had one."""

@@ -82,6 +82,12 @@ def test_sweep_grid_and_points_expand_to_specs() -> None:
         ({"data": "medqa_dev", "disclaimer": "x"}, "disclaimer applies to MedQuAD"),
         ({"sweep": {"points": [{"batch_size": 2}]}}, "cannot sweep 'batch_size'"),
         ({"lora": {"rank": 8}}, "train.lora.rank: unknown key"),
+        ({"best_by": "loss"}, "best_by needs eval_steps"),
+        ({"eval_steps": 5, "eval_metric": "acc"}, "eval_metric for data: medquad is ROUGE"),
+        ({"eval_steps": 5, "best_by": "metric"}, "best_by: metric needs eval_metric"),
+        ({"eval_steps": 4, "save_steps": 6, "best_by": "loss"}, "multiple of eval_steps"),
+        ({"eval_steps": 5, "early_stopping_patience": 2}, "needs best_by"),
+        ({"save_total_limit": 1}, "save_total_limit: Input should be greater than or equal to 2"),
     ],
 )
 def test_bad_training_settings_fail_before_any_work(
@@ -294,14 +300,13 @@ def test_long_answers_are_shortened_so_the_disclaimer_survives_truncation(
 ) -> None:
     from transformers import AutoTokenizer
 
-    from medharness.trainers.data import TrainingSet
     from medharness.trainers.sft import fit_disclaimer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
     training = medquad_examples(fixture_data, None, DISCLAIMER)
     long_answer = {"role": "assistant", "content": "word " * 400 + "\n\n" + DISCLAIMER}
     examples = [{**training.examples[0], "completion": [long_answer]}, training.examples[1]]
-    fitted = fit_disclaimer(TrainingSet(examples, "", {}, DISCLAIMER), tokenizer, max_length=200)
+    fitted = fit_disclaimer(examples, DISCLAIMER, tokenizer, max_length=200)
     for before, after in zip(examples, fitted, strict=True):
         text = tokenizer.apply_chat_template(after["prompt"] + after["completion"], tokenize=False)
         length = len(tokenizer(text, add_special_tokens=False)["input_ids"])

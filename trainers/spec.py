@@ -8,7 +8,7 @@ accumulation, epochs, precision, NEFTune, disclaimers) has a key here.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field, model_validator
 
@@ -17,6 +17,10 @@ from medharness.core.validation import Strict
 Recipe = Literal["lora", "qlora", "full"]
 TrainData = Literal["medquad", "medqa_dev", "medqa_train"]
 SweepMetric = Literal["rouge1", "rouge2", "rougeL", "rougeLsum", "bleu"]
+# scored on a validation slice during training: ROUGE/BLEU on MedQuAD, acc on MedQA dev
+ValidationMetric = Literal["rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "acc"]
+VALIDATION_METRICS = get_args(ValidationMetric)
+CHECKPOINTS_PER_RUN = 10  # save_steps when unset: about this many checkpoints in a training
 DONE_FILE = "train_config.json"  # the resolved config, written last: a finished training
 
 
@@ -85,6 +89,16 @@ class TrainSpec(Strict):
     merge: bool = False  # also save base + adapter merged into plain weights
     report_to: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)  # + the log
     logging_steps: int = Field(5, ge=1)
+    # Checkpoints: a killed training re-run with the same command resumes from the last one.
+    save_steps: int | None = Field(None, ge=1)  # unset: ~10 per training (eval_steps if best_by)
+    save_total_limit: int = Field(2, ge=2)  # newest kept (+ the best); 2+: one complete remains
+    keep_checkpoints: bool = False  # leave them in the training folder when it finishes
+    # Evaluation during training, on the validation split (MedQuAD) or the dev file (MedQA).
+    eval_steps: int | None = Field(None, ge=1)  # validation every N optimiser steps
+    eval_limit: int = Field(64, ge=1)  # validation examples (loss) and questions (metric)
+    eval_metric: ValidationMetric | None = None  # a task metric besides the validation loss
+    best_by: Literal["loss", "metric"] | None = None  # keep the best checkpoint, not the last
+    early_stopping_patience: int | None = Field(None, ge=1)  # evaluations without improvement
     sweep: SweepSpec | None = None
 
     @model_validator(mode="after")
@@ -101,7 +115,47 @@ class TrainSpec(Strict):
             raise ValueError("source applies to data: medqa_train")
         if self.sweep and self.data != "medquad":
             raise ValueError("sweeps score on the MedQuAD validation split; use data: medquad")
+        self.check_validation()
         return self
+
+    def check_validation(self) -> None:
+        if self.eval_steps is None:
+            named = [
+                k
+                for k in ("eval_metric", "best_by", "early_stopping_patience")
+                if getattr(self, k) is not None
+            ]
+            if named:
+                raise ValueError(f"{named[0]} needs eval_steps (how often to validate)")
+            return
+        if self.data == "medqa_dev":
+            raise ValueError(
+                "data: medqa_dev trains on the dev split, so nothing is left to "
+                "validate on; use medqa_train (validated on dev) or medquad"
+            )
+        if self.data == "medqa_train" and self.source is not None:
+            raise ValueError(
+                "validation reads the data root's MedQA dev file; "
+                "a hub-sourced medqa_train has none"
+            )
+        generative = self.data == "medquad"
+        if self.eval_metric is not None and (self.eval_metric == "acc") == generative:
+            kind = "ROUGE or BLEU" if generative else "acc"
+            raise ValueError(f"eval_metric for data: {self.data} is {kind}")
+        if self.best_by == "metric" and self.eval_metric is None:
+            raise ValueError("best_by: metric needs eval_metric")
+        if self.early_stopping_patience is not None and self.best_by is None:
+            raise ValueError("early_stopping_patience needs best_by (what must improve)")
+        if self.best_by and self.save_steps and self.save_steps % self.eval_steps:
+            raise ValueError("with best_by, save_steps must be a multiple of eval_steps")
+
+    def checkpoint_every(self, planned_steps: int) -> int:
+        """Optimiser steps between checkpoints: the setting, or about ten per training."""
+        if self.save_steps is not None:
+            return self.save_steps
+        if self.best_by is not None and self.eval_steps is not None:
+            return self.eval_steps  # every evaluated step can become the best
+        return max(1, round(planned_steps / CHECKPOINTS_PER_RUN))
 
     def with_point(self, point: dict[str, Any]) -> TrainSpec:
         """This spec with one sweep point's values in place, and no sweep."""

@@ -115,6 +115,21 @@ class InputRow(Strict):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
+class TrainLogRow(Strict):
+    """One line of a training's ``log.jsonl``: a logged optimiser step (loss, learning rate,
+    gradient norm, speed), an evaluation (``validation``: loss and the task metric on the
+    validation slice), or the step a killed training resumed from."""
+
+    step: int = Field(ge=0)
+    epoch: float | None = None
+    loss: float | None = None
+    learning_rate: float | None = None
+    grad_norm: float | None = None
+    tokens_per_s: float | None = None
+    validation: dict[str, float] | None = None
+    resumed: bool = False
+
+
 class TaskIdentity(Strict):
     """What makes results on a task comparable with another run's."""
 
@@ -180,12 +195,14 @@ class Manifest(Strict):
 
 SAMPLE_ROWS: TypeAdapter[list[SampleRow]] = TypeAdapter(list[SampleRow])
 INPUT_ROWS: TypeAdapter[list[InputRow]] = TypeAdapter(list[InputRow])
+TRAIN_LOG_ROWS: TypeAdapter[list[TrainLogRow]] = TypeAdapter(list[TrainLogRow])
 
 ON_DISK: dict[str, type[BaseModel] | TypeAdapter[Any]] = {
     "results.schema.json": ResultsFile,
     "manifest.schema.json": Manifest,
     "sample-row.schema.json": TypeAdapter(SampleRow),
     "input-row.schema.json": InputRow,
+    "train-log-row.schema.json": TrainLogRow,
 }
 
 

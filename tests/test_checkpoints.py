@@ -1,0 +1,264 @@
+"""Trainings that survive kills: SIGKILL at a random step, or in the middle of a checkpoint
+save, then the same command again; the final adapter must equal an uninterrupted training's,
+in one process and under a two-process accelerate launch. Changed settings start over.
+Evaluation during training logs validation curves and keeps the best checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from test_data_parallel import descendants
+from test_training import lora_entry, write_config
+
+from medharness.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+FAULTS = Path(__file__).with_name("train_with_faults.py")
+STEPS = 40
+LAUNCH_TWO = [
+    sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes=2",
+    "--num_machines=1", "--mixed_precision=no", "--dynamo_backend=no",
+]  # fmt: skip
+
+
+def checkpointed(tiny: Path, **train: Any) -> dict[str, Any]:
+    """A 40-step LoRA training with a checkpoint every 5 steps and LoRA dropout on, so the
+    RNG state must be restored too."""
+    return lora_entry(tiny, **{"max_steps": STEPS, "batch_size": 1, "save_steps": 5, **train})
+
+
+def command(config: Path, processes: int) -> list[str]:
+    launcher = LAUNCH_TWO if processes == 2 else [sys.executable]
+    return [*launcher, str(FAULTS), str(config)]
+
+
+def train(config: Path, processes: int, **faults: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command(config, processes),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, **faults},
+    )
+
+
+def kill_at_step(config: Path, processes: int, step: int) -> int:
+    """Start the training, SIGKILL it and its workers once ``step`` is logged; return the
+    last step the log shows."""
+    log = config.parent / "runs" / "trained" / "train" / ".tuned.work" / "log.jsonl"
+    process = subprocess.Popen(
+        command(config, processes),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "STEP_DELAY_S": "0.15"},
+    )
+    logged = 0
+    deadline = time.monotonic() + 300
+    try:
+        while logged < step:
+            assert process.poll() is None, f"the training ended before step {step}"
+            assert time.monotonic() < deadline, "no progress in the training log"
+            lines = log.read_text().splitlines() if log.is_file() else []
+            logged = max((json.loads(line)["step"] for line in lines if line), default=0)
+            time.sleep(0.01)
+    finally:
+        for pid in [process.pid, *descendants(process.pid)]:  # workers: sessions of their own
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        process.wait()
+    return logged
+
+
+def trained(config: Path) -> Path:
+    return config.parent / "runs" / "trained" / "train" / "tuned"
+
+
+def adapter_bytes(config: Path) -> bytes:
+    return (trained(config) / "adapter" / "adapter_model.safetensors").read_bytes()
+
+
+def log_rows(config: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (trained(config) / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(
+    fixture_data: Path, tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[int, bytes]:
+    """The adapter of the 40-step training run straight through, per process count."""
+    adapters = {}
+    for processes in (1, 2):
+        folder = tmp_path_factory.mktemp(f"straight{processes}")
+        config = write_config(folder, fixture_data, [checkpointed(tiny_llama)])
+        done = train(config, processes)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "resuming" not in done.stderr
+        adapters[processes] = adapter_bytes(config)
+    return adapters
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_killed_at_a_random_step_resumes_to_the_same_adapter(
+    processes: int,
+    uninterrupted: dict[int, bytes],
+    fixture_data: Path,
+    tiny_llama: Path,
+    tmp_path: Path,
+) -> None:
+    step = random.randint(7, 33)  # after the first checkpoint, before the last
+    config = write_config(tmp_path, fixture_data, [checkpointed(tiny_llama)])
+    killed_at = kill_at_step(config, processes, step)
+    work = trained(config).with_name(".tuned.work")
+    sealed = work.glob("checkpoint-*/sealed.json")
+    checkpoint = max(int(p.parent.name.split("-")[1]) for p in sealed)
+    assert checkpoint == killed_at // 5 * 5, f"killed at step {killed_at}"
+
+    resumed = train(config, processes)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from checkpoint-{checkpoint} (step {checkpoint})" in resumed.stderr
+    rows = log_rows(config)
+    assert {"step": checkpoint, "resumed": True} in rows
+    assert [row["step"] for row in rows if "loss" in row] == list(range(1, STEPS + 1))
+    summary = json.loads((trained(config) / "train_config.json").read_text())
+    assert summary["resumed_from_step"] == checkpoint and summary["world_size"] == processes
+    assert adapter_bytes(config) == uninterrupted[processes], f"killed at step {killed_at}"
+    assert not list(trained(config).glob("checkpoint-*"))  # removed once finished
+
+
+def test_a_kill_during_a_checkpoint_save_leaves_a_resumable_state(
+    uninterrupted: dict[int, bytes], fixture_data: Path, tiny_llama: Path, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, fixture_data, [checkpointed(tiny_llama)])
+    killed = train(config, 1, KILL_DURING_SAVE="3")  # the save at step 15
+    assert killed.returncode == -signal.SIGKILL
+    work = trained(config).with_name(".tuned.work")
+    assert (work / "checkpoint-15" / "adapter_model.safetensors").is_file()
+    assert not (work / "checkpoint-15" / "sealed.json").exists()
+
+    resumed = train(config, 1)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from checkpoint-10 (step 10)" in resumed.stderr
+    assert adapter_bytes(config) == uninterrupted[1]
+
+
+def test_a_changed_learning_rate_ignores_the_old_checkpoints(
+    fixture_data: Path, tiny_llama: Path, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, fixture_data, [checkpointed(tiny_llama)])
+    kill_at_step(config, 1, 12)
+    changed = write_config(tmp_path, fixture_data, [checkpointed(tiny_llama, learning_rate=0.02)])
+    again = train(changed, 1)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming" not in again.stderr
+    rows = log_rows(changed)
+    assert not any(row.get("resumed") for row in rows)
+    assert rows[0]["step"] == 1 and rows[0]["learning_rate"] == pytest.approx(0.02)
+
+
+def test_best_checkpoint_by_validation_rouge1_is_the_one_evaluated(
+    fixture_data: Path, tiny_llama: Path, tmp_path: Path
+) -> None:
+    entry = checkpointed(
+        tiny_llama,
+        eval_steps=10,
+        eval_limit=8,
+        eval_metric="rouge1",
+        best_by="metric",
+        save_steps=10,
+        save_total_limit=4,
+        keep_checkpoints=True,
+    )
+    config = write_config(tmp_path, fixture_data, [entry])
+    assert main(["run", str(config)]) == 0
+    evaluations = [row for row in log_rows(config) if "validation" in row]
+    assert [row["step"] for row in evaluations] == [10, 20, 30, 40]
+    assert all(set(row["validation"]) == {"loss", "rouge1"} for row in evaluations)
+    scores = [row["validation"]["rouge1"] for row in evaluations]
+    best = evaluations[scores.index(max(scores))]["step"]  # the first of equal bests
+    summary = json.loads((trained(config) / "train_config.json").read_text())
+    assert summary["best"] == {"step": best, "metric": "eval_rouge1", "value": max(scores)}
+    kept = trained(config) / f"checkpoint-{best}" / "adapter_model.safetensors"
+    assert adapter_bytes(config) == kept.read_bytes()
+    run = tmp_path / "runs" / "trained"
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["models"]["tuned"]["adapter"] == "train/tuned/adapter"
+    report = (run / "report.html").read_text()
+    assert "validation rouge1" in report and f"best checkpoint (step {best})" in report
+
+
+def test_early_stopping_ends_after_patience_evaluations_without_improvement(
+    fixture_data: Path, tiny_llama: Path, tmp_path: Path
+) -> None:
+    entry = checkpointed(
+        tiny_llama,
+        max_steps=60,
+        eval_steps=5,
+        eval_limit=8,
+        save_steps=5,
+        best_by="loss",
+        early_stopping_patience=2,
+        learning_rate=0.05,
+    )
+    config = write_config(tmp_path, fixture_data, [entry])
+    done = train(config, 1)
+    assert done.returncode == 0, done.stderr[-3000:]
+    losses = [(r["step"], r["validation"]["loss"]) for r in log_rows(config) if "validation" in r]
+    best, waited, stop = float("inf"), 0, 60
+    for step, loss in losses:
+        best, waited = (loss, 0) if loss < best else (best, waited + 1)
+        if waited == 2:
+            stop = step
+            break
+    summary = json.loads((trained(config) / "train_config.json").read_text())
+    assert summary["steps"] == stop == losses[-1][0] < 60, losses
+
+
+ACCELERATE_CONFIGS = sorted((ROOT / "configs" / "accelerate").glob("*.yaml"))
+
+
+def test_every_shipped_accelerate_config_has_only_keys_accelerate_knows() -> None:
+    from accelerate.commands.config.config_args import ClusterConfig
+    from accelerate.commands.launch import launch_command_parser
+
+    options = {action.dest for action in launch_command_parser()._actions}
+    assert {p.stem for p in ACCELERATE_CONFIGS} == {
+        "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"
+    }  # fmt: skip
+    for path in ACCELERATE_CONFIGS:
+        ClusterConfig.from_yaml_file(path)  # unknown top-level keys raise
+        settings = yaml.safe_load(path.read_text())
+        for section in ("fsdp_config", "deepspeed_config"):
+            unknown = set(settings.get(section, {})) - options
+            assert not unknown, f"{path.name}: {section} keys accelerate ignores: {unknown}"
+        readme_command = f"--config_file configs/accelerate/{path.name}"
+        assert readme_command in path.read_text()  # the one command that uses it
+
+
+def test_the_ddp_config_runs_a_two_step_training_on_a_cpu(
+    fixture_data: Path, tiny_llama: Path, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, fixture_data, [lora_entry(tiny_llama, max_steps=2)])
+    launch = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+        str(ROOT / "configs" / "accelerate" / "ddp.yaml"), "--num_processes=2",
+        "-m", "medharness", "train", str(config),
+    ]  # fmt: skip
+    done = subprocess.run(launch, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((trained(config) / "train_config.json").read_text())
+    assert summary["steps"] == 2 and summary["world_size"] == 2
+    assert summary["launch"]["distributed_type"] == "MULTI_CPU"
+    assert summary["launch"]["accelerate_settings"]["ACCELERATE_MIXED_PRECISION"] == "no"
