@@ -89,6 +89,7 @@ def medharness_side(training: Any, source: str, args: argparse.Namespace) -> tup
         max_seq_length=args.max_length,
         precision="fp32",
         logging_steps=1,
+        save_steps=10_000,  # no checkpoint in a training this short, as TRL's side saves none
     )
     folder = Path(tempfile.mkdtemp(prefix="ours-bench-")) / "run"
     train(spec, base_model=source, adapter=None, training=training, folder=folder, identity={})
