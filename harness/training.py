@@ -105,15 +105,18 @@ def validation_for(
         return None
     root = data_root.path
     task: Task
-    if spec.data == "medquad":
+    generative = spec.data == "medquad"
+    if generative:
         examples = medquad_examples(root, spec.eval_limit, spec.disclaimer, "validation")
-        task, samples = MEDQUAD_GEN, load_split(root / "medquad", "validation").samples
     else:
         examples = medqa_dev_examples(root, spec.eval_limit)
-        task, samples = MEDQA_4OPT, load_medqa_file(root / "medqa" / "us_4opt_dev.jsonl", 4)
     metric = spec.eval_metric
     if metric is None:
         return Validation(examples.examples)
+    if generative:  # the questions scored for the metric are only read when one is asked for
+        task, samples = MEDQUAD_GEN, load_split(root / "medquad", "validation").samples
+    else:
+        task, samples = MEDQA_4OPT, load_medqa_file(root / "medqa" / "us_4opt_dev.jsonl", 4)
     chosen = samples[: spec.eval_limit]
 
     def score(model: Any, tokenizer: Any) -> float:
@@ -132,7 +135,6 @@ def validation_metric(
     tokenizer: Any,
 ) -> float:
     """``metric`` of the model being trained, answered as the evaluation answers."""
-    model.eval()
     scored = HFModel(
         model=model,
         tokenizer=tokenizer,
@@ -147,7 +149,9 @@ def validation_metric(
         max_new_tokens=config.generation.max_new_tokens,
         label=f"{entry.name} validation",
     )
-    summary = metric_of(metric).summarise(rows, resamples=config.bootstrap_resamples, seed=0)
+    summary = metric_of(metric).summarise(
+        rows, resamples=config.bootstrap_resamples, seed=config.seed
+    )
     return summary.value
 
 

@@ -44,7 +44,7 @@ from medharness.trainers.spec import DONE_FILE, VALIDATION_METRICS, TrainSpec
 
 KEY_FILE = "training_key"  # in the work folder: which training its checkpoints belong to
 SEALED = "sealed.json"  # in a checkpoint: every process finished writing it
-ScoreModel = Callable[[Any, Any], float]  # (model, tokenizer) -> the validation metric
+ScoreModel = Callable[[Any, Any], float]  # (model in eval mode, tokenizer) -> the metric
 
 
 @dataclass(frozen=True)
@@ -171,16 +171,16 @@ def train(
         callbacks.append(JsonlLog(log_path, checkpoint_step(resume) if resume else None))
     if spec.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(spec.early_stopping_patience))
-    eval_examples = validation.examples if validation else []
+    held_out = None
+    if validation is not None:
+        held_out = Dataset.from_list(
+            fit_disclaimer(validation.examples, training.disclaimer, tokenizer, spec.max_seq_length)
+        )
     trainer = LabelPositionsSFTTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(examples),
-        eval_dataset=Dataset.from_list(
-            fit_disclaimer(eval_examples, training.disclaimer, tokenizer, spec.max_seq_length)
-        )
-        if validation
-        else None,
+        eval_dataset=held_out,
         processing_class=tokenizer,
         callbacks=callbacks,
     )
@@ -231,8 +231,7 @@ def train(
 
 def claim_work_folder(work: Path, key: str | None) -> None:
     """Keep the work folder of the same training (its checkpoints); start any other over."""
-    marker = work / KEY_FILE
-    if key is not None and marker.is_file() and marker.read_text(encoding="utf-8") == key:
+    if belongs_to(work, key):
         for checkpoint in work.glob("checkpoint-*"):
             if not (checkpoint / SEALED).is_file():  # a save the kill interrupted
                 shutil.rmtree(checkpoint)
@@ -240,7 +239,7 @@ def claim_work_folder(work: Path, key: str | None) -> None:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     if key is not None:
-        marker.write_text(key, encoding="utf-8")
+        (work / KEY_FILE).write_text(key, encoding="utf-8")
 
 
 def last_sealed_checkpoint(work: Path, key: str | None) -> Path | None:
@@ -248,14 +247,18 @@ def last_sealed_checkpoint(work: Path, key: str | None) -> Path | None:
 
     Every process decides from the disk alone: the main process rewrites the key only after
     it has emptied a foreign folder, so no process can see a foreign checkpoint as its own."""
-    marker = work / KEY_FILE
-    try:
-        if key is None or marker.read_text(encoding="utf-8") != key:
-            return None
-    except OSError:
+    if not belongs_to(work, key):
         return None
     sealed = [c for c in work.glob("checkpoint-*") if (c / SEALED).is_file()]
     return max(sealed, key=checkpoint_step, default=None)
+
+
+def belongs_to(work: Path, key: str | None) -> bool:
+    """Whether the work folder holds checkpoints of the training with this key."""
+    try:
+        return key is not None and (work / KEY_FILE).read_text(encoding="utf-8") == key
+    except OSError:
+        return False
 
 
 def checkpoint_step(checkpoint: Path) -> int:
@@ -399,8 +402,11 @@ class LabelPositionsSFTTrainer(SFTTrainer):
         if self.score_model is None:
             return super().evaluate(*args, **kwargs)
         model = self.accelerator.unwrap_model(self.model)
-        value = self.score_model(model, self.processing_class) if is_main_process() else 0.0
-        model.train()
+        value = 0.0
+        if is_main_process():
+            model.eval()
+            value = self.score_model(model, self.processing_class)
+            model.train()
         self._task_score = {self.score_name: from_main(value)}
         try:
             metrics: dict[str, float] = super().evaluate(*args, **kwargs)
