@@ -139,20 +139,30 @@ def test_killed_at_a_random_step_resumes_to_the_same_adapter(
     assert not list(trained(config).glob("checkpoint-*"))  # removed once finished
 
 
+@pytest.mark.parametrize("processes", [1, 2])
 def test_a_kill_during_a_checkpoint_save_leaves_a_resumable_state(
-    uninterrupted: dict[int, bytes], fixture_data: Path, tiny_llama: Path, tmp_path: Path
+    processes: int,
+    uninterrupted: dict[int, bytes],
+    fixture_data: Path,
+    tiny_llama: Path,
+    tmp_path: Path,
 ) -> None:
+    """Two processes: rank 1 dies before writing its RNG state while rank 0 has written its
+    whole part, so only the barrier before the seal keeps checkpoint-15 from counting."""
     config = write_config(tmp_path, fixture_data, [checkpointed(tiny_llama)])
-    killed = train(config, 1, KILL_DURING_SAVE="3")  # the save at step 15
-    assert killed.returncode == -signal.SIGKILL
+    killed = train(config, processes, KILL_DURING_SAVE="3", KILL_RANK=str(processes - 1))
+    assert killed.returncode != 0  # the save at step 15
     work = trained(config).with_name(".tuned.work")
-    assert (work / "checkpoint-15" / "adapter_model.safetensors").is_file()
+    if processes == 1:
+        assert killed.returncode == -signal.SIGKILL
+        assert (work / "checkpoint-15" / "adapter_model.safetensors").is_file()
+    assert (work / "checkpoint-10" / "sealed.json").is_file()
     assert not (work / "checkpoint-15" / "sealed.json").exists()
 
-    resumed = train(config, 1)
+    resumed = train(config, processes)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from checkpoint-10 (step 10)" in resumed.stderr
-    assert adapter_bytes(config) == uninterrupted[1]
+    assert adapter_bytes(config) == uninterrupted[processes]
 
 
 def test_a_changed_learning_rate_ignores_the_old_checkpoints(

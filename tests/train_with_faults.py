@@ -3,8 +3,9 @@
 STEP_DELAY_S: each optimiser step takes at least this long, so a test watching log.jsonl can
 kill the training at the step it chose before the next one ends. KILL_DURING_SAVE=N: the
 process SIGKILLs itself in the middle of its N-th checkpoint save, after the weights and the
-optimizer are written and before its RNG state and the seal. Neither changes what is
-computed. Runs as a script, also under ``accelerate launch``.
+optimizer are written and before its RNG state and the seal (KILL_RANK=R: only the process of
+rank R does). Neither changes what is computed. Runs as a script, also under
+``accelerate launch``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from medharness.cli import main
 
 step_delay = float(os.environ.get("STEP_DELAY_S", "0"))
 kill_during_save = int(os.environ.get("KILL_DURING_SAVE", "0"))
+kill_rank = os.environ.get("KILL_RANK", os.environ.get("RANK", "0"))
 saves = 0
 training_step = Trainer.training_step
 save_rng_state = Trainer._save_rng_state
@@ -36,7 +38,7 @@ def slow_training_step(self: Trainer, *args: Any, **kwargs: Any) -> Any:
 def killed_save(self: Trainer, output_dir: str) -> None:
     global saves
     saves += 1
-    if saves == kill_during_save:
+    if saves == kill_during_save and os.environ.get("RANK", "0") == kill_rank:
         os.kill(os.getpid(), signal.SIGKILL)
     save_rng_state(self, output_dir)
 
