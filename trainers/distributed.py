@@ -67,13 +67,20 @@ def gather_on_main(value: T) -> list[T] | None:
 @contextlib.contextmanager
 def released_collectives() -> Iterator[None]:
     """Tear the process group down when the work inside ends: a gloo group still alive at
-    interpreter exit aborts the process ("terminate called without an active exception")."""
+    interpreter exit aborts the process ("terminate called without an active exception").
+    After work that ended well every process first waits for the others, so none tears its
+    end down while a peer's last exchange (the main process saving, say) is still in flight;
+    after an error it does not wait, since a peer may never arrive."""
+    ended_well = False
     try:
         yield
+        ended_well = True
     finally:
         if "torch.distributed" in sys.modules:
             import torch.distributed as dist
 
             if dist.is_available() and dist.is_initialized():
+                if ended_well:
+                    dist.barrier(group=_object_group())
                 dist.destroy_process_group()
             _object_group.cache_clear()
