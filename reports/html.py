@@ -558,10 +558,11 @@ def render_markdown(run_dirs: list[Path]) -> str:
         settings = section["settings"]
         if "rouge" in settings:
             rouge = settings["rouge"]
+            bleu = settings.get("bleu")
             lines.append(
                 f"ROUGE: {rouge['package']}, {rouge['score']}, use_stemmer="
-                f"{rouge['use_stemmer']}, tokenizer: {rouge['tokenizer']}. "
-                f"BLEU: sacrebleu `{settings['bleu']['signature']}` (0-100)."
+                f"{rouge['use_stemmer']}, tokenizer: {rouge['tokenizer']}."
+                + (f" BLEU: sacrebleu `{bleu['signature']}` (0-100)." if bleu else "")
             )
         else:
             lines.append(

@@ -32,6 +32,7 @@ from medharness.core.records import (
     TrainLogRow,
 )
 from medharness.core.validation import format_validation_error
+from medharness.reports.lm_eval_files import is_lm_eval_folder, read_lm_eval_folder
 from medharness.tasks import Task
 from medharness.tasks.metrics import aggregate
 
@@ -74,9 +75,14 @@ class RunData:
     verify: bool = True  # recompute results.json from the sample logs before trusting it
     _samples: dict[tuple[str, str], list[SampleRow]] = field(default_factory=dict)
     _inputs: dict[str, dict[str, InputRow]] = field(default_factory=dict)
+    _tasks: dict[str, Task] = field(default_factory=dict)  # definitions read with the run
 
     @classmethod
     def open(cls, path: Path, verify: bool = True, rescoring: bool = False) -> RunData:
+        """A run directory, or an lm-eval ``--output_path`` folder made with ``--log_samples``
+        (read and scored once here: there is no stored aggregate to verify)."""
+        if is_lm_eval_folder(path) and not rescoring:
+            return cls.of_lm_eval(path)
         for name in ("results.json", "manifest.json"):
             if not (path / name).is_file():
                 raise UserError(f"{path} is not a finished run directory (no {name})")
@@ -86,6 +92,14 @@ class RunData:
                 f"{path}` again to finish it"
             )
         return cls(path, verify)
+
+    @classmethod
+    def of_lm_eval(cls, path: Path) -> RunData:
+        read = read_lm_eval_folder(path)
+        run = cls(path, False, read.samples, read.inputs, read.tasks)
+        # the cached properties' slots, filled with what was read
+        run.__dict__.update(results=read.results, manifest=read.manifest)
+        return run
 
     @property
     def name(self) -> str:
@@ -109,7 +123,7 @@ class RunData:
     def task(self, name: str) -> Task | None:
         """The definition of a task of this run: built-in, or the user's own as its config
         declared it; None for a task this medharness does not know."""
-        return recorded_task(self.manifest.config, name)
+        return self._tasks.get(name) or recorded_task(self.manifest.config, name)
 
     def _check_result(
         self, model: str, definition: Task, stored: TaskResult, resamples: int, seed: int

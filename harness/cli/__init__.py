@@ -9,7 +9,17 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from medharness.cli import data, gate, leaderboard, report, reproduce, rescore, run, train
+from medharness.cli import (
+    data,
+    export,
+    gate,
+    leaderboard,
+    report,
+    reproduce,
+    rescore,
+    run,
+    train,
+)
 from medharness.cli import eval as eval_command
 from medharness.cli.common import EXIT_INTERNAL, EXIT_USAGE
 from medharness.core.errors import UserError
@@ -23,6 +33,7 @@ SUBCOMMANDS = (
     gate,
     reproduce,
     leaderboard,
+    export,
     data,
 )  # --help lists this order
 
