@@ -7,6 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
+
+from medharness.cli import main
 
 REAL_DATA = (
     Path(os.environ["MEDHARNESS_DATA_DIR"]) if os.environ.get("MEDHARNESS_DATA_DIR") else None
@@ -157,6 +160,29 @@ def fake_script(tmp_path_factory: pytest.TempPathFactory) -> Path:
         encoding="utf-8",
     )
     return path
+
+
+def write_fake_config(path: Path, fake_script: Path, **overrides: object) -> Path:
+    """A run of two fake models on four tasks of the fixture data."""
+    config = {
+        "name": "demo",
+        "models": [
+            {"name": "base", "model": f"fake:{fake_script}"},
+            {"name": "other", "model": f"fake:{fake_script}", "system_prompt": "x"},
+        ],
+        "tasks": ["medquad_gen", {"name": "medqa_4opt", "limit": 5}, "pubmedqa", "medmcqa"],
+        "bootstrap_resamples": 200,
+        **overrides,
+    }
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def finished_run(data_env: Path, fake_script: Path, tmp_path: Path) -> Path:
+    config = write_fake_config(tmp_path / "run.yaml", fake_script)
+    assert main(["run", str(config), "--out", str(tmp_path / "runs")]) == 0
+    return tmp_path / "runs" / "demo"
 
 
 @pytest.fixture(scope="session")

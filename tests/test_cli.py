@@ -7,32 +7,10 @@ from pathlib import Path
 
 import pytest
 import sacrebleu
-import yaml
+from conftest import write_fake_config
 from rouge_score import rouge_scorer
 
 from medharness.cli import main
-
-
-def write_config(path: Path, fake_script: Path, **overrides: object) -> Path:
-    config = {
-        "name": "demo",
-        "models": [
-            {"name": "base", "model": f"fake:{fake_script}"},
-            {"name": "other", "model": f"fake:{fake_script}", "system_prompt": "x"},
-        ],
-        "tasks": ["medquad_gen", {"name": "medqa_4opt", "limit": 5}, "pubmedqa", "medmcqa"],
-        "bootstrap_resamples": 200,
-        **overrides,
-    }
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return path
-
-
-@pytest.fixture
-def finished_run(data_env: Path, fake_script: Path, tmp_path: Path) -> Path:
-    config = write_config(tmp_path / "run.yaml", fake_script)
-    assert main(["run", str(config), "--out", str(tmp_path / "runs")]) == 0
-    return tmp_path / "runs" / "demo"
 
 
 def test_run_writes_the_run_directory_contract(finished_run: Path) -> None:
@@ -72,7 +50,7 @@ def test_run_writes_the_run_directory_contract(finished_run: Path) -> None:
 def test_same_config_twice_gives_identical_results(
     finished_run: Path, fake_script: Path, tmp_path: Path
 ) -> None:
-    again = write_config(tmp_path / "again.yaml", fake_script)
+    again = write_fake_config(tmp_path / "again.yaml", fake_script)
     assert main(["run", str(again), "--out", str(tmp_path / "again")]) == 0
     first = json.loads((finished_run / "results.json").read_text())
     second = json.loads((tmp_path / "again/demo/results.json").read_text())
@@ -160,7 +138,7 @@ def test_failure_after_scoring_keeps_only_a_hidden_resumable_staging_folder(
     def explode(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk on fire")
 
-    config = write_config(tmp_path / "c.yaml", fake_script)
+    config = write_fake_config(tmp_path / "c.yaml", fake_script)
     with monkeypatch.context() as patch:
         patch.setattr(medharness.runner, "render_run_report", explode)
         with pytest.raises(RuntimeError):

@@ -19,17 +19,9 @@ from typing import Any
 import pytest
 import yaml
 from conftest import REAL_DATA
-from test_cli import write_config
 
 from medharness.cli import main
 from medharness.reports.runs import RunData
-
-
-@pytest.fixture
-def finished_run(data_env: Path, fake_script: Path, tmp_path: Path) -> Path:
-    config = write_config(tmp_path / "run.yaml", fake_script)
-    assert main(["run", str(config), "--out", str(tmp_path / "runs")]) == 0
-    return tmp_path / "runs" / "demo"
 
 
 def export(run: Path, output: Path) -> list[Path]:

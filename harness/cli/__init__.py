@@ -14,6 +14,7 @@ from medharness.cli import (
     export,
     gate,
     leaderboard,
+    publish,
     report,
     reproduce,
     rescore,
@@ -34,6 +35,7 @@ SUBCOMMANDS = (
     reproduce,
     leaderboard,
     export,
+    publish,
     data,
 )  # --help lists this order
 

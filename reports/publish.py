@@ -1,0 +1,96 @@
+"""A run as a hub dataset: the folder that is uploaded (results, manifest, what was asked,
+every sample log, the report, training logs; no weights) with a dataset card whose
+``configs`` let the hub's viewer and ``datasets.load_dataset`` open each sample log, and the
+upload itself. The token is the hub library's own (``HF_TOKEN`` or its login); medharness
+never reads it into a file or a log.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import yaml
+
+from medharness.core.errors import UserError
+from medharness.reports.html import render_markdown
+from medharness.reports.runs import RunData
+
+RUN_FILES = ("results.json", "manifest.json", "report.html")
+TRAINING_FILES = ("log.jsonl", "train_config.json", "sweep.json")
+
+
+def dataset_card(run: RunData) -> str:
+    """README.md of the dataset: one config per model and task, then the metrics block."""
+    configs = [
+        {
+            "config_name": f"{model}__{task}",
+            "data_files": [{"split": "test", "path": f"samples/{model}/{task}.jsonl"}],
+        }
+        for model in run.models
+        for task in run.results.results[model]
+    ]
+    header = {
+        "pretty_name": f"medharness run {run.name}",
+        "tags": ["medharness", "evaluation"],
+        "configs": configs,
+    }
+    usage = (
+        "Every model's answers are in `samples/MODEL/TASK.jsonl`, what each was asked in "
+        "`inputs/TASK.jsonl`; `results.json` and `manifest.json` are the run's own records "
+        "(medharness's run directory contract) and `report.html` its report.\n"
+    )
+    return (
+        "---\n"
+        + yaml.safe_dump(header, sort_keys=False)
+        + "---\n\n"
+        + usage
+        + "\n"
+        + render_markdown([run.path])
+    )
+
+
+def publish_folder(run_dir: Path, folder: Path) -> Path:
+    """Write the folder a hub upload sends (``folder`` must not exist); nothing is left at
+    ``folder`` unless all of it was written."""
+    run = RunData.open(run_dir)
+    if folder.exists():
+        raise UserError(f"{folder} already exists; choose a new folder for the upload")
+    staging = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        staging.mkdir(parents=True)
+        for name in RUN_FILES:
+            if (run.path / name).is_file():
+                shutil.copy2(run.path / name, staging / name)
+        for subfolder in ("inputs", "samples"):
+            shutil.copytree(run.path / subfolder, staging / subfolder)
+        for path in sorted((run.path / "train").glob("*/*")):
+            if path.name in TRAINING_FILES:
+                target = staging / "train" / path.parent.name / path.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+        (staging / "README.md").write_text(dataset_card(run), encoding="utf-8")
+        staging.rename(folder)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise UserError(f"cannot write {folder}: {exc.strerror or exc}") from None
+    return folder
+
+
+def upload(folder: Path, repo_id: str, private: bool, message: str) -> str:
+    """Send the folder as one commit of dataset ``repo_id`` (made if missing); return the
+    commit's revision, which names exactly these files."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    try:
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        commit = api.upload_folder(
+            repo_id=repo_id, folder_path=folder, repo_type="dataset", commit_message=message
+        )
+    # the hub library raises its HTTP transport's own errors as well as its HfHubHTTPError
+    except Exception as exc:  # one line for the user, whatever failed
+        reason = (str(exc).splitlines() or [""])[0]
+        raise UserError(f"publishing to {repo_id} failed: {type(exc).__name__}: {reason}") from None
+    return str(commit.oid)
