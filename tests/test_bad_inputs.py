@@ -17,6 +17,8 @@ from test_gate import BAD_POLICIES
 from test_hostile import DOCUMENTED as HOSTILE_CASES
 from test_hub_sources import SOURCE_CASES
 from test_judging import JUDGING_CASES
+from test_lm_eval_interop import INTEROP_CASES
+from test_publish import PUBLISH_CASES
 from test_records import RECORD_CASES
 
 from medharness.cli import main
@@ -254,6 +256,8 @@ def test_every_case_is_in_the_documented_table() -> None:
         *CUSTOM_CASES,
         *SOURCE_CASES,
         *ENDPOINT_CASES,
+        *INTEROP_CASES,
+        *PUBLISH_CASES,
         "endpoint-fault",  # tests/test_endpoint.py, with the budget
         "endpoint-budget",
         "pull-checksum-mismatch",  # tests/test_data_pull.py

@@ -77,40 +77,49 @@ def test_export_reads_back_as_the_same_run(finished_run: Path, tmp_path: Path) -
     assert original.read_text().splitlines()[1:] == exported.read_text().splitlines()[1:]
 
 
-def test_export_never_writes_into_an_existing_folder(
-    finished_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    taken = tmp_path / "taken"
-    taken.mkdir()
-    (taken / "keep.txt").write_text("mine")
-    assert main(["export", str(finished_run), "-o", str(taken)]) == 2
-    assert "already exists" in capsys.readouterr().err
-    assert [p.name for p in taken.iterdir()] == ["keep.txt"]
+def taken_folder(run: Path, tmp: Path) -> list[str]:
+    (tmp / "taken").mkdir()
+    (tmp / "taken" / "keep.txt").write_text("mine")
+    return ["export", str(run), "-o", str(tmp / "taken")]
 
 
-def test_an_lm_eval_folder_without_samples_is_one_clear_line(
-    finished_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    folder = tmp_path / "lm-eval"
-    export(finished_run, folder)
-    for path in folder.rglob("samples_medqa_4opt_*.jsonl"):
+def without_samples(run: Path, tmp: Path) -> list[str]:
+    export(run, tmp / "lm-eval")
+    for path in (tmp / "lm-eval").rglob("samples_medqa_4opt_*.jsonl"):
         path.unlink()
-    assert main(["report", str(folder), "-o", str(tmp_path / "r.html")]) == 2
-    error = capsys.readouterr().err.strip()
-    assert "--log_samples" in error and "samples_medqa_4opt_" in error and "\n" not in error
+    return ["report", str(tmp / "lm-eval"), "-o", str(tmp / "r.html")]
 
 
-def test_a_damaged_lm_eval_samples_file_names_the_file(
-    finished_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def damaged_samples(run: Path, tmp: Path) -> list[str]:
+    export(run, tmp / "lm-eval")
+    for path in (tmp / "lm-eval").rglob("samples_medqa_4opt_*.jsonl"):
+        rows = read_lines(path)
+        del rows[0]["filtered_resps"]
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return ["gate", str(tmp / "lm-eval"), "--policy", str(write_policy(tmp, 5))]
+
+
+INTEROP_CASES = {  # id (as in docs/errors.md) -> (the command after its set-up, the line says)
+    "export-folder-exists": (taken_folder, "taken already exists; choose a new folder"),
+    "lm-eval-without-samples": (without_samples, "run lm-eval again with --log_samples"),
+    "lm-eval-damaged-samples": (damaged_samples, "not a samples file of lm-eval --log_samples"),
+}
+
+
+@pytest.mark.parametrize("case", list(INTEROP_CASES))
+def test_bad_interop_input_is_one_clear_line(
+    case: str, finished_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder = tmp_path / "lm-eval"
-    export(finished_run, folder)
-    [path, *_] = folder.rglob("samples_medqa_4opt_*.jsonl")
-    rows = read_lines(path)
-    del rows[0]["filtered_resps"]
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    assert main(["gate", str(folder), "--policy", str(write_policy(tmp_path, 5))]) == 2
-    assert str(path) in capsys.readouterr().err
+    prepare, says = INTEROP_CASES[case]
+    argv = prepare(finished_run, tmp_path)
+    capsys.readouterr()
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("medharness: error: ") and error.count("\n") == 1
+    assert says in error
+    assert not (tmp_path / "r.html").exists()
+    if case == "export-folder-exists":
+        assert [p.name for p in (tmp_path / "taken").iterdir()] == ["keep.txt"]
 
 
 def write_policy(folder: Path, min_samples: int) -> Path:
