@@ -20,6 +20,7 @@ from medharness.cli import (
     rescore,
     run,
     train,
+    view,
 )
 from medharness.cli import eval as eval_command
 from medharness.cli.common import EXIT_INTERNAL, EXIT_USAGE
@@ -36,6 +37,7 @@ SUBCOMMANDS = (
     leaderboard,
     export,
     publish,
+    view,
     data,
 )  # --help lists this order
 

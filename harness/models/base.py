@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 # Told how many samples' worth of work just finished (fractions while a batch decodes), so a
@@ -33,3 +33,13 @@ class LanguageModel(Protocol):
     def describe(self) -> dict[str, Any]:
         """What the manifest records about this model."""
         ...
+
+
+def answer_stream(model: LanguageModel, user_message: str, max_new_tokens: int) -> Iterator[str]:
+    """One greedy answer as it grows: token by token where the backend streams (transformers),
+    else whole once it is there."""
+    stream = getattr(model, "stream", None)
+    if stream is not None:
+        yield from stream(user_message, max_new_tokens)
+    else:
+        yield model.generate([user_message], max_new_tokens)[0]

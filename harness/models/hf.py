@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -157,6 +158,37 @@ class HFModel:
 
         self._in_batches(order, answer)
         return outputs
+
+    def stream(self, user_message: str, max_new_tokens: int) -> Iterator[str]:
+        """The greedy answer to one user message as it grows, decoded as ``generate``
+        decodes it (the playground shows it word by word)."""
+        import torch
+        from transformers import TextIteratorStreamer
+
+        prompt = chat_prompt(self.tokenizer, user_message, self.system_prompt, self.source)
+        encoded = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+        def decode() -> None:
+            with torch.inference_mode():
+                self.model.generate(
+                    **encoded.to(self.device),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                    streamer=streamer,
+                )
+
+        worker = threading.Thread(target=decode, daemon=True)
+        worker.start()
+        text = ""
+        for piece in streamer:
+            text += piece
+            yield text.strip()
+        worker.join()
 
     def _in_batches(self, items: Sequence[T], run: Callable[[list[T]], None]) -> None:
         """Run ``items`` in batches of ``batch_size``; a batch that runs out of accelerator
