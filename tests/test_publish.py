@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import struct
 import subprocess
 import sys
 import threading
@@ -205,6 +206,10 @@ def taken(tmp: Path) -> str:
 
 
 PUBLISH_CASES = {  # id (as in docs/errors.md) -> (arguments after the run, the line says)
+    "publish-nowhere": (
+        lambda tmp: ["publish"],
+        "say where to publish: --hub ORG/NAME, --wandb PROJECT, or both",
+    ),
     "publish-bad-repo": (lambda tmp: ["publish", "--hub", "no-slash"], "expected ORG/NAME"),
     "publish-dry-run-without-folder": (
         lambda tmp: ["publish", "--hub", "a/b", "--dry-run"],
@@ -237,3 +242,68 @@ def test_bad_sharing_input_is_one_clear_line(
     assert error.startswith("medharness: error: ") and error.count("\n") == 1
     assert says in error
     assert not [p for p in tmp_path.glob("r.*")]
+
+
+def wandb_records(path: Path) -> Iterator[Any]:
+    """The records of an offline W&B run file: LevelDB's log format (32 KiB blocks, each
+    record a 7-byte header of crc, length and kind: full, or first/middle/last of a record
+    split across blocks) after W&B's 7-byte file header."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    position, pending = 7, b""
+    while position + 7 <= len(data):
+        if (left := 32768 - position % 32768) < 7:
+            position += left  # the block's zero padding
+            continue
+        length, kind = struct.unpack("<HB", data[position + 4 : position + 7])
+        pending += data[position + 7 : position + 7 + length]
+        position += 7 + length
+        if kind in (1, 4):  # full, or last part
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            yield record
+            pending = b""
+
+
+def test_wandb_offline_run_holds_the_metrics_tables_and_records(
+    finished_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_API_KEY", TOKEN)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    assert main(["publish", str(finished_run), "--wandb", "medical-evals"]) == 0
+    [folder] = (tmp_path / "wandb").glob("offline-run-*")
+    [log] = folder.glob("run-*.wandb")
+    summary: dict[str, Any] = {}
+    artifacts = {}
+    runs = []
+    for record in wandb_records(log):
+        kind = record.WhichOneof("record_type")
+        if kind == "summary":
+            summary.update(
+                (i.key, json.loads(i.value_json)) for i in record.summary.update if i.key
+            )
+        elif kind == "artifact":
+            artifacts[record.artifact.name] = sorted(
+                m.path for m in record.artifact.manifest.contents
+            )
+        elif kind == "run":
+            runs.append((record.run.project, record.run.display_name))
+    assert runs == [("medical-evals", "demo")]
+    results = json.loads((finished_run / "results.json").read_text())["results"]
+    for model, tasks in results.items():
+        for task, result in tasks.items():
+            for metric, value in result["metrics"].items():
+                assert summary[f"{model}/{task}/{metric}"] == value["value"]
+                assert summary[f"{model}/{task}/{metric}_ci95"] == value["ci95"]
+            [table] = folder.glob(f"files/media/table/samples/{model}/{task}_*.table.json")
+            logged = json.loads(table.read_text())
+            answers = [row[logged["columns"].index("answer")] for row in logged["data"]]
+            sample_log = finished_run / "samples" / model / f"{task}.jsonl"
+            rows = [json.loads(line) for line in sample_log.read_text().splitlines()]
+            assert answers == [row["prediction"] for row in rows]
+    assert artifacts["demo-evaluation"] == ["manifest.json", "report.html", "results.json"]
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
