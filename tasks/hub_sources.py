@@ -30,6 +30,7 @@ from medharness.tasks.base import LoadedData, Sample, Task, require_text
 from medharness.tasks.medmcqa import medmcqa_samples
 from medharness.tasks.medquad import QAPair, clean_answer, split_pairs, to_sample
 from medharness.tasks.multiple_choice import letter_sample, medqa_prompt
+from medharness.tasks.pubmedqa import pubmedqa_sample
 
 
 @dataclass(frozen=True)
@@ -70,12 +71,15 @@ def pinned(source: Source) -> Source:
     return replace(source, revision=info.sha)
 
 
-def hub_rows(source: Source, split: str) -> tuple[list[dict[str, Any]], str]:
-    """The split's rows and the sha256 of their content."""
+def hub_rows(
+    source: Source, split: str, config: str | None = None
+) -> tuple[list[dict[str, Any]], str]:
+    """The split's rows (of ``config``, where the dataset has several) and the sha256 of
+    their content."""
     from datasets import load_dataset
 
     with boundary(f"cannot read {source.label}"):
-        data = load_dataset(source.location, revision=source.revision, split=split)
+        data = load_dataset(source.location, config, revision=source.revision, split=split)
     rows = data.to_list()
     canonical = json.dumps(rows, sort_keys=True, ensure_ascii=False, default=str)
     return rows, hashlib.sha256(canonical.encode()).hexdigest()
@@ -127,20 +131,47 @@ def medmcqa_hub_samples(
     return medmcqa_samples(numbered, first=0), {}
 
 
+def pubmedqa_hub_samples(
+    rows: list[dict[str, Any]], where: str
+) -> tuple[list[Sample], dict[str, int]]:
+    """bigbio/pubmed_qa's source schema: the release's fields, with the PMID as ``pubid``."""
+    samples = [
+        pubmedqa_sample(str(row.get("pubid")), row, f"{where} row {index + 1}")
+        for index, row in enumerate(rows)
+    ]
+    return samples, {}
+
+
 Mapping = Callable[[list[dict[str, Any]], str], tuple[list[Sample], dict[str, int]]]
-MAPPINGS: dict[str, tuple[str, str, Mapping]] = {  # task -> (hub copy, split, mapping)
-    "medquad_gen": ("keivalya/MedQuad-MedicalQnADataset", "train", medquad_samples),
-    "medqa_4opt": ("GBaker/MedQA-USMLE-4-options-hf", "test", medqa_samples),
-    "medmcqa": ("openlifescienceai/medmcqa", "validation", medmcqa_hub_samples),
+
+
+@dataclass(frozen=True)
+class HubCopy:
+    """Where a task's rows sit in the hub copy model cards used, and how they map."""
+
+    repo: str
+    split: str
+    mapping: Mapping
+    config: str | None = None  # the dataset's configuration, where it has several
+
+
+MAPPINGS: dict[str, HubCopy] = {
+    "medquad_gen": HubCopy("keivalya/MedQuad-MedicalQnADataset", "train", medquad_samples),
+    "medqa_4opt": HubCopy("GBaker/MedQA-USMLE-4-options-hf", "test", medqa_samples),
+    "medmcqa": HubCopy("openlifescienceai/medmcqa", "validation", medmcqa_hub_samples),
+    # lm-eval's pubmedqa source: fold 0 of the labelled set, whose test part is the official 500
+    "pubmedqa": HubCopy(
+        "bigbio/pubmed_qa", "test", pubmedqa_hub_samples, "pubmed_qa_labeled_fold0_source"
+    ),
 }
 
 
 def source_for(task_name: str, text: str, base_dir: Path) -> Source:
     """A source of ``task_name``'s rows; ``hub`` names the copy model cards used."""
     if task_name not in MAPPINGS:
-        known = ", ".join(f"{name} ({repo})" for name, (repo, _, _) in MAPPINGS.items())
+        known = ", ".join(f"{name} ({copy.repo})" for name, copy in MAPPINGS.items())
         raise UserError(f"task {task_name}: no hub source is known for it; known: {known}")
-    return parse_source(f"hub:{MAPPINGS[task_name][0]}" if text == "hub" else text, base_dir)
+    return parse_source(f"hub:{MAPPINGS[task_name].repo}" if text == "hub" else text, base_dir)
 
 
 def with_source(task: Task, text: str, base_dir: Path) -> Task:
@@ -156,8 +187,8 @@ def with_source(task: Task, text: str, base_dir: Path) -> Task:
 
 
 def _load(name: str, source: Source, folder: Path) -> LoadedData:
-    _, split, mapping = MAPPINGS[name]
+    copy = MAPPINGS[name]
     source = pinned(source)
-    rows, digest = hub_rows(source, split)
-    samples, skipped = mapping(rows, source.label)
+    rows, digest = hub_rows(source, copy.split, copy.config)
+    samples, skipped = copy.mapping(rows, source.label)
     return LoadedData(samples, {source.label: digest}, skipped)

@@ -56,31 +56,32 @@ def load_pubmedqa_file(path: Path) -> list[Sample]:
         raise UserError(f"{path}: PMID {exc.args[0]} appears twice") from None
     if not isinstance(entries, dict):
         raise UserError(f"{path}: expected a JSON object keyed by PMID")
-    samples = []
-    for pmid, entry in entries.items():
-        where = f"{path}: PMID {pmid}"
-        if not isinstance(entry, dict):
-            raise UserError(f"{where}: expected an object")
-        question = require_text(entry.get("QUESTION"), where, "QUESTION")
-        contexts = entry.get("CONTEXTS")
-        if not isinstance(contexts, list) or not all(isinstance(c, str) for c in contexts):
-            raise UserError(f"{where}: CONTEXTS: must be a list of texts")
-        decision = entry.get("final_decision")
-        if decision not in LABELS:
-            raise UserError(f"{where}: final_decision: {decision!r} is not yes, no or maybe")
-        gold = LABELS.index(decision)
-        prompt = pubmedqa_prompt(contexts, question)
-        samples.append(
-            Sample(
-                doc_id=str(pmid),
-                prompt=prompt,
-                target=LABELS[gold],
-                choices=LABELS,
-                gold=gold,
-                metadata={"question": question, "year": entry.get("YEAR", "")},
-            )
-        )
-    return samples
+    return [
+        pubmedqa_sample(str(pmid), entry, f"{path}: PMID {pmid}") for pmid, entry in entries.items()
+    ]
+
+
+def pubmedqa_sample(pmid: str, entry: Any, where: str) -> Sample:
+    """One PQA-L entry (QUESTION, CONTEXTS, final_decision, YEAR: the release's fields, which
+    the hub copies keep) as a yes/no/maybe sample."""
+    if not isinstance(entry, dict):
+        raise UserError(f"{where}: expected an object")
+    question = require_text(entry.get("QUESTION"), where, "QUESTION")
+    contexts = entry.get("CONTEXTS")
+    if not isinstance(contexts, list) or not all(isinstance(c, str) for c in contexts):
+        raise UserError(f"{where}: CONTEXTS: must be a list of texts")
+    decision = entry.get("final_decision")
+    if decision not in LABELS:
+        raise UserError(f"{where}: final_decision: {decision!r} is not yes, no or maybe")
+    gold = LABELS.index(decision)
+    return Sample(
+        doc_id=pmid,
+        prompt=pubmedqa_prompt(contexts, question),
+        target=LABELS[gold],
+        choices=LABELS,
+        gold=gold,
+        metadata={"question": question, "year": entry.get("YEAR", "")},
+    )
 
 
 def _load(root: Path) -> LoadedData:

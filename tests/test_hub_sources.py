@@ -80,6 +80,20 @@ def test_medquad_from_the_hub_layout_keeps_the_same_split(
     assert list(loaded.file_hashes) == ["local:keivalya"]
 
 
+def lm_eval_preprocessing(relative: str) -> Any:
+    """A task's preprocessing module from lm-eval's own task folder."""
+    import importlib.util
+
+    import lm_eval
+
+    module_path = Path(lm_eval.__file__).parent / "tasks" / relative
+    spec = importlib.util.spec_from_file_location(module_path.stem, module_path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_medqa_from_lm_evals_source_gives_its_prompt_and_the_official_choices(
     fixture_data: Path, tmp_path: Path
 ) -> None:
@@ -92,15 +106,7 @@ def test_medqa_from_lm_evals_source_gives_its_prompt_and_the_official_choices(
         (s.prompt, s.choices, s.gold) for s in from_files
     ]
     # lm-eval's own doc_to_text on the same rows, as its medqa_4options task reads them
-    import importlib.util
-
-    import lm_eval
-
-    module_path = Path(lm_eval.__file__).parent / "tasks/medqa/preprocess_medqa.py"
-    spec = importlib.util.spec_from_file_location("preprocess_medqa", module_path)
-    assert spec is not None and spec.loader is not None
-    preprocess = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(preprocess)
+    preprocess = lm_eval_preprocessing("medqa/preprocess_medqa.py")
     import pyarrow.parquet as pq
 
     rows = pq.read_table(copy / "data" / "test-00000-of-00001.parquet").to_pylist()
@@ -138,9 +144,47 @@ def test_a_run_on_a_hub_copy_records_its_source_and_is_not_compared_as_the_same_
     assert "differs from the baseline in data files" in report.read_text()
 
 
+def bigbio_pubmedqa_copy(official: Path, folder: Path) -> Path:
+    """PubMedQA as bigbio/pubmed_qa's parquet holds it: one folder per configuration, named
+    in the card's ``configs``; rows in the release's fields with the PMID as ``pubid``."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    entries = json.loads(official.read_text(encoding="utf-8"))
+    rows = [{"pubid": int(pmid), **entry} for pmid, entry in reversed(entries.items())]
+    config = "pubmed_qa_labeled_fold0_source"
+    (folder / config).mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), folder / config / "test-00000-of-00001.parquet")
+    card = {"configs": [{"config_name": config, "data_files": [
+        {"split": "test", "path": f"{config}/test-00000-of-00001.parquet"}]}]}  # fmt: skip
+    (folder / "README.md").write_text(f"---\n{json.dumps(card)}\n---\n", encoding="utf-8")
+    return folder
+
+
+def test_pubmedqa_from_lm_evals_source_gives_its_prompt_and_the_official_answers(
+    fixture_data: Path, tmp_path: Path
+) -> None:
+    official = fixture_data / "pubmedqa" / "test_set.json"
+    copy = bigbio_pubmedqa_copy(official, tmp_path / "pubmed_qa")
+    entry = TaskEntry.model_validate({"name": "pubmedqa", "source": str(copy)})
+    hub = {s.doc_id: s for s in entry.task(tmp_path).load(tmp_path).samples}
+    files = TaskEntry.model_validate({"name": "pubmedqa"}).task(tmp_path)
+    from_files = {s.doc_id: s for s in files.load(fixture_data / "pubmedqa").samples}
+    assert set(hub) == set(from_files)
+    for pmid, sample in hub.items():
+        assert (sample.prompt, sample.choices, sample.gold) == (
+            from_files[pmid].prompt, from_files[pmid].choices, from_files[pmid].gold,
+        )  # fmt: skip
+    # lm-eval's own prompt function on the same rows (its pubmedqa task reads this copy)
+    preprocess = lm_eval_preprocessing("pubmedqa/preprocess_pubmedqa.py")
+    entries = json.loads(official.read_text(encoding="utf-8"))
+    assert all(hub[p].prompt == preprocess.doc_to_text(e) for p, e in entries.items())
+
+
 SOURCE_CASES = {  # id (as in docs/errors.md) -> (task entry, what the one line says)
     "source-without-mapping": (
-        {"name": "pubmedqa", "source": "hub"}, "task pubmedqa: no hub source is known for it"
+        {"name": "medqa_taiwan", "source": "hub"},
+        "task medqa_taiwan: no hub source is known for it",
     ),
     "source-malformed": (
         {"name": "medqa_4opt", "source": "hub:nope"}, "expected hub:ORG/NAME[@REVISION]"
