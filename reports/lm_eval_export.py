@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import statistics
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from medharness.core.errors import UserError
+from medharness.core.folders import whole_or_absent
 from medharness.core.records import (
     ChoiceRow,
     InputRow,
@@ -218,17 +217,9 @@ def export_run(run_dir: Path, output: Path) -> list[Path]:
     """Write every model of a run into ``output`` (made here; refused if it exists) in
     lm-eval's layout; nothing is left at ``output`` unless all of it was written."""
     run = RunData.open(run_dir)
-    if output.exists():
-        raise UserError(f"{output} already exists; choose a new folder for the export")
-    staging = output.with_name(f".{output.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+    with whole_or_absent(output) as staging:
         for model in run.models:
             folder = staging / sanitized_model_name(model)
-            folder.mkdir(parents=True)
+            folder.mkdir()
             export_model(run, model, folder)
-        staging.rename(output)
-    except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise UserError(f"cannot write {output}: {exc.strerror or exc}") from None
     return sorted(output.glob("*/*"))

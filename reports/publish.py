@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from medharness.core.errors import UserError
+from medharness.core.folders import whole_or_absent
 from medharness.reports.html import render_markdown
 from medharness.reports.runs import RunData
 
@@ -54,12 +55,7 @@ def publish_folder(run_dir: Path, folder: Path) -> Path:
     """Write the folder a hub upload sends (``folder`` must not exist); nothing is left at
     ``folder`` unless all of it was written."""
     run = RunData.open(run_dir)
-    if folder.exists():
-        raise UserError(f"{folder} already exists; choose a new folder for the upload")
-    staging = folder.with_name(f".{folder.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        staging.mkdir(parents=True)
+    with whole_or_absent(folder) as staging:
         for name in RUN_FILES:
             if (run.path / name).is_file():
                 shutil.copy2(run.path / name, staging / name)
@@ -71,10 +67,6 @@ def publish_folder(run_dir: Path, folder: Path) -> Path:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, target)
         (staging / "README.md").write_text(dataset_card(run), encoding="utf-8")
-        staging.rename(folder)
-    except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise UserError(f"cannot write {folder}: {exc.strerror or exc}") from None
     return folder
 
 

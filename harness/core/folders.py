@@ -9,6 +9,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,3 +91,23 @@ def finish(folder: Path) -> None:
     manifest marks it from then on."""
     (folder / LOCK).unlink(missing_ok=True)
     (folder / MARKER).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def whole_or_absent(target: Path) -> Iterator[Path]:
+    """A new folder that appears at ``target`` complete or not at all: the block writes into a
+    hidden sibling, renamed into place when the block ends; an existing ``target`` is refused."""
+    if target.exists():
+        raise UserError(f"{target} already exists; choose a new folder")
+    staging = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        staging.mkdir(parents=True)
+        yield staging
+        staging.rename(target)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise UserError(f"cannot write {target}: {exc.strerror or exc}") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

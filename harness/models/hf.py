@@ -142,12 +142,7 @@ class HFModel:
             with torch.inference_mode():
                 generated = self.model.generate(
                     **encoded,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    temperature=None,
-                    top_p=None,
-                    top_k=None,
-                    pad_token_id=self.tokenizer.pad_token_id,
+                    **self.greedy(max_new_tokens),
                     stopping_criteria=[steps] if progress is not None else None,
                 )
             new_tokens = generated[:, encoded["input_ids"].shape[1] :]
@@ -158,6 +153,17 @@ class HFModel:
 
         self._in_batches(order, answer)
         return outputs
+
+    def greedy(self, max_new_tokens: int) -> dict[str, Any]:
+        """Greedy decoding, whatever sampling defaults the model's generation config has."""
+        return {
+            "max_new_tokens": max_new_tokens,
+            "do_sample": False,
+            "temperature": None,
+            "top_p": None,
+            "top_k": None,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
 
     def stream(self, user_message: str, max_new_tokens: int) -> Iterator[str]:
         """The greedy answer to one user message as it grows, decoded as ``generate``
@@ -172,14 +178,7 @@ class HFModel:
         def decode() -> None:
             with torch.inference_mode():
                 self.model.generate(
-                    **encoded.to(self.device),
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    temperature=None,
-                    top_p=None,
-                    top_k=None,
-                    pad_token_id=self.tokenizer.pad_token_id,
-                    streamer=streamer,
+                    **encoded.to(self.device), **self.greedy(max_new_tokens), streamer=streamer
                 )
 
         worker = threading.Thread(target=decode, daemon=True)
