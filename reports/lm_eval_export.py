@@ -193,6 +193,7 @@ def export_model(run: RunData, model: str, folder: Path) -> None:
             "bootstrap_iters": resamples,
             "gen_kwargs": {"max_gen_toks": manifest.decoding.max_new_tokens, "do_sample": False},
             "random_seed": seed,
+            "multiple_comparisons": manifest.config.get("multiple_comparisons", "holm"),
         },
         "git_hash": manifest.git_sha,
         "date": datetime.fromisoformat(manifest.started).timestamp(),

@@ -206,6 +206,12 @@ def imported_task(name: str, kind: TaskKind, version: str, metrics: Sequence[str
     )
 
 
+def reported_metrics(data: dict[str, Any], task: str) -> list[str]:
+    """The task's metrics in the order its results entry lists them (``METRIC,FILTER``)."""
+    keys = data["results"].get(task, {})
+    return list(dict.fromkeys(k.split(",")[0] for k in keys if "," in k and "_stderr," not in k))
+
+
 def read_task(
     results_path: Path, task: str, data: dict[str, Any]
 ) -> tuple[Task, list[SampleRow], dict[str, InputRow], TaskIdentity]:
@@ -223,8 +229,9 @@ def read_task(
             kind: TaskKind = "multiple_choice"
             metrics = ["acc"]
         elif output_type == "generate_until":
-            logged = dict.fromkeys(name for s in samples for name in s.get("metrics", []))
-            metrics = [name for name in logged if name in GENERATION_METRICS]
+            logged = {name for s in samples for name in s.get("metrics", [])}
+            metrics = [name for name in reported_metrics(data, task) if name in logged]
+            metrics = [name for name in metrics if name in GENERATION_METRICS]
             rows = generation_rows(samples, doc_ids, metrics)
             kind = "generate"
         else:
@@ -258,6 +265,20 @@ def model_name(data: dict[str, Any], folder: Path) -> str:
     return name.rstrip("/").rsplit("/", 1)[-1] if name.startswith(("/", ".")) else name
 
 
+def statistics_settings(data: dict[str, Any]) -> dict[str, Any]:
+    """How intervals and corrections are computed: as recorded where medharness exported the
+    folder, else medharness's defaults (lm-eval's ``bootstrap_iters`` counts the resamples of
+    its own standard errors, 100,000 by default)."""
+    config = data.get("config") or {}
+    if data.get("model_source") != "medharness":
+        return {"bootstrap_resamples": DEFAULT_RESAMPLES, "seed": DEFAULT_SEED}
+    return {
+        "bootstrap_resamples": int(config.get("bootstrap_iters", DEFAULT_RESAMPLES)),
+        "seed": int(config.get("random_seed", DEFAULT_SEED)),
+        "multiple_comparisons": str(config.get("multiple_comparisons", "holm")),
+    }
+
+
 def read_lm_eval_folder(path: Path) -> LmEvalRun:
     """An lm-eval ``--output_path`` folder as a run: each model folder's newest results and
     the samples written with them, scored and summarised as medharness scores its own runs
@@ -271,10 +292,11 @@ def read_lm_eval_folder(path: Path) -> LmEvalRun:
     tasks: dict[str, Task] = {}
     identities: dict[str, TaskIdentity] = {}
     models: dict[str, dict[str, Any]] = {}
-    first: dict[str, Any] = {}
-    for results_path in found:
-        data = read_json(results_path)
-        first = first or data
+    read = [(results_path, read_json(results_path)) for results_path in found]
+    first = read[0][1]
+    settings = statistics_settings(first)
+    resamples, seed = settings["bootstrap_resamples"], settings["seed"]
+    for results_path, data in read:
         model = model_name(data, results_path.parent)
         if model in results:
             raise UserError(f"{path}: two lm-eval folders are both model {model!r}")
@@ -285,9 +307,7 @@ def read_lm_eval_folder(path: Path) -> LmEvalRun:
             tasks[task], identities[task] = definition, identity
             inputs.setdefault(task, asked)
             samples[(model, task)] = rows
-            results[model][task] = aggregate(
-                definition, rows, resamples=DEFAULT_RESAMPLES, seed=DEFAULT_SEED
-            )
+            results[model][task] = aggregate(definition, rows, resamples=resamples, seed=seed)
         models[model] = {
             "backend": "lm-eval",
             "model": str(data.get("model_name", "")),
@@ -302,12 +322,12 @@ def read_lm_eval_folder(path: Path) -> LmEvalRun:
         command=["lm-eval", "run", "--output_path", str(path)],
         started=finished,
         finished=finished,
-        config={"name": path.name, "seed": DEFAULT_SEED, "bootstrap_resamples": DEFAULT_RESAMPLES},
+        config={"name": path.name, **settings},
         tasks=identities,
         models=models,
         pair_keys={},
         data=DataRecord(root=str(path), origin="lm-eval output", sha256={}),
-        seeds={"bootstrap": DEFAULT_SEED},
+        seeds={"bootstrap": seed},
         decoding=Decoding(
             strategy="greedy" if not gen_kwargs.get("do_sample") else "sampled",
             max_new_tokens=int(gen_kwargs.get("max_gen_toks", 256)),

@@ -93,6 +93,14 @@ def test_own_generation_and_choice_tasks_run_report_and_gate(
         "Question: Which drug treats 0?\nA. alpha 0\nB. beta 0\nC. gamma 0\nD. delta 0\nAnswer:"
     )
 
+    # exported in lm-eval's layout and read back: the same values, intervals and tests
+    assert main(["export", str(run_dir), "-o", str(tmp_path / "lm-eval")]) == 0
+    blocks = [tmp_path / "own.md", tmp_path / "exported.md"]
+    for source, block in zip([run_dir, tmp_path / "lm-eval"], blocks, strict=True):
+        assert main(["report", str(source), "-o", str(block)]) == 0
+    own, exported = (block.read_text().splitlines()[1:] for block in blocks)
+    assert own == exported and any(line.startswith("| m1 |") for line in own)
+
     report = tmp_path / "report.html"
     assert main(["report", str(run_dir), "-o", str(report)]) == 0  # recomputes every metric
     assert "heldout_qa" in report.read_text() and "rouge1 by area" in report.read_text()
