@@ -71,4 +71,8 @@ def log_run(run: RunData, project: str, entity: str | None) -> str:
             if (run.path / name).is_file():
                 artifact.add_file(str(run.path / name), name=name)
         logged.log_artifact(artifact)
-        return str(logged.path)
+        path = str(logged.path)
+    # the run's file is written by W&B's service process: wait for it, so that everything is
+    # on disk (for `wandb sync` after an offline run) once publish returns
+    wandb.teardown()
+    return path

@@ -292,7 +292,9 @@ def test_wandb_offline_run_holds_the_metrics_tables_and_records(
             )
         elif kind == "run":
             runs.append((record.run.project, record.run.display_name))
-    assert runs == [("medical-evals", "demo")]
+        elif kind == "exit":
+            runs.append(("exit", ""))  # written last: the file is complete
+    assert runs == [("medical-evals", "demo"), ("exit", "")]
     results = json.loads((finished_run / "results.json").read_text())["results"]
     for model, tasks in results.items():
         for task, result in tasks.items():
