@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from medharness.core.folders import whole_or_absent
+from medharness.core.io import write_json_atomic, write_jsonl_atomic
 from medharness.core.records import (
     ChoiceRow,
     InputRow,
@@ -149,7 +150,7 @@ def export_task(run: RunData, model: str, task: str, path: Path) -> str:
         )
         for row in rows
     ]
-    write_lines(path, records)
+    write_jsonl_atomic(path, records)
     return lm_eval_hash(
         "".join(r["doc_hash"] + r["prompt_hash"] + r["target_hash"] for r in records)
     )
@@ -204,14 +205,7 @@ def export_model(run: RunData, model: str, folder: Path) -> None:
         "medharness_version": manifest.medharness_version,
         "total_evaluation_time_seconds": str(manifest.timings_s.get("total", "")),
     }
-    text = json.dumps(aggregated, indent=2, ensure_ascii=False)
-    (folder / f"results_{stamp}.json").write_text(text + "\n", encoding="utf-8")
-
-
-def write_lines(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    with path.open("w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    write_json_atomic(folder / f"results_{stamp}.json", aggregated)
 
 
 def export_run(run_dir: Path, output: Path) -> list[Path]:

@@ -21,6 +21,7 @@ import yaml
 from conftest import REAL_DATA
 
 from medharness.cli import main
+from medharness.core.io import read_jsonl
 from medharness.reports.runs import RunData
 
 
@@ -29,8 +30,8 @@ def export(run: Path, output: Path) -> list[Path]:
     return sorted(output.rglob("*.json*"))
 
 
-def read_lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+def read_all(path: Path) -> list[dict[str, Any]]:
+    return list(read_jsonl(path))
 
 
 def test_export_is_read_by_lm_evals_own_code(finished_run: Path, tmp_path: Path) -> None:
@@ -93,7 +94,7 @@ def without_samples(run: Path, tmp: Path) -> list[str]:
 def damaged_samples(run: Path, tmp: Path) -> list[str]:
     export(run, tmp / "lm-eval")
     for path in (tmp / "lm-eval").rglob("samples_medqa_4opt_*.jsonl"):
-        rows = read_lines(path)
+        rows = read_all(path)
         del rows[0]["filtered_resps"]
         path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return ["gate", str(tmp / "lm-eval"), "--policy", str(write_policy(tmp, 5))]
@@ -166,7 +167,7 @@ def test_real_lm_eval_folders_are_reported_and_gated(
         [samples_path] = folder.glob("*/samples_medqa_4opt_*.jsonl")
         choices = [
             max(range(4), key=lambda i, s=s: float(s["filtered_resps"][i][0]))
-            for s in sorted(read_lines(samples_path), key=lambda s: s["doc_id"])
+            for s in sorted(read_all(samples_path), key=lambda s: s["doc_id"])
         ]
         report = tmp_path / f"{folder.name}.md"
         assert main(["report", str(folder), "-o", str(report)]) == 0
@@ -199,7 +200,7 @@ def test_real_lm_eval_folders_are_reported_and_gated(
     assert hashes[0] == hashes[1]
     [ours_path] = exported.glob("*/samples_medqa_4opt_*.jsonl")
     [theirs_path] = full.glob("*/samples_medqa_4opt_*.jsonl")
-    for a, b in zip(read_lines(ours_path), read_lines(theirs_path), strict=True):
+    for a, b in zip(read_all(ours_path), read_all(theirs_path), strict=True):
         assert a["doc_id"] == b["doc_id"] and a["doc_hash"] == b["doc_hash"]
         for x, y in zip(a["filtered_resps"], b["filtered_resps"], strict=True):
             assert math.isclose(float(x[0]), float(y[0]), abs_tol=1e-4)
