@@ -165,13 +165,15 @@ def test_a_kill_during_a_checkpoint_save_leaves_a_resumable_state(
     assert adapter_bytes(config) == uninterrupted[processes]
 
 
+@pytest.mark.parametrize("processes", [1, 2])
 def test_a_changed_learning_rate_ignores_the_old_checkpoints(
-    fixture_data: Path, tiny_llama: Path, tmp_path: Path
+    processes: int, fixture_data: Path, tiny_llama: Path, tmp_path: Path
 ) -> None:
     config = write_config(tmp_path, fixture_data, [checkpointed(tiny_llama)])
-    kill_at_step(config, 1, 12)
+    kill_at_step(config, processes, 12)
+    assert list(trained(config).with_name(".tuned.work").glob("checkpoint-*/sealed.json"))
     changed = write_config(tmp_path, fixture_data, [checkpointed(tiny_llama, learning_rate=0.02)])
-    again = train(changed, 1)
+    again = train(changed, processes)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming" not in again.stderr
     rows = log_rows(changed)
