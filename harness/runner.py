@@ -26,7 +26,13 @@ from typing import Any
 from medharness import __version__
 from medharness.config import ModelEntry, RunConfig
 from medharness.core.errors import UserError
-from medharness.core.folders import exclusive, finish, make_owned_folder, refuse_foreign
+from medharness.core.folders import (
+    exclusive,
+    finish,
+    is_ours,
+    make_owned_folder,
+    refuse_foreign,
+)
 from medharness.core.io import (
     append_jsonl_durable,
     read_jsonl,
@@ -122,7 +128,7 @@ def run(
     target = out / config.name
     staging = out / f".{config.name}.partial"
     refuse_foreign(target)  # before any work: never replace what medharness did not make
-    make_owned_folder(staging)
+    made_by_main_process(staging)
     with (
         exclusive(staging) if is_main_process() else contextlib.nullcontext(),
         released_collectives(),
@@ -227,7 +233,7 @@ def train_only(config: RunConfig, *, base_dir: Path, output_dir: Path | None = N
         check_model_entry(entry)
     out = output_dir or resolve_inside(base_dir, config.output_dir)
     target = out / config.name
-    make_owned_folder(target)
+    made_by_main_process(target)
     with (
         exclusive(target) if is_main_process() else contextlib.nullcontext(),
         released_collectives(),
@@ -246,6 +252,20 @@ def train_only(config: RunConfig, *, base_dir: Path, output_dir: Path | None = N
                     (target / name).unlink(missing_ok=True)
                 print(f"{target}: results removed; retrained {', '.join(stale)}", file=sys.stderr)
     return target
+
+
+def made_by_main_process(folder: Path, timeout_s: float = 600.0) -> None:
+    """The folder a run writes, made and marked by the main process of a launch; the other
+    processes wait for its marker. Had every process made it, one could find the folder
+    another had just created and not yet marked, and refuse it as not medharness's."""
+    if is_main_process():
+        make_owned_folder(folder)
+        return
+    deadline = time.monotonic() + timeout_s
+    while not is_ours(folder):
+        if time.monotonic() > deadline:
+            raise UserError(f"{folder} did not appear: the main process did not make it")
+        time.sleep(0.05)
 
 
 def check_model_entry(entry: ModelEntry) -> None:
