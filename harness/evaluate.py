@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -92,6 +92,27 @@ def shard(samples: Sequence[Sample], chunk_size: int, rank: int, processes: int)
     ordered = evaluation_order(samples)
     chunks = [ordered[start : start + chunk_size] for start in range(0, len(ordered), chunk_size)]
     return [sample for chunk in chunks[rank::processes] for sample in chunk]
+
+
+def units(
+    samples: Sequence[Sample], done: Collection[str], chunk_size: int, shard_size: int
+) -> list[range]:
+    """What is left of a task to score, as ranges of its evaluation order of at most
+    ``shard_size`` samples (rounded up to whole chunks), none spanning a finished sample.
+    Finished work is always whole chunks, so each range is batched exactly as one process
+    scoring the whole task batches it, and its rows equal that process's."""
+    size = -(-shard_size // chunk_size) * chunk_size
+    ordered = evaluation_order(samples)
+    todo = [index for index, sample in enumerate(ordered) if sample.doc_id not in done]
+    ranges: list[range] = []
+    while todo:
+        start = todo[0]
+        stop = start + 1
+        while stop - start < size and stop - start < len(todo) and todo[stop - start] == stop:
+            stop += 1
+        ranges.append(range(start, stop))
+        todo = todo[stop - start :]
+    return ranges
 
 
 def evaluate_samples(
@@ -227,10 +248,11 @@ def load_entry(entry: ModelEntry, spec: str | None = None, adapter: str | None =
 
 def answers_identity(entry: ModelEntry, labels: tuple[str, ...] = ()) -> dict[str, Any]:
     """What a model entry's answers depend on, known before it loads: the entry (not how
-    requests to a server are sent, nor ``labels``, fields that only name it), the sha256 of
+    requests to a server are sent, nor where it runs, nor ``labels``, fields that only name
+    it), the sha256 of
     its local weights, and what its server says it serves."""
     identity = {
-        "model": entry.model_dump(mode="json", exclude={"requests", *labels}),
+        "model": entry.model_dump(mode="json", exclude={"requests", "resources", *labels}),
         "weights": weights_identity(entry.model),
         "adapter_weights": weights_identity(entry.adapter) if entry.adapter else None,
     }

@@ -47,6 +47,7 @@ from medharness.core.records import (
     SAMPLE_ROWS,
     DataRecord,
     Decoding,
+    ExecutorRecord,
     Manifest,
     ResultsFile,
     TaskIdentity,
@@ -66,7 +67,23 @@ from medharness.judge import JudgedLog, Jury, judge_logs
 from medharness.models.fake import FakeModel
 from medharness.models.hub import require_hub_model
 from medharness.models.identity import served_identity
-from medharness.models.specs import BUILTIN_MODEL, fake_script, is_hub_id, looks_like_path
+from medharness.models.specs import (
+    BUILTIN_MODEL,
+    absolute_spec,
+    fake_script,
+    is_hub_id,
+    looks_like_path,
+)
+from medharness.ray_executor import (
+    Cluster,
+    ModelLoaded,
+    ModelWork,
+    Scoring,
+    TaskWork,
+    connected,
+    pack,
+    require_ray,
+)
 from medharness.reports.html import render_run_report
 from medharness.tasks import Sample, Task
 from medharness.tasks.metrics import aggregate
@@ -116,6 +133,10 @@ def run(
     """Execute a run; return its directory. ``limit`` caps every task's sample count and
     every training's examples (the manifest's config records the caps)."""
     started = time.time()
+    if config.executor == "ray":
+        require_ray()
+        if process_count() > 1:
+            raise UserError("executor ray sends work from one process: start it without a launcher")
     if limit is not None:
         config = limited_trainings(config, limit)
     data_root = resolve_data_root(config.data_dir, base_dir)
@@ -151,19 +172,22 @@ def write_run(
 ) -> Path:
     """Train, evaluate and write everything into ``staging``, then rename it to ``target``."""
     try:
-        # every process of a launch trains, and evaluates its share of what training made
-        trained = from_main(
-            train_models(config, data_root, staging, target if target.is_dir() else None)
-        )
-        if is_main_process():
-            for item in prepared:
-                write_jsonl_atomic(
-                    staging / "inputs" / f"{item.task.name}.jsonl",
-                    (input_row(sample).model_dump(mode="json") for sample in item.samples),
-                )
-        results, state, timings = evaluate_all(
-            config, prepared, staging, trained, previous_record(target), jury
-        )
+        earlier = target if target.is_dir() else None
+        with on_cluster(config) as cluster:
+            if cluster is not None:
+                cluster.train(config, data_root, staging, earlier)
+            # every process of a launch trains, and evaluates its share of what training made
+            trained = from_main(train_models(config, data_root, staging, earlier))
+            if is_main_process():
+                for item in prepared:
+                    write_jsonl_atomic(
+                        staging / "inputs" / f"{item.task.name}.jsonl",
+                        (input_row(sample).model_dump(mode="json") for sample in item.samples),
+                    )
+            results, state, timings = evaluate_all(
+                config, prepared, staging, trained, previous_record(target), jury, cluster
+            )
+            executor = cluster.record(state.get("units", [])) if cluster else ExecutorRecord()
         if not is_main_process():
             return target  # rank 0 writes the run
         write_record(
@@ -174,7 +198,7 @@ def write_run(
             staging / "manifest.json",
             build_manifest(
                 config, data_root, file_hashes, prepared, state, timings, started
-            ).model_copy(update={"judges": jury.record() if jury else {}}),
+            ).model_copy(update={"judges": jury.record() if jury else {}, "executor": executor}),
         )
         write_text_atomic(staging / "report.html", render_run_report(staging))
         if target.exists():
@@ -199,6 +223,11 @@ def write_run(
         if staging.exists() and not worth_keeping and is_main_process():
             shutil.rmtree(staging, ignore_errors=True)  # nothing worth resuming
     return target
+
+
+def on_cluster(config: RunConfig) -> contextlib.AbstractContextManager[Cluster | None]:
+    """The Ray cluster a ``executor: ray`` run sends its work to; none for a local run."""
+    return connected(config.ray) if config.executor == "ray" else contextlib.nullcontext()
 
 
 def limited_trainings(config: RunConfig, limit: int) -> RunConfig:
@@ -353,59 +382,41 @@ def evaluate_all(
     trained: dict[str, Trained],
     previous: dict[str, Any],
     jury: Jury | None = None,
+    cluster: Cluster | None = None,
 ) -> tuple[dict[str, dict[str, TaskResult]], dict[str, Any], dict[str, Any]]:
     """Every model on every task, resuming from whatever an earlier attempt left in staging:
     finished sample logs are reused, partial ones continue after their last full chunk. A
     log of the finished run being replaced is reused when its pair key is unchanged.
+    Models are scored here, or on ``cluster`` when there is one.
     The jury, if any, then judges every free-text answer it has no verdict on.
     Under a launcher's N processes each scores its share of every task and rank 0 writes;
     the others return empty-handed after the last model.
-    Returns results, the run state (pair keys, model records) and timings."""
+    Returns results, the run state (pair keys, model records, units) and timings."""
     state_path = staging / STATE_FILE
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     state.setdefault("pairs", {})
     state.setdefault("models", {})
-    results: dict[str, dict[str, TaskResult]] = {}
-    timings: dict[str, Any] = {}
+    state.setdefault("units", [])
+    timings: dict[str, Any] = {entry.name: {} for entry in config.models}
+    pending: dict[str, list[str]] = {}
     for entry in config.models:
-        results[entry.name], timings[entry.name] = {}, {}
-        pending: list[str] = []
+        mine = []
         if is_main_process():
-            pending = pending_tasks(config, entry, prepared, staging, trained, previous, state)
-        pending = from_main(pending)
-        if pending:
-            clock = time.time()
-            weights = trained.get(entry.name)
-            spec, adapter = (
-                (weights.model, weights.adapter) if weights else (entry.model, entry.adapter)
-            )
-            print(
-                f"[{entry.name}] loading {spec}" + (f" + {adapter}" if adapter else ""),
-                file=sys.stderr,
-            )
-            model = load_entry(entry, spec, adapter)
-            state["models"][entry.name] = model.describe()
-            if process_count() > 1:
-                state["models"][entry.name]["processes"] = process_count()
-            if weights:
-                state["models"][entry.name].update(trained_record(weights, staging))
-            if is_main_process():
-                write_json_atomic(state_path, state)
-            timings[entry.name]["load_s"] = round(time.time() - clock, 3)
-            for item in prepared:
-                if item.task.name in pending:
-                    clock = time.time()
-                    complete_sample_log(config, entry, item, model, staging)
-                    timings[entry.name][item.task.name + "_s"] = round(time.time() - clock, 3)
-            close_engine(model)
-            del model
-            gc.collect()
+            mine = pending_tasks(config, entry, prepared, staging, trained, previous, state)
+        pending[entry.name] = from_main(mine)
+    if cluster is not None:
+        score_on_cluster(cluster, config, prepared, staging, trained, pending, state, timings)
+    else:
+        for entry in config.models:
+            if pending[entry.name]:
+                score_here(config, entry, prepared, staging, trained, pending, state, timings)
     if not is_main_process():
         return {}, state, timings
     clock = time.time()
     apply_jury(jury, [entry.name for entry in config.models], prepared, staging)
     if jury is not None:
         timings["judging_s"] = round(time.time() - clock, 3)
+    results: dict[str, dict[str, TaskResult]] = {entry.name: {} for entry in config.models}
     for entry in config.models:
         for item in prepared:
             final, _ = sample_paths(staging, entry.name, item.task.name)
@@ -416,6 +427,119 @@ def evaluate_all(
             results[entry.name][item.task.name] = result
             print(f"[{entry.name}] {item.task.name}: " + summary_line(result), file=sys.stderr)
     return results, state, timings
+
+
+def weights_of(entry: ModelEntry, trained: dict[str, Trained]) -> tuple[str, str | None]:
+    """What to load for ``entry``: what its training made, else what it names."""
+    weights = trained.get(entry.name)
+    return (weights.model, weights.adapter) if weights else (entry.model, entry.adapter)
+
+
+def model_record(
+    description: dict[str, Any], entry: ModelEntry, trained: dict[str, Trained], staging: Path
+) -> dict[str, Any]:
+    """The manifest's record of a model: the backend's description, how training made it."""
+    record = dict(description)
+    if process_count() > 1:
+        record["processes"] = process_count()
+    weights = trained.get(entry.name)
+    if weights:
+        record.update(trained_record(weights, staging))
+    return record
+
+
+def score_here(
+    config: RunConfig,
+    entry: ModelEntry,
+    prepared: list[PreparedTask],
+    staging: Path,
+    trained: dict[str, Trained],
+    pending: dict[str, list[str]],
+    state: dict[str, Any],
+    timings: dict[str, Any],
+) -> None:
+    """One model loaded in this process (each process of a launch) and scored on its
+    pending tasks."""
+    clock = time.time()
+    spec, adapter = weights_of(entry, trained)
+    print(
+        f"[{entry.name}] loading {spec}" + (f" + {adapter}" if adapter else ""),
+        file=sys.stderr,
+    )
+    model = load_entry(entry, spec, adapter)
+    state["models"][entry.name] = model_record(model.describe(), entry, trained, staging)
+    if is_main_process():
+        write_json_atomic(staging / STATE_FILE, state)
+    timings[entry.name]["load_s"] = round(time.time() - clock, 3)
+    for item in prepared:
+        if item.task.name in pending[entry.name]:
+            clock = time.time()
+            complete_sample_log(config, entry, item, model, staging)
+            timings[entry.name][item.task.name + "_s"] = round(time.time() - clock, 3)
+    close_engine(model)
+    del model
+    gc.collect()
+
+
+def score_on_cluster(
+    cluster: Cluster,
+    config: RunConfig,
+    prepared: list[PreparedTask],
+    staging: Path,
+    trained: dict[str, Trained],
+    pending: dict[str, list[str]],
+    state: dict[str, Any],
+    timings: dict[str, Any],
+) -> None:
+    """Every pending (model, task) scored on the cluster. This process appends each unit's
+    rows to the pair's partial log as they come, so a run killed here resumes without them,
+    and writes each log once it is whole."""
+    logs: dict[tuple[str, str], tuple[PreparedTask, dict[str, Any]]] = {}
+    work = []
+    for entry in config.models:
+        tasks = []
+        for item in prepared:
+            if item.task.name not in pending[entry.name]:
+                continue
+            final, partial = sample_paths(staging, entry.name, item.task.name)
+            done = {row["doc_id"]: row for row in read_jsonl_prefix(partial)}
+            if len(done) == len(item.samples):  # killed before the finished log was written
+                write_sample_log(final, item.samples, done)
+                continue
+            logs[entry.name, item.task.name] = (item, done)
+            tasks.append(TaskWork(item.task, item.samples, frozenset(done)))
+        if not tasks:
+            continue
+        spec, adapter = weights_of(entry, trained)
+        spec, adapter = absolute_spec(spec), absolute_spec(adapter) if adapter else None
+        shipped = {
+            path: pack(Path(path))
+            for path in (spec, adapter)
+            if path and Path(path).is_relative_to(staging)
+        }
+        scoring = Scoring(
+            config.generation.max_new_tokens,
+            ChoiceScoring(entry.multiple_choice, config.generation.choice_max_new_tokens),
+        )
+        work.append(ModelWork(entry, spec, adapter, tasks, scoring, shipped))
+    entries = {entry.name: entry for entry in config.models}
+    for event in cluster.score(work):
+        if isinstance(event, ModelLoaded):
+            entry = entries[event.model]
+            state["models"][entry.name] = model_record(event.description, entry, trained, staging)
+            timings[entry.name]["load_s"] = event.load_s
+        else:
+            unit = event.record
+            item, done = logs[unit.model, unit.task]
+            final, partial = sample_paths(staging, unit.model, unit.task)
+            append_jsonl_durable(partial, event.rows)
+            done.update((row["doc_id"], row) for row in event.rows)
+            state["units"].append(unit.model_dump(mode="json"))
+            spent = timings[unit.model].get(unit.task + "_s", 0.0)
+            timings[unit.model][unit.task + "_s"] = round(spent + unit.seconds, 3)
+            if len(done) == len(item.samples):
+                write_sample_log(final, item.samples, done)
+        write_json_atomic(staging / STATE_FILE, state)
 
 
 def pending_tasks(
@@ -440,6 +564,11 @@ def pending_tasks(
             for stale in [final, *final.parent.glob(final.name + "*.partial")]:
                 stale.unlink(missing_ok=True)
             state["pairs"][pair] = key
+            state["units"] = [
+                unit
+                for unit in state.get("units", [])
+                if (unit["model"], unit["task"]) != (entry.name, item.task.name)
+            ]
             write_json_atomic(state_path, state)
         if not final.is_file() and previous.get("pairs", {}).get(pair) == key:
             earlier = previous["dir"] / final.relative_to(staging)
@@ -525,8 +654,14 @@ def complete_sample_log(
     if shares is None:
         return  # rank 0 writes the log and removes this partial one
     gathered = {doc_id: row for share in shares for doc_id, row in share.items()}
-    write_jsonl_atomic(final, (gathered[sample.doc_id] for sample in item.samples))
-    for written in [partial, *final.parent.glob(final.name + ".rank*.partial")]:
+    write_sample_log(final, item.samples, gathered)
+
+
+def write_sample_log(final: Path, samples: list[Sample], rows: dict[str, Any]) -> None:
+    """The finished log, one row per sample in sample order; the partial logs it was
+    gathered from (this process's, each rank's) removed."""
+    write_jsonl_atomic(final, (rows[sample.doc_id] for sample in samples))
+    for written in final.parent.glob(final.name + "*.partial"):
         written.unlink(missing_ok=True)
 
 

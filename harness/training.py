@@ -187,6 +187,29 @@ def finished_key(folder: Path) -> str | None:
         return None
 
 
+def training_finished(entry: ModelEntry, data_root: DataRoot, folders: list[Path]) -> bool:
+    """Whether every training ``entry`` asks for (each point of a sweep) is finished in one
+    of ``folders`` (run directories), so that ``train_models`` would train nothing."""
+    assert entry.train is not None
+    spec = entry.train
+    training = training_set(spec, data_root)
+    relative = Path("train") / entry.name
+    if spec.sweep is None:
+        points = [(spec, relative)]
+    else:
+        points = [
+            (spec.with_point(point), relative / "sweep" / str(index))
+            for index, point in enumerate(spec.sweep.combinations())
+        ]
+    return all(
+        any(
+            finished_key(folder / where) == training_identity(entry, point, training)["key"]
+            for folder in folders
+        )
+        for point, where in points
+    )
+
+
 def ensure_trained(
     entry: ModelEntry,
     spec: TrainSpec,

@@ -163,6 +163,35 @@ class Rescore(Strict):
     rubric: str | None = None
 
 
+class ClusterNode(Strict):
+    """A node of the Ray cluster a run used, as Ray reported it when the run began."""
+
+    node_id: str
+    address: str
+    resources: dict[str, float]
+
+
+class UnitRecord(Strict):
+    """One unit a Ray run scored: a model on positions [start, stop) of a task's evaluation
+    order (longest first), where, and in how long."""
+
+    model: str
+    task: str
+    start: int
+    stop: int
+    node_id: str
+    seconds: float
+
+
+class ExecutorRecord(Strict):
+    """Where the run's models ran: this machine (local), or a Ray cluster's nodes."""
+
+    kind: Literal["local", "ray"] = "local"
+    address: str | None = None  # the cluster as the driver named it
+    nodes: list[ClusterNode] = Field(default_factory=list)
+    units: list[UnitRecord] = Field(default_factory=list)  # in the order they finished
+
+
 class Manifest(Strict):
     """``manifest.json``: everything that makes a run's results reproducible."""
 
@@ -184,6 +213,7 @@ class Manifest(Strict):
     timings_s: dict[str, Any]
     judges: dict[str, dict[str, Any]] = Field(default_factory=dict)  # name -> model record
     rescored: list[Rescore] = Field(default_factory=list)
+    executor: ExecutorRecord = ExecutorRecord()
 
     def bootstrap_settings(self) -> tuple[int, int]:
         """(resamples, seed) the run's intervals were computed with."""

@@ -77,3 +77,13 @@ class VLLMParallelism(Strict):
     tensor_parallel_size: Annotated[int, Field(ge=1, le=64)] = 1
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] | None = None  # vLLM: 0.9
     max_model_len: Annotated[int, Field(ge=16)] | None = None  # vLLM: the model's own
+
+
+def absolute_spec(spec: str) -> str:
+    """``spec`` with a local path (a fake script, a folder) made absolute, as a process
+    started elsewhere must be given it; hub ids and other names unchanged."""
+    script = fake_script(spec)
+    if script is not None:
+        return FAKE_PREFIX + str(script.resolve())
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else spec
