@@ -59,7 +59,7 @@ class FakeModel:
         babble_words: 80               # instead of default_output: that many pseudo-random
         seed: 0                        # words drawn from the message (differs per seed)
         delay: 0.0                     # seconds per call, to stand in for a slow model
-        trace_file: calls.log          # appends one line per request (tests of resuming)
+        trace_file: calls.log          # one line per request as it arrives (tests of resuming)
     """
 
     path: Path
@@ -78,11 +78,13 @@ class FakeModel:
         return cls(path=path, script=script)
 
     def _called(self, kind: str, texts: Sequence[str]) -> None:
-        if self.script.delay:
-            time.sleep(self.script.delay)
+        """Trace a call as it arrives (one killed during its delay was still asked), then
+        take the delay."""
         if self.script.trace_file is not None:
             with Path(self.script.trace_file).open("a", encoding="utf-8") as handle:
                 handle.writelines(f"{kind}\t{json.dumps(text)}\n" for text in texts)
+        if self.script.delay:
+            time.sleep(self.script.delay)
 
     def loglikelihoods(self, requests: Sequence[tuple[str, str]]) -> list[float]:
         self._called("loglikelihood", sorted({context for context, _ in requests}))
