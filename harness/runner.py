@@ -99,6 +99,7 @@ from medharness.trainers.spec import DONE_FILE
 from medharness.training import Trained, train_models
 
 STATE_FILE = "run_state.json"  # in the staging folder: which sample logs belong to which key
+UNITS_FILE = "run_units.jsonl"  # in the staging folder: the units a Ray run has finished
 PACKAGES = ("torch", "transformers", "peft", "lm_eval", "rouge_score", "sacrebleu", "numpy")
 
 
@@ -187,7 +188,8 @@ def write_run(
             results, state, timings = evaluate_all(
                 config, prepared, staging, trained, previous_record(target), jury, cluster
             )
-            executor = cluster.record(state.get("units", [])) if cluster else ExecutorRecord()
+            units = read_jsonl_prefix(staging / UNITS_FILE)
+            executor = cluster.record(units) if cluster else ExecutorRecord()
         if not is_main_process():
             return target  # rank 0 writes the run
         write_record(
@@ -208,6 +210,7 @@ def write_run(
         staging.rename(target)
         # only now: a kill before the rename must still find which logs are finished
         (target / STATE_FILE).unlink(missing_ok=True)
+        (target / UNITS_FILE).unlink(missing_ok=True)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise UserError(
@@ -391,12 +394,11 @@ def evaluate_all(
     The jury, if any, then judges every free-text answer it has no verdict on.
     Under a launcher's N processes each scores its share of every task and rank 0 writes;
     the others return empty-handed after the last model.
-    Returns results, the run state (pair keys, model records, units) and timings."""
+    Returns results, the run state (pair keys, model records) and timings."""
     state_path = staging / STATE_FILE
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     state.setdefault("pairs", {})
     state.setdefault("models", {})
-    state.setdefault("units", [])
     timings: dict[str, Any] = {entry.name: {} for entry in config.models}
     pending: dict[str, list[str]] = {}
     for entry in config.models:
@@ -527,19 +529,20 @@ def score_on_cluster(
         if isinstance(event, ModelLoaded):
             entry = entries[event.model]
             state["models"][entry.name] = model_record(event.description, entry, trained, staging)
+            write_json_atomic(staging / STATE_FILE, state)
             timings[entry.name]["load_s"] = event.load_s
+            timings[entry.name]["worker_ready_s"] = event.ready_s
         else:
             unit = event.record
             item, done = logs[unit.model, unit.task]
             final, partial = sample_paths(staging, unit.model, unit.task)
             append_jsonl_durable(partial, event.rows)
             done.update((row["doc_id"], row) for row in event.rows)
-            state["units"].append(unit.model_dump(mode="json"))
+            append_jsonl_durable(staging / UNITS_FILE, [unit.model_dump(mode="json")])
             spent = timings[unit.model].get(unit.task + "_s", 0.0)
             timings[unit.model][unit.task + "_s"] = round(spent + unit.seconds, 3)
             if len(done) == len(item.samples):
                 write_sample_log(final, item.samples, done)
-        write_json_atomic(staging / STATE_FILE, state)
 
 
 def pending_tasks(
@@ -564,11 +567,7 @@ def pending_tasks(
             for stale in [final, *final.parent.glob(final.name + "*.partial")]:
                 stale.unlink(missing_ok=True)
             state["pairs"][pair] = key
-            state["units"] = [
-                unit
-                for unit in state.get("units", [])
-                if (unit["model"], unit["task"]) != (entry.name, item.task.name)
-            ]
+            forget_units(staging, entry.name, item.task.name)
             write_json_atomic(state_path, state)
         if not final.is_file() and previous.get("pairs", {}).get(pair) == key:
             earlier = previous["dir"] / final.relative_to(staging)
@@ -579,6 +578,14 @@ def pending_tasks(
         if not final.is_file():
             pending.append(item.task.name)
     return pending
+
+
+def forget_units(staging: Path, model: str, task: str) -> None:
+    """Drop a Ray run's records of units of a (model, task) whose sample logs were dropped."""
+    path = staging / UNITS_FILE
+    if path.is_file():
+        kept = [u for u in read_jsonl_prefix(path) if (u["model"], u["task"]) != (model, task)]
+        write_jsonl_atomic(path, kept)
 
 
 def apply_jury(
