@@ -21,6 +21,7 @@ import hashlib
 import io
 import logging
 import shutil
+import socket
 import sys
 import tarfile
 import tempfile
@@ -111,11 +112,14 @@ class UnitRows:
 
 @dataclass(frozen=True)
 class ModelLoaded:
-    """A model's first worker is up: how the backend describes the model, and its load time."""
+    """A model's first worker is up: how the backend describes the model, the seconds the
+    worker took to load it, and those from asking for the worker to its being ready (a
+    process started, Python packages imported, the model loaded)."""
 
     model: str
     description: dict[str, Any]
     load_s: float
+    ready_s: float
 
 
 @dataclass(frozen=True)
@@ -307,7 +311,7 @@ class Cluster:
             for item in work:
                 for actor in self.start_workers(item):
                     actors.append(actor)
-                    busy[actor.ready.remote()] = Call(item, actor)
+                    busy[actor.ready.remote()] = Call(item, actor, sent=time.monotonic())
             while busy:
                 [ref], _ = ray.wait(list(busy), num_returns=1)
                 call = busy.pop(ref)
@@ -323,7 +327,8 @@ class Cluster:
                 if unit is None and name not in queues:
                     queues[name] = plan(item, value.chunk_size, self.settings.shard_size)
                     bars.planned(queues[name])
-                    yield ModelLoaded(name, value.description, value.load_s)
+                    ready_s = round(time.monotonic() - call.sent, 3)
+                    yield ModelLoaded(name, value.description, value.load_s, ready_s)
                 elif unit is not None:
                     record = unit.record(name, value)
                     bars.done(record)
@@ -363,6 +368,7 @@ class Call:
     actor: Any
     unit: Unit | None = None
     closing: bool = False
+    sent: float = 0.0  # time.monotonic() when it was sent
 
 
 @dataclass(frozen=True)
@@ -434,6 +440,19 @@ class TaskBars:
             bar.close()
 
 
+def check_answers(address: str) -> None:
+    """A HOST:PORT where nothing listens is refused at once: Ray would retry for minutes."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return  # auto, ray://...: Ray resolves and times out on its own
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        where = f"cannot start or join Ray at {address}"
+        raise UserError(f"{where}: nothing answers there ({reason})") from None
+
+
 @contextmanager
 def connected(settings: RaySettings) -> Iterator[Cluster]:
     """Ray joined (or started on this machine, without ``address``) for the block's length."""
@@ -443,6 +462,8 @@ def connected(settings: RaySettings) -> Iterator[Cluster]:
         options["runtime_env"] = settings.runtime_env
     if settings.address is None:
         options["include_dashboard"] = False
+    else:
+        check_answers(settings.address)
     try:
         ray.init(address=settings.address, **options)
     except (ConnectionError, ValueError, RuntimeError) as exc:

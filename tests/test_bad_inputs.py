@@ -19,6 +19,7 @@ from test_hub_sources import SOURCE_CASES
 from test_judging import JUDGING_CASES
 from test_lm_eval_interop import INTEROP_CASES
 from test_publish import PUBLISH_CASES
+from test_ray_executor import RAY_CASES
 from test_records import RECORD_CASES
 
 from medharness.cli import main
@@ -258,6 +259,8 @@ def test_every_case_is_in_the_documented_table() -> None:
         *ENDPOINT_CASES,
         *INTEROP_CASES,
         *PUBLISH_CASES,
+        *RAY_CASES,
+        "ray-unit-failed",  # tests/test_ray_executor.py, with a cluster
         "endpoint-fault",  # tests/test_endpoint.py, with the budget
         "endpoint-budget",
         "pull-checksum-mismatch",  # tests/test_data_pull.py
