@@ -4,7 +4,9 @@ commands timed (Ray connection, model loads and the driver's writes included), a
 the order, the median of --repeats. Then where the time went, from each Ray run's manifest:
 model load per worker, the units' compute, and what is left (connection, scheduling, moving
 rows, the driver's writes), and the size and pickling time of the rows the units sent back.
-Every run's results.json and sample logs are compared with the local run's.
+Every run's results.json and sample logs are compared with the local run's. First, how many
+units and rows a second this process takes in (a fake model that computes nothing, units of
+16 and of 256 samples): what bounds a large cluster.
 
 The cluster is one head node on loopback with 2 CPUs (`ray start --head --num-cpus=2`); a
 model entry asking for `num_cpus: 2` gets the whole machine (one worker at a time), one
@@ -64,8 +66,9 @@ def start_cluster() -> str:
 def where_time_went(run: Path, wall: float) -> dict[str, Any]:
     manifest = json.loads((run / "manifest.json").read_text())
     units = manifest["executor"]["units"]
-    models = [name for name in manifest["models"]]
+    models = list(manifest["models"])
     loads = [manifest["timings_s"][name]["load_s"] for name in models]
+    ready = [manifest["timings_s"][name]["worker_ready_s"] for name in models]
     rows = [
         json.loads(line)
         for path in (run / "samples").glob("*/*.jsonl")
@@ -78,11 +81,49 @@ def where_time_went(run: Path, wall: float) -> dict[str, Any]:
     return {
         "units": len(units),
         "load_s": loads,
+        "worker_ready_s": ready,
         "compute_s": round(compute, 1),
         "rows_bytes": len(pickled),
         "pickle_s": round(pickling, 4),
         "wall_s": round(wall, 1),
         "driver_total_s": manifest["timings_s"]["total"],
+    }
+
+
+def driver_rate(work: Path, address: str, shard_size: int) -> dict[str, Any]:
+    """How fast this process takes units in: a fake model (no compute) with 2 workers on
+    three whole tasks (9,258 samples), in units of ``shard_size``; its rows written as the
+    local executor writes them."""
+    script = work / "instant.yaml"
+    script.write_text("babble_words: 40\n", encoding="utf-8")
+    config = work / "instant-run.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "instant",
+                "data_dir": os.environ["MEDHARNESS_DATA_DIR"],
+                "models": [
+                    {"name": "fake", "model": f"fake:{script}", "resources": {"replicas": 2}}
+                ],
+                "tasks": ["medmcqa", "medqa_mainland", "medquad_gen"],
+                "ray": {"shard_size": shard_size},
+            }
+        ),
+        encoding="utf-8",
+    )
+    out = work / f"instant-{shard_size}"
+    command = [str(BIN / "medharness"), "run", str(config), "--out", str(out)]
+    wall = timed([*command, "--executor", "ray", "--address", address])
+    manifest = json.loads((out / "instant" / "manifest.json").read_text())
+    units = manifest["executor"]["units"]
+    rows = sum(unit["stop"] - unit["start"] for unit in units)
+    return {
+        "units": len(units),
+        "rows": rows,
+        "wall_s": round(wall, 1),
+        "units_per_s": round(len(units) / wall, 1),
+        "rows_per_s": round(rows / wall),
+        "worker_compute_s": round(sum(unit["seconds"] for unit in units), 2),
     }
 
 
@@ -95,9 +136,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--limit", type=int, default=24, help="MedQuAD questions")
     parser.add_argument("--medqa-limit", type=int, default=40, help="MedQA questions")
+    parser.add_argument("--driver-only", action="store_true", help="only the driver's rate")
     args = parser.parse_args()
     limits = (args.limit, args.medqa_limit)
 
+    # a loopback cluster for the benchmark alone: no token (a token file left in ~/.ray by
+    # an earlier local ray.init() would otherwise switch the cluster to token mode)
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     work = Path(tempfile.mkdtemp(prefix="medharness-ray-"))
     address = start_cluster()
     on_ray = ["--executor", "ray", "--address", address]
@@ -108,6 +153,11 @@ def main() -> None:
     }
     seconds: dict[str, list[float]] = {label: [] for label in runs}
     try:
+        for shard_size in (16, 256):
+            rate = driver_rate(work, address, shard_size)
+            print(f"driver, units of {shard_size}: {json.dumps(rate)}", flush=True)
+        if args.driver_only:
+            return
         for repeat in range(args.repeats):
             for label in list(runs) if repeat % 2 == 0 else list(reversed(runs)):
                 config, flags = runs[label]
