@@ -406,12 +406,13 @@ def evaluate_all(
         if is_main_process():
             mine = pending_tasks(config, entry, prepared, staging, trained, previous, state)
         pending[entry.name] = from_main(mine)
+    evaluation = Evaluation(config, prepared, staging, trained, pending, state, timings)
     if cluster is not None:
-        score_on_cluster(cluster, config, prepared, staging, trained, pending, state, timings)
+        score_on_cluster(cluster, evaluation)
     else:
         for entry in config.models:
             if pending[entry.name]:
-                score_here(config, entry, prepared, staging, trained, pending, state, timings)
+                score_here(entry, evaluation)
     if not is_main_process():
         return {}, state, timings
     clock = time.time()
@@ -450,18 +451,26 @@ def model_record(
     return record
 
 
-def score_here(
-    config: RunConfig,
-    entry: ModelEntry,
-    prepared: list[PreparedTask],
-    staging: Path,
-    trained: dict[str, Trained],
-    pending: dict[str, list[str]],
-    state: dict[str, Any],
-    timings: dict[str, Any],
-) -> None:
+@dataclass(frozen=True)
+class Evaluation:
+    """What scoring the models reads and writes: the run being assembled and its records."""
+
+    config: RunConfig
+    prepared: list[PreparedTask]
+    staging: Path
+    trained: dict[str, Trained]
+    pending: dict[str, list[str]]  # model -> tasks it still has to be scored on
+    state: dict[str, Any]  # pair keys and model records (run_state.json)
+    timings: dict[str, Any]
+
+
+def score_here(entry: ModelEntry, evaluation: Evaluation) -> None:
     """One model loaded in this process (each process of a launch) and scored on its
     pending tasks."""
+    config, staging, trained, state, timings = (
+        evaluation.config, evaluation.staging, evaluation.trained, evaluation.state,
+        evaluation.timings,
+    )  # fmt: skip
     clock = time.time()
     spec, adapter = weights_of(entry, trained)
     print(
@@ -473,8 +482,8 @@ def score_here(
     if is_main_process():
         write_json_atomic(staging / STATE_FILE, state)
     timings[entry.name]["load_s"] = round(time.time() - clock, 3)
-    for item in prepared:
-        if item.task.name in pending[entry.name]:
+    for item in evaluation.prepared:
+        if item.task.name in evaluation.pending[entry.name]:
             clock = time.time()
             complete_sample_log(config, entry, item, model, staging)
             timings[entry.name][item.task.name + "_s"] = round(time.time() - clock, 3)
@@ -483,25 +492,20 @@ def score_here(
     gc.collect()
 
 
-def score_on_cluster(
-    cluster: Cluster,
-    config: RunConfig,
-    prepared: list[PreparedTask],
-    staging: Path,
-    trained: dict[str, Trained],
-    pending: dict[str, list[str]],
-    state: dict[str, Any],
-    timings: dict[str, Any],
-) -> None:
+def score_on_cluster(cluster: Cluster, evaluation: Evaluation) -> None:
     """Every pending (model, task) scored on the cluster. This process appends each unit's
     rows to the pair's partial log as they come, so a run killed here resumes without them,
     and writes each log once it is whole."""
+    config, staging, trained, state, timings = (
+        evaluation.config, evaluation.staging, evaluation.trained, evaluation.state,
+        evaluation.timings,
+    )  # fmt: skip
     logs: dict[tuple[str, str], tuple[PreparedTask, dict[str, Any]]] = {}
     work = []
     for entry in config.models:
         tasks = []
-        for item in prepared:
-            if item.task.name not in pending[entry.name]:
+        for item in evaluation.prepared:
+            if item.task.name not in evaluation.pending[entry.name]:
                 continue
             final, partial = sample_paths(staging, entry.name, item.task.name)
             done = {row["doc_id"]: row for row in read_jsonl_prefix(partial)}

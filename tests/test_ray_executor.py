@@ -214,12 +214,19 @@ def test_the_builtin_model_on_the_cluster_equals_the_local_run(
     assert described["kind"] == "hf" and described["batch_size"] == 8
 
 
-def wait_for_rows(log: Path, rows: int, process: subprocess.Popen[str]) -> None:
+def started_until_a_unit_is_written(
+    config: Path, address: str, partial: Path
+) -> subprocess.Popen[str]:
+    """A Ray run of ``config`` in the background, once its first unit's rows are on disk."""
+    process = subprocess.Popen(
+        on_ray(config, address), env=ray_env(), stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 300
-    while not (log.is_file() and log.read_text().count("\n") >= rows):
+    while not (partial.is_file() and partial.read_text().count("\n") >= 16):
         assert process.poll() is None, process.communicate()[1][-3000:]
         assert time.monotonic() < deadline, "no unit finished"
         time.sleep(0.1)
+    return process
 
 
 def traced(trace: Path) -> list[str]:
@@ -241,10 +248,7 @@ def test_a_worker_killed_mid_unit_is_restarted_and_its_unit_sent_again(
     cluster: str, tmp_path: Path
 ) -> None:
     config, trace, partial = slow_config(tmp_path)
-    process = subprocess.Popen(
-        on_ray(config, cluster), env=ray_env(), stderr=subprocess.PIPE, text=True
-    )
-    wait_for_rows(partial, 16, process)
+    process = started_until_a_unit_is_written(config, cluster, partial)
     busy = [a for a in model_workers(cluster) if a["State"] == "ALIVE" and a["JobID"]]
     assert busy, "no model worker alive"
     os.kill(int(busy[0]["Pid"]), signal.SIGKILL)  # both workers are always mid-unit
@@ -263,10 +267,7 @@ def test_a_killed_driver_resumes_sending_only_the_unfinished_units(
     cluster: str, tmp_path: Path
 ) -> None:
     config, trace, partial = slow_config(tmp_path)
-    process = subprocess.Popen(
-        on_ray(config, cluster), env=ray_env(), stderr=subprocess.PIPE, text=True
-    )
-    wait_for_rows(partial, 16, process)
+    process = started_until_a_unit_is_written(config, cluster, partial)
     process.kill()
     process.communicate()
     time.sleep(2)  # Ray ends the dead driver's workers; none may still be asked anything
@@ -296,10 +297,7 @@ def test_a_unit_whose_worker_keeps_dying_fails_the_run_naming_it(
     cluster: str, tmp_path: Path
 ) -> None:
     config, _, partial = slow_config(tmp_path, max_retries=0)
-    process = subprocess.Popen(
-        on_ray(config, cluster), env=ray_env(), stderr=subprocess.PIPE, text=True
-    )
-    wait_for_rows(partial, 16, process)
+    process = started_until_a_unit_is_written(config, cluster, partial)
     alive = [a for a in model_workers(cluster) if a["State"] == "ALIVE"]
     os.kill(int(alive[0]["Pid"]), signal.SIGKILL)
     _, errors = process.communicate(timeout=600)
