@@ -136,9 +136,9 @@ def ray_run(config: Path, address: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def same_as_local(config: Path, run: Path, tmp: Path) -> None:
+def same_as_local(config: Path, run: Path, tmp: Path, *options: str) -> None:
     """The local executor's run of ``config`` equals ``run`` in every result and sample."""
-    assert main(["run", str(config), "--out", str(tmp / "local")]) == 0
+    assert main(["run", str(config), "--out", str(tmp / "local"), *options]) == 0
     local = tmp / "local" / run.name
 
     def logs(folder: Path) -> list[Path]:  # the inputs and sample logs (train logs time)
@@ -173,11 +173,14 @@ def test_fake_models_spread_over_both_nodes_equal_the_local_run(
         {"name": "second", "model": script, "resources": {"custom": {"second_node": 1}}},
         {"name": "anywhere", "model": script, "resources": {"replicas": 2, "num_cpus": 0.5}},
     ]
-    config = write_config(tmp_path, models)
-    done = ray_run(config, cluster)
+    settings = {"shard_size": 16, "address": cluster}
+    config = write_config(tmp_path, models, executor="ray", ray=settings)
+    done = subprocess.run(  # the config says where: no option needed
+        [*MEDHARNESS, "run", str(config)], env=ray_env(), capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "runs" / "spread"
-    same_as_local(config, run, tmp_path)
+    same_as_local(config, run, tmp_path, "--executor", "local")
 
     executor = manifest_of(run)["executor"]
     assert executor["kind"] == "ray" and executor["address"] == cluster
