@@ -102,16 +102,14 @@ def units(
     Finished work is always whole chunks, so each range is batched exactly as one process
     scoring the whole task batches it, and its rows equal that process's."""
     size = -(-shard_size // chunk_size) * chunk_size
-    ordered = evaluation_order(samples)
-    todo = [index for index, sample in enumerate(ordered) if sample.doc_id not in done]
     ranges: list[range] = []
-    while todo:
-        start = todo[0]
-        stop = start + 1
-        while stop - start < size and stop - start < len(todo) and todo[stop - start] == stop:
-            stop += 1
-        ranges.append(range(start, stop))
-        todo = todo[stop - start :]
+    for index, sample in enumerate(evaluation_order(samples)):
+        if sample.doc_id in done:
+            continue
+        if ranges and ranges[-1].stop == index and len(ranges[-1]) < size:
+            ranges[-1] = range(ranges[-1].start, index + 1)
+        else:
+            ranges.append(range(index, index + 1))
     return ranges
 
 
@@ -249,8 +247,7 @@ def load_entry(entry: ModelEntry, spec: str | None = None, adapter: str | None =
 def answers_identity(entry: ModelEntry, labels: tuple[str, ...] = ()) -> dict[str, Any]:
     """What a model entry's answers depend on, known before it loads: the entry (not how
     requests to a server are sent, nor where it runs, nor ``labels``, fields that only name
-    it), the sha256 of
-    its local weights, and what its server says it serves."""
+    it), the sha256 of its local weights, and what its server says it serves."""
     identity = {
         "model": entry.model_dump(mode="json", exclude={"requests", "resources", *labels}),
         "weights": weights_identity(entry.model),

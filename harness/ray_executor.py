@@ -51,7 +51,7 @@ from medharness.evaluate import (
     units,
 )
 from medharness.tasks import Sample, Task
-from medharness.training import train_models, training_finished, training_set
+from medharness.training import data_folder, train_models, training_finished
 
 RAY_EXTRA = "pip install 'medharness-eval[ray]'"
 UNITS_BAR = BAR[:-1] + "{postfix}]"  # ..., 3.2doc/s, units 4/12]
@@ -251,17 +251,15 @@ class Cluster:
         exceptions = self.ray.exceptions
         if isinstance(exc, exceptions.RayTaskError) and exc.cause is not None:
             cause = exc.cause
-            reason = (
-                str(cause) if isinstance(cause, UserError) else f"{type(cause).__name__}: {cause}"
-            )
+            named = isinstance(cause, UserError)
+            reason = str(cause) if named else f"{type(cause).__name__}: {cause}"
         elif isinstance(exc, exceptions.RayActorError | exceptions.WorkerCrashedError):
-            reason = (
-                f"its worker died and was restarted {self.settings.max_retries} times "
-                f"(ray.max_retries): {str(exc).splitlines()[0]}"
-            )
+            retries = self.settings.max_retries
+            reason = f"its worker died and was restarted {retries} times (ray.max_retries): {exc}"
         else:
-            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        return UserError(f"{what} failed: {reason.splitlines()[0] if reason else 'no reason'}")
+            reason = f"{type(exc).__name__}: {exc}"
+        first = reason.splitlines()[0] if reason.strip() else "no reason given"
+        return UserError(f"{what} failed: {first}")
 
     def train(
         self, config: RunConfig, data_root: DataRoot, staging: Path, previous: Path | None
@@ -275,8 +273,7 @@ class Cluster:
         for entry in config.models:
             if entry.train is None or training_finished(entry, data_root, folders):
                 continue
-            training_set(entry.train, data_root)  # checks the data here before shipping it
-            subdir = entry.train.data.split("_")[0]
+            subdir = data_folder(entry.train)  # checked by training_finished
             if subdir not in data:
                 data[subdir] = self.ray.put(pack(data_root.path / subdir))
             print(f"[{entry.name}] training on the Ray cluster", file=sys.stderr)

@@ -88,9 +88,14 @@ def training_set(spec: TrainSpec, data_root: DataRoot) -> TrainingSet:
         training = medquad_examples(data_root.path, spec.limit, spec.disclaimer)
     if not training.examples:
         raise UserError(f"no training examples in {data_root.path} for data: {spec.data}")
-    subdir = spec.data.split("_")[0]
+    subdir = data_folder(spec)
     verify_checksums(data_root.path / subdir, subdir, training.file_hashes)
     return training
+
+
+def data_folder(spec: TrainSpec) -> str:
+    """The dataset folder of the data root a training reads (and validates on)."""
+    return spec.data.split("_")[0]
 
 
 def validation_for(
@@ -197,17 +202,21 @@ def training_finished(entry: ModelEntry, data_root: DataRoot, folders: list[Path
     if spec.sweep is None:
         points = [(spec, relative)]
     else:
-        points = [
-            (spec.with_point(point), relative / "sweep" / str(index))
-            for index, point in enumerate(spec.sweep.combinations())
-        ]
-    return all(
-        any(
-            finished_key(folder / where) == training_identity(entry, point, training)["key"]
-            for folder in folders
-        )
-        for point, where in points
-    )
+        points = [(point, where) for _, point, where in sweep_points(spec, relative)]
+    for point, where in points:
+        key = training_identity(entry, point, training)["key"]
+        if all(finished_key(folder / where) != key for folder in folders):
+            return False
+    return True
+
+
+def sweep_points(spec: TrainSpec, relative: Path) -> list[tuple[dict[str, Any], TrainSpec, Path]]:
+    """Each point of a sweep: its parameters, its training's spec, and its folder."""
+    assert spec.sweep is not None
+    return [
+        (point, spec.with_point(point), relative / "sweep" / str(index))
+        for index, point in enumerate(spec.sweep.combinations())
+    ]
 
 
 def ensure_trained(
@@ -286,15 +295,8 @@ def run_sweep(
     validation = validation[: sweep.validation_limit]
     points: list[dict[str, Any]] = []
     outcomes: list[Trained] = []
-    for index, point in enumerate(sweep.combinations()):
-        outcome = ensure_trained(
-            entry,
-            spec.with_point(point),
-            training,
-            staging,
-            relative / "sweep" / str(index),
-            previous,
-        )
+    for point, point_spec, where in sweep_points(spec, relative):
+        outcome = ensure_trained(entry, point_spec, training, staging, where, previous)
         if outcome is None or not is_main_process():
             continue
         value = validation_score(config, entry, outcome, validation, sweep.metric)
