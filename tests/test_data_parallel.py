@@ -80,9 +80,10 @@ def traced(trace: Path) -> list[str]:
 
 def test_a_killed_launch_resumes_each_rank_from_its_own_partial_log(tmp_path: Path) -> None:
     data = write_fixture_data(tmp_path / "data", scale=8)  # 64 questions: 2 chunks per rank
-    trace = tmp_path / "calls.log"
+    trace, release = tmp_path / "calls.log", tmp_path / "release"
+    hold = {"after": 1, "until": str(release)}  # each rank's second chunk waits for release
     script = tmp_path / "slow.yaml"
-    script.write_text(yaml.safe_dump({"delay": 3.0, "trace_file": str(trace)}), encoding="utf-8")
+    script.write_text(yaml.safe_dump({"trace_file": str(trace), "hold": hold}), encoding="utf-8")
     config = write_config(tmp_path, data, f"fake:{script}")
     settings = yaml.safe_load(config.read_text())
     config.write_text(yaml.safe_dump({**settings, "tasks": ["medqa_4opt"]}), encoding="utf-8")
@@ -92,15 +93,19 @@ def test_a_killed_launch_resumes_each_rank_from_its_own_partial_log(tmp_path: Pa
     staging = tmp_path / "two" / ".dp.partial" / "samples" / "base"
     shares = [staging / f"medqa_4opt.jsonl.rank{rank}-of-2.partial" for rank in (0, 1)]
     deadline = time.monotonic() + 300
-    while not all(p.is_file() and p.read_text().count("\n") >= 16 for p in shares):
+    while not (
+        all(p.is_file() and p.read_text().count("\n") >= 16 for p in shares)
+        and len(list(tmp_path.glob("release.held.*"))) == 2  # both ranks mid-chunk
+    ):
         assert launch.poll() is None and time.monotonic() < deadline, "no rank finished a chunk"
-        time.sleep(0.2)
+        time.sleep(0.05)
     for pid in [launch.pid, *descendants(launch.pid)]:  # workers run in sessions of their own
         os.kill(pid, signal.SIGKILL)
     launch.wait()
     kept = {json.loads(line)["doc_id"] for p in shares for line in p.read_text().splitlines()}
     assert len(kept) >= 32
     sent_before = len(traced(trace))
+    release.touch()
 
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

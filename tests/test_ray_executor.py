@@ -236,29 +236,54 @@ def traced(trace: Path) -> list[str]:
     return trace.read_text().splitlines() if trace.exists() else []
 
 
-def slow_config(tmp: Path, **ray_settings: Any) -> tuple[Path, Path, Path]:
-    """One slow fake model (a second per batch of 16) with two workers; its trace file; the
-    partial log its MedQA rows go to."""
-    trace = tmp / "calls.log"
-    script = fake(tmp, delay=1.0, trace_file=str(trace))
+def slow_config(tmp: Path, **ray_settings: Any) -> tuple[Path, Path, Path, Path]:
+    """One fake model with two workers, each of which answers its first unit at once and
+    then holds every call until the test makes the release file; its trace file; the partial
+    log its MedQA rows go to; the release file."""
+    trace, release = tmp / "calls.log", tmp / "release"
+    script = fake(tmp, trace_file=str(trace), hold={"after": 1, "until": str(release)})
     models = [{"name": "slow", "model": script, "resources": {"replicas": 2}}]
     config = write_config(tmp, models, ray={"shard_size": 16, **ray_settings})
     partial = tmp / "runs" / ".spread.partial" / "samples" / "slow" / "medqa_4opt.jsonl.partial"
-    return config, trace, partial
+    return config, trace, partial, release
+
+
+def held_workers(release: Path, process: subprocess.Popen[str], count: int = 2) -> list[int]:
+    """The PIDs of the workers holding a unit, once ``count`` of them do: each is provably
+    in the middle of a unit (the fake model marks a held call before it waits)."""
+    deadline = time.monotonic() + 300
+    while True:
+        marks = release.parent.glob(f"{release.name}.held.*")
+        held = sorted(int(mark.name.rsplit(".", 1)[1]) for mark in marks)
+        if len(held) >= count:
+            return held
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"fewer than {count} workers ever held a unit"
+        time.sleep(0.05)
+
+
+def gone(pids: list[int], timeout_s: float = 120) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while any(Path(f"/proc/{pid}").exists() for pid in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def test_a_worker_killed_mid_unit_is_restarted_and_its_unit_sent_again(
     cluster: str, tmp_path: Path
 ) -> None:
-    config, trace, partial = slow_config(tmp_path)
+    config, trace, partial, release = slow_config(tmp_path)
     process = started_until_a_unit_is_written(config, cluster, partial)
-    busy = [a for a in model_workers(cluster) if a["State"] == "ALIVE" and a["JobID"]]
-    assert busy, "no model worker alive"
-    os.kill(int(busy[0]["Pid"]), signal.SIGKILL)  # both workers are always mid-unit
+    victim = held_workers(release, process)[0]
+    actor = next(a for a in model_workers(cluster) if int(a["Pid"]) == victim)
+    os.kill(victim, signal.SIGKILL)
+    release.touch()
     _, errors = process.communicate(timeout=600)
     assert process.returncode == 0, errors[-3000:]
 
-    restarted = [a for a in model_workers(cluster) if a["ActorID"] == busy[0]["ActorID"]]
+    restarted = [a for a in model_workers(cluster) if a["ActorID"] == actor["ActorID"]]
     assert restarted[0]["NumRestarts"] == 1
     asked = traced(trace)
     assert len(asked) > len(set(asked))  # the killed worker's unit was asked again
@@ -269,15 +294,17 @@ def test_a_worker_killed_mid_unit_is_restarted_and_its_unit_sent_again(
 def test_a_killed_driver_resumes_sending_only_the_unfinished_units(
     cluster: str, tmp_path: Path
 ) -> None:
-    config, trace, partial = slow_config(tmp_path)
+    config, trace, partial, release = slow_config(tmp_path)
     process = started_until_a_unit_is_written(config, cluster, partial)
+    workers = held_workers(release, process)
     process.kill()
     process.communicate()
-    time.sleep(2)  # Ray ends the dead driver's workers; none may still be asked anything
+    assert gone(workers), "Ray did not end the dead driver's workers"
     kept = {json.loads(line)["doc_id"] for line in partial.read_text().splitlines()}
     asked_before = len(traced(trace))
     assert 16 <= len(kept) < 64
 
+    release.touch()
     done = ray_run(config, cluster)
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "runs" / "spread"
@@ -299,12 +326,12 @@ def test_a_killed_driver_resumes_sending_only_the_unfinished_units(
 def test_a_unit_whose_worker_keeps_dying_fails_the_run_naming_it(
     cluster: str, tmp_path: Path
 ) -> None:
-    config, _, partial = slow_config(tmp_path, max_retries=0)
+    config, _, partial, release = slow_config(tmp_path, max_retries=0)
     process = started_until_a_unit_is_written(config, cluster, partial)
-    alive = [a for a in model_workers(cluster) if a["State"] == "ALIVE"]
-    os.kill(int(alive[0]["Pid"]), signal.SIGKILL)
+    os.kill(held_workers(release, process)[0], signal.SIGKILL)
+    release.touch()
     _, errors = process.communicate(timeout=600)
-    assert process.returncode == 2
+    assert process.returncode == 2, errors[-3000:]
     last = errors.strip().splitlines()[-1]
     assert last.startswith("medharness: error: unit slow/"), last
     assert "failed: its worker died and was restarted 0 times" in last

@@ -10,34 +10,19 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from conftest import write_fixture_data
 
-Condition = Callable[[Path, Path], bool]
-
-
-def trace_count(trace: Path, kind: str) -> int:
-    if not trace.is_file():
-        return 0
-    return sum(1 for line in trace.read_text().splitlines() if line.startswith(kind))
-
-
-def all_logs_final(staging: Path) -> bool:
-    return len(list((staging / "samples").glob("*/*.jsonl"))) == 4
-
-
-KILL_POINTS: dict[str, Condition] = {
-    "generating": lambda staging, trace: trace_count(trace, "generate") >= 2,
-    "scoring choices": lambda staging, trace: trace_count(trace, "loglikelihood") >= 2,
-    "aggregating": lambda staging, trace: (
-        all_logs_final(staging) and not (staging / "results.json").exists()
-    ),
-    "writing the report": lambda staging, trace: (staging / "results.json").exists(),
-}
+HERE = Path(__file__).resolve().parent
+# Where a run is killed. A model call is held by the fake model (``hold``), a stage of the
+# runner by tests/run_paused.py; either way the kill lands while the run is provably there.
+HELD_CALLS = {"generating": "generate", "scoring choices": "loglikelihood"}
+HELD_STAGES = ("aggregating", "writing the report")
+KILL_POINTS = [*HELD_CALLS, *HELD_STAGES]
 
 
 @pytest.fixture(scope="module")
@@ -47,16 +32,16 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return work
 
 
-def write_run(work: Path, name: str) -> tuple[Path, list[Path]]:
+def write_run(work: Path, name: str, hold: dict[str, Any] | None = None) -> tuple[Path, list[Path]]:
+    """A run of two fake models; the first holds its calls as ``hold`` says."""
     traces, models = [], []
     for index in range(2):
         trace = work / f"{name}-trace{index}.log"
         script = work / f"{name}-model{index}.yaml"
-        script.write_text(
-            yaml.safe_dump(
-                {"babble_words": 30, "seed": index, "delay": 0.15, "trace_file": str(trace)}
-            )
-        )
+        settings = {"babble_words": 30, "seed": index, "trace_file": str(trace)}
+        if hold is not None and index == 0:
+            settings["hold"] = hold
+        script.write_text(yaml.safe_dump(settings))
         traces.append(trace)
         models.append({"name": f"m{index}", "model": f"fake:{script}"})
     config = work / f"{name}.yaml"
@@ -67,16 +52,18 @@ def write_run(work: Path, name: str) -> tuple[Path, list[Path]]:
                 "models": models,
                 "tasks": ["medquad_gen", "medqa_4opt"],
                 "data_dir": str(work / "data"),
-                "bootstrap_resamples": 30000,
+                "bootstrap_resamples": 2000,
             }
         )
     )
     return config, traces
 
 
-def start(config: Path, out: Path) -> subprocess.Popen[bytes]:
+def start(config: Path, out: Path, *paused: str) -> subprocess.Popen[bytes]:
+    """The run in the background; with ``paused`` (STAGE, MARK) held at that stage."""
+    command = [str(HERE / "run_paused.py"), *paused] if paused else ["-m", "medharness"]
     return subprocess.Popen(
-        [sys.executable, "-m", "medharness", "run", str(config), "--out", str(out)],
+        [sys.executable, *command, "run", str(config), "--out", str(out)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
@@ -109,17 +96,23 @@ def uninterrupted(setup: Path) -> dict:
     return json.loads((setup / "clean/resumable/results.json").read_text())["results"]
 
 
-@pytest.mark.parametrize("point", list(KILL_POINTS))
+@pytest.mark.parametrize("point", KILL_POINTS)
 def test_killed_run_resumes_to_identical_results(
     point: str, setup: Path, uninterrupted: dict
 ) -> None:
     name = point.replace(" ", "-")
-    config, traces = write_run(setup, name)
+    mark, release = setup / f"{name}.held", setup / f"{name}.release"
+    if point in HELD_CALLS:  # the first model's second call of that kind waits
+        hold = {"after": 1, "until": str(release), "kind": HELD_CALLS[point]}
+        config, traces = write_run(setup, name, hold)
+        process = start(config, setup / name)
+    else:
+        config, traces = write_run(setup, name)
+        process = start(config, setup / name, point, str(mark))
     out = setup / name
     staging = out / ".resumable.partial"
-    process = start(config, out)
-    deadline = time.time() + 120
-    while not KILL_POINTS[point](staging, traces[0]) or not staging.exists():
+    deadline = time.time() + 300
+    while not (mark.exists() or any(setup.glob(f"{release.name}.held.*"))):
         assert process.poll() is None, f"the run ended before the kill point ({point})"
         assert time.time() < deadline, f"kill point never reached ({point})"
         time.sleep(0.01)
@@ -130,6 +123,7 @@ def test_killed_run_resumes_to_identical_results(
     finished = {f"m{i}": finished_prompts(staging, f"m{i}") for i in range(2)}
     for trace in traces:
         trace.unlink(missing_ok=True)
+    release.touch()
     assert start(config, out).wait(timeout=300) == 0
 
     results = json.loads((out / "resumable/results.json").read_text())["results"]

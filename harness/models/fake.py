@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -32,6 +33,17 @@ class ChooseRule(Strict):
     answer: str
 
 
+class Hold(Strict):
+    """Tests that kill a run mid-work: each process answers ``after`` calls at once, then
+    marks every further call as held (a file ``<until>.held.<pid>``) and waits for ``until``
+    to exist, so a test kills while work is provably in flight instead of racing a delay."""
+
+    after: int = Field(ge=0)
+    until: str
+    kind: Literal["generate", "loglikelihood"] | None = None  # count and hold only these
+    timeout_s: float = Field(600.0, gt=0, le=3600.0)
+
+
 class FakeScript(Strict):
     """A fake model's script, validated like every other file a user writes."""
 
@@ -42,6 +54,7 @@ class FakeScript(Strict):
     seed: int = 0
     delay: float = Field(0.0, ge=0.0, le=3600.0)
     trace_file: str | None = None
+    hold: Hold | None = None
 
 
 @dataclass
@@ -60,11 +73,13 @@ class FakeModel:
         seed: 0                        # words drawn from the message (differs per seed)
         delay: 0.0                     # seconds per call, to stand in for a slow model
         trace_file: calls.log          # one line per request as it arrives (tests of resuming)
+        hold: {after: 1, until: go}    # then each call waits for the file go (tests of kills)
     """
 
     path: Path
     script: FakeScript
     chunk_size: int = 16
+    calls: int = 0
 
     @classmethod
     def from_file(cls, path: Path) -> FakeModel:
@@ -72,19 +87,32 @@ class FakeModel:
             raise UserError(f"fake model script not found: {path}")
         data = load_yaml_file(path, "fake model script")
         script = validate_file_data(FakeScript, data or {}, str(path), "fake model settings")
-        trace = script.trace_file
-        if trace is not None and not Path(trace).parent.is_dir():
-            raise UserError(f"{path}: trace_file: the folder of {trace} does not exist")
+        for key, file in (
+            ("trace_file", script.trace_file),
+            ("hold.until", script.hold.until if script.hold else None),
+        ):
+            if file is not None and not Path(file).parent.is_dir():
+                raise UserError(f"{path}: {key}: the folder of {file} does not exist")
         return cls(path=path, script=script)
 
     def _called(self, kind: str, texts: Sequence[str]) -> None:
-        """Trace a call as it arrives (one killed during its delay was still asked), then
-        take the delay."""
+        """Trace a call as it arrives (one killed during its delay or hold was still asked),
+        then take the delay and the hold."""
         if self.script.trace_file is not None:
             with Path(self.script.trace_file).open("a", encoding="utf-8") as handle:
                 handle.writelines(f"{kind}\t{json.dumps(text)}\n" for text in texts)
         if self.script.delay:
             time.sleep(self.script.delay)
+        hold = self.script.hold
+        if hold is None or hold.kind not in (None, kind):
+            return
+        self.calls += 1
+        if self.calls > hold.after:
+            release = Path(hold.until)
+            Path(f"{release}.held.{os.getpid()}").touch()
+            deadline = time.monotonic() + hold.timeout_s
+            while not release.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
 
     def loglikelihoods(self, requests: Sequence[tuple[str, str]]) -> list[float]:
         self._called("loglikelihood", sorted({context for context, _ in requests}))
