@@ -58,6 +58,8 @@ def our_samples(tmp_path: Path, task: str, limit: int, *extra: str) -> list[dict
             str(tmp_path),
             "--batch-size",
             "4",
+            "--name",
+            "eval-smollm2-135m-instruct",
             *extra,
         ]
     )

@@ -16,8 +16,9 @@ from medharness.cli.common import (
     slug,
     task_list,
 )
-from medharness.config import parse_config
-from medharness.core.records import ResultsFile
+from medharness.config import RunConfig, parse_config
+from medharness.core.errors import UserError
+from medharness.core.records import Manifest, ResultsFile
 from medharness.models.specs import endpoint_model, fake_script
 from medharness.tasks import TASKS
 from medharness.tasks.metrics import is_metric
@@ -70,7 +71,12 @@ def add_parser(commands: Commands) -> None:
         default=Path("runs"),
         help="parent folder of the run directory (default: runs)",
     )
-    parser.add_argument("--name", type=non_empty, help="run directory name (default: eval-<model>)")
+    parser.add_argument(
+        "--name",
+        type=non_empty,
+        help="run directory name (default: eval-<model>[-with-<adapter>][-<backend>][-<mode>]; "
+        "an existing default-named eval of other settings is never replaced)",
+    )
     parser.add_argument(
         "--batch-size",
         type=batch_size,
@@ -100,6 +106,37 @@ def model_name(spec: str) -> str:
     return slug(named.rstrip("/").split("/")[-1])
 
 
+def model_label(args: argparse.Namespace) -> str:
+    """The model's name in the run: the model, and the adapter on it where there is one."""
+    name = model_name(args.model)
+    return f"{name}-with-{model_name(args.adapter)}" if args.adapter else name
+
+
+def default_run_name(args: argparse.Namespace) -> str:
+    """``eval-<label>``, with the backend and the multiple-choice mode where they are not
+    the defaults: evals of different things get different folders."""
+    parts = [f"eval-{model_label(args)}"]
+    if args.backend != "auto":
+        parts.append(args.backend)
+    if args.multiple_choice != "loglikelihood":
+        parts.append(args.multiple_choice)
+    return slug("-".join(parts))
+
+
+def refuse_replacing_another_eval(target: Path, config: RunConfig) -> None:
+    """A default-named eval continues or repeats the same eval, and never replaces one made
+    with other settings (another adapter, tasks, limit, ...)."""
+    try:
+        recorded = Manifest.model_validate_json((target / "manifest.json").read_bytes()).config
+    except (OSError, ValueError):
+        return  # nothing finished there (or not a run: the runner refuses that itself)
+    if recorded != config.model_dump(mode="json"):
+        raise UserError(
+            f"{target} holds an eval of other settings (model, adapter, tasks, limit or "
+            "options differ): name this one with --name NAME, or remove that folder first"
+        )
+
+
 def endpoint_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The entry's endpoint keys, where --model names a served model."""
     if endpoint_model(args.model) is None:
@@ -114,13 +151,12 @@ def endpoint_settings(args: argparse.Namespace) -> dict[str, Any]:
 def handle(args: argparse.Namespace) -> int:
     from medharness.runner import run
 
-    name = model_name(args.model)
     config = parse_config(
         {
-            "name": args.name or f"eval-{name}",
+            "name": args.name or default_run_name(args),
             "models": [
                 {
-                    "name": name,
+                    "name": model_label(args),
                     "model": args.model,
                     "adapter": args.adapter,
                     "backend": args.backend,
@@ -137,6 +173,8 @@ def handle(args: argparse.Namespace) -> int:
         },
         "command line",
     )
+    if args.name is None:
+        refuse_replacing_another_eval(args.out / config.name, config)
     run_dir = run(config, base_dir=Path.cwd(), output_dir=args.out)
     if not is_main_process():
         return EXIT_OK  # under a launcher, rank 0 wrote the run and shows it

@@ -1,0 +1,158 @@
+"""What a newcomer met in their first hours: a test suite that stopped at its first failing
+suite, quick evals that replaced each other, verdicts that misled."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import save_lora
+
+from medharness.cli import main
+from medharness.core.records import ChoiceRow, ResultsFile
+from medharness.reports.compare import compare_task, corrected
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def stub_pytest(folder: Path, exit_code: int) -> Path:
+    """A stand-in ``pytest`` that leaves a mark and exits with ``exit_code``."""
+    folder.mkdir()
+    script = folder / "pytest"
+    script.write_text(f"#!/bin/sh\ntouch {folder}/ran\nexit {exit_code}\n", encoding="utf-8")
+    script.chmod(0o755)
+    return folder
+
+
+@pytest.mark.parametrize(("main_code", "vllm_code"), [(1, 0), (0, 1), (0, 0)])
+def test_make_test_runs_both_suites_and_fails_if_either_failed(
+    tmp_path: Path, main_code: int, vllm_code: int
+) -> None:
+    main = stub_pytest(tmp_path / "main", main_code)
+    vllm = stub_pytest(tmp_path / "vllm", vllm_code)
+    done = subprocess.run(
+        ["make", "-s", "-C", str(ROOT), "test-suites", f"BIN={main}", f"VLLM_BIN={vllm}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (main / "ran").exists() and (vllm / "ran").exists()  # neither stops the other
+    assert (done.returncode != 0) == bool(main_code or vllm_code)
+
+
+def quick_eval(out: Path, model: Path, *extra: str) -> int:
+    args = ["eval", "--model", str(model), "--tasks", "medqa_4opt", "--limit", "4"]
+    return main([*args, "--batch-size", "2", "--out", str(out), *extra])
+
+
+def test_an_eval_with_an_adapter_and_one_without_keep_both_results(
+    tiny_llama: Path, data_env: Path, tmp_path: Path
+) -> None:
+    save_lora(tiny_llama, tmp_path / "tuned-lora")
+    assert quick_eval(tmp_path / "runs", tiny_llama, "--adapter", str(tmp_path / "tuned-lora")) == 0
+    assert quick_eval(tmp_path / "runs", tiny_llama) == 0
+    base, tuned = tiny_llama.name, f"{tiny_llama.name}-with-tuned-lora"
+    for name in (base, tuned):  # each in its own folder, labelled as what it evaluated
+        results = ResultsFile.model_validate_json(
+            (tmp_path / "runs" / f"eval-{name}" / "results.json").read_bytes()
+        )
+        assert list(results.results) == [name]
+    manifest = json.loads((tmp_path / "runs" / f"eval-{tuned}" / "manifest.json").read_text())
+    assert manifest["config"]["models"][0]["adapter"] == str(tmp_path / "tuned-lora")
+
+
+def test_a_default_named_eval_never_replaces_one_of_other_settings(
+    fake_script: Path, data_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs, model = tmp_path / "runs", Path(f"fake:{fake_script}")
+    assert quick_eval(runs, model) == 0
+    first = (runs / f"eval-{fake_script.stem}" / "results.json").read_bytes()
+    assert quick_eval(runs, model) == 0  # the same eval again: reused
+    capsys.readouterr()
+    assert quick_eval(runs, model, "--limit", "3") == 2  # "eval-other-settings" in docs/errors.md
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds an eval of other settings" in err[0] and "--name" in err[0]
+    assert (runs / f"eval-{fake_script.stem}" / "results.json").read_bytes() == first
+    assert quick_eval(runs, model, "--limit", "3", "--name", "three") == 0
+
+
+def choice_row(doc_id: int, right: bool) -> ChoiceRow:
+    return ChoiceRow(
+        doc_id=str(doc_id),
+        target="A",
+        prediction="A" if right else "B",
+        choices=["A", "B"],
+        loglikelihoods=[-0.1, -2.0] if right else [-2.0, -0.1],
+        chosen=0 if right else 1,
+        gold=0,
+        metrics={"acc": float(right)},
+    )
+
+
+def test_an_interval_that_tells_otherwise_than_its_adjusted_verdict_is_marked() -> None:
+    from statsmodels.stats.multitest import multipletests
+
+    baseline = [choice_row(i, True) for i in range(40)]
+    worse = [choice_row(i, i >= 6) for i in range(40)]  # 6 discordant pairs, all one way
+    same = [choice_row(i, i not in (1, 2)) for i in range(40)]
+    found = [
+        *compare_task("t", "base", "worse", baseline, worse, ["acc"], seed=1),
+        *compare_task("u", "base", "same", baseline, same, ["acc"], seed=1),
+        *compare_task("v", "base", "same", baseline, same, ["acc"], seed=1),
+    ]
+    raw = found[0]
+    assert raw.p_value < 0.05 and raw.ci95[1] < 0 and not raw.interval_disagrees()
+    adjusted = corrected(found, "holm")
+    holm = multipletests([c.p_value for c in found], method="holm")[1]
+    assert adjusted[0].p_adjusted == pytest.approx(holm[0]) and holm[0] > 0.05
+    assert adjusted[0].verdict == "no significant difference"
+    assert adjusted[0].interval_disagrees()  # the raw interval excludes 0: marked unadjusted
+
+
+def test_the_detectable_difference_is_the_power_calculation_at_the_observed_spread() -> None:
+    from statsmodels.stats.power import NormalIndPower
+
+    baseline = [choice_row(i, i % 3 != 0) for i in range(90)]
+    candidate = [choice_row(i, i % 4 != 0) for i in range(90)]
+    comparison = compare_task("t", "a", "b", baseline, candidate, ["acc"], resamples=4000)[0]
+    differences = np.array(
+        [c.metrics["acc"] - b.metrics["acc"] for b, c in zip(baseline, candidate, strict=True)]
+    )
+    effect = NormalIndPower().solve_power(nobs1=90, alpha=0.05, power=0.8, ratio=0)
+    expected = effect * differences.std()  # in standard deviations of one paired difference
+    assert comparison.detectable == pytest.approx(expected, rel=0.08)
+
+
+def test_the_report_says_identical_outputs_instead_of_testing_them(finished_run: Path) -> None:
+    report = (finished_run / "report.html").read_text()
+    # the two fake models answer alike: every comparison is of identical outputs
+    assert "identical outputs on all 5 samples: nothing to test" in report
+    assert "[+0.00, +0.00]" not in report
+
+
+def test_a_comparison_that_finds_nothing_says_what_n_could_have_found(
+    data_env: Path, tmp_path: Path
+) -> None:
+    scripts = []
+    for seed in (1, 2):
+        path = tmp_path / f"m{seed}.yaml"
+        path.write_text(yaml.safe_dump({"seed": seed, "babble_words": 8}), encoding="utf-8")
+        scripts.append(path)
+    config = {
+        "name": "small",
+        "models": [{"name": f"m{i}", "model": f"fake:{path}"} for i, path in enumerate(scripts)],
+        "tasks": [{"name": "medqa_4opt", "limit": 8}],
+        "bootstrap_resamples": 500,
+    }
+    (tmp_path / "small.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert main(["run", str(tmp_path / "small.yaml"), "--out", str(tmp_path / "runs")]) == 0
+    report = (tmp_path / "runs" / "small" / "report.html").read_text()
+    found = re.search(
+        r"m1, acc: with n = 8, a true difference smaller than about ([0-9.]+) points", report
+    )
+    assert found and 10 < float(found.group(1)) <= 100
