@@ -12,7 +12,7 @@ run, a smaller budget) are applied openly and listed with the verdict.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -114,6 +114,7 @@ SMALL_BUDGET = {
 class Plan:
     config: RunConfig
     substitutions: list[str]
+    substituted_model: str | None  # the model run in place of the card's, if any
 
 
 def plan_run(card: Card, model: str | None, budget: str, cuda: bool) -> Plan:
@@ -161,7 +162,8 @@ def plan_run(card: Card, model: str | None, budget: str, cuda: bool) -> Plan:
         },
         f"card {card.id}",
     )
-    return Plan(config, substitutions)
+    substituted = model if model and model != card.model else None
+    return Plan(config, substitutions, substituted)
 
 
 @dataclass(frozen=True)
@@ -182,14 +184,25 @@ class VerdictTable:
     substitutions: list[str]
     unspecified: list[str]
     notes: list[str]
+    substituted_model: str | None = None
     verdicts: list[Verdict] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def judge(card: Card, run_dir: Path, substitutions: list[str]) -> VerdictTable:
-    """A verdict per claim, from the finished run directory alone."""
+# Claims about what the card's own model measured: a substituted model cannot check them.
+MODEL_NUMBERS: frozenset[ClaimKind] = frozenset(
+    {"value", "delta", "improves", "sweep_point", "sweep_best"}
+)
+SUBSTITUTED = "substituted model: the run checks the pipeline, not the card's numbers"
+
+
+def judge(
+    card: Card, run_dir: Path, substitutions: list[str], substituted_model: str | None = None
+) -> VerdictTable:
+    """A verdict per claim, from the finished run directory alone. With a substituted model
+    the claims on the card model's numbers are not checkable (their measured value shown)."""
     run = RunData.open(run_dir)
     table = VerdictTable(
         card=card.id,
@@ -198,9 +211,14 @@ def judge(card: Card, run_dir: Path, substitutions: list[str]) -> VerdictTable:
         substitutions=substitutions,
         unspecified=card.unspecified,
         notes=card.notes,
+        substituted_model=substituted_model,
     )
     for claim in card.claims:
-        table.verdicts.append(judge_claim(claim, run))
+        verdict = judge_claim(claim, run)
+        if substituted_model is not None and claim.kind in MODEL_NUMBERS:
+            detail = f"{SUBSTITUTED}; {verdict.detail}"
+            verdict = replace(verdict, status="not checkable", detail=detail)
+        table.verdicts.append(verdict)
     return table
 
 

@@ -5,24 +5,33 @@ from __future__ import annotations
 from medharness.reports.cards import VerdictTable
 from medharness.reports.html import environment
 
-MARKS = {
-    "reproduced": "✅ reproduced",
-    "not reproduced": "❌ not reproduced",
-    "not checkable": "⚪ not checkable",
-}
+
+def substitution_note(table: VerdictTable) -> str | None:
+    """The page's first words where the card's model was not the one run."""
+    if table.substituted_model is None:
+        return None
+    return (
+        f"The model was substituted ({table.substituted_model} in place of {table.model}): "
+        "this run checks the card's pipeline, not its numbers, so every claim on the card "
+        "model's measurements is not checkable."
+    )
 
 
 def render_verdict_markdown(table: VerdictTable) -> str:
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
-    lines = [f"## Reproducing: {table.title}", "", f"Card model: `{table.model}`", ""]
+    lines = [f"## Reproducing: {table.title}", ""]
+    note = substitution_note(table)
+    if note:
+        lines += [f"> **{note}**", ""]
+    lines += [f"Card model: `{table.model}`", ""]
     if table.substitutions:
         lines += ["Departures from the card:", ""]
         lines += [f"- {item}" for item in table.substitutions] + [""]
     lines += ["| claim | verdict | claimed | measured | detail |", "|---|---|---|---|---|"]
     lines += [
-        f"| {cell(v.text)} | {MARKS[v.status]} | {cell(v.claimed)} | {cell(v.measured)} | "
+        f"| {cell(v.text)} | {v.status} | {cell(v.claimed)} | {cell(v.measured)} | "
         f"{cell(v.detail)} |"
         for v in table.verdicts
     ]
@@ -36,4 +45,8 @@ def render_verdict_markdown(table: VerdictTable) -> str:
 
 
 def render_verdict_html(table: VerdictTable) -> str:
-    return environment().get_template("verdict.html.j2").render(table=table, marks=MARKS)
+    return (
+        environment()
+        .get_template("verdict.html.j2")
+        .render(table=table, note=substitution_note(table))
+    )

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from medharness.cli import main
-from medharness.reports.cards import Card, judge, load_card, plan_run
+from medharness.reports.cards import MODEL_NUMBERS, Card, judge, load_card, plan_run
 
 ROOT = Path(__file__).resolve().parent.parent
 CARDS = sorted((ROOT / "cards").glob("*.yaml"))
@@ -135,6 +135,11 @@ def test_value_and_delta_verdicts_follow_the_measured_numbers(scripted_run: Path
     assert verdicts["n/a"].status == "not checkable" and "proxy" in verdicts["n/a"].measured
     assert verdicts["sweep"].status == "not checkable"  # the run has no sweep
 
+    substituted = {v.claim: v for v in judge(card, scripted_run, [], "other-model").verdicts}
+    assert substituted["near"].status == "not checkable"
+    assert substituted["near"].measured == verdicts["near"].measured  # still shown
+    assert substituted["near"].detail.startswith("substituted model")
+
 
 def test_reproduce_med_llama_card_end_to_end_on_the_tiny_model(
     fixture_data: Path, tiny_llama: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -157,10 +162,22 @@ def test_reproduce_med_llama_card_end_to_end_on_the_tiny_model(
     run_dir = tmp_path / "reproduce-med-llama-3.2"
     verdict = json.loads((run_dir / "verdict.json").read_text())
     assert len(verdict["verdicts"]) == 15
-    assert {v["status"] for v in verdict["verdicts"]} <= {"reproduced", "not reproduced"}
+    kinds = {
+        claim.id: claim.kind for claim in load_card(ROOT / "cards" / "med-llama-3.2.yaml").claims
+    }
+    for item in verdict["verdicts"]:  # a substituted model checks the pipeline, not numbers
+        on_numbers = kinds[item["claim"]] in MODEL_NUMBERS
+        assert (item["status"] == "not checkable") == on_numbers, item
+        assert (item["detail"].startswith("substituted model")) == on_numbers, item
+    assert verdict["substituted_model"] == str(tiny_llama)
     assert any("in place of unsloth/Llama-3.2-1B-Instruct" in s for s in verdict["substitutions"])
     markdown = (run_dir / "verdict.md").read_text()
     assert "| fine-tuned ROUGE-1 0.3359 |" in markdown
     html = (run_dir / "verdict.html").read_text()
     assert "Departures from the card" in html and "sweep lr 1e-4, r 16" in html
+    body = html.split("<body>", 1)[1]
+    assert body.index("The model was substituted") < body.index("<table>")  # said at the top
+    assert markdown.index("The model was substituted") < markdown.index("| claim |")
+    glyphs = [char for char in html + markdown if ord(char) >= 0x2190]  # arrows, symbols, emoji
+    assert not glyphs, glyphs  # text only: fonts without emoji showed empty boxes
     assert len(json.loads((run_dir / "train" / "tuned" / "sweep.json").read_text())["points"]) == 3

@@ -61,7 +61,7 @@ def handle(args: argparse.Namespace) -> int:
             f"{exc}; to substitute a model that loads here, pass --model "
             "(e.g. --model smollm2-135m-instruct)"
         ) from None
-    table = judge(card, run_dir, plan.substitutions)
+    table = judge(card, run_dir, plan.substitutions, plan.substituted_model)
     markdown = render_verdict_markdown(table)
     write_text_atomic(run_dir / "verdict.json", json.dumps(table.to_dict(), indent=2) + "\n")
     write_text_atomic(run_dir / "verdict.md", markdown)
