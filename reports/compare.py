@@ -14,6 +14,9 @@ from dataclasses import asdict, dataclass, replace
 from statistics import median
 from typing import Any, Literal
 
+import numpy as np
+from scipy.stats import norm
+
 from medharness.core.errors import UserError
 from medharness.core.records import InputRow, SampleRow
 from medharness.tasks.metrics import metric as metric_of
@@ -46,8 +49,18 @@ class Comparison:
     effect_size: float | None
     effect_name: str
     verdict: Verdict
+    detectable: float = 0.0  # smallest difference n detects with 80% power (metric's units)
+    identical: bool = False  # both models wrote the very same rows: nothing to test
     p_adjusted: float | None = None  # after the report's multiple-comparison correction
     correction: str = "none"
+
+    def interval_disagrees(self) -> bool:
+        """Whether the (unadjusted) 95% interval tells otherwise than the verdict: it
+        excludes zero where the verdict, on an adjusted p or an exact test, says no
+        difference, or the other way round."""
+        low, high = self.ci95
+        excludes_zero = low > 0 or high < 0
+        return excludes_zero != (self.verdict != "no significant difference")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -104,6 +117,7 @@ def compare_task(
         p_value = exact_p if exact_p is not None else two_sided_bootstrap_p(resampled)
         difference = value_b - value_a
         interval = percentile_interval(resampled)
+        identical = all(a.model_dump() == b.model_dump() for a, b in zip(base, cand, strict=True))
         comparisons.append(
             Comparison(
                 task=task,
@@ -120,9 +134,21 @@ def compare_task(
                 effect_size=effect_size,
                 effect_name=definition.effect_name,
                 verdict=verdict(difference, p_value, alpha, definition.higher_is_better),
+                detectable=detectable_difference(resampled),
+                identical=identical,
             )
         )
     return comparisons
+
+
+def detectable_difference(resampled: Sequence[float], alpha: float = ALPHA) -> float:
+    """The smallest true difference a paired test on these samples finds with 80% power at
+    level ``alpha`` (two-sided): (z_{1-alpha/2} + z_{0.8}) standard errors, the standard
+    error being the spread of the resampled differences."""
+    spread = (
+        float(np.std(np.asarray(resampled, dtype=float), ddof=1)) if len(resampled) > 1 else 0.0
+    )
+    return float((norm.ppf(1 - alpha / 2) + norm.ppf(0.8)) * spread)
 
 
 def breakdown(

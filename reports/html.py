@@ -195,6 +195,9 @@ def comparison_rows(comparisons: dict[str, list[Comparison] | str]) -> list[dict
                     "p_adjusted": c.p_adjusted,
                     "test": c.test,
                     "verdict": c.verdict,
+                    "identical": c.identical,
+                    "unadjusted_mark": c.interval_disagrees(),
+                    "detectable": points(c.metric, c.detectable),
                     "effect": None
                     if c.effect_size is None or math.isinf(c.effect_size)
                     else c.effect_size,
