@@ -12,6 +12,7 @@ from medharness.core.validation import Strict, load_yaml_file, validate_file_dat
 from medharness.models.endpoint import check_base_url
 from medharness.models.specs import EndpointRequests, VLLMParallelism, endpoint_model, fake_script
 from medharness.tasks import TASKS, Task
+from medharness.tasks.base import TaskKind
 from medharness.tasks.custom import CustomTask, custom_task
 from medharness.tasks.hub_sources import with_source
 from medharness.trainers.spec import TrainSpec
@@ -86,6 +87,15 @@ class ModelEntry(Strict):
         if self.backend != "auto" or self.vllm is not None:
             raise ValueError("a served model runs on its server: no backend or vllm settings")
         return self
+
+    def answers_alike(self, other: ModelEntry, task_kind: TaskKind) -> bool:
+        """Whether this entry and ``other``, in one run, answer a task of ``task_kind``
+        alike by construction: every setting their answers depend on is equal. A system
+        prompt is one only where the model writes: log-likelihood scoring never shows it."""
+        ignored = {"name", "requests", "resources"}
+        if task_kind == "multiple_choice" and self.multiple_choice == "loglikelihood":
+            ignored.add("system_prompt")
+        return self.model_dump(exclude=ignored) == other.model_dump(exclude=ignored)
 
 
 class JudgeEntry(ModelEntry):

@@ -51,6 +51,7 @@ class Comparison:
     verdict: Verdict
     detectable: float = 0.0  # smallest difference n detects with 80% power (metric's units)
     identical: bool = False  # both models wrote the very same rows: nothing to test
+    by_construction: bool = False  # same weights and settings, same prompts: equal anyway
     p_adjusted: float | None = None  # after the report's multiple-comparison correction
     correction: str = "none"
 

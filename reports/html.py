@@ -11,7 +11,7 @@ import base64
 import gzip
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +122,7 @@ def comparisons_for(
             found[entry.label] = f"differs from the baseline in {describe(differing)}"
             continue
         try:
-            found[entry.label] = compare_task(
+            tested = compare_task(
                 task,
                 baseline.label,
                 entry.label,
@@ -134,7 +134,19 @@ def comparisons_for(
             )
         except UserError as exc:
             found[entry.label] = str(exc)
+            continue
+        alike = answer_alike(baseline, entry, task)
+        found[entry.label] = [replace(c, by_construction=alike) for c in tested]
     return found
+
+
+def answer_alike(baseline: Entry, entry: Entry, task: str) -> bool:
+    """Two models of one run whose answers on ``task`` are equal by construction."""
+    definition = baseline.run.task(task)
+    first, second = baseline.run.model_entry(baseline.model), entry.run.model_entry(entry.model)
+    if baseline.run is not entry.run or definition is None or first is None or second is None:
+        return False
+    return first.answers_alike(second, definition.kind)
 
 
 def summary_rows(
@@ -196,6 +208,7 @@ def comparison_rows(comparisons: dict[str, list[Comparison] | str]) -> list[dict
                     "test": c.test,
                     "verdict": c.verdict,
                     "identical": c.identical,
+                    "by_construction": c.by_construction,
                     "unadjusted_mark": c.interval_disagrees(),
                     "detectable": points(c.metric, c.detectable),
                     "effect": None
@@ -503,6 +516,11 @@ def build_report(run_dirs: list[Path], verify: bool = True) -> dict[str, Any]:
         "family": family,
         "candidates": [e.label for e in entries[1:]],
         "training": training_charts(entries),
+        "training_warnings": [
+            (entry.label, warning)
+            for entry in entries
+            for warning in entry.run.training_warnings(entry.model)
+        ],
         "sweeps": [
             (f"{run.name} / {model}", sweep)
             for run in runs

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from medharness.config import recorded_task
+from medharness.config import ModelEntry, recorded_task
 from medharness.core.errors import UserError
 from medharness.core.io import read_jsonl
 from medharness.core.records import (
@@ -120,6 +120,17 @@ class RunData:
                     self._check_result(model, definition, result, resamples, seed)
         return stored
 
+    def model_entry(self, name: str) -> ModelEntry | None:
+        """A model's entry as the run's config recorded it; None where it cannot be read
+        (runs of an older config schema)."""
+        for item in self.manifest.config.get("models", []):
+            if isinstance(item, dict) and item.get("name") == name:
+                try:
+                    return ModelEntry.model_validate(item)
+                except ValueError:
+                    return None
+        return None
+
     def task(self, name: str) -> Task | None:
         """The definition of a task of this run: built-in, or the user's own as its config
         declared it; None for a task this medharness does not know."""
@@ -205,6 +216,11 @@ class RunData:
         trained = self.manifest.models.get(model, {}).get("trained") or {}
         best = trained.get("best") or {}
         return int(best["step"]) if best.get("step") is not None else None
+
+    def training_warnings(self, model: str) -> list[str]:
+        """What the run said of a training that may have left its model almost unchanged."""
+        trained = self.manifest.models.get(model, {}).get("trained") or {}
+        return [str(warning) for warning in trained.get("warnings") or []]
 
     def sweeps(self) -> dict[str, dict[str, Any]]:
         """Model -> its hyper-parameter sweep (``train/<model>/sweep.json``), where it had one."""

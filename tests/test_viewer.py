@@ -251,8 +251,7 @@ def test_quickstart_run_in_the_viewer_and_its_models_in_the_playground(tmp_path:
     ]
     assert steps[-1] == expected and expected[0] != expected[1]
     with served(str(run), "--playground") as url, chromium_page() as page:
-        # log-likelihood scoring puts no system prompt in the context: the two models pick
-        # the same options, and the filter must show exactly those (none) the logs show
+        # the filter shows exactly the questions whose parsed options the logs show differ
         assert rows_after(page, url + "?task=medqa_4opt&show=models+disagree") == (
             differing_choices(run, models)
         )
