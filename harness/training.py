@@ -24,6 +24,7 @@ from medharness.config import ModelEntry, RunConfig
 from medharness.core.cache import weights_sha256
 from medharness.core.errors import UserError
 from medharness.core.io import write_json_atomic
+from medharness.core.quiet import without_library_renames
 from medharness.data import DataRoot, verify_checksums
 from medharness.evaluate import evaluate_samples, load_entry
 from medharness.models.builtin import builtin_model_dir
@@ -242,15 +243,16 @@ def ensure_trained(
         print(f"[{entry.name}] reusing the finished training in {relative}", file=sys.stderr)
     else:
         print(f"[{entry.name}] training ({spec.recipe}) on {training.description}", file=sys.stderr)
-        wrote = train(
-            spec,
-            base_model=base_source(entry),
-            adapter=entry.adapter,
-            training=training,
-            folder=folder,
-            identity=identity,
-            validation=validation,
-        )
+        with without_library_renames():
+            wrote = train(
+                spec,
+                base_model=base_source(entry),
+                adapter=entry.adapter,
+                training=training,
+                folder=folder,
+                identity=identity,
+                validation=validation,
+            )
         if not wrote:
             return None
     summary = json.loads((folder / DONE_FILE).read_text(encoding="utf-8"))

@@ -14,8 +14,11 @@ import yaml
 from conftest import save_lora
 
 from medharness.cli import main
+from medharness.config import ModelEntry, load_config
 from medharness.core.records import ChoiceRow, ResultsFile
 from medharness.reports.compare import compare_task, corrected
+from medharness.tasks import TASKS
+from medharness.trainers.sft import HANDFUL_OF_STEPS, too_little_training
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,9 +54,10 @@ def quick_eval(out: Path, model: Path, *extra: str) -> int:
 
 
 def test_an_eval_with_an_adapter_and_one_without_keep_both_results(
-    tiny_llama: Path, data_env: Path, tmp_path: Path
+    tiny_llama: Path, data_env: Path, tmp_path: Path, recwarn: pytest.WarningsRecorder
 ) -> None:
     save_lora(tiny_llama, tmp_path / "tuned-lora")
+    recwarn.clear()  # what making the adapter said; medharness's own calls are checked below
     assert quick_eval(tmp_path / "runs", tiny_llama, "--adapter", str(tmp_path / "tuned-lora")) == 0
     assert quick_eval(tmp_path / "runs", tiny_llama) == 0
     base, tuned = tiny_llama.name, f"{tiny_llama.name}-with-tuned-lora"
@@ -64,6 +68,7 @@ def test_an_eval_with_an_adapter_and_one_without_keep_both_results(
         assert list(results.results) == [name]
     manifest = json.loads((tmp_path / "runs" / f"eval-{tuned}" / "manifest.json").read_text())
     assert manifest["config"]["models"][0]["adapter"] == str(tmp_path / "tuned-lora")
+    assert not [w for w in recwarn if issubclass(w.category, FutureWarning)]  # library noise
 
 
 def test_a_default_named_eval_never_replaces_one_of_other_settings(
@@ -128,11 +133,38 @@ def test_the_detectable_difference_is_the_power_calculation_at_the_observed_spre
     assert comparison.detectable == pytest.approx(expected, rel=0.08)
 
 
-def test_the_report_says_identical_outputs_instead_of_testing_them(finished_run: Path) -> None:
+def test_the_report_says_identical_inputs_and_outputs_instead_of_testing_them(
+    finished_run: Path,
+) -> None:
     report = (finished_run / "report.html").read_text()
-    # the two fake models answer alike: every comparison is of identical outputs
-    assert "identical outputs on all 5 samples: nothing to test" in report
+    medqa = report.split('id="task-medqa_4opt"')[1].split('id="task-')[0]
+    medquad = report.split('id="task-medquad_gen"')[1].split('id="task-')[0]
+    # the two entries differ only by a system prompt: log-likelihood scoring never shows it
+    assert "identical inputs: equal by construction" in medqa
+    # ...which free text does; the fake models ignore it and write the same answers
+    assert "equal by construction" not in medquad
+    assert "identical outputs on all" in medquad and "nothing to test" in medquad
     assert "[+0.00, +0.00]" not in report
+
+
+def test_entries_alike_by_construction_only_where_the_task_cannot_tell_them_apart() -> None:
+    base = ModelEntry(name="a", model="smollm2-135m-instruct")
+    prompted = ModelEntry(name="b", model="smollm2-135m-instruct", system_prompt="Be careful.")
+    asked = prompted.model_copy(update={"multiple_choice": "generate"})
+    adapted = ModelEntry(name="c", model="smollm2-135m-instruct", adapter="lora")
+    assert base.answers_alike(prompted, "multiple_choice")
+    assert not base.answers_alike(prompted, "generate")
+    assert not base.answers_alike(asked, "multiple_choice")
+    assert not base.answers_alike(adapted, "multiple_choice")
+
+
+def test_the_quickstart_compares_models_that_can_differ_on_every_task() -> None:
+    config = load_config(ROOT / "configs" / "quickstart.yaml")
+    baseline, *others = config.models
+    for entry in others:
+        for task in config.tasks:
+            kind = TASKS[task.name].kind
+            assert not baseline.answers_alike(entry, kind), (entry.name, task.name)
 
 
 def test_a_comparison_that_finds_nothing_says_what_n_could_have_found(
@@ -156,3 +188,58 @@ def test_a_comparison_that_finds_nothing_says_what_n_could_have_found(
         r"m1, acc: with n = 8, a true difference smaller than about ([0-9.]+) points", report
     )
     assert found and 10 < float(found.group(1)) <= 100
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "constant", "constant_with_warmup"])
+@pytest.mark.parametrize(("steps", "warmup"), [(2, 1), (2, 0), (12, 1), (12, 0), (3, 5), (40, 4)])
+def test_steps_at_a_non_zero_rate_are_those_transformers_schedules(
+    schedule: str, steps: int, warmup: int
+) -> None:
+    import torch
+    from transformers import get_scheduler
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    scheduler = get_scheduler(
+        schedule, optimizer, num_warmup_steps=warmup, num_training_steps=steps
+    )
+    rates = []
+    for _ in range(steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    moving = sum(rate > 0 for rate in rates)
+    warms_up = 0 if schedule == "constant" else warmup  # as the recipe passes it
+    warnings = too_little_training(steps, warms_up, 1e-3)
+    said = [w for w in warnings if w.startswith(f"only {moving} optimiser step")]
+    assert bool(said) == (moving < HANDFUL_OF_STEPS), (rates, warnings)
+    below_peak = max(rates) < 1e-3
+    assert any("fewer than its" in w for w in warnings) == below_peak, (rates, warnings)
+
+
+def test_a_training_that_hardly_trained_is_flagged_in_the_run_and_report(
+    fixture_data: Path,
+    tiny_llama: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    recwarn: pytest.WarningsRecorder,
+) -> None:
+    train = {"max_steps": 2, "batch_size": 4, "logging_steps": 1, "warmup_ratio": 0.5}
+    config = {
+        "name": "barely",
+        "data_dir": str(fixture_data),
+        "bootstrap_resamples": 200,
+        "models": [{"name": "tuned", "model": str(tiny_llama), "batch_size": 1, "train": train}],
+        "tasks": [{"name": "medquad_gen", "limit": 2}],
+        "generation": {"max_new_tokens": 4},
+    }
+    (tmp_path / "barely.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert main(["run", str(tmp_path / "barely.yaml"), "--out", str(tmp_path / "runs")]) == 0
+    assert "medharness: warning: training tuned: only 1 optimiser step" in capsys.readouterr().err
+    run = tmp_path / "runs" / "barely"
+    manifest = json.loads((run / "manifest.json").read_text())
+    warnings = manifest["models"]["tuned"]["trained"]["warnings"]
+    assert len(warnings) == 1 and warnings[0].startswith("only 1 optimiser step")
+    saved = json.loads((run / "train" / "tuned" / "train_config.json").read_text())
+    assert saved["warnings"] == warnings
+    assert "Training of tuned:</strong> only 1 optimiser step" in (run / "report.html").read_text()
+    assert not [w for w in recwarn if issubclass(w.category, FutureWarning)]  # library noise

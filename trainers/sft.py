@@ -202,6 +202,10 @@ def train(
     rows = read_jsonl(log_path) if log_path.is_file() else []
     losses = [row["loss"] for row in rows if "loss" in row]
     tokens = total_tokens(trainer)
+    warmup = 0 if spec.lr_scheduler == "constant" else args.get_warmup_steps(planned)
+    warnings = too_little_training(result.global_step, warmup, spec.learning_rate)
+    for warning in warnings:
+        print(f"medharness: warning: training {folder.name}: {warning}", file=sys.stderr)
     summary = {
         **identity,
         "data": training.description,
@@ -218,6 +222,7 @@ def train(
         "resumed_from_step": checkpoint_step(resume) if resume else None,
         "best": best_record(trainer, best_metric) if spec.best_by else None,
         "torch": torch.__version__,
+        "warnings": warnings,
     }
     write_json_atomic(work / DONE_FILE, summary)
     if folder.exists():
@@ -263,6 +268,29 @@ def belongs_to(work: Path, key: str | None) -> bool:
 
 def checkpoint_step(checkpoint: Path) -> int:
     return int(checkpoint.name.rsplit("-", 1)[1])
+
+
+HANDFUL_OF_STEPS = 10  # fewer optimiser steps at a non-zero learning rate barely move a model
+
+
+def too_little_training(steps: int, warmup: int, learning_rate: float) -> list[str]:
+    """Why a finished training may have left its model almost as it was. ``warmup``: the
+    schedule's warm-up steps (0 for ``constant``, which has none). Every shipped schedule
+    runs its first step at learning rate 0 when it warms up, and no other step at 0."""
+    warnings = []
+    if steps < warmup:
+        warnings.append(
+            f"{steps} optimiser steps, fewer than its {warmup} warm-up steps: the learning "
+            f"rate never reached {learning_rate:g}"
+        )
+    moving = steps - (1 if warmup else 0)
+    if moving < HANDFUL_OF_STEPS:
+        warnings.append(
+            f"only {moving} optimiser step{'s' if moving != 1 else ''} at a non-zero learning "
+            "rate: the tuned model is hardly different from its base (more examples, epochs "
+            "or max_steps)"
+        )
+    return warnings
 
 
 def planned_steps(spec: TrainSpec, examples: int, processes: int) -> int:

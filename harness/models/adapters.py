@@ -9,6 +9,7 @@ from typing import Any
 
 from medharness.core.cache import weights_sha256
 from medharness.core.errors import UserError, boundary, first_line
+from medharness.core.quiet import without_library_renames
 from medharness.core.weights import refuse_pickles
 from medharness.models.specs import looks_like_path
 
@@ -54,7 +55,7 @@ def attach_adapter(model: Any, adapter: str, allow_pickle: bool = False) -> Any:
             )
         return f"could not load adapter {adapter!r}: {first_line(exc)}"
 
-    with boundary(adapter, explain):
+    with boundary(adapter, explain), without_library_renames():
         return PeftModel.from_pretrained(model, str(path) if path.exists() else adapter)
 
 
