@@ -242,6 +242,7 @@ class Cluster:
         return ExecutorRecord(
             kind="ray",
             address=self.settings.address,
+            joined=self.ray.get_runtime_context().gcs_address,
             nodes=nodes,
             units=[UnitRecord.model_validate(unit) for unit in units],
         )
@@ -452,7 +453,9 @@ def check_answers(address: str) -> None:
 
 @contextmanager
 def connected(settings: RaySettings) -> Iterator[Cluster]:
-    """Ray joined (or started on this machine, without ``address``) for the block's length."""
+    """Ray joined for the block's length; without ``address``, a Ray of the run's own started
+    on this machine (``local``: never a cluster that ``RAY_ADDRESS`` or an earlier ``ray
+    start`` left here, which Ray's default would join)."""
     ray = require_ray()
     options: dict[str, Any] = {"logging_level": logging.WARNING}
     if settings.runtime_env is not None:
@@ -462,7 +465,7 @@ def connected(settings: RaySettings) -> Iterator[Cluster]:
     else:
         check_answers(settings.address)
     try:
-        ray.init(address=settings.address, **options)
+        ray.init(address=settings.address or "local", **options)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = settings.address or "this machine"
         raise UserError(

@@ -184,6 +184,7 @@ def test_fake_models_spread_over_both_nodes_equal_the_local_run(
 
     executor = manifest_of(run)["executor"]
     assert executor["kind"] == "ray" and executor["address"] == cluster
+    assert executor["joined"] == cluster
     node_of = {
         mark: node["node_id"]
         for node in executor["nodes"]
@@ -199,6 +200,22 @@ def test_fake_models_spread_over_both_nodes_equal_the_local_run(
         covers_every_sample(units, (model, "medqa_4opt"), 64)
         covers_every_sample(units, (model, "medquad_gen"), 24)
     assert "units 12/12" in done.stderr  # the bar of each task counts units across models
+
+
+def test_without_an_address_a_run_starts_a_ray_of_its_own(cluster: str, tmp_path: Path) -> None:
+    """Ray's own default would join RAY_ADDRESS, else the cluster last started here."""
+    config = write_config(tmp_path, [{"name": "f", "model": fake(tmp_path)}], executor="ray")
+    env = {**ray_env(), "RAY_ADDRESS": cluster}
+    done = subprocess.run(
+        [*MEDHARNESS, "run", str(config)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    executor = manifest_of(tmp_path / "runs" / "spread")["executor"]
+    theirs = {node["NodeID"] for node in gcs(cluster, "ray.nodes()")}
+    ours = {node["node_id"] for node in executor["nodes"]}
+    assert ours and not ours & theirs
+    assert executor["address"] is None and executor["joined"] not in (None, cluster)
+    assert {u["node_id"] for u in executor["units"]} <= ours
 
 
 @pytest.mark.slow

@@ -187,7 +187,8 @@ class ExecutorRecord(Strict):
     """Where the run's models ran: this machine (local), or a Ray cluster's nodes."""
 
     kind: Literal["local", "ray"] = "local"
-    address: str | None = None  # the cluster as the driver named it
+    address: str | None = None  # the cluster as the driver named it (None: a Ray of its own)
+    joined: str | None = None  # the GCS address of the cluster the run used
     nodes: list[ClusterNode] = Field(default_factory=list)
     units: list[UnitRecord] = Field(default_factory=list)  # in the order they finished
 
