@@ -126,6 +126,10 @@ def pull(entry: Dataset, root: Path, *, mirror: str | None = None) -> Path:
 
 
 DATA_HINT = "MEDHARNESS_DATA_DIR (or data_dir) at a folder you can write"
+OFFLINE = (  # what to do where the source cannot be reached at all
+    f"without a network, set {MIRROR_ENV} to a mirror serving <name>.tar.gz, or point "
+    "MEDHARNESS_DATA_DIR at a folder that holds the datasets"
+)
 
 
 def sources_of(entry: Dataset, mirror: str | None) -> list[dict[str, str]]:
@@ -165,9 +169,10 @@ def fetch(url: str, destination: Path, label: str) -> None:
             raise UserError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc
+        arrived = part.is_file() and part.stat().st_size > 0
         raise UserError(
-            f"cannot download {url}: {reason}; what arrived is kept, run the command again "
-            "to resume"
+            f"cannot download {url}: {reason}; "
+            + ("what arrived is kept, run the command again to resume" if arrived else OFFLINE)
         ) from None
     if length and part.stat().st_size != have + length:
         raise UserError(

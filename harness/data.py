@@ -43,6 +43,24 @@ def load_task_data(task: Task, root: DataRoot) -> LoadedData:
             loaded = task.load(root.path)
         refuse_duplicate_ids(task.name, Path(task.source), [s.doc_id for s in loaded.samples])
         return loaded
+    folder = task_folder(task, root)
+    with boundary(f"cannot read data for {task.name} in {folder}"):
+        loaded = task.load(folder)
+    verify_checksums(folder, task.data_subdir, loaded.file_hashes)
+    refuse_duplicate_ids(task.name, folder, [sample.doc_id for sample in loaded.samples])
+    return loaded
+
+
+def require_data(tasks: list[Task], root: DataRoot) -> None:
+    """Every task's data folder is there (pulled into the user cache first where it can
+    be): checked before the heavy imports of a run, so missing data is refused at once."""
+    for task in tasks:
+        if not task.source:
+            task_folder(task, root)
+
+
+def task_folder(task: Task, root: DataRoot) -> Path:
+    """The folder a task reads in the data root, refused in one line where it is absent."""
     if root.path.exists() and not root.path.is_dir():
         raise UserError(f"the data root {root.path} (from {root.origin}) is a file, not a folder")
     folder = root.path / task.data_subdir
@@ -61,11 +79,7 @@ def load_task_data(task: Task, root: DataRoot) -> LoadedData:
                 f"{task.obtain_hint}"
             )
         )
-    with boundary(f"cannot read data for {task.name} in {folder}"):
-        loaded = task.load(folder)
-    verify_checksums(folder, task.data_subdir, loaded.file_hashes)
-    refuse_duplicate_ids(task.name, folder, [sample.doc_id for sample in loaded.samples])
-    return loaded
+    return folder
 
 
 def pull_when_reachable(task: Task, root: DataRoot) -> None:

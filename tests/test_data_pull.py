@@ -3,6 +3,7 @@ sources; checksums, cut downloads, a read-only cache, and a run that pulls what 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -153,6 +154,25 @@ def test_pull_from_the_public_sources_checks_and_places_each_dataset(
         assert check.returncode == 0  # the written SHA256SUMS is sha256sum's own format
     assert not list(root.glob(".*"))  # no staging left
     assert main(["data", "verify", "--data-dir", str(root)]) == 0
+
+
+def test_offline_a_pull_names_the_mirror_and_data_dir_settings(
+    fixture_catalog: dict[str, Dataset],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    unreachable = dataclasses.replace(
+        fixture_catalog["medqa"],
+        sources=[{"url": "http://127.0.0.1:9/medqa/test.jsonl", "path": "x.jsonl"}],
+    )  # nothing listens: as offline as a test may be
+    monkeypatch.setattr(catalog_module, "catalog", lambda: {"medqa": unreachable})
+    assert main(["data", "pull", "medqa", "--data-dir", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "set MEDHARNESS_DATA_MIRROR to a mirror" in err[0]
+    assert "MEDHARNESS_DATA_DIR at a folder that holds the datasets" in err[0]
+    assert "run the command again" not in err[0]  # nothing arrived: nothing to resume
 
 
 def test_pull_from_a_mirror_and_list_what_is_there(

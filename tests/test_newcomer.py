@@ -4,8 +4,10 @@ suite, quick evals that replaced each other, verdicts that misled."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -243,3 +245,39 @@ def test_a_training_that_hardly_trained_is_flagged_in_the_run_and_report(
     assert saved["warnings"] == warnings
     assert "Training of tuned:</strong> only 1 optimiser step" in (run / "report.html").read_text()
     assert not [w for w in recwarn if issubclass(w.category, FutureWarning)]  # library noise
+
+
+@pytest.mark.parametrize("command", ["eval", "run"])
+def test_missing_data_is_refused_before_the_model_libraries_load(
+    command: str, fake_script: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        yaml.safe_dump({"name": "x", "models": [{"name": "m", "model": f"fake:{fake_script}"}],
+                        "tasks": ["medqa_4opt"]}),
+        encoding="utf-8",
+    )  # fmt: skip
+    argv = {
+        "eval": ["eval", "--model", f"fake:{fake_script}", "--tasks", "medqa_4opt"],
+        "run": ["run", str(config)],
+    }[command]
+    probe = (
+        "import sys; from medharness.cli import main; "
+        f"code = main({[*argv, '--out', str(tmp_path / 'runs')]!r}); "
+        "print(code, 'torch' in sys.modules)"
+    )
+    env = {**os.environ, "MEDHARNESS_DATA_DIR": str(tmp_path / "empty")}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.stdout.split() == ["2", "False"], done.stderr[-2000:]
+    assert "data for medqa_4opt not found" in done.stderr
+
+
+def test_verifying_an_empty_data_root_says_there_is_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["data", "verify", "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("medharness: error: nothing to verify: no dataset")
+    assert "`medharness data pull` fetches them" in err[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from pathlib import Path
 
 from medharness.config import RunConfig, load_config
 from medharness.tasks import TASKS
@@ -60,3 +61,13 @@ def add_data_dir(parser: argparse.ArgumentParser) -> None:
         "--data-dir",
         help="dataset root (default: the config's data_dir, else $MEDHARNESS_DATA_DIR)",
     )
+
+
+def require_data_first(config: RunConfig) -> None:
+    """Missing data is refused before a run imports torch and the model libraries (seconds
+    to tens of seconds on a busy machine)."""
+    from medharness.data import require_data, resolve_data_root
+
+    base = Path.cwd()
+    root = resolve_data_root(config.data_dir, base)
+    require_data([entry.task(base) for entry in config.tasks], root)

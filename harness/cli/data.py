@@ -67,8 +67,14 @@ def verify_data(args: argparse.Namespace) -> int:
     from medharness.catalog import catalog, dataset, problems
     from medharness.core.errors import UserError
 
-    root = data_root(args).path
+    found_root = data_root(args)
+    root = found_root.path
     names = args.names or [name for name in catalog() if (root / name).is_dir()]
+    if not names:
+        raise UserError(
+            f"nothing to verify: no dataset in {root} (data root from {found_root.origin}); "
+            "`medharness data pull` fetches them"
+        )
     for entry in [dataset(name) for name in names]:
         found = problems(entry, root / entry.name)
         if found:

@@ -13,6 +13,7 @@ from medharness.cli.common import (
     batch_size,
     non_empty,
     positive_int,
+    require_data_first,
     slug,
     task_list,
 )
@@ -149,8 +150,6 @@ def endpoint_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from medharness.runner import run
-
     config = parse_config(
         {
             "name": args.name or default_run_name(args),
@@ -175,6 +174,9 @@ def handle(args: argparse.Namespace) -> int:
     )
     if args.name is None:
         refuse_replacing_another_eval(args.out / config.name, config)
+    require_data_first(config)
+    from medharness.runner import run
+
     run_dir = run(config, base_dir=Path.cwd(), output_dir=args.out)
     if not is_main_process():
         return EXIT_OK  # under a launcher, rank 0 wrote the run and shows it

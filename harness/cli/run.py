@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medharness.cli.common import EXIT_OK, Commands, add_data_dir, config_of, positive_int
+from medharness.cli.common import (
+    EXIT_OK,
+    Commands,
+    add_data_dir,
+    config_of,
+    positive_int,
+    require_data_first,
+)
 from medharness.config import RunConfig
 from medharness.core.errors import UserError
 from medharness.trainers.distributed import is_main_process
@@ -44,9 +51,10 @@ def add_parser(commands: Commands) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    config = with_executor(config_of(args), args.executor, args.address)
+    require_data_first(config)
     from medharness.runner import run
 
-    config = with_executor(config_of(args), args.executor, args.address)
     run_dir = run(config, base_dir=Path.cwd(), output_dir=args.out, limit=args.limit)
     if is_main_process():  # under a launcher, rank 0 wrote the run
         print(f"Run written to {run_dir}  (report: {run_dir / 'report.html'})")
