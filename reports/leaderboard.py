@@ -23,30 +23,39 @@ from medharness.tasks.metrics.stats import Correction, exact_binomial_ci
 
 
 def comparability_warnings(runs: list[RunData]) -> list[str]:
-    """One line per task and difference that keeps its columns from comparing like with like
-    (each run against the first run that has the task)."""
+    """One line per task whose columns do not compare like with like, naming every way its
+    runs differ (each run against the first run that has the task). Sample counts that
+    differ imply sample sets that differ: one cause, said once."""
     warnings = []
     tasks = sorted({task for run in runs for task in run.manifest.tasks})
     for task in tasks:
         having = [run for run in runs if task in run.manifest.tasks]
-        differing = dict.fromkeys(
-            field for run in having[1:] for field in differences(having[0], run, task)
-        )
-        for field in differing:
-            detail = ", ".join(describe_run(run, task, field) for run in having)
-            warnings.append(
-                f"{task}: runs differ in {describe([field])} ({detail}); "
-                "its columns do not compare like with like"
+        differing = list(
+            dict.fromkeys(
+                field for run in having[1:] for field in differences(having[0], run, task)
             )
+        )
+        if "n" in differing and "sample_ids_sha256" in differing:
+            differing.remove("sample_ids_sha256")
+        if not differing:
+            continue
+        differing.sort(key=lambda field: field != "n")  # the plainest cause first
+        detail = ", ".join(describe_run(run, task, differing) for run in having)
+        warnings.append(
+            f"{task}: runs differ in {describe(differing)} ({detail}); "
+            "its columns do not compare like with like"
+        )
     return warnings
 
 
-def describe_run(run: RunData, task: str, field: str) -> str:
-    if field in ("n", "sample_ids_sha256"):
-        return f"{run.name}: n={run.manifest.tasks[task].n}"
-    if field == DECODING:
-        return f"{run.name}: max_new_tokens={run.manifest.decoding.max_new_tokens}"
-    return run.name
+def describe_run(run: RunData, task: str, fields: list[str]) -> str:
+    """A run's name, with its own values of the differing fields that have one."""
+    values = []
+    if "n" in fields or "sample_ids_sha256" in fields:
+        values.append(f"n={run.manifest.tasks[task].n}")
+    if DECODING in fields:
+        values.append(f"max_new_tokens={run.manifest.decoding.max_new_tokens}")
+    return f"{run.name}: {' '.join(values)}" if values else run.name
 
 
 def build_leaderboard(run_dirs: list[Path]) -> dict[str, Any]:
@@ -60,6 +69,7 @@ def build_leaderboard(run_dirs: list[Path]) -> dict[str, Any]:
                     columns.append((task, metric))
     method = correction_of(runs[0])
     tested, family = versus_baseline(entries, columns, method)
+    own_base_verdicts = versus_own_base(entries, columns, method)
     rows = []
     for entry in entries:
         results = entry.run.results.results[entry.model]
@@ -86,6 +96,7 @@ def build_leaderboard(run_dirs: list[Path]) -> dict[str, Any]:
                 "git": (manifest.git_sha or "")[:10],
                 "cells": cells,
                 "wins": None if entry is entries[0] else win_rate(entry, tested, columns),
+                "own_base": own_base_verdicts.get(entry.label),
             }
         )
     return {
@@ -120,6 +131,52 @@ def versus_baseline(
         made += [c for result in found.values() if isinstance(result, list) for c in result]
     adjusted = corrected(made, method)
     return {(c.candidate, c.task, c.metric): c for c in adjusted}, len(adjusted)
+
+
+def own_base(entry: Entry, entries: list[Entry]) -> Entry | None:
+    """The model of the same run a tuned entry was made from: the same base model, with no
+    adapter and no training; None for a model that is not tuned or whose base is absent."""
+    mine = entry.run.model_entry(entry.model)
+    if mine is None or (mine.adapter is None and mine.train is None):
+        return None
+    for other in entries:
+        theirs = other.run.model_entry(other.model) if other.run is entry.run else None
+        if (
+            theirs is not None
+            and theirs.model == mine.model
+            and not (theirs.adapter or theirs.train)
+        ):
+            return other
+    return None
+
+
+def versus_own_base(
+    entries: list[Entry], columns: list[tuple[str, str]], method: Correction
+) -> dict[str, dict[str, Any]]:
+    """Each tuned model against its own base on the headline metric of every task both have
+    (adjusted together, a family of their own): how many better, worse, alike."""
+    pairs = [(entry, base) for entry in entries if (base := own_base(entry, entries))]
+    made: list[Comparison] = []
+    for entry, base in pairs:
+        resamples, seed = entry.run.manifest.bootstrap_settings()
+        for task in dict.fromkeys(task for task, _ in columns):
+            if not (entry.has(task) and base.has(task)):
+                continue
+            metric = primary_metric([m for t, m in columns if t == task])
+            found = comparisons_for(task, base, [entry], [metric], seed, resamples)[entry.label]
+            made += found if isinstance(found, list) else []
+    verdicts: dict[str, dict[str, Any]] = {}
+    for comparison in corrected(made, method):
+        counts = verdicts.setdefault(
+            comparison.candidate,
+            {"base": comparison.baseline, "better": 0, "worse": 0, "same": 0, "details": []},
+        )
+        counts[{"better": "better", "worse": "worse"}.get(comparison.verdict, "same")] += 1
+        counts["details"].append(
+            f"{comparison.task} {comparison.metric} {comparison.difference:+.4f} "
+            f"({comparison.verdict})"
+        )
+    return verdicts
 
 
 def win_rate(entry: Entry, tested: Tested, columns: list[tuple[str, str]]) -> dict[str, Any] | None:

@@ -14,11 +14,14 @@ import numpy as np
 import pytest
 import yaml
 from conftest import save_lora
+from test_reports import layout_probe, needs_chromium
 
 from medharness.cli import main
 from medharness.config import ModelEntry, load_config
 from medharness.core.records import ChoiceRow, ResultsFile
 from medharness.reports.compare import compare_task, corrected
+from medharness.reports.leaderboard import comparability_warnings
+from medharness.reports.runs import RunData
 from medharness.tasks import TASKS
 from medharness.trainers.sft import HANDFUL_OF_STEPS, too_little_training
 
@@ -281,3 +284,93 @@ def test_verifying_an_empty_data_root_says_there_is_nothing(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("medharness: error: nothing to verify: no dataset")
     assert "`medharness data pull` fetches them" in err[0]
+
+
+def tiny_pair_run(tmp_path: Path, tiny_llama: Path, data: Path) -> Path:
+    """A run of the tiny model and the same model with a LoRA adapter: a tuned model and
+    its own base, behind a first run of another model."""
+    save_lora(tiny_llama, tmp_path / "lora")
+    config = {
+        "name": "tuned",
+        "data_dir": str(data),
+        "bootstrap_resamples": 200,
+        "models": [
+            {"name": "base", "model": str(tiny_llama), "batch_size": 2},
+            {
+                "name": "lora",
+                "model": str(tiny_llama),
+                "batch_size": 2,
+                "adapter": str(tmp_path / "lora"),
+            },
+        ],
+        "tasks": [{"name": "medqa_4opt", "limit": 6}],
+    }
+    (tmp_path / "tuned.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert main(["run", str(tmp_path / "tuned.yaml"), "--out", str(tmp_path / "runs")]) == 0
+    return tmp_path / "runs" / "tuned"
+
+
+def test_the_leaderboard_compares_a_tuned_model_with_its_own_base(
+    tiny_llama: Path, fixture_data: Path, fake_script: Path, tmp_path: Path
+) -> None:
+    from medharness.reports.leaderboard import build_leaderboard
+
+    first = tmp_path / "first.yaml"
+    first.write_text(
+        yaml.safe_dump({"name": "first", "data_dir": str(fixture_data),
+                        "models": [{"name": "other", "model": f"fake:{fake_script}"}],
+                        "tasks": [{"name": "medqa_4opt", "limit": 6}]}),
+        encoding="utf-8",
+    )  # fmt: skip
+    assert main(["run", str(first), "--out", str(tmp_path / "runs")]) == 0
+    tuned = tiny_pair_run(tmp_path, tiny_llama, fixture_data)
+    board = build_leaderboard([tmp_path / "runs" / "first", tuned])
+    rows = {row["label"]: row for row in board["rows"]}
+    assert rows["other"]["own_base"] is None and rows["base"]["own_base"] is None
+    versus = rows["lora"]["own_base"]
+    expected = compare_task(
+        "medqa_4opt", "base", "lora",
+        RunData.open(tuned).samples("base", "medqa_4opt"),
+        RunData.open(tuned).samples("lora", "medqa_4opt"),
+        ["acc"], resamples=200,
+    )[0]  # fmt: skip
+    assert versus["base"] == "base" and versus["better"] + versus["worse"] + versus["same"] == 1
+    assert versus["details"] == [f"medqa_4opt acc {expected.difference:+.4f} ({expected.verdict})"]
+
+
+def test_the_leaderboard_says_one_cause_once(
+    data_env: Path, fake_script: Path, tmp_path: Path
+) -> None:
+    for name, limit in (("few", 3), ("more", 5)):
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(
+            yaml.safe_dump({"name": name, "tasks": [{"name": "medqa_4opt", "limit": limit}],
+                            "models": [{"name": name, "model": f"fake:{fake_script}"}]}),
+            encoding="utf-8",
+        )  # fmt: skip
+        assert main(["run", str(config), "--out", str(tmp_path / "runs")]) == 0
+    runs = [RunData.open(tmp_path / "runs" / name) for name in ("few", "more")]
+    warnings = comparability_warnings(runs)
+    assert warnings == [
+        "medqa_4opt: runs differ in sample counts (limits) (few: n=3, more: n=5); "
+        "its columns do not compare like with like"
+    ]
+
+
+@needs_chromium
+def test_the_leaderboard_shows_provenance_without_scrolling_at_1400_px(
+    finished_run: Path, tmp_path: Path
+) -> None:
+    board = tmp_path / "board.html"  # four tasks, a dozen metric columns: wider than 1400 px
+    assert main(["leaderboard", str(finished_run), "-o", str(board)]) == 0
+    probe = """addEventListener("load", () => {
+      const box = document.querySelector("#board").parentElement;
+      const cells = [...document.querySelectorAll("#board tbody tr:first-child td.prov")];
+      document.body.dataset.scrolls = box.scrollWidth > box.clientWidth + 1;
+      document.body.dataset.hidden = cells.filter(
+        (cell) => cell.getBoundingClientRect().right > innerWidth).length;
+      document.body.dataset.cells = cells.length;
+    });"""
+    dom = layout_probe(board, tmp_path, 1400, probe)
+    assert 'data-scrolls="true"' in dom  # the table is wider than the window...
+    assert 'data-cells="3"' in dom and 'data-hidden="0"' in dom  # ...its provenance in view
