@@ -67,7 +67,7 @@ def build_app(viewer: Viewer, playground: Asker | None = None) -> Any:
         outcome = outcome if outcome in viewer.outcomes(task) else ALL
         group = group if group in viewer.groups(task) else ALL
         measure = None if sort in (DOCUMENT_ORDER, None) else sort
-        return render(viewer.select(task, outcome, group, measure))
+        return render(viewer.select(task, outcome, group, measure), len(viewer.samples(task)))
 
     def chosen(task: str) -> list[Any]:
         """Another task: its filters from the start, and its samples."""

@@ -184,7 +184,9 @@ def right(sample: SampleView, model: str) -> bool | None:
     return next((a.correct for a in sample.answers if a.model == model), None)
 
 
-def render(samples: Sequence[SampleView], limit: int = SHOWN) -> str:
-    """The answers of the selected samples side by side, model text escaped."""
+def render(samples: Sequence[SampleView], of: int | None = None, limit: int = SHOWN) -> str:
+    """The answers of the selected samples side by side, model text escaped; the count says
+    how many of the task's ``of`` samples the filters kept."""
     template = environment().get_template("viewer_samples.html.j2")
-    return template.render(shown=samples[:limit], total=len(samples))
+    total = len(samples) if of is None else of
+    return template.render(shown=samples[:limit], matched=len(samples), total=total)

@@ -374,3 +374,14 @@ def test_the_leaderboard_shows_provenance_without_scrolling_at_1400_px(
     dom = layout_probe(board, tmp_path, 1400, probe)
     assert 'data-scrolls="true"' in dom  # the table is wider than the window...
     assert 'data-cells="3"' in dom and 'data-hidden="0"' in dom  # ...its provenance in view
+
+
+def test_the_viewer_counts_matches_out_of_the_whole_task(finished_run: Path) -> None:
+    from medharness.reports.viewer import DISAGREE, Viewer, render
+
+    viewer = Viewer.open([finished_run])
+    every = viewer.select("medqa_4opt")
+    none = viewer.select("medqa_4opt", DISAGREE)  # the two fake models choose alike
+    assert len(every) == 5 and none == []
+    assert "0 of 5 samples match the filters" in render(none, len(every))
+    assert "5 of 5 samples</p>" in render(every, len(every))
