@@ -15,15 +15,12 @@ variable the entry names at each request and is written nowhere.
 from __future__ import annotations
 
 import email.utils
-import http.client
 import json
 import math
 import os
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -33,6 +30,7 @@ from urllib.parse import urlsplit
 from tqdm import tqdm
 
 from medharness.core.errors import UserError, first_line
+from medharness.core.http import HttpFailure, HttpStatus, redact, send
 from medharness.models.base import Progress
 from medharness.models.specs import EndpointRequests
 
@@ -41,6 +39,7 @@ from medharness.models.specs import EndpointRequests
 SERVER_FIELDS = ("id", "object", "owned_by", "root", "parent", "max_model_len")
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
 CHAT_TEMPLATE = "the server's own (chat completions)"
+MAX_ANSWER_BYTES = 64 << 20  # far above any chat or echoed-logprobs answer
 
 
 class Retryable(Exception):
@@ -69,8 +68,11 @@ def check_base_url(base_url: str) -> str:
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"base_url must be an http(s) URL, not {base_url!r}")
-    if parts.username or parts.password:
-        raise ValueError("base_url must not hold credentials; put the key in api_key_env")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError(
+            "base_url must not hold credentials, a query string or a fragment (they would be "
+            "recorded with the URL); put the key in the variable api_key_env names"
+        )
     return base_url.rstrip("/")
 
 
@@ -128,25 +130,34 @@ class Endpoint:
                 time.sleep(pause)
 
     def _once(self, url: str, payload: dict[str, Any] | None) -> Any:
+        """One request through medharness's HTTP client: the whole request within
+        ``timeout_s``, the key never sent to another origin a redirect names, and never in a
+        message (a server that echoes it is redacted)."""
         data = None if payload is None else json.dumps(payload).encode()
-        ask = urllib.request.Request(url, data=data, headers=self.headers())
+        secrets = [os.environ.get(self.api_key_env)] if self.api_key_env else []
         try:
-            with urllib.request.urlopen(ask, timeout=self.settings.timeout_s) as answer:
-                body = answer.read()
-        except urllib.error.HTTPError as error:
-            detail = server_message(error.read())
-            if error.code in RETRYABLE_STATUS:
-                raise Retryable(f"HTTP {error.code}", retry_after(error.headers)) from None
-            hint = f" (check ${self.api_key_env})" if error.code in (401, 403) else ""
-            raise Refused(f"{url}: HTTP {error.code}{hint}: {detail}", error.code, detail) from None
-        except (OSError, http.client.HTTPException) as error:  # URLError, timeouts too
-            reason = getattr(error, "reason", error)
-            if isinstance(reason, TimeoutError):
-                raise Retryable(f"no answer within {self.settings.timeout_s:g} s") from None
-            raise Retryable(f"connection failed ({first_line(reason)})") from None
+            answer = send(
+                url,
+                data=data,
+                headers=self.headers(),
+                deadline_s=self.settings.timeout_s,
+                max_bytes=MAX_ANSWER_BYTES,
+            )
+        except HttpStatus as error:
+            detail = redact(server_message(error.body), secrets)
+            if error.status in RETRYABLE_STATUS:
+                raise Retryable(f"HTTP {error.status}", retry_after(error.headers)) from None
+            hint = f" (check ${self.api_key_env})" if error.status in (401, 403) else ""
+            raise Refused(
+                f"{url}: HTTP {error.status}{hint}: {detail}", error.status, detail
+            ) from None
+        except HttpFailure as failure:
+            if failure.kind == "size":
+                raise UserError(f"{url}: {failure}") from None
+            raise Retryable(redact(str(failure), secrets)) from None
         try:
-            return json.loads(body)
-        except ValueError:
+            return json.loads(answer.body)
+        except (ValueError, RecursionError):
             raise Retryable("the answer was not JSON") from None
 
     def post_all(
@@ -201,7 +212,7 @@ def server_message(body: bytes) -> str:
     text = body.decode("utf-8", "replace").strip()
     try:
         parsed = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return first_line(ValueError(text[:300])) if text else "no message"
     error = parsed.get("error", parsed) if isinstance(parsed, dict) else parsed
     message = error.get("message", error) if isinstance(error, dict) else error
@@ -214,10 +225,14 @@ def retry_after(headers: Any) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        when = email.utils.parsedate_to_datetime(value)
-        return None if when is None else max(0.0, when.timestamp() - time.time())
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None  # not a date either: back off by our own rule
+        seconds = when.timestamp() - time.time()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def server_identity(endpoint: Endpoint, model: str) -> dict[str, Any]:

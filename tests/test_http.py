@@ -1,0 +1,148 @@
+"""medharness's one HTTP client against hostile servers on loopback: a redirect to another
+origin, a server that trickles, an answer too large, an error that echoes the key, a key in
+the URL, a Retry-After that is no number."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+import medharness.models.endpoint as endpoint_module
+from medharness.core.errors import UserError
+from medharness.core.http import redact
+from medharness.models.endpoint import Endpoint, check_base_url, retry_after
+from medharness.models.specs import EndpointRequests
+
+KEY = "sk-test-0123456789abcdef"
+MODELS = json.dumps({"data": [{"id": "m", "object": "model"}]}).encode()
+Respond = Callable[[BaseHTTPRequestHandler], None]
+
+
+@contextmanager
+def served(respond: Respond) -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """A loopback server answering every GET with ``respond``; the headers of each request."""
+    seen: list[dict[str, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append({k.lower(): v for k, v in self.headers.items()})
+            respond(self)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def models(handler: BaseHTTPRequestHandler) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(MODELS)))
+    handler.end_headers()
+    handler.wfile.write(MODELS)
+
+
+def endpoint(base: str, **requests: object) -> Endpoint:
+    settings = EndpointRequests.model_validate({"retries": 0, "backoff_s": 0, **requests})
+    return Endpoint(f"{base}/v1", "MEDHARNESS_TEST_KEY", settings)
+
+
+@pytest.fixture(autouse=True)
+def key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDHARNESS_TEST_KEY", KEY)
+
+
+@pytest.mark.parametrize("same_origin", [False, True])
+def test_the_key_never_follows_a_redirect_to_another_origin(same_origin: bool) -> None:
+    with served(models) as (elsewhere, reached):
+
+        def redirect(handler: BaseHTTPRequestHandler) -> None:
+            if handler.path.startswith("/moved"):
+                return models(handler)
+            handler.send_response(307)
+            handler.send_header("Location", "/moved" if same_origin else f"{elsewhere}/v1/models")
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+
+        with served(redirect) as (base, asked):
+            answer = endpoint(base).request("/models")
+    assert answer["data"][0]["id"] == "m"
+    assert asked[0]["authorization"] == f"Bearer {KEY}"
+    if same_origin:  # the server the user named: the key goes along
+        assert asked[1]["authorization"] == f"Bearer {KEY}" and not reached
+    else:  # another port: followed, without the key
+        assert len(reached) == 1 and "authorization" not in reached[0]
+
+
+def test_a_server_that_trickles_cannot_hold_a_request_past_its_deadline() -> None:
+    def trickle(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", "1000")
+        handler.end_headers()
+        for _ in range(40):  # a byte every 0.1 s: each read is quick, the whole is not
+            handler.wfile.write(b" ")
+            handler.wfile.flush()
+            time.sleep(0.1)
+
+    with served(trickle) as (base, _):
+        started = time.monotonic()
+        with pytest.raises(UserError, match="did not arrive whole before the deadline"):
+            endpoint(base, timeout_s=0.5).request("/models")
+    assert time.monotonic() - started < 3
+
+
+def test_an_answer_larger_than_the_cap_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(endpoint_module, "MAX_ANSWER_BYTES", 1000)
+
+    def large(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.end_headers()  # no Content-Length: only reading tells
+        handler.wfile.write(b"[" + b"1," * 5000 + b"1]")
+
+    with served(large) as (base, _), pytest.raises(UserError, match="grew past 1,000 bytes"):
+        endpoint(base).request("/models")
+
+
+def test_an_error_that_echoes_the_key_is_redacted() -> None:
+    def echo(handler: BaseHTTPRequestHandler) -> None:
+        body = json.dumps({"error": {"message": f"bad key {handler.headers['Authorization']}"}})
+        handler.send_response(401)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body.encode())
+
+    with served(echo) as (base, _), pytest.raises(UserError) as refused:
+        endpoint(base).request("/models")
+    assert KEY not in str(refused.value) and "bad key Bearer [redacted]" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8000/v1?api_key=sk-1", "http://u:sk-1@127.0.0.1/v1", "http://h/v1#k"]
+)
+def test_a_base_url_holding_credentials_or_a_query_is_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="must not hold credentials, a query string"):
+        check_base_url(url)
+
+
+@pytest.mark.parametrize("value", ["soon", "inf", "nan", "Mon, 99 Foo 2026", "-5"])
+def test_a_retry_after_that_is_no_delay_is_ignored_not_a_crash(value: str) -> None:
+    waited = retry_after({"Retry-After": value})
+    assert waited is None or waited == 0.0
+
+
+def test_redaction_cuts_every_secret_and_ignores_empty_ones() -> None:
+    assert redact(f"a {KEY} b {KEY}", [KEY, None, ""]) == "a [redacted] b [redacted]"
