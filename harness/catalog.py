@@ -29,7 +29,7 @@ from typing import Any
 from tqdm import tqdm
 
 from medharness.core.errors import UserError
-from medharness.core.folders import exclusive
+from medharness.core.folders import exclusive, make_owned_folder
 from medharness.core.io import sha256_file, write_text_atomic
 
 MIRROR_ENV = "MEDHARNESS_DATA_MIRROR"
@@ -96,19 +96,21 @@ def pull(entry: Dataset, root: Path, *, mirror: str | None = None) -> Path:
     if target.is_dir() and not problems(entry, target):
         return target
     staging = root / f".{entry.name}.partial"
-    try:
-        staging.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(
-            f"cannot write the data folder {root}: {exc.strerror}; point {DATA_HINT}"
-        ) from None
+    # a planted link, or a folder of that name not medharness's, is refused untouched
+    make_owned_folder(
+        staging, f"cannot write the data folder {root}: {{reason}}; point {DATA_HINT}"
+    )
     with exclusive(staging):
         unpacked = staging / entry.name
         shutil.rmtree(unpacked, ignore_errors=True)
         for source in sources_of(entry, mirror):
             download = staging / "downloads" / Path(source["url"]).name
             fetch(source["url"], download, f"{entry.name} {download.name}")
-            unpack(source, download, unpacked)
+            try:
+                unpack(source, download, unpacked)
+            except UserError:
+                download.unlink(missing_ok=True)  # refused: the next pull downloads afresh
+                raise
         found = problems(entry, unpacked)
         if found:
             shutil.rmtree(staging, ignore_errors=True)

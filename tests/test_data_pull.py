@@ -292,3 +292,36 @@ def test_the_shipped_catalog_matches_the_real_datasets() -> None:
     assert REAL_DATA is not None
     for entry in catalog().values():
         assert problems(entry, REAL_DATA / entry.name) == [], entry.name
+
+
+def test_a_refused_archive_is_not_reused_by_the_next_pull(
+    fixture_catalog: dict[str, Dataset],
+    server: tuple[str, Served],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    base, served = server
+    monkeypatch.setenv("MEDHARNESS_DATA_MIRROR", f"{base}/mirror/")
+    good = served.files["mirror/medquad.tar.gz"]
+    served.files["mirror/medquad.tar.gz"] = b"not an archive at all"
+    root = tmp_path / "data"
+    assert main(["data", "pull", "medquad", "--data-dir", str(root)]) == 2
+    assert "not a readable archive" in capsys.readouterr().err
+    served.files["mirror/medquad.tar.gz"] = good  # the mirror is fixed
+    assert main(["data", "pull", "medquad", "--data-dir", str(root)]) == 0
+    assert [path for path, _ in served.ranges].count("mirror/medquad.tar.gz") == 2
+
+
+def test_a_link_planted_at_the_staging_path_is_refused_and_left_alone(
+    fixture_catalog: dict[str, Dataset], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious.txt").write_text("mine")
+    root.mkdir()
+    (root / ".medqa.partial").symlink_to(elsewhere)
+    assert main(["data", "pull", "medqa", "--data-dir", str(root)]) == 2
+    assert "is a symbolic link" in capsys.readouterr().err
+    assert [p.name for p in elsewhere.iterdir()] == ["precious.txt"]
+    assert (elsewhere / "precious.txt").read_text() == "mine"

@@ -48,8 +48,9 @@ def refuse_foreign(folder: Path) -> None:
         )
 
 
-def make_owned_folder(folder: Path) -> None:
-    """Create ``folder`` (or reuse it when ours) and mark it as medharness's."""
+def make_owned_folder(folder: Path, unwritable: str | None = None) -> None:
+    """Create ``folder`` (or reuse it when ours) and mark it as medharness's. Where it cannot
+    be written the error says so, in ``unwritable``'s words (``{reason}`` filled in)."""
     refuse_foreign(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -57,9 +58,8 @@ def make_owned_folder(folder: Path) -> None:
         if not marker.is_file():
             marker.write_text(json.dumps({"made_by": "medharness"}) + "\n", encoding="utf-8")
     except OSError as exc:
-        raise UserError(
-            f"cannot write the run directory under {folder.parent}: {exc.strerror}"
-        ) from None
+        words = unwritable or f"cannot write the run directory under {folder.parent}: {{reason}}"
+        raise UserError(words.format(reason=exc.strerror)) from None
 
 
 @contextlib.contextmanager
@@ -97,17 +97,26 @@ def finish(folder: Path) -> None:
 def whole_or_absent(target: Path) -> Iterator[Path]:
     """A new folder that appears at ``target`` complete or not at all: the block writes into a
     hidden sibling, renamed into place when the block ends; an existing ``target`` is refused."""
-    if target.exists():
+    if target.exists() or target.is_symlink():
         raise UserError(f"{target} already exists; choose a new folder")
     staging = target.with_name(f".{target.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
+    if staging.exists() or staging.is_symlink():
+        refuse_foreign(staging)  # a folder of that name not made by medharness stays
+        shutil.rmtree(staging)
     try:
-        staging.mkdir(parents=True)
+        make_owned_folder(staging)
         yield staging
+        (staging / MARKER).unlink()
         staging.rename(target)
     except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_ours(staging)
         raise UserError(f"cannot write {target}: {exc.strerror or exc}") from None
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_ours(staging)
         raise
+
+
+def remove_ours(folder: Path) -> None:
+    """Delete ``folder`` where it is medharness's (marked, not a link); leave anything else."""
+    if is_ours(folder):
+        shutil.rmtree(folder, ignore_errors=True)
