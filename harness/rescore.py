@@ -8,6 +8,7 @@ a run killed then is refused by every reader until ``rescore`` is run again.
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -50,10 +51,17 @@ def rescore(
 ) -> list[str]:
     """Rescore a finished run in place; return what was added or recomputed."""
     refuse_foreign(run_dir)
-    run = RunData.open(run_dir, verify=False, rescoring=True)
+    marker = run_dir / RESCORING
+    if marker.is_symlink():
+        raise UserError(f"{marker} is a symbolic link; medharness writes only files it made")
+    # the logs it starts from are verified as the gate verifies them, unless a rescore
+    # killed while writing left them disagreeing with results.json (its marker says so)
+    run = RunData.open(run_dir, verify=not marker.exists(), rescoring=True)
     config = parse_config(run.manifest.config, str(run_dir / "manifest.json"))
     if judges_file is not None:
         config = load_judging(judges_file, config)
+    else:
+        refuse_keys_for_recorded_endpoints(config, run_dir)
     unknown = [m for m in metrics if m not in METRICS or METRICS[m].scorer is None]
     if unknown:
         scored = ", ".join(name for name, m in METRICS.items() if m.scorer is not None)
@@ -93,6 +101,18 @@ def rescore(
     return [*metrics, *(f"judge {judge.name}" for judge in config.judges)]
 
 
+def refuse_keys_for_recorded_endpoints(config: RunConfig, run_dir: Path) -> None:
+    """A run folder may come from anyone: its judges' servers get the user's API key only
+    where the user names them again (a --judges file), never from the folder alone."""
+    for judge in config.judges:
+        if judge.api_key_env is not None:
+            raise UserError(
+                f"{run_dir}: judge {judge.name} would send ${judge.api_key_env} to "
+                f"{judge.base_url}, a server only the run folder names; name the judges "
+                "yourself with --judges FILE to send your key there"
+            )
+
+
 def rescored_logs(
     run: RunData, metrics: list[str], jury: Jury | None
 ) -> tuple[dict[tuple[str, str], list[SampleRow]], dict[str, Task]]:
@@ -122,7 +142,9 @@ def write_rescored(
 ) -> None:
     """The rewritten files, with the marker standing while they disagree; then the report."""
     marker = run_dir / RESCORING
-    marker.write_text("a rescore is writing this run\n", encoding="utf-8")
+    handle = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(handle, "w", encoding="utf-8") as written:
+        written.write("a rescore is writing this run\n")
     for (model, task), rows in logs.items():
         path = run_dir / "samples" / model / f"{task}.jsonl"
         write_jsonl_atomic(path, (row.model_dump(mode="json") for row in rows))

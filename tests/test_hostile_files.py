@@ -1,14 +1,20 @@
-"""The filesystem rule: medharness replaces or deletes only folders it made (marked, never
-through a link), whatever sits at the hidden staging path of the folder it is making."""
+"""The filesystem and import rules: medharness replaces or deletes only folders it made (marked,
+never through a link), whatever sits at the hidden staging path of the folder it is making;
+rescore starts only from logs the gate would accept, and sends no key where only a run folder
+points."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import yaml
 
+from medharness.cli import main
 from medharness.core.errors import UserError
 from medharness.core.folders import whole_or_absent
+from medharness.reports.runs import RESCORING
 
 
 def user_folder(path: Path) -> Path:
@@ -53,3 +59,49 @@ def test_a_dangling_link_at_the_target_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="already exists"), whole_or_absent(tmp_path / "export"):
         pass
     assert (tmp_path / "export").is_symlink()
+
+
+def test_rescore_refuses_a_run_whose_logs_the_gate_would_refuse(
+    finished_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = finished_run / "samples" / "base" / "medqa_4opt.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    wrong = next(row for row in rows if row["metrics"]["acc"] == 0.0)
+    wrong["metrics"]["acc"] = 1.0  # a hand-edited answer
+    log.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    before = (finished_run / "results.json").read_bytes()
+    assert main(["gate", str(finished_run), "--policy", str(write_policy(finished_run))]) == 2
+    capsys.readouterr()
+    assert main(["rescore", str(finished_run), "--metrics", "rougeL"]) == 2
+    assert capsys.readouterr().err.startswith("medharness: error: ")
+    assert (finished_run / "results.json").read_bytes() == before  # nothing rewritten
+
+
+def write_policy(run: Path) -> Path:
+    policy = run.parent / "policy.yaml"
+    policy.write_text(yaml.safe_dump({"min_samples": 1, "required_tasks": ["medqa_4opt"]}))
+    return policy
+
+
+def test_rescore_never_writes_its_marker_through_a_planted_link(
+    finished_run: Path, tmp_path: Path
+) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("untouched")
+    (finished_run / RESCORING).symlink_to(victim)
+    assert main(["rescore", str(finished_run), "--metrics", "rougeL"]) == 2
+    assert victim.read_text() == "untouched"
+
+
+def test_rescore_sends_no_key_to_a_judge_server_only_the_run_folder_names(
+    finished_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = json.loads((finished_run / "manifest.json").read_text())
+    manifest["config"]["judges"] = [
+        {"name": "j", "model": "openai:grader", "base_url": "http://127.0.0.1:9/v1",
+         "api_key_env": "MY_GRADER_KEY"}
+    ]  # fmt: skip
+    (finished_run / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["rescore", str(finished_run)]) == 2
+    err = capsys.readouterr().err
+    assert "would send $MY_GRADER_KEY to http://127.0.0.1:9/v1" in err and "--judges" in err
