@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from medharness.core.errors import UserError
-from medharness.core.folders import whole_or_absent
+from medharness.core.folders import copy_plain_tree, refuse_links, whole_or_absent
 from medharness.reports.html import render_markdown
 from medharness.reports.runs import RunData
 
@@ -57,15 +57,15 @@ def publish_folder(run_dir: Path, folder: Path) -> Path:
     run = RunData.open(run_dir)
     with whole_or_absent(folder) as staging:
         for name in RUN_FILES:
-            if (run.path / name).is_file():
+            if refuse_links(run.path, run.path / name).is_file():
                 shutil.copy2(run.path / name, staging / name)
         for subfolder in ("inputs", "samples"):
-            shutil.copytree(run.path / subfolder, staging / subfolder)
+            copy_plain_tree(run.path / subfolder, staging / subfolder)
         for path in sorted((run.path / "train").glob("*/*")):
             if path.name in TRAINING_FILES:
                 target = staging / "train" / path.parent.name / path.name
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, target)
+                shutil.copy2(refuse_links(run.path, path), target)
         (staging / "README.md").write_text(dataset_card(run), encoding="utf-8")
     return folder
 

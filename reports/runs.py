@@ -17,6 +17,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from medharness.config import ModelEntry, recorded_task
 from medharness.core.errors import UserError
+from medharness.core.folders import refuse_links
 from medharness.core.io import read_jsonl
 from medharness.core.records import (
     INPUT_ROWS,
@@ -179,7 +180,7 @@ class RunData:
 
     def _json(self, name: str) -> Any:
         try:
-            return json.loads((self.path / name).read_text(encoding="utf-8"))
+            return json.loads(self._inside(name).read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise UserError(f"{self.path / name}:{exc.lineno}: not valid JSON") from None
         except UnicodeDecodeError:
@@ -192,7 +193,7 @@ class RunData:
     def samples(self, model: str, task: str) -> list[SampleRow]:
         key = (model, task)
         if key not in self._samples:
-            path = self.path / "samples" / model / f"{task}.jsonl"
+            path = self._inside(f"samples/{model}/{task}.jsonl")
             if not path.is_file():
                 raise UserError(f"{path} is missing from the run directory")
             self._samples[key] = validated_rows(path, SAMPLE_ROWS)
@@ -201,15 +202,20 @@ class RunData:
     def inputs(self, task: str) -> dict[str, InputRow]:
         """doc_id -> what the models were asked (prompt, target, metadata) for a task."""
         if task not in self._inputs:
-            path = self.path / "inputs" / f"{task}.jsonl"
+            path = self._inside(f"inputs/{task}.jsonl")
             if not path.is_file():
                 raise UserError(f"{path} is missing from the run directory")
             self._inputs[task] = {row.doc_id: row for row in validated_rows(path, INPUT_ROWS)}
         return self._inputs[task]
 
     def train_log(self, model: str) -> list[TrainLogRow]:
-        path = self.path / "train" / model / "log.jsonl"
+        path = self._inside(f"train/{model}/log.jsonl")
         return validated_rows(path, TRAIN_LOG_ROWS) if path.is_file() else []
+
+    def _inside(self, relative: str) -> Path:
+        """A file of the run, never reached through a symbolic link (which could lead out of
+        the folder, to a key or a token)."""
+        return refuse_links(self.path, self.path / relative)
 
     def best_step(self, model: str) -> int | None:
         """The checkpoint a training kept as its result, when it kept the best one."""

@@ -271,6 +271,7 @@ def test_every_case_is_in_the_documented_table() -> None:
         "pull-offline",  # tests/test_data_pull.py
         "endpoint-answer-too-large",  # tests/test_http.py
         "rescore-endpoint-key",  # tests/test_hostile_files.py
+        "run-folder-link",
     }
     gate_cases = {*BAD_POLICIES, "incomparable-baseline", "missing-run"}  # tests/test_gate.py
     assert documented == {*CASES, *elsewhere, *gate_cases}

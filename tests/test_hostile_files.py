@@ -105,3 +105,33 @@ def test_rescore_sends_no_key_to_a_judge_server_only_the_run_folder_names(
     assert main(["rescore", str(finished_run)]) == 2
     err = capsys.readouterr().err
     assert "would send $MY_GRADER_KEY to http://127.0.0.1:9/v1" in err and "--judges" in err
+
+
+@pytest.mark.parametrize("command", ["publish", "report", "export"])
+def test_a_link_inside_a_run_folder_is_never_followed(
+    finished_run: Path, tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("hf_secret_token_value\n")
+    log = finished_run / "samples" / "base" / "medqa_4opt.jsonl"
+    log.unlink()
+    log.symlink_to(token)  # the run folder came from someone else
+    out = tmp_path / "out"
+    argv = {
+        "publish": [
+            "publish",
+            str(finished_run),
+            "--hub",
+            "me/run",
+            "--folder",
+            str(out),
+            "--dry-run",
+        ],
+        "report": ["report", str(finished_run), "-o", str(tmp_path / "r.html")],
+        "export": ["export", str(finished_run), "--format", "lm-eval", "-o", str(out)],
+    }[command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "is a symbolic link" in err and "hf_secret" not in err
+    copied = [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink() and p != token]
+    assert not any("hf_secret" in p.read_text(errors="replace") for p in copied)

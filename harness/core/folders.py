@@ -120,3 +120,28 @@ def remove_ours(folder: Path) -> None:
     """Delete ``folder`` where it is medharness's (marked, not a link); leave anything else."""
     if is_ours(folder):
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def refuse_links(root: Path, path: Path) -> Path:
+    """``path`` (inside ``root``), refused where it or a folder on the way to it is a
+    symbolic link: a run folder someone else made can point anywhere (a key, a token)."""
+    current = root
+    for part in path.relative_to(root).parts:
+        current = current / part
+        if current.is_symlink():
+            raise UserError(
+                f"{current} is a symbolic link; medharness reads only files a run wrote itself"
+            )
+    return path
+
+
+def copy_plain_tree(source: Path, target: Path) -> None:
+    """Copy a folder of a run, refusing any symbolic link in it instead of following it."""
+    refuse_links(source.parent, source)
+    for folder, folders, files in os.walk(source):
+        here = Path(folder)
+        for name in [*folders, *files]:
+            refuse_links(source, here / name)
+        (target / here.relative_to(source)).mkdir(parents=True, exist_ok=True)
+        for name in files:
+            shutil.copy2(here / name, target / here.relative_to(source) / name)
