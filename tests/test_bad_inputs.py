@@ -270,6 +270,7 @@ def test_every_case_is_in_the_documented_table() -> None:
         "verify-empty",
         "pull-offline",  # tests/test_data_pull.py
         "endpoint-answer-too-large",  # tests/test_http.py
+        "endpoint-impossible-logprobs",
         "rescore-endpoint-key",  # tests/test_hostile_files.py
         "run-folder-link",
     }

@@ -5,6 +5,7 @@ the URL, a Retry-After that is no number."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +17,12 @@ import pytest
 import medharness.models.endpoint as endpoint_module
 from medharness.core.errors import UserError
 from medharness.core.http import redact
-from medharness.models.endpoint import Endpoint, check_base_url, retry_after
+from medharness.models.endpoint import (
+    Endpoint,
+    check_base_url,
+    continuation_logprob,
+    retry_after,
+)
 from medharness.models.specs import EndpointRequests
 
 KEY = "sk-test-0123456789abcdef"
@@ -146,3 +152,31 @@ def test_a_retry_after_that_is_no_delay_is_ignored_not_a_crash(value: str) -> No
 
 def test_redaction_cuts_every_secret_and_ignores_empty_ones() -> None:
     assert redact(f"a {KEY} b {KEY}", [KEY, None, ""]) == "a [redacted] b [redacted]"
+
+
+def echoed(values: list[object], offsets: list[object] | None = None) -> dict[str, object]:
+    starts = offsets if offsets is not None else [0, 5, 9, 12][: len(values)]
+    return {"choices": [{"logprobs": {"token_logprobs": values, "text_offset": starts}}]}
+
+
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [
+        (echoed([None, -1.0, 0.7]), "a positive log-prob (0.7)"),
+        (echoed([None, -1.0, float("inf")]), "a log-prob of inf"),
+        (echoed([None, float("nan"), -1.0]), "a log-prob of nan"),
+        (echoed([None, -1.0, "-2"]), "a log-prob that is not a number"),
+        (echoed([None, -1.0, -2.0], [0, 9, 5]), "text_offsets that go backwards"),
+        (echoed([None, -1.0, -2.0], [0, 5.5, 9]), "a text_offset that is not a whole number"),
+    ],
+)
+def test_echoed_log_probs_that_cannot_be_log_probabilities_are_refused(
+    answer: dict[str, object], says: str
+) -> None:
+    with pytest.raises(UserError, match="cannot be log-probabilities: " + re.escape(says)):
+        continuation_logprob(answer, context_chars=5, prompt_chars=12)
+
+
+def test_possible_log_probs_still_sum() -> None:
+    total = continuation_logprob(echoed([None, -1.0, -2.0, -0.5]), context_chars=5, prompt_chars=12)
+    assert total == pytest.approx(-3.0)  # tokens ending past the context, starting before 12

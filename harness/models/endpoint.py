@@ -15,6 +15,7 @@ variable the entry names at each request and is written nowhere.
 from __future__ import annotations
 
 import email.utils
+import itertools
 import json
 import math
 import os
@@ -275,6 +276,9 @@ def continuation_logprob(answer: Any, context_chars: int, prompt_chars: int) -> 
     starts, values = logprobs.get("text_offset"), logprobs["token_logprobs"]
     if not isinstance(starts, list) or len(starts) != len(values):
         raise NoPromptLogprobs
+    impossible = impossible_logprobs(starts, values)
+    if impossible:
+        raise UserError(f"the server's echoed log-probs cannot be log-probabilities: {impossible}")
     total, counted = 0.0, 0
     for start, end, value in zip(starts, [*starts[1:], math.inf], values, strict=True):
         if start >= prompt_chars:
@@ -287,6 +291,26 @@ def continuation_logprob(answer: Any, context_chars: int, prompt_chars: int) -> 
     if not counted:
         raise Retryable("no continuation tokens in the echoed prompt")
     return total
+
+
+def impossible_logprobs(starts: list[Any], values: list[Any]) -> str | None:
+    """What makes an echoed log-prob answer impossible, if anything: a log-probability
+    above 0, not a number or not finite (the first token's may be null), or token offsets
+    that are not whole numbers or go backwards."""
+    if not all(isinstance(start, int) and not isinstance(start, bool) for start in starts):
+        return "a text_offset that is not a whole number"
+    if any(later < earlier for earlier, later in itertools.pairwise(starts)):
+        return "text_offsets that go backwards"
+    for value in values:
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"a log-prob that is not a number ({str(value)[:40]!r})"
+        if not math.isfinite(value):
+            return f"a log-prob of {value}"
+        if value > 1e-6:
+            return f"a positive log-prob ({value:g})"
+    return None
 
 
 def logprob_refusal(base_url: str, why: str) -> UserError:
