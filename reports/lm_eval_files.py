@@ -11,10 +11,11 @@ concatenation gives the ``task_hashes`` entry that says two runs saw the same da
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -129,6 +130,14 @@ def choice_row(sample: dict[str, Any], doc_id: str, delimiter: str) -> ChoiceRow
     chosen = max(range(len(likelihoods)), key=likelihoods.__getitem__)
     target = str(sample["target"])
     gold = int(target) if target.lstrip("-").isdigit() else choices.index(target)
+    if not 0 <= gold < len(choices) or len(likelihoods) != len(choices):
+        raise ValueError(f"doc {doc_id}: its target or log-likelihoods do not fit its options")
+    logged = float(sample["acc"])
+    if logged != float(chosen == gold):  # recomputed from the rawest numbers present
+        raise UserError(
+            f"doc {doc_id}: the logged acc {logged:g} disagrees with its log-likelihoods, which "
+            f"pick option {chosen} (gold {gold}); the samples file was edited or is not lm-eval's"
+        )
     return ChoiceRow(
         doc_id=doc_id,
         target=choices[gold],
@@ -137,7 +146,7 @@ def choice_row(sample: dict[str, Any], doc_id: str, delimiter: str) -> ChoiceRow
         loglikelihoods=likelihoods,
         chosen=chosen,
         gold=gold,
-        metrics={"acc": float(sample["acc"])},
+        metrics={"acc": logged},
     )
 
 
@@ -219,8 +228,18 @@ def read_task(
     output_type = config.get("output_type", "multiple_choice")
     delimiter = str(config.get("target_delimiter", " "))
     path = samples_file(results_path, task)
-    samples = sorted(read_jsonl(path), key=lambda s: int(s["doc_id"]))
-    doc_ids = [sample_doc_id(sample) for sample in samples]
+    try:
+        samples = sorted(read_jsonl(path), key=lambda s: int(s["doc_id"]))
+        doc_ids = [sample_doc_id(sample) for sample in samples]
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise UserError(f"{path}: not a samples file of lm-eval --log_samples ({exc!r})") from None
+    repeated = sorted({doc for doc in doc_ids if doc_ids.count(doc) > 1})
+    if repeated:  # one question logged twice would count twice in n and accuracy
+        raise UserError(
+            f"{path}: doc_id {repeated[0]} appears more than once"
+            + (f" (and {len(repeated) - 1} more)" if len(repeated) > 1 else "")
+            + "; each question is one sample"
+        )
     try:
         if output_type == "multiple_choice":
             rows: list[SampleRow] = [
@@ -239,7 +258,9 @@ def read_task(
                 f"{path}: lm-eval output_type {output_type!r}; medharness reads "
                 "multiple_choice and generate_until tasks"
             )
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    except (KeyError, IndexError, TypeError, ValueError, OverflowError, AttributeError) as exc:
         raise UserError(f"{path}: not a samples file of lm-eval --log_samples ({exc!r})") from None
     version = str(data.get("versions", {}).get(task, "unversioned"))
     definition = imported_task(task, kind, version, metrics)
@@ -279,6 +300,25 @@ def statistics_settings(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def not_lm_eval_if_broken(results_path: Path) -> Iterator[None]:
+    """Inside, a results file of another shape than lm-eval's (odd task names, configs,
+    fields of the wrong type) is one line naming it, not a traceback."""
+    try:
+        yield
+    except (KeyError, TypeError, AttributeError, ValueError, OverflowError) as exc:
+        raise UserError(f"{results_path}: not an lm-eval results file ({exc!r})") from None
+
+
+def finished_at(date: Any) -> str:
+    """lm-eval's ``date`` (seconds since the epoch) as an ISO time; what is no such number
+    reads as unknown rather than as an error."""
+    try:
+        return datetime.fromtimestamp(float(date)).isoformat()
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "unknown"
+
+
 def read_lm_eval_folder(path: Path) -> LmEvalRun:
     """An lm-eval ``--output_path`` folder as a run: each model folder's newest results and
     the samples written with them, scored and summarised as medharness scores its own runs
@@ -297,24 +337,26 @@ def read_lm_eval_folder(path: Path) -> LmEvalRun:
     settings = statistics_settings(first)
     resamples, seed = settings["bootstrap_resamples"], settings["seed"]
     for results_path, data in read:
-        model = model_name(data, results_path.parent)
-        if model in results:
-            raise UserError(f"{path}: two lm-eval folders are both model {model!r}")
-        task_names = [t for t in data["results"] if not data.get("group_subtasks", {}).get(t)]
-        results[model] = {}
-        for task in task_names:
-            definition, rows, asked, identity = read_task(results_path, task, data)
-            tasks[task], identities[task] = definition, identity
-            inputs.setdefault(task, asked)
-            samples[(model, task)] = rows
-            results[model][task] = aggregate(definition, rows, resamples=resamples, seed=seed)
+        with not_lm_eval_if_broken(results_path):
+            model = model_name(data, results_path.parent)
+            if model in results:
+                raise UserError(f"{path}: two lm-eval folders are both model {model!r}")
+            subtasks = data.get("group_subtasks", {})
+            task_names = [t for t in data["results"] if not subtasks.get(t)]
+            results[model] = {}
+            for task in task_names:
+                definition, rows, asked, identity = read_task(results_path, task, data)
+                tasks[task], identities[task] = definition, identity
+                inputs.setdefault(task, asked)
+                samples[(model, task)] = rows
+                results[model][task] = aggregate(definition, rows, resamples=resamples, seed=seed)
         models[model] = {
             "backend": "lm-eval",
             "model": str(data.get("model_name", "")),
             "model_args": data.get("config", {}).get("model_args"),
             "lm_eval_results": str(results_path),
         }
-    finished = datetime.fromtimestamp(float(first.get("date", 0))).isoformat()
+    finished = finished_at(first.get("date"))
     gen_kwargs = first.get("config", {}).get("gen_kwargs") or {}
     manifest = Manifest(
         medharness_version="",  # not written by medharness: lm-eval's version is below

@@ -6,7 +6,9 @@ points."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -135,3 +137,79 @@ def test_a_link_inside_a_run_folder_is_never_followed(
     assert "is a symbolic link" in err and "hf_secret" not in err
     copied = [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink() and p != token]
     assert not any("hf_secret" in p.read_text(errors="replace") for p in copied)
+
+
+def exported(finished_run: Path, tmp_path: Path) -> Path:
+    """The run as lm-eval's output folder, to be tampered with."""
+    out = tmp_path / "lm-eval"
+    assert main(["export", str(finished_run), "--format", "lm-eval", "-o", str(out)]) == 0
+    return out
+
+
+def edit_samples(folder: Path, task: str, edit: Callable[[list[dict[str, Any]]], None]) -> None:
+    path = next(folder.glob(f"base/samples_{task}_*.jsonl"))
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    edit(rows)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def flip_an_acc(rows: list[dict[str, Any]]) -> None:
+    rows[0]["acc"] = 1.0 - float(rows[0]["acc"])
+
+
+def repeat_a_line(rows: list[dict[str, Any]]) -> None:
+    rows.extend([rows[0]] * 10)
+
+
+def odd_doc_id(rows: list[dict[str, Any]]) -> None:
+    rows[0]["doc_id"] = "first"
+
+
+def odd_target(rows: list[dict[str, Any]]) -> None:
+    rows[0]["target"] = 99
+
+
+LM_EVAL_TAMPERING = {  # what was done to the samples file -> what the one line says
+    "flip_an_acc": (flip_an_acc, "disagrees with its log-likelihoods, which pick option"),
+    "repeat_a_line": (repeat_a_line, "appears more than once; each question is one sample"),
+    "odd_doc_id": (odd_doc_id, "not a samples file of lm-eval --log_samples"),
+    "odd_target": (odd_target, "not a samples file of lm-eval --log_samples"),
+}
+
+
+@pytest.mark.parametrize("tampering", list(LM_EVAL_TAMPERING))
+def test_an_lm_eval_folder_is_recomputed_and_refused_where_it_disagrees_or_repeats(
+    finished_run: Path, tmp_path: Path, tampering: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit, says = LM_EVAL_TAMPERING[tampering]
+    folder = exported(finished_run, tmp_path)
+    edit_samples(folder, "medqa_4opt", edit)
+    capsys.readouterr()
+    assert main(["report", str(folder), "-o", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0], err
+
+
+@pytest.mark.parametrize("date", ["yesterday", 1e300, None, [1]])
+def test_an_lm_eval_results_file_with_an_odd_date_still_reads(
+    finished_run: Path, tmp_path: Path, date: object
+) -> None:
+    folder = exported(finished_run, tmp_path)
+    results = next(folder.glob("base/results_*.json"))
+    data = json.loads(results.read_text())
+    data["date"] = date
+    results.write_text(json.dumps(data))
+    assert main(["report", str(folder), "-o", str(tmp_path / "r.html")]) == 0
+
+
+def test_an_lm_eval_results_file_of_another_shape_is_one_line(
+    finished_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = exported(finished_run, tmp_path)
+    results = next(folder.glob("base/results_*.json"))
+    data = json.loads(results.read_text())
+    data["configs"] = ["not", "a", "mapping"]
+    results.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert main(["report", str(folder), "-o", str(tmp_path / "r.html")]) == 2
+    assert "not an lm-eval results file" in capsys.readouterr().err
