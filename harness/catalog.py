@@ -21,10 +21,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from tqdm import tqdm
 
@@ -87,7 +88,18 @@ def problems(entry: Dataset, folder: Path) -> list[str]:
         digest = hashlib.sha256("".join(f"{d}  ./{p}\n" for p, d in lines).encode()).hexdigest()
         if len(lines) != expected["files"] or digest != expected["sha256"]:
             issues.append(f"{name}/ ({len(lines)} files) differs from its {expected['files']}")
+    issues += [
+        f"{path}: no checksum of the catalog covers it"
+        for path in found
+        if not covered(entry, path)
+    ]
     return issues
+
+
+def covered(entry: Dataset, relative: str) -> bool:
+    """Whether a file of a dataset folder is one the catalog pins: a listed file, or one in a
+    listed folder (whose digest covers its files)."""
+    return relative in entry.files or relative.split("/", 1)[0] in entry.folders
 
 
 def pull(entry: Dataset, root: Path, *, mirror: str | None = None) -> Path:
@@ -107,9 +119,10 @@ def pull(entry: Dataset, root: Path, *, mirror: str | None = None) -> Path:
             download = staging / "downloads" / Path(source["url"]).name
             fetch(source["url"], download, f"{entry.name} {download.name}")
             try:
-                unpack(source, download, unpacked)
+                unpack(entry, source, download, unpacked)
             except UserError:
                 download.unlink(missing_ok=True)  # refused: the next pull downloads afresh
+                shutil.rmtree(unpacked, ignore_errors=True)
                 raise
         found = problems(entry, unpacked)
         if found:
@@ -184,46 +197,76 @@ def fetch(url: str, destination: Path, label: str) -> None:
     part.rename(destination)
 
 
-def unpack(source: dict[str, str], download: Path, folder: Path) -> None:
+SUMS_ALLOWANCE = 4 << 20  # a mirror's tarball of a pulled folder carries its SHA256SUMS
+
+
+@dataclass
+class Unpacking:
+    """What an archive may put in a dataset folder, checked member by member as it is
+    unpacked, before any checksum: only files the catalog pins, and no more bytes in all
+    than the dataset has (a small archive that would unpack to gigabytes stops there)."""
+
+    entry: Dataset
+    folder: Path
+    download: Path
+    written: int = 0
+
+    def place(self, name: str, strip: str, data: IO[bytes]) -> None:
+        name = name.removeprefix("./")
+        if not name.startswith(strip):
+            return
+        relative = Path(name[len(strip) :])
+        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+            raise UserError(f"archive member {name!r} would land outside the dataset folder")
+        if relative.as_posix() != "SHA256SUMS" and not covered(self.entry, relative.as_posix()):
+            raise UserError(
+                f"{self.download}: {name}: no checksum of the catalog covers it; nothing was kept"
+            )
+        path = self.folder / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        budget = self.entry.bytes + SUMS_ALLOWANCE - self.written
+        with path.open("wb") as handle:
+            while chunk := data.read(CHUNK):
+                self.written += len(chunk)
+                if len(chunk) > budget:
+                    raise UserError(
+                        f"{self.download}: unpacks to more than the {self.entry.bytes:,} bytes "
+                        f"of {self.entry.name}; nothing was kept"
+                    )
+                budget -= len(chunk)
+                handle.write(chunk)
+
+
+def unpack(entry: Dataset, source: dict[str, str], download: Path, folder: Path) -> None:
     """A file to its path, or an archive's members under ``strip`` into ``folder``; members
-    that would land outside it, links and devices are refused."""
+    that would land outside it, that the catalog does not pin, links and devices are
+    refused, and so is an archive that unpacks to more than the dataset's size."""
     archive = source.get("archive")
     if archive is None:
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(download, folder / source["path"])
         return
     strip = source["strip"]
+    unpacking = Unpacking(entry, folder, download)
     try:
         if archive == "zip":
             with zipfile.ZipFile(download) as bundle:
                 for info in bundle.infolist():
                     if not info.is_dir():
                         with bundle.open(info) as opened:
-                            _place(info.filename, strip, opened.read(), folder)
+                            unpacking.place(info.filename, strip, opened)
         else:
             with tarfile.open(download) as tarball:
-                for member in tarball.getmembers():
+                for member in tarball:
                     if member.isfile():
                         data = tarball.extractfile(member)
                         assert data is not None
-                        _place(member.name, strip, data.read(), folder)
+                        unpacking.place(member.name, strip, data)
                     elif not member.isdir():
                         raise UserError(f"{download}: {member.name}: not a file or folder")
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as exc:
         download.unlink(missing_ok=True)
         raise UserError(f"{download}: not a readable archive ({exc})") from None
-
-
-def _place(name: str, strip: str, data: bytes, folder: Path) -> None:
-    name = name.removeprefix("./")
-    if not name.startswith(strip):
-        return
-    relative = Path(name[len(strip) :])
-    if relative.is_absolute() or ".." in relative.parts or not relative.parts:
-        raise UserError(f"archive member {name!r} would land outside the dataset folder")
-    path = folder / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
 
 
 def mirror() -> str | None:

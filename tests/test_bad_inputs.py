@@ -269,6 +269,8 @@ def test_every_case_is_in_the_documented_table() -> None:
         "eval-other-settings",  # tests/test_newcomer.py
         "verify-empty",
         "pull-offline",  # tests/test_data_pull.py
+        "pull-uncovered-member",
+        "pull-archive-too-large",
         "endpoint-answer-too-large",  # tests/test_http.py
         "endpoint-impossible-logprobs",
         "rescore-endpoint-key",  # tests/test_hostile_files.py

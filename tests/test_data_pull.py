@@ -325,3 +325,33 @@ def test_a_link_planted_at_the_staging_path_is_refused_and_left_alone(
     assert "is a symbolic link" in capsys.readouterr().err
     assert [p.name for p in elsewhere.iterdir()] == ["precious.txt"]
     assert (elsewhere / "precious.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("hostile", ["extra folder", "unpacks to gigabytes"])
+def test_a_mirror_archive_is_checked_member_by_member_while_unpacking(
+    fixture_catalog: dict[str, Dataset],
+    server: tuple[str, Served],
+    fixture_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    hostile: str,
+) -> None:
+    base, served = server
+    monkeypatch.setenv("MEDHARNESS_DATA_MIRROR", f"{base}/mirror/")
+    files = tree(fixture_data / "medqa")
+    if hostile == "extra folder":
+        files["planted/extra.jsonl"] = b'{"question": "scored as if it were MedQA"}\n'
+        says = "planted/extra.jsonl: no checksum of the catalog covers it"
+    else:  # a few dozen KB of gzip that would unpack to 24 MiB of one file
+        files["us_4opt_test.jsonl"] = bytes(24 << 20)
+        says = "unpacks to more than the"
+    served.files["mirror/medqa.tar.gz"] = tarball("medqa", files)
+    assert len(served.files["mirror/medqa.tar.gz"]) < 1 << 20
+    root = tmp_path / "data"
+    assert main(["data", "pull", "medqa", "--data-dir", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err.splitlines()[-1], err  # a bar, then one line
+    assert not (root / "medqa").exists()
+    written = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    assert written < fixture_catalog["medqa"].bytes + (5 << 20)  # stopped, not unpacked whole
