@@ -1,6 +1,7 @@
-"""medharness's one HTTP client against hostile servers on loopback: a redirect to another
-origin, a server that trickles, an answer too large, an error that echoes the key, a key in
-the URL, a Retry-After that is no number."""
+"""Hostile answers: medharness's one HTTP client against servers on loopback (a redirect to
+another origin, a server that trickles, an answer too large, an error that echoes the key, a
+key in the URL, a Retry-After that is no number, impossible log-probs), judges that write
+monstrous numbers, and ports that are none."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
 import medharness.models.endpoint as endpoint_module
+from medharness.cli import main
 from medharness.core.errors import UserError
 from medharness.core.http import redact
 from medharness.models.endpoint import (
@@ -24,6 +27,8 @@ from medharness.models.endpoint import (
     retry_after,
 )
 from medharness.models.specs import EndpointRequests
+from medharness.tasks.judging.rubric import load_rubric
+from medharness.tasks.judging.verdicts import parse_verdict
 
 KEY = "sk-test-0123456789abcdef"
 MODELS = json.dumps({"data": [{"id": "m", "object": "model"}]}).encode()
@@ -180,3 +185,29 @@ def test_echoed_log_probs_that_cannot_be_log_probabilities_are_refused(
 def test_possible_log_probs_still_sum() -> None:
     total = continuation_logprob(echoed([None, -1.0, -2.0, -0.5]), context_chars=5, prompt_chars=12)
     assert total == pytest.approx(-3.0)  # tokens ending past the context, starting before 12
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        "correctness: " + "9" * 5000,
+        '{"correctness": ' + "9" * 5000 + "}",
+        '{"correctness": "' + "4" * 5000 + '"}',
+        "{" * 100_000 + "}" * 100_000,
+    ],
+)
+def test_a_judge_writing_monstrous_numbers_or_nests_gives_no_score_and_no_crash(
+    output: str,
+) -> None:
+    rubric = load_rubric("medical-qa", Path.cwd())
+    assert parse_verdict(output + "\ncompleteness: 3", rubric, "x").scores == {"completeness": 3}
+
+
+@pytest.mark.parametrize("value", ["70000", "0", "-1", "http"])
+def test_a_port_that_is_no_port_is_a_usage_error(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["view", "some-run", "--port", value])
+    assert stopped.value.code == 2
+    assert "argument --port" in capsys.readouterr().err

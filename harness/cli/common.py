@@ -14,6 +14,14 @@ EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 Commands = argparse._SubParsersAction  # what add_parser of each command module receives
 
 
+def port(text: str) -> int:
+    """A TCP port to listen on: 1-65535 (0 would be any free port, which no link could name)."""
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1-65535, not {value}")
+    return value
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medharness.cli.common import EXIT_OK, Commands
+from medharness.cli.common import EXIT_OK, Commands, port
 
 
 def add_parser(commands: Commands) -> None:
@@ -23,7 +23,7 @@ def add_parser(commands: Commands) -> None:
     )
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run directories")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    parser.add_argument("--port", type=int, default=7860, help="port to listen on (7860)")
+    parser.add_argument("--port", type=port, default=7860, help="port to listen on (7860)")
     parser.add_argument(
         "--playground",
         action="store_true",

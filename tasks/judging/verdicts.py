@@ -145,12 +145,20 @@ def parse_verdict(output: str, rubric: Rubric, answer: str) -> Verdict:
                 if line.strip().lower().startswith("rationale:"):
                     rationale = line.strip()[len("rationale:") :].strip()
                 continue
-            candidates = {match.group(1).lower(): int(match.group(2))}
+            score = small_int(match.group(2))
+            candidates = {} if score is None else {match.group(1).lower(): score}
         for name, score in candidates.items():
             criterion = rubric.criterion(name)
             if criterion.low <= score <= criterion.high:
                 scores[name] = score
     return Verdict(scores, rationale)
+
+
+def small_int(text: str) -> int | None:
+    """A score as a judge writes one: a whole number of a few digits (a 5,000-digit one is
+    no score, and Python's int would refuse it)."""
+    digits = text.strip().lstrip("-")
+    return int(text) if digits.isdigit() and len(digits) <= 6 else None
 
 
 def _json_scores(line: str, names: list[str]) -> tuple[dict[str, int], str] | None:
@@ -160,14 +168,17 @@ def _json_scores(line: str, names: list[str]) -> tuple[dict[str, int], str] | No
         return None
     try:
         data = json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # also numbers too long for Python's int, deep nests
         return None
     if not isinstance(data, dict):
         return None
     scores = {
-        name: int(value)
+        name: score
         for name, value in data.items()
-        if name in names and isinstance(value, int | str) and str(value).lstrip("-").isdigit()
+        if name in names
+        and isinstance(value, int | str)
+        and not isinstance(value, bool)
+        and (score := small_int(str(value))) is not None
     }
     rationale = data.get("rationale")
     return scores, rationale if isinstance(rationale, str) else ""
