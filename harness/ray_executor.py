@@ -211,6 +211,15 @@ def train_remotely(config: RunConfig, name: str, subdir: str, data: bytes) -> by
     return pack(root / "run" / "train" / name)
 
 
+def placeable(resources: WorkerResources, nodes: list[dict[str, float]]) -> bool:
+    """Whether one of ``nodes`` (each node's total resources, as Ray names them) can hold a
+    worker asking for ``resources``: a request none can hold would wait forever."""
+    wanted = {"CPU": resources.num_cpus, "GPU": resources.num_gpus, **resources.custom}
+    if resources.memory_gib is not None:
+        wanted["memory"] = resources.memory_gib * 2**30
+    return any(all(node.get(k, 0.0) >= v for k, v in wanted.items() if v) for node in nodes)
+
+
 def request(resources: WorkerResources) -> dict[str, Any]:
     """Ray options asking for what a model entry's workers need."""
     options: dict[str, Any] = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus}
@@ -247,6 +256,22 @@ class Cluster:
             units=[UnitRecord.model_validate(unit) for unit in units],
         )
 
+    def refuse_unplaceable(self, entry: ModelEntry) -> None:
+        """One line, at once, for a model whose workers no node of the cluster can hold
+        (Ray itself would keep them pending without a word)."""
+        nodes = [node["Resources"] for node in self.ray.nodes() if node.get("Alive")]
+        if not placeable(entry.resources, nodes):
+            asked = entry.resources.model_dump(exclude={"replicas"}, exclude_none=True)
+            raise UserError(
+                f"model {entry.name}: no node of the Ray cluster has the resources it asks for "
+                f"({asked}); nodes have: "
+                + "; ".join(
+                    ", ".join(f"{k} {v:g}" for k, v in node.items() if not k.startswith("node:"))
+                    for node in nodes
+                )
+                + " (on an autoscaling cluster, start such a node first)"
+            )
+
     def failure(self, what: str, exc: Exception) -> UserError:
         """One line naming the work that failed and why."""
         exceptions = self.ray.exceptions
@@ -277,6 +302,7 @@ class Cluster:
             subdir = data_folder(entry.train)  # checked by training_finished
             if subdir not in data:
                 data[subdir] = self.ray.put(pack(data_root.path / subdir))
+            self.refuse_unplaceable(entry)
             print(f"[{entry.name}] training on the Ray cluster", file=sys.stderr)
             options = request(entry.resources)
             ref = remote.options(
@@ -346,6 +372,7 @@ class Cluster:
 
     def start_workers(self, item: ModelWork) -> list[Any]:
         """A model entry's actors, asking for its resources; restarted when they die."""
+        self.refuse_unplaceable(item.entry)
         shipped = {path: self.ray.put(blob) for path, blob in item.shipped.items()}
         retries = self.settings.max_retries
         options = request(item.entry.resources)

@@ -218,6 +218,23 @@ def test_without_an_address_a_run_starts_a_ray_of_its_own(cluster: str, tmp_path
     assert {u["node_id"] for u in executor["units"]} <= ours
 
 
+@pytest.mark.parametrize("resources", [{"num_gpus": 4}, {"custom": {"a100": 1}}, {"num_cpus": 3}])
+def test_a_request_no_node_can_hold_is_refused_at_once(
+    cluster: str, tmp_path: Path, resources: dict[str, Any]
+) -> None:
+    """Ray would keep such workers pending forever without a word."""
+    config = write_config(
+        tmp_path, [{"name": "f", "model": fake(tmp_path), "resources": resources}]
+    )
+    done = subprocess.run(
+        on_ray(config, cluster), env=ray_env(), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("medharness: error: model f: no node of the Ray cluster has the "), last
+    assert "CPU 2" in last  # what the nodes do have
+
+
 @pytest.mark.slow
 def test_the_builtin_model_on_the_cluster_equals_the_local_run(
     cluster: str, tmp_path: Path
