@@ -261,6 +261,7 @@ def test_every_case_is_in_the_documented_table() -> None:
         *PUBLISH_CASES,
         *RAY_CASES,
         "ray-unit-failed",  # tests/test_ray_executor.py, with a cluster
+        "ray-unplaceable",
         "endpoint-fault",  # tests/test_endpoint.py, with the budget
         "endpoint-budget",
         "pull-checksum-mismatch",  # tests/test_data_pull.py
