@@ -12,6 +12,7 @@ dataset, a tarball of the dataset folder (``tar czf medquad.tar.gz medquad``).
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import shutil
@@ -163,12 +164,13 @@ def fetch(url: str, destination: Path, label: str) -> None:
     part = destination.with_name(destination.name + ".part")
     have = part.stat().st_size if part.is_file() else 0
     length = 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
     try:
+        request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
         with urllib.request.urlopen(request, timeout=60) as response:
             if have and response.status != 206:
                 have = 0  # the server sends the whole file again
-            length = int(response.headers.get("Content-Length") or 0)
+            declared = (response.headers.get("Content-Length") or "").strip()
+            length = int(declared) if declared.isdigit() else 0  # unknown: read to the end
             with (
                 part.open("ab" if have else "wb") as handle,
                 tqdm(
@@ -182,7 +184,9 @@ def fetch(url: str, destination: Path, label: str) -> None:
     except urllib.error.HTTPError as exc:
         if exc.code != 416:  # 416: nothing left to send, the part is whole
             raise UserError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, OSError) as exc:
+    except ValueError as exc:  # not a URL urllib can fetch (a mistyped mirror)
+        raise UserError(f"cannot download {url}: {exc}") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", None) or exc
         arrived = part.is_file() and part.stat().st_size > 0
         raise UserError(
@@ -270,15 +274,27 @@ def unpack(entry: Dataset, source: dict[str, str], download: Path, folder: Path)
 
 
 def mirror() -> str | None:
-    return os.environ.get(MIRROR_ENV) or None
+    """The mirror's base URL, where one is set: an http(s) URL, or one line saying it is not."""
+    base = os.environ.get(MIRROR_ENV) or None
+    if base is None:
+        return None
+    try:
+        parts = urllib.parse.urlsplit(base)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        _ = parts.port  # a port that is no port raises here
+    except ValueError:
+        valid = False
+    if not valid:
+        raise UserError(f"{MIRROR_ENV}={base!r} is not an http(s) URL of a mirror")
+    return base
 
 
 def reachable(url: str) -> bool:
     """Whether the host of ``url`` accepts a connection within a few seconds."""
-    parts = urllib.parse.urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
         socket.create_connection((parts.hostname or "", port), timeout=3).close()
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a port that is no port
         return False
     return True

@@ -142,7 +142,7 @@ def samples_of(
         if spec.split is not None and split_of(question) != spec.split:
             continue
         metadata: dict[str, Any] = {"question": question}
-        metadata.update((key, row[key]) for key in columns.group_by)
+        metadata.update((key, group_value(row[key], where, key)) for key in columns.group_by)
         if spec.kind == "generation":
             assert columns.answer is not None
             target = require_text(row[columns.answer], where, columns.answer)
@@ -155,6 +155,16 @@ def samples_of(
     if not samples:
         raise UserError(f"{what}: no rows" + (f" in the {spec.split} split" if spec.split else ""))
     return LoadedData(samples, file_hashes)
+
+
+def group_value(value: Any, where: str, column: str) -> str | int | float | bool | None:
+    """A breakdown column's value: text, a number or empty (bytes or a nested value would
+    not survive the run's JSON logs)."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    raise UserError(
+        f"{where}: {column}: a group_by column holds text or numbers, not {type(value).__name__}"
+    )
 
 
 def options_of(row: dict[str, Any], columns: Columns, where: str) -> list[str]:
@@ -196,12 +206,27 @@ def rows_of(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         except UnicodeDecodeError as exc:
             bad_line = data[: exc.start].count(b"\n") + 1
             raise UserError(f"{path}:{bad_line}: not UTF-8 text") from None
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        for row in reader:
-            yield f"{path}:{reader.line_num}", dict(row)
+        yield from csv_rows(path, text)
     else:
         for number, row in numbered_jsonl(path):
             yield f"{path}:{number}", row
+
+
+CSV_CELL_LIMIT = 16 << 20  # characters; Python's csv module stops at 128 KiB by default
+
+
+def csv_rows(path: Path, text: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The rows of a CSV file; a cell past the limit, or a row the reader cannot parse, is
+    one line naming it."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    limit = csv.field_size_limit(CSV_CELL_LIMIT)
+    try:
+        for row in reader:
+            yield f"{path}:{reader.line_num}", dict(row)
+    except csv.Error as exc:
+        raise UserError(f"{path}:{reader.line_num + 1}: not readable as CSV ({exc})") from None
+    finally:
+        csv.field_size_limit(limit)
 
 
 def _parquet_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:

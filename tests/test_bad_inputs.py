@@ -272,6 +272,7 @@ def test_every_case_is_in_the_documented_table() -> None:
         "pull-offline",  # tests/test_data_pull.py
         "pull-uncovered-member",
         "pull-archive-too-large",
+        "pull-bad-mirror",
         "endpoint-answer-too-large",  # tests/test_http.py
         "endpoint-impossible-logprobs",
         "rescore-endpoint-key",  # tests/test_hostile_files.py
@@ -279,6 +280,8 @@ def test_every_case_is_in_the_documented_table() -> None:
         "lm-eval-acc-disagrees",
         "lm-eval-repeated-doc",
         "lm-eval-odd-results",
+        "custom-csv-cell",  # tests/test_custom_tasks.py
+        "custom-group-value",
     }
     gate_cases = {*BAD_POLICIES, "incomparable-baseline", "missing-run"}  # tests/test_gate.py
     assert documented == {*CASES, *elsewhere, *gate_cases}

@@ -234,3 +234,45 @@ def test_an_own_choice_task_scored_from_written_answers(tmp_path: Path) -> None:
     assert [row["prediction"] for row in rows[:4]] == ["A", "B", "C", "D"]
     assert {row["answer"] for row in rows[25:]} == {"It depends on the patient."}
     assert {row["chosen"] for row in rows[25:]} == {-1}
+
+
+def csv_task(tmp_path: Path, cell: str) -> list[str]:
+    path = tmp_path / "own.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["qid", "question", "answer", "area"])
+        writer.writeheader()
+        writer.writerows([*QA[:3], {**QA[3], "answer": cell}])
+    task = generation_task(path)
+    guess = fake(tmp_path, "guess", {"default_output": "x"})
+    return ["run", str(config_file(tmp_path, [{"name": "mine", "custom": task}], [guess]))]
+
+
+def test_a_one_mib_csv_cell_is_read(tmp_path: Path) -> None:
+    assert main(csv_task(tmp_path, "long answer " * 90_000)) == 0  # past csv's 128 KiB default
+
+
+def test_a_csv_cell_past_the_limit_is_one_line_naming_its_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert main(csv_task(tmp_path, "x" * (17 << 20))) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "own.csv:5: not readable as CSV (field larger than" in err
+
+
+def test_bytes_in_a_parquet_group_column_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    rows = [{**row, "area": row["area"].encode()} for row in QA]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "own.parquet")
+    task = generation_task(tmp_path / "own.parquet")
+    guess = fake(tmp_path, "guess", {"default_output": "x"})
+    capsys.readouterr()
+    assert (
+        main(["run", str(config_file(tmp_path, [{"name": "mine", "custom": task}], [guess]))]) == 2
+    )
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "own.parquet:row 1: area: a group_by column holds text" in err

@@ -32,6 +32,7 @@ class Served:
         self.files: dict[str, bytes] = {}
         self.cut_once: dict[str, int] = {}  # path -> bytes sent before the connection drops
         self.ranges: list[tuple[str, str | None]] = []
+        self.length_header: str | None = None  # sent instead of the true Content-Length
 
 
 @pytest.fixture
@@ -53,7 +54,7 @@ def server() -> Iterator[tuple[str, Served]]:
             else:
                 self.send_response(200)
             rest = body[start:]
-            self.send_header("Content-Length", str(len(rest)))
+            self.send_header("Content-Length", served.length_header or str(len(rest)))
             self.end_headers()
             cut = served.cut_once.pop(path, None)
             self.wfile.write(rest if cut is None else rest[:cut])
@@ -355,3 +356,25 @@ def test_a_mirror_archive_is_checked_member_by_member_while_unpacking(
     assert not (root / "medqa").exists()
     written = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
     assert written < fixture_catalog["medqa"].bytes + (5 << 20)  # stopped, not unpacked whole
+
+
+@pytest.mark.parametrize("base", ["not-a-url", "http://127.0.0.1:99999/", "http://[::1/"])
+def test_a_mirror_that_is_no_url_is_one_line(
+    base: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MEDHARNESS_DATA_MIRROR", base)
+    assert main(["data", "pull", "medqa", "--data-dir", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not an http(s) URL of a mirror" in err
+
+
+def test_a_content_length_that_is_no_number_is_read_past(
+    fixture_catalog: dict[str, Dataset],
+    server: tuple[str, Served],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    base, served = server
+    served.length_header = "lots"  # the body still ends when the connection closes
+    monkeypatch.setenv("MEDHARNESS_DATA_MIRROR", f"{base}/mirror/")
+    assert main(["data", "pull", "medqa", "--data-dir", str(tmp_path / "data")]) == 0
