@@ -15,7 +15,7 @@ from conftest import MEDQA_ROWS, write_fixture_data
 
 from medharness.cli import main
 from medharness.core.records import GenerationRow
-from medharness.reports.gate import load_policy, regression_rule
+from medharness.reports.gate import load_policy, paired_drop
 
 ROOT = Path(__file__).resolve().parent.parent
 RIGHT = [
@@ -104,7 +104,7 @@ def test_identical_candidate_passes(work: Path, same_run: Path) -> None:
     assert code == 0
     cases = junit.findall(".//testcase")
     assert len(cases) == 5 and not junit.findall(".//failure")
-    assert "PASSED" in markdown and "❌" not in markdown
+    assert "PASSED" in markdown and "❌" not in markdown and "✅ PASS" in markdown
 
 
 def test_significantly_worse_candidate_fails_and_junit_names_the_rule(work: Path) -> None:
@@ -116,9 +116,10 @@ def test_significantly_worse_candidate_fails_and_junit_names_the_rule(work: Path
         for case in junit.findall(".//testcase")
         if case.find("failure") is not None
     ]
-    assert failed == ["medqa_4opt.acc >= 0.5", "medqa_4opt.acc drop <= 2 points"]
+    significant = "medqa_4opt.acc is not significantly more than 2 points below the baseline"
+    assert failed == ["medqa_4opt.acc >= 0.5", significant]
     assert junit.get("failures") == "2"
-    assert "FAILED" in markdown and "❌ fail | medqa_4opt.acc drop <= 2 points" in markdown
+    assert "BLOCKED" in markdown and f"❌ FAIL (critical, blocks) | {significant}" in markdown
 
 
 def test_stored_baseline_run_is_used_and_must_be_comparable(
@@ -170,7 +171,7 @@ def test_too_few_samples_fail_instead_of_passing_quietly(work: Path) -> None:
     assert failure is not None and "n = 10" in (failure.get("message") or "")
 
 
-def test_regression_rule_uses_the_one_sided_bound_and_the_allowed_drop() -> None:
+def test_significant_drop_rule_uses_the_one_sided_bound_and_the_allowed_drop() -> None:
     base = [
         GenerationRow(doc_id=str(i), target="", prediction="", metrics={"rouge1": 0.5 + i / 1000})
         for i in range(50)
@@ -179,14 +180,10 @@ def test_regression_rule_uses_the_one_sided_bound_and_the_allowed_drop() -> None
         GenerationRow(doc_id=str(i), target="", prediction="", metrics={"rouge1": 0.49 + i / 1000})
         for i in range(50)
     ]
-    # every paired difference is exactly -0.01 = -1 point, so every resample is too
-    assert regression_rule(
-        "medquad_gen.rouge1", 2.0, base, worse, alpha=0.05, resamples=500, seed=1
-    ).passed
-    failed = regression_rule(
-        "medquad_gen.rouge1", 0.5, base, worse, alpha=0.05, resamples=500, seed=1
-    )
-    assert not failed.passed and "-1.00 points" in failed.detail
+    # every paired difference is exactly -0.01 = a drop of 1 point, so every resample's too
+    pair = paired_drop("rouge1", base, worse, resamples_and_seed=(500, 1))
+    assert pair.drop == pytest.approx(1.0) and pair.drop_quantile(0.05) == pytest.approx(1.0)
+    assert pair.interval == pytest.approx((1.0, 1.0))
 
 
 def test_shipped_policy_and_ci_workflows_are_valid() -> None:
