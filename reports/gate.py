@@ -95,10 +95,11 @@ class MetricRules(Strict):
     max_relative_drop: str | None = None  # "5%": a share of the baseline's value
     max_significant_drop: Annotated[float, Field(ge=0)] | None = None  # the older rule
 
-    @field_validator("max_relative_drop")
+    @field_validator("max_relative_drop", mode="before")
     @classmethod
-    def a_percentage(cls, value: str | None) -> str | None:
-        match = PERCENT.match(value) if value is not None else None
+    def a_percentage(cls, value: object) -> object:
+        """``5%``, with its sign: a bare 5 or 0.05 could mean either."""
+        match = PERCENT.match(value) if isinstance(value, str) else None
         if value is not None and (match is None or not 0 < float(match.group(1)) < 100):
             raise ValueError(f"{value!r} is not a percentage between 0% and 100% such as 5%")
         return value

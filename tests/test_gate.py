@@ -148,6 +148,18 @@ BAD_POLICIES: dict[str, tuple[dict[str, Any], str]] = {
     "policy-unknown-task": ({"floors": {"medqa_9opt.acc": 0.5}}, "unknown task 'medqa_9opt'"),
     "policy-wrong-type": ({"floors": {"medqa_4opt.acc": "high"}}, "valid number"),
     "policy-bad-value": ({"alpha": 2}, "alpha: Input should be less than 0.5"),
+    "policy-mixed-formats": (
+        {"tasks": {"medqa_4opt": {"required": True}}, "floors": {"medqa_4opt.acc": 0.5}},
+        "a policy has either tasks: (margins and tiers) or the older floors:",
+    ),
+    "policy-bad-percentage": (
+        {"tasks": {"medqa_4opt": {"metrics": {"acc": {"max_relative_drop": 5}}}}},
+        "tasks.medqa_4opt.metrics.acc.max_relative_drop: 5 is not a percentage",
+    ),
+    "policy-bad-tier": (
+        {"tasks": {"medqa_4opt": {"tier": "important"}}},
+        "tasks.medqa_4opt.tier: Input should be 'critical', 'supporting' or 'advisory'",
+    ),
 }
 
 
