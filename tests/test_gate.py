@@ -205,7 +205,10 @@ def test_significant_drop_rule_uses_the_one_sided_bound_and_the_allowed_drop() -
 
 def test_shipped_policy_and_ci_workflows_are_valid() -> None:
     policy = load_policy(ROOT / "examples" / "gate.yaml")
-    assert policy.floors and policy.regressions
+    kinds = {(rule.kind, rule.tier) for rule in policy.rules()}
+    assert {("max_drop", "critical"), ("floor", "critical")} <= kinds
+    assert {("max_relative_drop", "supporting"), ("max_drop", "advisory")} <= kinds
+    assert policy.required() == ["medqa_4opt", "medquad_gen"] and not policy.legacy
     for schema, path in (
         ("vendor.github-workflows", "examples/ci/github-actions.yml"),
         ("vendor.gitlab-ci", "examples/ci/gitlab-ci.yml"),
