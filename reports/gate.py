@@ -130,15 +130,16 @@ class RuleSpec:
     def describe(self) -> str:
         """The rule in words, read the same whatever the verdict."""
         t = f"{self.threshold:g}"
+        points = f"{t} point{'s' * (self.threshold != 1)}"
         return {
             "evaluated": f"{self.task} is in the run",
             "min_samples": f"{self.task} has at least {t} samples",
             "floor": f"{self.key} is at least {t}",
             "point_floor": f"{self.key} >= {t}",
-            "max_drop": f"{self.key} is at most {t} points below the baseline",
+            "max_drop": f"{self.key} is at most {points} below the baseline",
             "max_relative_drop": f"{self.key} is at most {t}% below the baseline's value",
             "max_significant_drop": (
-                f"{self.key} is not significantly more than {t} points below the baseline"
+                f"{self.key} is not significantly more than {points} below the baseline"
             ),
         }[self.kind]
 
@@ -222,14 +223,15 @@ class Policy(Strict):
         for task, task_rules in self.tasks.items():
             for metric, rules in task_rules.metrics.items():
                 tier = rules.tier or task_rules.tier
+                given: list[tuple[RuleKind, float | None]] = [
+                    ("floor", rules.floor),
+                    ("max_drop", rules.max_drop),
+                    ("max_relative_drop", percent(rules.max_relative_drop)),
+                    ("max_significant_drop", rules.max_significant_drop),
+                ]
                 specs += [
                     RuleSpec(task, metric, kind, threshold, tier)
-                    for kind, threshold in (
-                        ("floor", rules.floor),
-                        ("max_drop", rules.max_drop),
-                        ("max_relative_drop", percent(rules.max_relative_drop)),
-                        ("max_significant_drop", rules.max_significant_drop),
-                    )
+                    for kind, threshold in given
                     if threshold is not None
                 ]
         return specs
@@ -465,8 +467,8 @@ class Evidence:
         return self.judged(
             spec,
             verdict,
-            f"drop {pair.drop:+.2f} points, baseline {pair.baseline_value:.4f} vs candidate "
-            f"{pair.candidate_value:.4f} (95% CI of the drop {low:+.2f} to {high:+.2f}, "
+            f"drop {signed(pair.drop)} points, baseline {pair.baseline_value:.4f} vs candidate "
+            f"{pair.candidate_value:.4f} (95% CI of the drop {signed(low)} to {signed(high)}, "
             f"{pair.method}, n = {pair.n}); margin {margin:.2f} points{relative}: {words}"
             + needed_words(needed),
             estimate=pair.drop,
@@ -486,9 +488,9 @@ class Evidence:
         return self.judged(
             spec,
             "FAIL" if failed else "PASS",
-            f"drop {pair.drop:+.2f} points, baseline {pair.baseline_value:.4f} vs candidate "
+            f"drop {signed(pair.drop)} points, baseline {pair.baseline_value:.4f} vs candidate "
             f"{pair.candidate_value:.4f}; one-sided {1 - alpha:.0%} lower bound of the drop "
-            f"{lower:+.2f} " + ("above" if failed else "not above") + f" the allowed "
+            f"{signed(lower)} " + ("above" if failed else "not above") + f" the allowed "
             f"{spec.threshold:g} (paired bootstrap, n = {pair.n})",
             estimate=pair.drop,
             threshold=spec.threshold,
@@ -528,6 +530,11 @@ def own_interval_name(metric: str) -> str:
     """The interval a task result stores for a metric (see ``Metric.summarise``)."""
     summary = metric_of(metric).summary
     return "Clopper-Pearson exact" if summary == "proportion" else "percentile bootstrap"
+
+
+def signed(points: float) -> str:
+    """+1.25 or -0.50; a difference that rounds to zero is +0.00, never -0.00."""
+    return f"{round(points, 2) + 0.0:+.2f}"
 
 
 def three_way(passed: bool, failed: bool) -> GateVerdict:
