@@ -17,14 +17,8 @@ import numpy as np
 
 from medharness.core.errors import UserError
 from medharness.core.records import TaskResult
-from medharness.reports.gate import (
-    CONFIDENCE,
-    POWER,
-    Policy,
-    RuleSpec,
-    questions_to_decide,
-    z_of,
-)
+from medharness.reports.gate import Policy, RuleSpec
+from medharness.reports.gate_statistics import CONFIDENCE, POWER, questions_to_decide, z_of
 from medharness.reports.runs import RunData
 from medharness.tasks.metrics import metric as metric_of
 

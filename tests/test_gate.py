@@ -20,7 +20,8 @@ from scipy import stats
 
 from medharness.cli import main
 from medharness.core.records import GenerationRow
-from medharness.reports.gate import load_policy, paired_drop
+from medharness.reports.gate import load_policy
+from medharness.reports.gate_statistics import paired_drop
 
 ROOT = Path(__file__).resolve().parent.parent
 RIGHT = [

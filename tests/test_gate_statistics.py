@@ -12,8 +12,9 @@ import pytest
 from scipy import optimize, stats
 
 from medharness.core.records import GenerationRow, MetricValue, TaskResult
-from medharness.reports.gate import RuleSpec, paired_drop
+from medharness.reports.gate import RuleSpec
 from medharness.reports.gate_plan import per_question_spread, plan_rule
+from medharness.reports.gate_statistics import paired_drop
 from medharness.tasks.metrics.stats import tango_paired_difference_ci
 
 Z = stats.norm.ppf(0.975)
