@@ -15,7 +15,7 @@ def add_parser(commands: Commands) -> None:
         help="check a finished run against a release policy; exit 1 when a rule blocks",
         description="Judge RUN_DIR against a policy YAML: per task.metric, non-inferiority "
         "margins against a baseline (max_drop, max_relative_drop) and floors, each on its "
-        "95%% interval, giving PASS, FAIL, INCONCLUSIVE or MISSING; tiers say which verdicts "
+        "95% interval, giving PASS, FAIL, INCONCLUSIVE or MISSING; tiers say which verdicts "
         "block. Reads run directories only. Exit 0 pass, 1 blocked, 2 bad input (bad policy, "
         "missing run, run and baseline not comparable). See examples/gate.yaml.",
     )

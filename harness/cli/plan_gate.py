@@ -13,7 +13,7 @@ def add_parser(commands: Commands) -> None:
         "plan-gate",
         help="how many questions a candidate run needs to pass each rule of a gate policy",
         description="For each rule of a gate policy, the number of questions a candidate run "
-        "needs so that a candidate truly as good as the baseline passes it with 80%% power, at "
+        "needs so that a candidate truly as good as the baseline passes it with 80% power, at "
         "the baseline run's observed per-question spread (differences taken as between "
         "independent answers, which errs towards larger runs). Reads the baseline run only.",
     )
