@@ -161,3 +161,23 @@ def test_planned_rouge_run_passes_the_margin_with_80_percent_power() -> None:
         passed += float(np.quantile(drops, 0.975)) < 4.0
     assert 100 < n < 1000
     assert abs(passed / simulations - 0.80) <= 0.03, (n, passed / simulations)
+
+
+def test_a_higher_invalid_answer_rate_is_a_drop() -> None:
+    """Lower is better for the invalid-answer rate: a candidate that names no option more
+    often has a positive drop, and its interval counts those questions as lost."""
+
+    def rows(invalid: list[int]) -> list[GenerationRow]:
+        return [
+            GenerationRow(
+                doc_id=str(i), target="", prediction="", metrics={"invalid_answer": float(v)}
+            )
+            for i, v in enumerate(invalid)
+        ]
+
+    base = [0] * 30 + [1] * 2 + [0] * 8
+    cand = [1] * 6 + [0] * 24 + [1] * 2 + [0] * 8  # 6 more invalid, none fewer
+    pair = paired_drop("invalid_answer", rows(base), rows(cand), resamples_and_seed=(200, 1))
+    assert pair.drop == pytest.approx(100 * 6 / 40)
+    low, high = reference_tango(6, 0, 40)
+    assert pair.interval == pytest.approx((100 * low, 100 * high), abs=1e-3)
