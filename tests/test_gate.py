@@ -433,3 +433,29 @@ def test_plan_gate_gives_the_normal_approximation_at_the_baselines_spread(
     floor_n = math.ceil((z * spread / (1.0 - 0.9)) ** 2)
     assert f"{margin_n:,} questions  medqa_4opt.acc is at most 3 points below" in out
     assert f"{floor_n:,} questions  medqa_4opt.acc is at least 0.9" in out
+
+
+def test_the_example_policy_on_a_quickstart_sized_run_is_inconclusive_with_a_size(
+    work: Path,
+) -> None:
+    """40 MedQA questions on which two models agree everywhere cannot show a 3-point margin:
+    Tango's interval is +-z^2/(n+z^2) = +-8.8 points; the evidence sizes the run that can."""
+    run = make_run(work, "quick40", {"base": "right", "candidate": "right"}, limit=40)
+    out = work / "example.json"
+    code = main(
+        ["gate", str(run), "--policy", str(ROOT / "examples/gate.yaml"), "--json", str(out)]
+    )
+    rules = {rule["name"]: rule for rule in json.loads(out.read_text())["rules"]}
+    margin = rules["medqa_4opt.acc is at most 3 points below the baseline"]
+    assert code == 1 and (margin["verdict"], margin["effect"]) == ("INCONCLUSIVE", "blocks")
+    z = stats.norm.ppf(0.975)
+    assert margin["interval"] == pytest.approx(
+        [-100 * z**2 / (40 + z**2), 100 * z**2 / (40 + z**2)]
+    )
+    # no flip seen: the spread counts one in n + 2 questions
+    spread = 100 * math.sqrt(1 / 42)
+    needed = math.ceil(((z + stats.norm.ppf(0.8)) * spread / 3) ** 2)
+    assert (
+        margin["questions_needed"] == needed and f"about {needed} questions" in margin["evidence"]
+    )
+    assert rules["medqa_4opt.acc is at least 0.25"]["verdict"] == "PASS"
