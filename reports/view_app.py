@@ -1,9 +1,10 @@
 """The web app of ``medharness view``: Gradio over the viewer's selections (``viewer.py``).
 
 A filtered view is also a link: ``/?task=medqa_4opt&show=models+disagree&group=...&sort=...``
-opens with those filters applied. The playground tab exists only when the caller passes one;
-this module never loads a model. Nothing leaves the machine: Gradio's analytics are off and
-the theme uses the system's fonts, not a font service.
+opens with those filters applied; ``/?task=medqa_4opt&doc=ID`` opens one question. The
+playground tab exists only when the caller passes one; this module never loads a model.
+Nothing leaves the machine: Gradio's analytics are off and the theme uses the system's
+fonts, not a font service.
 """
 
 from __future__ import annotations
@@ -80,7 +81,9 @@ def build_app(viewer: Viewer, playground: Asker | None = None) -> Any:
         wanted = [asked.get("show", ALL), asked.get("group", ALL), asked.get("sort", "")]
         updates = controls(task, *wanted)
         values = [update["value"] for update in updates]
-        return [gr.update(value=task), *updates, samples(task, *values)]
+        doc = asked.get("doc")  # one question, as the gate's list of flipped ones links it
+        shown = samples(task, *values) if doc is None else render(viewer.select(task, doc_id=doc))
+        return [gr.update(value=task), *updates, shown]
 
     with gr.Blocks(title="medharness view", analytics_enabled=False) as app:
         with gr.Tab("Samples"):

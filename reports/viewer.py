@@ -162,11 +162,18 @@ class Viewer:
         return names
 
     def select(
-        self, task: str, outcome: str = ALL, group: str = ALL, sort_by: str | None = None
+        self,
+        task: str,
+        outcome: str = ALL,
+        group: str = ALL,
+        sort_by: str | None = None,
+        doc_id: str | None = None,
     ) -> list[SampleView]:
-        """The samples of ``task`` that pass both filters, in document order or by the
-        largest difference of ``sort_by`` between the models first."""
+        """The samples of ``task`` that pass both filters (or the one question ``doc_id``),
+        in document order or by the largest difference of ``sort_by`` between the models."""
         chosen = self.samples(task)
+        if doc_id is not None:
+            chosen = [s for s in chosen if s.doc_id == doc_id]
         if outcome == DISAGREE:
             chosen = [s for s in chosen if s.disagree]
         elif outcome != ALL:

@@ -184,7 +184,7 @@ def test_real_lm_eval_folders_are_reported_and_gated(
     out = capsys.readouterr().out
     assert code == 0, out
     assert out.startswith("medharness gate PASSED")
-    assert f"({accuracy[half]:.4f} vs {accuracy[full]:.4f})" in out
+    assert f"baseline {accuracy[full]:.4f} vs candidate {accuracy[half]:.4f}" in out
 
     # medharness on the same questions, exported: the same task hash and log-likelihoods
     evaluate = [

@@ -99,6 +99,8 @@ def test_the_filters_select_what_the_sample_logs_say(two_minds: Path) -> None:
         a["doc_id"] for a, b in zip(*generated, strict=True) if a["prediction"] != b["prediction"]
     ]
     assert [s.doc_id for s in viewer.select("medquad_gen", DISAGREE)] == differ
+    last = generated[0][-1]["doc_id"]  # the gate's links open one question by its id
+    assert [s.doc_id for s in viewer.select("medquad_gen", doc_id=last)] == [last]
 
 
 def softmax_at(values: list[float], index: int) -> float:

@@ -224,6 +224,51 @@ class Manifest(Strict):
         )
 
 
+GateVerdict = Literal["PASS", "FAIL", "INCONCLUSIVE", "MISSING"]
+GateTier = Literal["critical", "supporting", "advisory"]
+GateEffect = Literal["none", "warns", "blocks"]
+
+
+class GateRule(Strict):
+    """One rule of a release gate, judged: its verdict, what that does to the decision
+    (by the rule's tier), and the evidence. Drops and margins are in points (0-100)."""
+
+    name: str  # the rule in words
+    task: str
+    metric: str | None = None
+    kind: str  # floor, max_drop, max_relative_drop, max_significant_drop, ...
+    tier: GateTier
+    verdict: GateVerdict
+    effect: GateEffect
+    evidence: str  # the measurement and the reasoning, one sentence
+    estimate: float | None = None  # the drop (baseline - candidate) or the candidate's value
+    interval: tuple[float, float] | None = None  # of the estimate
+    interval_method: str | None = None
+    threshold: float | None = None  # the margin in points, or the floor in the metric's units
+    n: int | None = None  # questions behind the evidence
+    questions_needed: int | None = None  # to decide an INCONCLUSIVE rule at the observed spread
+
+
+class GateFlips(Strict):
+    """Questions of one task whose correctness differs between baseline and candidate."""
+
+    task: str
+    right_to_wrong: list[str]  # doc ids the baseline got right and the candidate wrong
+    wrong_to_right: list[str]
+
+
+class GateDecision(Strict):
+    """The output of ``medharness gate --json``: every rule's verdict and the decision."""
+
+    schema_version: Literal[1] = 1
+    candidate: str
+    baseline: str | None
+    decision: Literal["PASS", "BLOCKED"]
+    inconclusive_blocks: bool
+    rules: list[GateRule]
+    flips: list[GateFlips] = Field(default_factory=list)
+
+
 SAMPLE_ROWS: TypeAdapter[list[SampleRow]] = TypeAdapter(list[SampleRow])
 INPUT_ROWS: TypeAdapter[list[InputRow]] = TypeAdapter(list[InputRow])
 TRAIN_LOG_ROWS: TypeAdapter[list[TrainLogRow]] = TypeAdapter(list[TrainLogRow])
@@ -234,6 +279,7 @@ ON_DISK: dict[str, type[BaseModel] | TypeAdapter[Any]] = {
     "sample-row.schema.json": TypeAdapter(SampleRow),
     "input-row.schema.json": InputRow,
     "train-log-row.schema.json": TrainLogRow,
+    "gate.schema.json": GateDecision,
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Literal
@@ -123,3 +124,51 @@ def adjust_p_values(p_values: Sequence[float], method: Correction) -> list[float
             running = min(running, m / (rank + 1) * values[index])
             adjusted[index] = running
     return adjusted
+
+
+def normal_quantile(probability: float) -> float:
+    """The standard normal quantile (scipy's ``norm.ppf``, without importing scipy.stats)."""
+    from scipy.special import ndtri
+
+    return float(ndtri(probability))
+
+
+def tango_paired_difference_ci(
+    lost: int, won: int, n: int, confidence: float = CONFIDENCE
+) -> tuple[float, float]:
+    """Tango's (1998) score interval for the difference of two paired proportions,
+    baseline minus candidate, from the discordant pairs: ``lost`` questions only the baseline
+    got right, ``won`` questions only the candidate did, of ``n``.
+
+    A score interval: the set of differences the score test does not reject, so it stays
+    inside [-1, 1], and it keeps a width when no question flips (all agree) or when every
+    question does, where a Wald interval collapses to a point."""
+    from scipy.optimize import brentq
+
+    if n < 1:
+        return float("nan"), float("nan")
+    z = normal_quantile(1 - (1 - confidence) / 2)
+    observed = (lost - won) / n
+
+    def excess(delta: float, sign: float) -> float:
+        """Numerator of the score statistic plus ``sign`` z times its standard error: zero at
+        the bounds, continuous (no division) even where the standard error is zero."""
+        a = 2 * n
+        b = -lost - won + (2 * n - lost + won) * delta
+        c = -won * delta * (1 - delta)
+        p_won = max(0.0, (-b + math.sqrt(max(0.0, b * b - 4 * a * c))) / (2 * a))
+        variance = max(0.0, n * (2 * p_won + delta * (1 - delta)))
+        return lost - won - n * delta + sign * z * math.sqrt(variance)
+
+    step = 1e-12  # the statistic is 0/0 at the estimate itself when no question flips
+    low = (
+        -1.0
+        if observed <= -1 or excess(-1.0, -1) <= 0 or excess(observed - step, -1) >= 0
+        else brentq(excess, -1.0, observed - step, args=(-1,), xtol=1e-12)
+    )
+    high = (
+        1.0
+        if observed >= 1 or excess(1.0, 1) >= 0 or excess(observed + step, 1) <= 0
+        else brentq(excess, observed + step, 1.0, args=(1,), xtol=1e-12)
+    )
+    return float(max(-1.0, low)), float(min(1.0, high))
