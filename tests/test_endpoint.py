@@ -20,7 +20,7 @@ from statsmodels.stats.proportion import proportion_confint
 from medharness.cli import main
 from medharness.core.io import read_jsonl
 from medharness.core.records import SAMPLE_ROWS
-from medharness.tasks.multiple_choice import parse_choice
+from medharness.tasks.answers import extract_choice
 
 SECRET = "sk-test-9f8e7d6c5b4a"
 QUICK = {"backoff_s": 0.01, "timeout_s": 10, "retries": 2}
@@ -205,10 +205,11 @@ def test_options_parsed_from_answers_count_invalid_ones_with_an_interval(
         for c in chats
     )
     for row in parsed:  # the parsed option, recomputed from the logged answer
-        chosen = parse_choice(row.answer, row.choices)
+        chosen = extract_choice(row.answer, row.choices).choice
         assert row.chosen == (-1 if chosen is None else chosen)
         assert row.prediction == ("" if chosen is None else row.choices[chosen])
         assert row.metrics["invalid_answer"] == float(chosen is None)
+        assert row.metrics["truncated"] == 0.0 and row.hit_token_limit is False
     invalid = sum(row.chosen == -1 for row in parsed)
     assert invalid == 1  # the stub cannot tell for "symptom 1"
     result = json.loads((run / "results.json").read_text())["results"]["served"]["medqa_4opt"]

@@ -145,18 +145,20 @@ def test_options_parsed_from_the_real_model_answers(tmp_path: Path) -> None:
     statsmodels computes."""
     from statsmodels.stats.proportion import proportion_confint
 
-    from medharness.tasks.multiple_choice import parse_choice
+    from medharness.tasks.answers import extract_choice
 
     rows = our_samples(tmp_path, "medqa_4opt", 12, "--multiple-choice", "generate")
     for row in rows:
-        chosen = parse_choice(row["answer"], row["choices"])
+        read = extract_choice(row["answer"], row["choices"], hit_limit=row["hit_token_limit"])
+        chosen = read.choice
         assert row["chosen"] == (-1 if chosen is None else chosen)
-        assert row["metrics"]["invalid_answer"] == float(chosen is None)
+        assert row["metrics"]["invalid_answer"] == float(read.invalid)
+        assert row["metrics"]["truncated"] == float(read.truncated)
         assert row["metrics"]["acc"] == float(chosen == row["gold"])
         assert row["loglikelihoods"] == []
     results = json.loads((tmp_path / "eval-smollm2-135m-instruct" / "results.json").read_text())
     metrics = results["results"]["smollm2-135m-instruct"]["medqa_4opt"]["metrics"]
-    invalid = sum(row["chosen"] == -1 for row in rows)
+    invalid = sum(row["extracted_by"] == "none" for row in rows)
     assert metrics["invalid_answer"]["value"] == invalid / len(rows)
     low, high = proportion_confint(invalid, len(rows), method="beta")
     assert metrics["invalid_answer"]["ci95"] == pytest.approx([low, high], abs=1e-9)
