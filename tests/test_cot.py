@@ -378,3 +378,36 @@ def test_cot_prompt_and_budget_are_sent_and_key_the_log(tmp_path: Path, fixture_
         assert sum(row.extracted_by == "truncated" for row in rows.values()) == 1  # the open trace
     finally:
         SCRIPT.pop("trace_file")
+
+
+def test_report_and_viewer_show_rates_reasoning_extracted_option_and_rule(
+    tmp_path: Path, fixture_data: Path
+) -> None:
+    import base64
+    import gzip
+    import re
+
+    from medharness.reports.viewer import Viewer, render
+
+    run = cot_run(tmp_path, fixture_data)
+    out = tmp_path / "report.html"
+    assert main(["report", str(run), "-o", str(out)]) == 0
+    html = out.read_text()
+    assert "Truncated answers" in html and "Invalid answers" in html and "Accuracy" in html
+    encoded = re.search(r'id="samples-data"[^>]*>([^<]+)<', html)
+    assert encoded is not None
+    payload = json.loads(gzip.decompress(base64.b64decode(encoded.group(1).strip())))
+    column = payload["tasks"]["medqa_4opt"]["answers"][0]
+    rows = logged(run)
+    ids = payload["tasks"]["medqa_4opt"]["ids"]
+    assert column["rule"] == [rows[i].extracted_by for i in ids]
+    assert column["reasoning"] == [rows[i].reasoning for i in ids]
+    assert column["reply"] == [rows[i].answer for i in ids]
+
+    shown = render(Viewer.open([run]).samples("medqa_4opt"))
+    assert "<b>Extracted:</b> A · <b>rule:</b> final_answer" in shown
+    assert "<b>Extracted:</b> no option · <b>rule:</b> truncated" in shown
+    assert (
+        "reasoning (9 tokens)" in shown and "The stem suggests B. On reflection it is A." in shown
+    )
+    assert "&lt;think&gt;" in shown  # the answer as written, escaped
