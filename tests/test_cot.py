@@ -14,6 +14,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 from medharness.cli import main
 from medharness.core.records import SAMPLE_ROWS, ChoiceRow
+from medharness.models.base import Completion
 from medharness.tasks.answers import extract_choice, split_reasoning
 from medharness.tasks.multiple_choice import cot_question, medmcqa_prompt, medqa_prompt
 
@@ -411,3 +412,26 @@ def test_report_and_viewer_show_rates_reasoning_extracted_option_and_rule(
         "reasoning (9 tokens)" in shown and "The stem suggests B. On reflection it is A." in shown
     )
     assert "&lt;think&gt;" in shown  # the answer as written, escaped
+
+
+def test_an_answer_ends_at_its_first_stop_token_or_is_cut_off_at_the_budget() -> None:
+    from medharness.models.hf import ended
+
+    eos, pad = 2, 2
+    assert ended(" B ", [7, 8, eos, pad], {eos}, 4) == Completion("B", False, 3)
+    assert ended("long", [7, 8, 9, 10], {eos}, 4) == Completion("long", True, 4)
+    assert ended("short", [7, 8], {eos}, 4) == Completion("short", False, 2)
+
+
+def test_transformers_completions_say_how_each_answer_ended(tiny_llama: Path) -> None:
+    from medharness.models.loading import load_model
+
+    model = load_model(str(tiny_llama), backend="hf", dtype="float32")
+    messages = ["What is asthma?", "Hi"]
+    budgeted = model.complete(messages, 6)
+    assert [c.text for c in budgeted] == model.generate(messages, 6)
+    for completion in budgeted:  # a random model seldom stops: most run out of budget
+        assert completion.tokens is not None and completion.tokens <= 6
+        assert completion.hit_limit == (completion.tokens == 6)
+        encoded = model.tokenizer(completion.text, add_special_tokens=False)["input_ids"]
+        assert model.count_tokens(completion.text) == len(encoded)
