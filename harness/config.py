@@ -12,6 +12,7 @@ from medharness.core.validation import Strict, load_yaml_file, validate_file_dat
 from medharness.models.endpoint import check_base_url
 from medharness.models.specs import EndpointRequests, VLLMParallelism, endpoint_model, fake_script
 from medharness.tasks import TASKS, Task
+from medharness.tasks.answers import DEFAULT_REASONING_TAGS
 from medharness.tasks.base import TaskKind
 from medharness.tasks.custom import CustomTask, custom_task
 from medharness.tasks.hub_sources import with_source
@@ -35,6 +36,25 @@ class WorkerResources(Strict):
     replicas: int = Field(1, ge=1, le=1024)  # workers scoring this model's units at once
 
 
+class ReasoningTags(Strict):
+    """Where a reasoning model's trace starts and ends; without tags, the common ones
+    (<think>, <thinking>, <reasoning>) are recognised."""
+
+    think_start: str | None = Field(None, min_length=1)
+    think_end: str | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def paired(self) -> ReasoningTags:
+        if (self.think_start is None) != (self.think_end is None):
+            raise ValueError("give both think_start and think_end, or neither")
+        return self
+
+    def pairs(self) -> tuple[tuple[str, str], ...]:
+        if self.think_start is None or self.think_end is None:
+            return DEFAULT_REASONING_TAGS
+        return ((self.think_start, self.think_end),)
+
+
 class ModelEntry(Strict):
     name: Slug  # column header in reports and folder under samples/
     # smollm2-135m-instruct | fake:PATH | openai:NAME (served; see base_url) | folder | hub id
@@ -49,11 +69,15 @@ class ModelEntry(Strict):
     system_prompt: str | None = None  # None keeps the chat template's own default
     allow_pickle: bool = False  # load .bin/.pt weights (pickles can run code): trusted only
     train: TrainSpec | None = None  # fine-tune `model` (+ `adapter`) first; see trainers/spec.py
-    # multiple-choice tasks: loglikelihood (lm-eval's rule: the likeliest option) or
+    # multiple-choice tasks: loglikelihood (lm-eval's rule: the likeliest option),
     # generate (the model answers in words; the option is parsed from its answer, and
-    # answers naming none are counted as invalid): for chat and reasoning models, and for
-    # servers that return no prompt log-probs
-    multiple_choice: Literal["loglikelihood", "generate"] = "loglikelihood"
+    # answers naming none are counted as invalid): for chat models and for servers that
+    # return no prompt log-probs, or cot (chain of thought: the model reasons, then ends on
+    # "Final Answer: X", as lm-eval's generative medical tasks ask): for instruct and
+    # reasoning models, what their model cards quote
+    multiple_choice: Literal["loglikelihood", "generate", "cot"] = "loglikelihood"
+    # a reasoning model's trace tags (cut out before the answer is read, kept in the log)
+    reasoning: ReasoningTags | None = Field(None, exclude_if=lambda value: value is None)
     # openai:NAME entries: the server's OpenAI-compatible base URL (ending in /v1), the
     # environment variable holding its API key (read at each request, never written), and
     # how requests are sent (concurrency, timeout, retries, budget: models/specs.py)
@@ -62,6 +86,15 @@ class ModelEntry(Strict):
     requests: EndpointRequests | None = None
     vllm: VLLMParallelism | None = None  # backend vllm: tensor_parallel_size, memory, length
     resources: WorkerResources = WorkerResources()  # executor: ray: each worker's request
+
+    @model_validator(mode="after")
+    def reasons_in_words(self) -> ModelEntry:
+        if self.reasoning is not None and self.multiple_choice == "loglikelihood":
+            raise ValueError(
+                "reasoning: needs multiple_choice: cot or generate (log-likelihood scoring "
+                "reads no generated text)"
+            )
+        return self
 
     @model_validator(mode="after")
     def trainable(self) -> ModelEntry:
@@ -150,6 +183,9 @@ class GenerationSettings(Strict):
     max_new_tokens: int = Field(128, ge=1, le=8192)
     # the answer of a model with multiple_choice: generate (reasoning models need thousands)
     choice_max_new_tokens: int = Field(32, ge=1, le=32768)
+    # the answer of a model with multiple_choice: cot: its reasoning and final line (lm-eval's
+    # generative medical tasks allow 512; reasoning models need several thousand)
+    cot_max_new_tokens: int = Field(2048, ge=1, le=131072)
 
 
 class RaySettings(Strict):

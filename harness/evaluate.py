@@ -10,25 +10,45 @@ from typing import Any, Literal
 import numpy as np
 from tqdm import tqdm
 
-from medharness.config import ModelEntry
+from medharness.config import GenerationSettings, ModelEntry
 from medharness.core.records import ChoiceRow, GenerationRow, InputRow, SampleRow
-from medharness.models.base import LanguageModel
+from medharness.models.base import Completion, LanguageModel, count_tokens
 from medharness.models.identity import served_identity, weights_identity
 from medharness.models.loading import load_model
 from medharness.tasks import Sample, Task
-from medharness.tasks.metrics import INVALID_ANSWER, answer_scores
+from medharness.tasks.answers import DEFAULT_REASONING_TAGS, extract_choice
+from medharness.tasks.metrics import INVALID_ANSWER, TRUNCATED, answer_scores
 from medharness.tasks.metrics.text import accuracy
-from medharness.tasks.multiple_choice import choice_question, parse_choice
+from medharness.tasks.multiple_choice import choice_question, cot_question
 from medharness.tasks.textscore import bleu_statistics
 
 
 @dataclass(frozen=True)
 class ChoiceScoring:
     """How a model answers multiple-choice tasks: the likeliest option (lm-eval's rule), or
-    an answer in words of at most ``max_new_tokens`` that the option is parsed from."""
+    an answer in words of at most ``max_new_tokens`` that the option is read from (asked for
+    the option alone, or for reasoning and a final line), its reasoning trace in ``tags``."""
 
-    method: Literal["loglikelihood", "generate"]
+    method: Literal["loglikelihood", "generate", "cot"]
     max_new_tokens: int
+    tags: tuple[tuple[str, str], ...] = DEFAULT_REASONING_TAGS
+
+    @classmethod
+    def of(cls, entry: ModelEntry, generation: GenerationSettings) -> ChoiceScoring:
+        budget = {
+            "cot": generation.cot_max_new_tokens,
+            "generate": generation.choice_max_new_tokens,
+        }
+        tags = entry.reasoning.pairs() if entry.reasoning else DEFAULT_REASONING_TAGS
+        return cls(entry.multiple_choice, budget.get(entry.multiple_choice, 0), tags)
+
+    @property
+    def parsed(self) -> bool:
+        return self.method != "loglikelihood"
+
+    def message(self, sample: Sample) -> str:
+        ask = cot_question if self.method == "cot" else choice_question
+        return ask(sample.prompt, sample.choices)
 
 
 # whole samples, though generation reports fractions of a batch as it decodes
@@ -61,10 +81,10 @@ def evaluate_chunks(
         done = already_done
         for start in range(0, len(ordered), model.chunk_size):
             chunk = ordered[start : start + model.chunk_size]
-            if task.kind == "multiple_choice" and choices_by and choices_by.method == "generate":
-                messages = [choice_question(s.prompt, s.choices) for s in chunk]
-                answers = model.generate(messages, choices_by.max_new_tokens, bar.update)
-                rows = _parsed_choices(chunk, answers)
+            if task.kind == "multiple_choice" and choices_by and choices_by.parsed:
+                messages = [choices_by.message(sample) for sample in chunk]
+                answers = model.complete(messages, choices_by.max_new_tokens, bar.update)
+                rows = _parsed_choices(model, chunk, answers, choices_by)
             elif task.kind == "multiple_choice":
                 rows = _score_choices(model, task, chunk)
             else:
@@ -166,30 +186,56 @@ def _score_choices(model: LanguageModel, task: Task, chunk: Sequence[Sample]) ->
     return rows
 
 
-def _parsed_choices(chunk: Sequence[Sample], answers: Sequence[str]) -> list[SampleRow]:
-    """Generate-then-parse rows: the option each answer names, or none (invalid, wrong)."""
+def _parsed_choices(
+    model: LanguageModel,
+    chunk: Sequence[Sample],
+    answers: Sequence[Completion],
+    scoring: ChoiceScoring,
+) -> list[SampleRow]:
+    """Generate-then-parse rows: the option each answer gives, or none (invalid: wrong), or
+    an answer cut off (truncated: wrong), with its reasoning and the rule that read it."""
     rows: list[SampleRow] = []
     for sample, answer in zip(chunk, answers, strict=True):
         assert sample.gold is not None
-        parsed = parse_choice(answer, sample.choices)
-        chosen = -1 if parsed is None else parsed
+        read = extract_choice(
+            answer.text,
+            sample.choices,
+            hit_limit=answer.hit_limit,
+            final_line_required=scoring.method == "cot",
+            tags=scoring.tags,
+            reasoning=answer.reasoning,
+        )
+        chosen = -1 if read.choice is None else read.choice
         rows.append(
             ChoiceRow(
                 doc_id=sample.doc_id,
                 target=sample.target,
-                prediction="" if parsed is None else sample.choices[chosen],
+                prediction="" if read.choice is None else sample.choices[chosen],
                 choices=list(sample.choices),
                 loglikelihoods=[],
                 chosen=chosen,
                 gold=sample.gold,
-                answer=answer,
+                answer=answer.text,
+                reasoning=read.reasoning,
+                reasoning_tokens=_trace_tokens(model, answer, read.reasoning),
+                answer_tokens=answer.tokens,
+                hit_token_limit=answer.hit_limit,
+                extracted_by=read.rule,
                 metrics={
                     "acc": accuracy(chosen, sample.gold),
-                    INVALID_ANSWER: float(parsed is None),
+                    INVALID_ANSWER: float(read.invalid),
+                    TRUNCATED: float(read.truncated),
                 },
             )
         )
     return rows
+
+
+def _trace_tokens(model: LanguageModel, answer: Completion, trace: str | None) -> int | None:
+    """The reasoning's length in tokens: as the server counted it, else by the tokenizer."""
+    if answer.reasoning_tokens is not None:
+        return answer.reasoning_tokens
+    return None if trace is None else count_tokens(model, trace)
 
 
 def _generation_rows(

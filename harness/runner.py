@@ -363,9 +363,10 @@ def pair_key(config: RunConfig, model: dict[str, Any], item: PreparedTask) -> st
         "task": item.identity().model_dump(mode="json"),
         "max_new_tokens": config.generation.max_new_tokens,
     }
-    parsed = model["model"].get("multiple_choice") == "generate"
+    budget = {"generate": "choice_max_new_tokens", "cot": "cot_max_new_tokens"}
+    parsed = budget.get(model["model"].get("multiple_choice"))
     if parsed and item.task.kind == "multiple_choice":
-        identity["choice_max_new_tokens"] = config.generation.choice_max_new_tokens
+        identity[parsed] = getattr(config.generation, parsed)
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
@@ -525,7 +526,7 @@ def score_on_cluster(cluster: Cluster, evaluation: Evaluation) -> None:
         }
         scoring = Scoring(
             config.generation.max_new_tokens,
-            ChoiceScoring(entry.multiple_choice, config.generation.choice_max_new_tokens),
+            ChoiceScoring.of(entry, config.generation),
         )
         work.append(ModelWork(entry, spec, adapter, tasks, scoring, shipped))
     entries = {entry.name: entry for entry in config.models}
@@ -656,7 +657,7 @@ def complete_sample_log(
         max_new_tokens=config.generation.max_new_tokens,
         label=f"{entry.name} {item.task.name}" + (f" [{rank}]" if processes > 1 else ""),
         already_done=len(done),
-        choices_by=ChoiceScoring(entry.multiple_choice, config.generation.choice_max_new_tokens),
+        choices_by=ChoiceScoring.of(entry, config.generation),
     ):
         dumped = [row.model_dump(mode="json") for row in rows]
         append_jsonl_durable(partial, dumped)

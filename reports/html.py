@@ -338,6 +338,7 @@ def browser_payload(tasks: list[str], entries: list[Entry]) -> str:
             }
             if kind == "choice":
                 column["p"] = [None if p is None else round(p, 3) for p in map(probability, rows)]
+                column.update(parsed_columns(rows))
             columns.append(column)
         data["tasks"][task] = {
             "kind": kind,
@@ -350,6 +351,19 @@ def browser_payload(tasks: list[str], entries: list[Entry]) -> str:
         }
     raw = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
     return base64.b64encode(gzip.compress(raw, compresslevel=1, mtime=0)).decode()
+
+
+def parsed_columns(rows: list[SampleRow | None]) -> dict[str, list[Any]]:
+    """Where options were read from generated answers: each answer as written, the rule
+    that read its option (or none, or truncated) and its reasoning trace; nothing else."""
+    parsed = [row if isinstance(row, ChoiceRow) else None for row in rows]
+    if not any(row is not None and row.extracted_by is not None for row in parsed):
+        return {}
+    return {
+        "reply": [row.answer if row else None for row in parsed],
+        "rule": [row.extracted_by if row else None for row in parsed],
+        "reasoning": [row.reasoning if row else None for row in parsed],
+    }
 
 
 def probability(row: SampleRow | None) -> float | None:

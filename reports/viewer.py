@@ -38,6 +38,12 @@ class Answer:
     metrics: dict[str, float]
     probability: float | None
     judgments: list[Judgment] = field(default_factory=list)
+    # an option read from a generated answer: which ("" for none), by which rule, and the
+    # reasoning cut out first
+    extracted: str | None = None
+    rule: str | None = None
+    reasoning: str | None = None
+    reasoning_tokens: int | None = None
 
     def measure(self, name: str) -> float | None:
         return self.probability if name == PROBABILITY else self.metrics.get(name)
@@ -72,7 +78,16 @@ def answer_of(label: str, row: SampleRow) -> Answer:
     if isinstance(row, ChoiceRow):
         text = row.prediction if row.answer is None else f"{row.prediction} ({row.answer})"
         return Answer(
-            label, text, row.chosen, row.chosen == row.gold, row.metrics, probability(row)
+            label,
+            text,
+            row.chosen,
+            row.chosen == row.gold,
+            row.metrics,
+            probability(row),
+            extracted=None if row.extracted_by is None else row.prediction,
+            rule=row.extracted_by,
+            reasoning=row.reasoning,
+            reasoning_tokens=row.reasoning_tokens,
         )
     return Answer(label, row.prediction, None, None, row.metrics, None, row.judgments or [])
 

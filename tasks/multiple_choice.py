@@ -3,7 +3,6 @@ MedMCQA), and reading the chosen option out of a generated answer."""
 
 from __future__ import annotations
 
-import re
 import string
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -48,44 +47,32 @@ def letter_sample(
 
 
 # Generate-then-parse scoring: the model answers the question in words and the option is
-# read from its answer, for chat and reasoning models and for servers without log-probs.
-REASONING = re.compile(r"<think>.*?(</think>|$)", re.S)
-CHOICE_PARSE_RULES = (
-    "reasoning in <think> tags is dropped; then the last 'answer is X' / 'Answer: X', else "
-    "an option the reply opens with, else the one option the reply names (letters as 'X.', "
-    "'X)' or '(X)'); an answer naming no option, or several, is invalid"
-)
+# read from its answer (tasks/answers.py), for chat and reasoning models and for servers
+# without log-probs: asked for the option alone, or (chain of thought) to reason first.
 
 
-def listed(choices: Sequence[str]) -> str:
-    return ", ".join(choices[:-1]) + f" or {choices[-1]}" if len(choices) > 1 else choices[0]
+def listed(choices: Sequence[str], conjunction: str = " or ") -> str:
+    if len(choices) == 1:
+        return choices[0]
+    return ", ".join(choices[:-1]) + conjunction + choices[-1]
+
+
+def question_body(prompt: str) -> str:
+    """The task's prompt without its trailing ``Answer:`` cue."""
+    return prompt.rstrip().removesuffix("Answer:").rstrip()
 
 
 def choice_question(prompt: str, choices: Sequence[str]) -> str:
-    """The user message that asks for one option: the task's prompt without its trailing
-    ``Answer:`` cue, and an instruction naming the options."""
-    question = prompt.rstrip().removesuffix("Answer:").rstrip()
-    return f"{question}\n\nAnswer with {listed(choices)} only."
+    """The user message that asks for one option, naming the options."""
+    return f"{question_body(prompt)}\n\nAnswer with {listed(choices)} only."
 
 
-def parse_choice(text: str, choices: Sequence[str]) -> int | None:
-    """The index of the option an answer gives (rules: CHOICE_PARSE_RULES); None if none."""
-    reply = REASONING.sub("", text).strip()
-    letters = all(len(choice) == 1 for choice in choices)
-    flags = 0 if letters else re.IGNORECASE  # a lone "a" is an article, "A" an option
-    options = "|".join(re.escape(c) for c in sorted(choices, key=len, reverse=True))
-    stated = re.findall(
-        rf"(?i:answer)(?:\s+is)?\s*[:\-]?\s*[(\[*_\s]*({options})(?![\w-])", reply, flags
+def cot_question(prompt: str, choices: Sequence[str]) -> str:
+    """The user message that asks for reasoning, then a final line naming one option: the
+    instruction of lm-eval's ``medqa_4options_cot`` and ``medmcqa_cot`` tasks, word for word
+    on their questions ("... (where X is A, B, C, or D).")."""
+    options = listed(choices, ", or " if len(choices) > 2 else " or ")
+    return (
+        f"{question_body(prompt)}\nFirst, think step-by-step. End your response with exactly "
+        f"this format:\nFinal Answer: X\n(where X is {options})."
     )
-    if stated:
-        return _index(stated[-1], choices)
-    shape = rf"(?<![\w-])\(?({options})[.):](?![\w-])" if letters else rf"\b({options})\b"
-    named = {match.lower() for match in re.findall(shape, reply, flags)}
-    opening = re.match(rf"[\W_]*({options})(?![\w-])", reply, flags)
-    if opening and named <= {opening.group(1).lower()}:
-        return _index(opening.group(1), choices)
-    return _index(named.pop(), choices) if len(named) == 1 else None
-
-
-def _index(option: str, choices: Sequence[str]) -> int:
-    return next(i for i, choice in enumerate(choices) if choice.lower() == option.lower())

@@ -69,10 +69,35 @@ def chat_reply(message: str) -> str:
     return f"Stub answer about {message.split('?')[0][-40:]}."
 
 
+REASONED = "The rash and the fever point to C."  # returned in a field of its own, 9 tokens
+
+
+def cot_reply(message: str) -> dict[str, Any]:
+    """Chain-of-thought answers as reasoning servers send them: one cut off at max_tokens
+    inside its trace, one with the trace in ``reasoning_content`` (vLLM's reasoning parser,
+    DeepSeek's API), the rest reasoning in the text before a final line."""
+    if "symptom 1." in message:
+        return {"content": "<think>Weighing A against B, the", "finish_reason": "length"}
+    if "symptom 2." in message:
+        return {"content": "Final Answer: C", "reasoning_content": REASONED, "reasoning_tokens": 9}
+    return {"content": "The murmur suggests B.\nFinal Answer: B"}
+
+
+def chat_answer(message: str) -> dict[str, Any]:
+    reply = cot_reply(message) if "Final Answer: X" in message else {"content": chat_reply(message)}
+    said = {"role": "assistant", "content": reply["content"]}
+    if "reasoning_content" in reply:
+        said["reasoning_content"] = reply["reasoning_content"]
+    choice = {"index": 0, "message": said, "finish_reason": reply.get("finish_reason", "stop")}
+    usage = {"completion_tokens": len(reply["content"].split()) + reply.get("reasoning_tokens", 0)}
+    if "reasoning_tokens" in reply:
+        usage["completion_tokens_details"] = {"reasoning_tokens": reply["reasoning_tokens"]}
+    return {"choices": [choice], "usage": usage}
+
+
 def answer(state: StubState, path: str, body: dict[str, Any]) -> dict[str, Any]:
     if path.endswith("/chat/completions"):
-        content = chat_reply(body["messages"][-1]["content"])
-        return {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}
+        return chat_answer(body["messages"][-1]["content"])
     prompt = body["prompt"]
     logprobs = echo_logprobs(prompt) if state.logprobs else None
     return {"choices": [{"index": 0, "text": prompt + ".", "logprobs": logprobs}]}

@@ -161,6 +161,10 @@ def _qlora(case: Case) -> None:
     case.config["models"] = [{"name": "q", "model": str(case.tiny), "train": {"recipe": "qlora"}}]
 
 
+def _reasoning_scored_by_likelihood(case: Case) -> None:
+    case.config["models"][0]["reasoning"] = {"think_start": "<think>", "think_end": "</think>"}
+
+
 # id -> (what to break, the words the one-line error must contain)
 CASES: dict[str, tuple[Callable[[Case], None], str]] = {
     "malformed-yaml": (_raw("name: [unclosed\n"), "malformed YAML"),
@@ -189,6 +193,10 @@ CASES: dict[str, tuple[Callable[[Case], None], str]] = {
     "output-not-writable": (_unwritable_out, "cannot write the run directory"),
     "unsafe-run-name": (_set(name="../escape"), "name: String should match pattern"),
     "qlora-without-cuda": (_qlora, "recipe qlora needs a CUDA GPU"),
+    "reasoning-without-generation": (
+        _reasoning_scored_by_likelihood,
+        "models.0: reasoning: needs multiple_choice: cot or generate",
+    ),
 }
 
 

@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 import yaml
 from conftest import write_fixture_data
-from openai_stub import FAVOURED, Fault, Stub, StubState, serve
+from openai_stub import FAVOURED, REASONED, Fault, Stub, StubState, serve
 from statsmodels.stats.proportion import proportion_confint
 
 from medharness.cli import main
 from medharness.core.io import read_jsonl
 from medharness.core.records import SAMPLE_ROWS
-from medharness.tasks.multiple_choice import parse_choice
+from medharness.tasks.answers import extract_choice
 
 SECRET = "sk-test-9f8e7d6c5b4a"
 QUICK = {"backoff_s": 0.01, "timeout_s": 10, "retries": 2}
@@ -191,6 +191,41 @@ def test_answers_are_reused_only_while_the_server_serves_the_same_model(
     assert len(stub.state.completions()) == 2 * sent
 
 
+def test_chain_of_thought_reads_final_lines_server_reasoning_and_cut_off_answers(
+    tmp_path: Path, stub: Stub, fixture_data: Path
+) -> None:
+    """multiple_choice: cot against a server: lm-eval's CoT prompt with the CoT budget, the
+    trace a reasoning server returns in reasoning_content kept with its token count, and an
+    answer the server stopped at max_tokens (finish_reason length) counted truncated."""
+    stub.state.logprobs = False
+    config = write_config(tmp_path, stub, fixture_data, multiple_choice="cot")
+    assert main(["run", str(config)]) == 0
+    chats = [r["body"] for r in stub.state.completions()]
+    assert all(c["max_tokens"] == 2048 for c in chats)
+    assert all(c["messages"][0]["content"].endswith("(where X is A, B, C, or D).") for c in chats)
+    logged = {row.doc_id: row for row in rows(tmp_path / "runs" / "endpoint")}
+    for row in logged.values():
+        if row.answer.startswith("<think>"):
+            assert (row.extracted_by, row.hit_token_limit, row.chosen) == ("truncated", True, -1)
+            assert row.reasoning == "Weighing A against B, the"
+            assert row.metrics["truncated"] == 1.0
+        elif row.reasoning == REASONED:
+            assert (row.prediction, row.extracted_by, row.reasoning_tokens) == (
+                "C",
+                "final_answer",
+                9,
+            )
+        else:
+            assert (row.prediction, row.extracted_by, row.reasoning) == ("B", "final_answer", None)
+    reasoned = sum(row.reasoning == REASONED for row in logged.values())
+    outcomes = [row.extracted_by for row in logged.values()]
+    assert outcomes.count("truncated") == 1 and reasoned == 1 and len(outcomes) == 8
+    result = json.loads((tmp_path / "runs" / "endpoint" / "results.json").read_text())
+    rate = result["results"]["served"]["medqa_4opt"]["metrics"]["truncated"]
+    low, high = proportion_confint(1, 8, method="beta")
+    assert rate["value"] == 1 / 8 and rate["ci95"] == pytest.approx([low, high], abs=1e-9)
+
+
 def test_options_parsed_from_answers_count_invalid_ones_with_an_interval(
     tmp_path: Path, stub: Stub, fixture_data: Path
 ) -> None:
@@ -205,10 +240,11 @@ def test_options_parsed_from_answers_count_invalid_ones_with_an_interval(
         for c in chats
     )
     for row in parsed:  # the parsed option, recomputed from the logged answer
-        chosen = parse_choice(row.answer, row.choices)
+        chosen = extract_choice(row.answer, row.choices).choice
         assert row.chosen == (-1 if chosen is None else chosen)
         assert row.prediction == ("" if chosen is None else row.choices[chosen])
         assert row.metrics["invalid_answer"] == float(chosen is None)
+        assert row.metrics["truncated"] == 0.0 and row.hit_token_limit is False
     invalid = sum(row.chosen == -1 for row in parsed)
     assert invalid == 1  # the stub cannot tell for "symptom 1"
     result = json.loads((run / "results.json").read_text())["results"]["served"]["medqa_4opt"]

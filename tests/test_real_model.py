@@ -147,19 +147,65 @@ def test_options_parsed_from_the_real_model_answers(tmp_path: Path) -> None:
     statsmodels computes."""
     from statsmodels.stats.proportion import proportion_confint
 
-    from medharness.tasks.multiple_choice import parse_choice
+    from medharness.tasks.answers import extract_choice
 
     rows = our_samples(tmp_path, "medqa_4opt", 12, "--multiple-choice", "generate")
     for row in rows:
-        chosen = parse_choice(row["answer"], row["choices"])
+        read = extract_choice(row["answer"], row["choices"], hit_limit=row["hit_token_limit"])
+        chosen = read.choice
         assert row["chosen"] == (-1 if chosen is None else chosen)
-        assert row["metrics"]["invalid_answer"] == float(chosen is None)
+        assert row["metrics"]["invalid_answer"] == float(read.invalid)
+        assert row["metrics"]["truncated"] == float(read.truncated)
         assert row["metrics"]["acc"] == float(chosen == row["gold"])
         assert row["loglikelihoods"] == []
     results = json.loads((tmp_path / "eval-smollm2-135m-instruct" / "results.json").read_text())
     metrics = results["results"]["smollm2-135m-instruct"]["medqa_4opt"]["metrics"]
-    invalid = sum(row["chosen"] == -1 for row in rows)
+    invalid = sum(row["extracted_by"] == "none" for row in rows)
     assert metrics["invalid_answer"]["value"] == invalid / len(rows)
     low, high = proportion_confint(invalid, len(rows), method="beta")
     assert metrics["invalid_answer"]["ci95"] == pytest.approx([low, high], abs=1e-9)
     assert metrics["acc"]["value"] == sum(row["chosen"] == row["gold"] for row in rows) / 12
+
+
+COT_BUDGET = 128  # ~30 s for 20 questions at batch 8 on two CPU cores
+
+
+def test_chain_of_thought_on_20_medqa_questions(tmp_path: Path) -> None:
+    """CoT end to end on the built-in model: every logged option is what the extraction rules
+    read from the logged answer (final line first; an answer cut off at the budget before
+    one is truncated, never parsed), and the accuracy, invalid and truncated rates have the
+    exact intervals statsmodels computes."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    from medharness.tasks.answers import extract_choice
+
+    argv = ["eval", "--model", "smollm2-135m-instruct", "--tasks", "medqa_4opt", "--limit", "20"]
+    argv += ["--multiple-choice", "cot", "--cot-max-new-tokens", str(COT_BUDGET)]
+    assert main([*argv, "--batch-size", "8", "--out", str(tmp_path)]) == 0
+    run = tmp_path / "eval-smollm2-135m-instruct"
+    log = run / "samples" / "smollm2-135m-instruct" / "medqa_4opt.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(rows) == 20
+    for row in rows:
+        assert 0 < row["answer_tokens"] <= COT_BUDGET
+        assert row["hit_token_limit"] == (row["answer_tokens"] == COT_BUDGET)
+        read = extract_choice(
+            row["answer"],
+            row["choices"],
+            hit_limit=row["hit_token_limit"],
+            final_line_required=True,
+        )
+        assert row["extracted_by"] == read.rule
+        assert row["chosen"] == (-1 if read.choice is None else read.choice)
+        if read.truncated:
+            assert row["chosen"] == -1 and row["prediction"] == ""
+    metrics = json.loads((run / "results.json").read_text())["results"]["smollm2-135m-instruct"]
+    for name, count in (
+        ("acc", sum(row["chosen"] == row["gold"] for row in rows)),
+        ("invalid_answer", sum(row["extracted_by"] == "none" for row in rows)),
+        ("truncated", sum(row["extracted_by"] == "truncated" for row in rows)),
+    ):
+        value = metrics["medqa_4opt"]["metrics"][name]
+        assert value["value"] == count / 20
+        low, high = proportion_confint(count, 20, method="beta")
+        assert value["ci95"] == pytest.approx([low, high], abs=1e-9)

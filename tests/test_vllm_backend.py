@@ -157,6 +157,30 @@ def test_cli_runs_with_the_vllm_backend_like_hf(llama: Path, tmp_path: Path) -> 
     ]
 
 
+def test_completions_end_as_transformers_say(llama: Path, served: VLLMModel) -> None:
+    """How each answer ended (cut off at the budget or not) and its length in tokens, as
+    chain-of-thought scoring reads them, equal the transformers backend's."""
+    reference = load_model(str(llama), backend="hf", dtype="float32")
+    ours, theirs = base_of(served).complete(MESSAGES, 12), reference.complete(MESSAGES, 12)
+    assert ours == theirs
+    assert all(c.hit_limit == (c.tokens == 12) for c in ours)
+    assert base_of(served).count_tokens("a trace") == reference.count_tokens("a trace")
+
+
+def test_cli_cot_run_with_the_vllm_backend_like_hf(llama: Path, tmp_path: Path) -> None:
+    data = write_fixture_data(tmp_path / "data")
+    logs = {}
+    for backend in ("vllm", "hf"):
+        out = tmp_path / backend
+        argv = ["eval", "--model", str(llama), "--tasks", "medqa_4opt", "--limit", "4"]
+        argv += ["--multiple-choice", "cot", "--cot-max-new-tokens", "16", "--backend", backend]
+        assert main([*argv, "--data-dir", str(data), "--out", str(out)]) == 0
+        log = next(out.glob("*/samples/*/medqa_4opt.jsonl"))
+        logs[backend] = [json.loads(line) for line in log.read_text().splitlines()]
+    assert logs["vllm"] == logs["hf"]
+    assert all("extracted_by" in row and "hit_token_limit" in row for row in logs["vllm"])
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(REAL_DATA is None, reason="needs MEDHARNESS_DATA_DIR")
 def test_real_model_answers_and_choices_equal_transformers() -> None:

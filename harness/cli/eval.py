@@ -56,10 +56,17 @@ def add_parser(commands: Commands) -> None:
     )
     parser.add_argument(
         "--multiple-choice",
-        choices=("loglikelihood", "generate"),
+        choices=("loglikelihood", "generate", "cot"),
         default="loglikelihood",
-        help="score options by likelihood (default, lm-eval's rule) or parse the option "
-        "from a generated answer (chat and reasoning models; servers without log-probs)",
+        help="score options by likelihood (default, lm-eval's rule), parse the option from "
+        "a generated answer (chat models; servers without log-probs), or cot: let the model "
+        "reason, then read its 'Final Answer: X' line (instruct and reasoning models)",
+    )
+    parser.add_argument(
+        "--cot-max-new-tokens",
+        type=positive_int,
+        default=2048,
+        help="--multiple-choice cot: tokens for the reasoning and final line (default: 2048)",
     )
     parser.add_argument("--adapter", help="PEFT adapter (directory or hub id) on --model")
     parser.add_argument(
@@ -168,7 +175,10 @@ def handle(args: argparse.Namespace) -> int:
             "tasks": args.tasks,
             "limit": args.limit,
             "data_dir": args.data_dir,
-            "generation": {"max_new_tokens": args.max_new_tokens},
+            "generation": {
+                "max_new_tokens": args.max_new_tokens,
+                "cot_max_new_tokens": args.cot_max_new_tokens,
+            },
         },
         "command line",
     )

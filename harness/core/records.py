@@ -90,6 +90,18 @@ class ChoiceRow(Strict):
     # generate-then-parse: the answer the option was parsed from (prediction holds that
     # option, or "" when it names none); absent where options were scored by likelihood
     answer: str | None = Field(None, exclude_if=lambda value: value is None)
+    # the reasoning trace cut out of the answer (or returned beside it by a server), and
+    # its length in tokens where the backend counts them
+    reasoning: str | None = Field(None, exclude_if=lambda value: value is None)
+    reasoning_tokens: int | None = Field(None, ge=0, exclude_if=lambda value: value is None)
+    answer_tokens: int | None = Field(None, ge=0, exclude_if=lambda value: value is None)
+    # decoding stopped at the token budget, not at the answer's end
+    hit_token_limit: bool | None = Field(None, exclude_if=lambda value: value is None)
+    # which rule read the option (tasks/answers.py EXTRACTION_RULES): final_answer,
+    # answer_is, opening, single_option; none (invalid) or truncated where none was read
+    extracted_by: (
+        Literal["final_answer", "answer_is", "opening", "single_option", "none", "truncated"] | None
+    ) = Field(None, exclude_if=lambda value: value is None)
 
 
 def _row_kind(row: Any) -> str:

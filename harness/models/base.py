@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 # Told how many samples' worth of work just finished (fractions while a batch decodes), so a
 # progress bar moves from the first seconds instead of once per batch.
 Progress = Callable[[float], None]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One greedy answer and how it ended: ``hit_limit`` where decoding stopped at the token
+    budget rather than at the end of the answer (an answer cut off mid-reasoning)."""
+
+    text: str
+    hit_limit: bool
+    tokens: int | None = None  # tokens generated, where the backend counts them
+    # a trace a server returns in a field of its own (vLLM's reasoning parser, DeepSeek's
+    # API), and its length in tokens where the server says
+    reasoning: str | None = None
+    reasoning_tokens: int | None = None
 
 
 class LanguageModel(Protocol):
@@ -30,6 +45,12 @@ class LanguageModel(Protocol):
         ``progress`` hears of the work done as it is done."""
         ...
 
+    def complete(
+        self, user_messages: Sequence[str], max_new_tokens: int, progress: Progress | None = None
+    ) -> list[Completion]:
+        """``generate``'s answers with how each ended (``generate`` keeps their text)."""
+        ...
+
     def describe(self) -> dict[str, Any]:
         """What the manifest records about this model."""
         ...
@@ -43,3 +64,9 @@ def answer_stream(model: LanguageModel, user_message: str, max_new_tokens: int) 
         yield from stream(user_message, max_new_tokens)
     else:
         yield model.generate([user_message], max_new_tokens)[0]
+
+
+def count_tokens(model: LanguageModel, text: str) -> int | None:
+    """``text``'s length in the model's tokens, where the backend has a tokenizer here."""
+    count = getattr(model, "count_tokens", None)
+    return None if count is None else int(count(text))

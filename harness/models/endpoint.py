@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from medharness.core.errors import UserError, first_line
 from medharness.core.http import HttpFailure, HttpStatus, redact, send
-from medharness.models.base import Progress
+from medharness.models.base import Completion, Progress
 from medharness.models.specs import EndpointRequests
 
 # What /models says of a model that stays the same between requests (``created`` and the
@@ -366,6 +366,11 @@ class EndpointModel:
     def generate(
         self, user_messages: Sequence[str], max_new_tokens: int, progress: Progress | None = None
     ) -> list[str]:
+        return [c.text for c in self.complete(user_messages, max_new_tokens, progress)]
+
+    def complete(
+        self, user_messages: Sequence[str], max_new_tokens: int, progress: Progress | None = None
+    ) -> list[Completion]:
         payloads = [
             {
                 "model": self.model,
@@ -376,7 +381,7 @@ class EndpointModel:
             for message in user_messages
         ]
         done = None if progress is None else (lambda: progress(1))
-        answers: list[str] = self.endpoint.post_all(
+        answers: list[Completion] = self.endpoint.post_all(
             "/chat/completions", payloads, lambda _, answer: chat_answer(answer), done
         )
         return answers
@@ -404,15 +409,31 @@ class EndpointModel:
         }
 
 
-def chat_answer(answer: Any) -> str:
-    """The assistant's text (reasoning models' reasoning, in its own field, left out)."""
+def chat_answer(answer: Any) -> Completion:
+    """The assistant's text, whether the server stopped it at ``max_tokens`` (finish_reason
+    ``length``), and the reasoning a reasoning model's server returns in a field of its own
+    (``reasoning_content``: vLLM's reasoning parsers, DeepSeek's API; ``reasoning``: others)
+    with its token count where the usage says."""
     try:
-        content = answer["choices"][0]["message"].get("content")
+        choice = answer["choices"][0]
+        message = choice["message"]
+        content = message.get("content")
+        reasoning = message.get("reasoning_content") or message.get("reasoning")
     except (KeyError, IndexError, TypeError, AttributeError):
         raise Retryable("an answer without choices") from None
     if content is not None and not isinstance(content, str):
         raise Retryable("an answer whose content is not text")
-    return (content or "").strip()
+    usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
+    details = usage.get("completion_tokens_details")
+    details = details if isinstance(details, dict) else {}
+    tokens, reasoning_tokens = usage.get("completion_tokens"), details.get("reasoning_tokens")
+    return Completion(
+        (content or "").strip(),
+        hit_limit=choice.get("finish_reason") == "length",
+        tokens=tokens if isinstance(tokens, int) else None,
+        reasoning=reasoning.strip() if isinstance(reasoning, str) and reasoning.strip() else None,
+        reasoning_tokens=reasoning_tokens if isinstance(reasoning_tokens, int) else None,
+    )
 
 
 def load_endpoint_model(

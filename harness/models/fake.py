@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from pydantic import Field
 from medharness.core.errors import UserError
 from medharness.core.io import sha256_file
 from medharness.core.validation import Strict, load_yaml_file, validate_file_data
-from medharness.models.base import Progress
+from medharness.models.base import Completion, Progress
 
 FILLER_WORDS = ("the", "a", "is", "of", "and", "to", "in", "may", "include", "patients")
 
@@ -55,6 +56,7 @@ class FakeScript(Strict):
     delay: float = Field(0.0, ge=0.0, le=3600.0)
     trace_file: str | None = None
     hold: Hold | None = None
+    cut_at_budget: bool = False  # words are tokens: answers stop at max_new_tokens of them
 
 
 @dataclass
@@ -74,6 +76,8 @@ class FakeModel:
         delay: 0.0                     # seconds per call, to stand in for a slow model
         trace_file: calls.log          # one line per request as it arrives (tests of resuming)
         hold: {after: 1, until: go}    # then each call waits for the file go (tests of kills)
+        cut_at_budget: true            # each word a token: an answer longer than the budget
+                                       # is cut there, as a model stopped at max_new_tokens
     """
 
     path: Path
@@ -132,19 +136,36 @@ class FakeModel:
     def generate(
         self, user_messages: Sequence[str], max_new_tokens: int, progress: Progress | None = None
     ) -> list[str]:
+        return [c.text for c in self.complete(user_messages, max_new_tokens, progress)]
+
+    def complete(
+        self, user_messages: Sequence[str], max_new_tokens: int, progress: Progress | None = None
+    ) -> list[Completion]:
         self._called("generate", user_messages)
-        outputs = []
-        for message in user_messages:
-            rule = next((r for r in self.script.generate if r.match in message), None)
-            if rule:
-                outputs.append((message + "\n" if rule.quote_message else "") + rule.output)
-            elif self.script.babble_words:
-                outputs.append(self._babble(message))
-            else:
-                outputs.append(self.script.default_output)
+        outputs = [
+            self._budgeted(self._output(message), max_new_tokens) for message in user_messages
+        ]
         if progress is not None:
             progress(len(outputs))
         return outputs
+
+    def _output(self, message: str) -> str:
+        rule = next((r for r in self.script.generate if r.match in message), None)
+        if rule:
+            return (message + "\n" if rule.quote_message else "") + rule.output
+        if self.script.babble_words:
+            return self._babble(message)
+        return self.script.default_output
+
+    def _budgeted(self, output: str, max_new_tokens: int) -> Completion:
+        words = re.findall(r"\S+\s*", output)
+        if not self.script.cut_at_budget or len(words) <= max_new_tokens:
+            return Completion(output, hit_limit=False, tokens=len(words))
+        cut = "".join(words[:max_new_tokens]).rstrip()
+        return Completion(cut, hit_limit=True, tokens=max_new_tokens)
+
+    def count_tokens(self, text: str) -> int:
+        return len(re.findall(r"\S+\s*", text))
 
     def _babble(self, message: str) -> str:
         words = message.split() + list(FILLER_WORDS)

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from medharness.core.cache import weights_sha256
 from medharness.core.errors import UserError, boundary, first_line
 from medharness.models.adapters import adapter_sha256, attach_adapter, merge_when_exact
-from medharness.models.base import Progress
+from medharness.models.base import Completion, Progress
 from medharness.models.choice import auto_batch_size, cpu_threads
 from medharness.models.prompts import chat_prompt, encode_pairs
 
@@ -121,6 +121,11 @@ class HFModel:
     def generate(
         self, user_messages: Sequence[str], max_new_tokens: int, progress: Progress | None = None
     ) -> list[str]:
+        return [c.text for c in self.complete(user_messages, max_new_tokens, progress)]
+
+    def complete(
+        self, user_messages: Sequence[str], max_new_tokens: int, progress: Progress | None = None
+    ) -> list[Completion]:
         import torch
 
         prompts = [
@@ -128,8 +133,9 @@ class HFModel:
             for message in user_messages
         ]
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-        outputs = [""] * len(prompts)
+        outputs = [Completion("", hit_limit=False)] * len(prompts)
         self.tokenizer.padding_side = "left"
+        stops = self.stop_token_ids()
 
         def answer(batch: list[int]) -> None:
             encoded = self.tokenizer(
@@ -145,14 +151,24 @@ class HFModel:
                     **self.greedy(max_new_tokens),
                     stopping_criteria=[steps] if progress is not None else None,
                 )
-            new_tokens = generated[:, encoded["input_ids"].shape[1] :]
+            new_tokens = generated[:, encoded["input_ids"].shape[1] :].tolist()
             texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            for index, text in zip(batch, texts, strict=True):
-                outputs[index] = text.strip()
+            for index, text, tokens in zip(batch, texts, new_tokens, strict=True):
+                outputs[index] = ended(text, tokens, stops, max_new_tokens)
             steps.finish()
 
         self._in_batches(order, answer)
         return outputs
+
+    def stop_token_ids(self) -> set[int]:
+        """The tokens that end an answer: the generation config's end-of-sequence ids (a
+        list for chat models with an end-of-turn token too) and the tokenizer's."""
+        configured = self.model.generation_config.eos_token_id
+        ids = set(configured if isinstance(configured, list) else [configured])
+        return {i for i in ids | {self.tokenizer.eos_token_id} if i is not None}
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def greedy(self, max_new_tokens: int) -> dict[str, Any]:
         """Greedy decoding, whatever sampling defaults the model's generation config has."""
@@ -228,6 +244,15 @@ class HFModel:
             "batch_size": self.batch_size,
             "system_prompt": self.system_prompt,
         }
+
+
+def ended(text: str, tokens: Sequence[int], stops: set[int], max_new_tokens: int) -> Completion:
+    """A decoded answer and how it ended: its tokens up to the first stop token, or the
+    whole budget spent with none (cut off). Padding after a finished answer is a stop token
+    here, as transformers pads finished rows with the end-of-sequence id."""
+    length = next((i + 1 for i, token in enumerate(tokens) if token in stops), None)
+    cut_off = length is None and len(tokens) >= max_new_tokens
+    return Completion(text.strip(), cut_off, len(tokens) if length is None else length)
 
 
 def load_failure(spec: str, exc: BaseException, allow_pickle: bool) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 from medharness.core.errors import UserError, boundary
 from medharness.core.weights import refuse_pickles
 from medharness.models.adapters import adapter_sha256, lora_rank
-from medharness.models.base import Progress
+from medharness.models.base import Completion, Progress
 from medharness.models.hf import load_failure, weights_record
 from medharness.models.prompts import chat_prompt, encode_pairs
 from medharness.models.specs import VLLMParallelism
@@ -157,6 +157,11 @@ class VLLMModel:
     def generate(
         self, user_messages: Sequence[str], max_new_tokens: int, progress: Progress | None = None
     ) -> list[str]:
+        return [c.text for c in self.complete(user_messages, max_new_tokens, progress)]
+
+    def complete(
+        self, user_messages: Sequence[str], max_new_tokens: int, progress: Progress | None = None
+    ) -> list[Completion]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -171,13 +176,24 @@ class VLLMModel:
             repetition_penalty=self.repetition_penalty,
             detokenize=False,
         )
-        outputs = self._run([TokensPrompt(prompt_token_ids=ids) for ids in token_ids], params)
+        outputs = [
+            output.outputs[0]
+            for output in self._run(
+                [TokensPrompt(prompt_token_ids=ids) for ids in token_ids], params
+            )
+        ]
         answers = self.tokenizer.batch_decode(
-            [list(output.outputs[0].token_ids) for output in outputs], skip_special_tokens=True
+            [list(output.token_ids) for output in outputs], skip_special_tokens=True
         )
         if progress is not None:  # vLLM batches the whole chunk continuously: done at once
             progress(len(answers))
-        return [answer.strip() for answer in answers]
+        return [
+            Completion(answer.strip(), output.finish_reason == "length", len(output.token_ids))
+            for answer, output in zip(answers, outputs, strict=True)
+        ]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _run(self, prompts: list[Any], params: Any | list[Any]) -> list[Any]:
         outputs: list[Any] = self.engine.generate(

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from medharness.core.records import ChoiceRow, GenerationRow, MetricValue, SampleRow, TaskResult
+from medharness.tasks.answers import EXTRACTION_SUMMARY
 from medharness.tasks.base import Task
 from medharness.tasks.metrics.agreement import jury_agreement
 from medharness.tasks.metrics.stats import (
@@ -35,7 +36,7 @@ from medharness.tasks.metrics.text import (
     bleu_signature,
     has_disclaimer,
 )
-from medharness.tasks.multiple_choice import CHOICE_PARSE_RULES, choice_question
+from medharness.tasks.multiple_choice import choice_question, cot_question
 from medharness.tasks.textscore import bleu_statistics, rouge_scores
 
 Summary = Literal["proportion", "mean", "corpus_bleu"]
@@ -176,8 +177,11 @@ def _exact_interval() -> dict[str, Any]:
 def _parse_settings() -> dict[str, Any]:
     return {
         "scoring": "generate then parse: the model answers in words, greedy",
-        "message": choice_question("{prompt}", ["{options}"]),
-        "parse": CHOICE_PARSE_RULES,
+        "message": {
+            "generate": choice_question("{prompt}", ["{options}"]),
+            "cot": cot_question("{prompt}", ["{A}", "{B}", "{...}"]),
+        },
+        "parse": EXTRACTION_SUMMARY,
         "interval": "Clopper-Pearson exact over the answers so scored",
     }
 
@@ -210,6 +214,7 @@ def _disclaimers(predictions: Sequence[str], references: Sequence[str]) -> Seque
 
 
 INVALID_ANSWER = "invalid_answer"
+TRUNCATED = "truncated"
 
 METRICS: dict[str, Metric] = {
     metric.name: metric
@@ -232,6 +237,12 @@ METRICS: dict[str, Metric] = {
         # generate-then-parse answers that name no option (or several); they count as wrong
         Metric(
             INVALID_ANSWER, "Invalid answers", "proportion", "mcnemar", "fraction",
+            "multiple_choice", _parse_settings, "odds ratio (won/lost questions)",
+            higher_is_better=False, rate=True, optional=True,
+        ),
+        # answers cut off inside their reasoning or at the token budget; they count as wrong
+        Metric(
+            TRUNCATED, "Truncated answers", "proportion", "mcnemar", "fraction",
             "multiple_choice", _parse_settings, "odds ratio (won/lost questions)",
             higher_is_better=False, rate=True, optional=True,
         ),
@@ -276,7 +287,7 @@ def task_may_have(task: Task, name: str) -> bool:
     """Whether a result of ``task`` can hold metric ``name``: its own metrics, the jury's
     on free-text answers, and the invalid-answer rate of parsed multiple-choice answers."""
     judged = task.kind == "generate" and name.startswith(JUDGE_PREFIX) and is_metric(name)
-    parsed = task.kind == "multiple_choice" and name == INVALID_ANSWER
+    parsed = task.kind == "multiple_choice" and name in (INVALID_ANSWER, TRUNCATED)
     return name in task.metric_names or judged or parsed
 
 
@@ -290,9 +301,11 @@ def judged_metric_names(rows: Sequence[SampleRow]) -> list[str]:
 
 
 def parsed_metric_names(rows: Sequence[SampleRow]) -> list[str]:
-    """``invalid_answer`` where options were parsed from generated answers."""
-    parsed = any(isinstance(row, ChoiceRow) and row.answer is not None for row in rows)
-    return [INVALID_ANSWER] if parsed else []
+    """``invalid_answer`` and ``truncated`` where options were parsed from generated answers
+    (logs written before truncation was told apart have no ``truncated``)."""
+    parsed = [row for row in rows if isinstance(row, ChoiceRow) and row.answer is not None]
+    cut = any(TRUNCATED in row.metrics for row in parsed)
+    return [INVALID_ANSWER, TRUNCATED] if cut else [INVALID_ANSWER] if parsed else []
 
 
 def answer_scores(
