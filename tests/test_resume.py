@@ -62,12 +62,23 @@ def write_run(work: Path, name: str, hold: dict[str, Any] | None = None) -> tupl
 def start(config: Path, out: Path, *paused: str) -> subprocess.Popen[bytes]:
     """The run in the background; with ``paused`` (STAGE, MARK) held at that stage."""
     command = [str(HERE / "run_paused.py"), *paused] if paused else ["-m", "medharness"]
-    return subprocess.Popen(
-        [sys.executable, *command, "run", str(config), "--out", str(out)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
-    )
+    with errors_of(out).open("ab") as errors:  # kept for the assertion messages below
+        return subprocess.Popen(
+            [sys.executable, *command, "run", str(config), "--out", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        )
+
+
+def errors_of(out: Path) -> Path:
+    return out.with_name(f"{out.name}.stderr")
+
+
+def said(out: Path) -> str:
+    """The last lines the runs into ``out`` wrote to stderr."""
+    path = errors_of(out)
+    return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
 
 def finished_prompts(staging: Path, model: str) -> set[str]:
@@ -92,7 +103,7 @@ def requested(trace: Path) -> set[str]:
 @pytest.fixture(scope="module")
 def uninterrupted(setup: Path) -> dict:
     config, _ = write_run(setup, "clean")
-    assert start(config, setup / "clean").wait(timeout=300) == 0
+    assert start(config, setup / "clean").wait(timeout=300) == 0, said(setup / "clean")
     return json.loads((setup / "clean/resumable/results.json").read_text())["results"]
 
 
@@ -113,7 +124,7 @@ def test_killed_run_resumes_to_identical_results(
     staging = out / ".resumable.partial"
     deadline = time.time() + 300
     while not (mark.exists() or any(setup.glob(f"{release.name}.held.*"))):
-        assert process.poll() is None, f"the run ended before the kill point ({point})"
+        assert process.poll() is None, f"the run ended before the kill point ({point})\n{said(out)}"
         assert time.time() < deadline, f"kill point never reached ({point})"
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
@@ -124,7 +135,7 @@ def test_killed_run_resumes_to_identical_results(
     for trace in traces:
         trace.unlink(missing_ok=True)
     release.touch()
-    assert start(config, out).wait(timeout=300) == 0
+    assert start(config, out).wait(timeout=300) == 0, said(out)
 
     results = json.loads((out / "resumable/results.json").read_text())["results"]
     assert results == uninterrupted
