@@ -14,6 +14,7 @@ import yaml
 
 from medharness.core.errors import UserError
 from medharness.core.folders import copy_plain_tree, refuse_links, whole_or_absent
+from medharness.core.http import redact
 from medharness.reports.html import render_markdown
 from medharness.reports.runs import RunData
 
@@ -83,6 +84,14 @@ def upload(folder: Path, repo_id: str, private: bool, message: str) -> str:
         )
     # the hub library raises its HTTP transport's own errors as well as its HfHubHTTPError
     except Exception as exc:  # one line for the user, whatever failed
-        reason = (str(exc).splitlines() or [""])[0]
+        reason = redact((str(exc).splitlines() or [""])[0], [hub_token()])
         raise UserError(f"publishing to {repo_id} failed: {type(exc).__name__}: {reason}") from None
     return str(commit.oid)
+
+
+def hub_token() -> str | None:
+    """The token the hub library sends, to keep it out of any message (a hub error can
+    quote the request's headers)."""
+    from huggingface_hub import get_token
+
+    return get_token()

@@ -211,3 +211,22 @@ def test_a_port_that_is_no_port_is_a_usage_error(
         main(["view", "some-run", "--port", value])
     assert stopped.value.code == 2
     assert "argument --port" in capsys.readouterr().err
+
+
+def test_a_hub_error_that_echoes_the_token_is_redacted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub
+
+    from medharness.reports.publish import upload
+
+    token = "hf_" + "x1y2z3" * 6
+    monkeypatch.setenv("HF_TOKEN", token)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(f"401 Unauthorized for headers {{'authorization': 'Bearer {token}'}}")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", refuse)
+    with pytest.raises(UserError) as refused:
+        upload(tmp_path, "me/run", private=True, message="m")
+    assert token not in str(refused.value) and "Bearer [redacted]" in str(refused.value)
