@@ -93,6 +93,12 @@ def _medquad_checksum(case: Case) -> None:
     files[3].write_text(files[3].read_text().replace("disorder", "disease"))
 
 
+def _mmlu_bad_row(case: Case) -> None:
+    path = case.copy_data() / "mmlu_medical/anatomy_test.csv"
+    path.write_text("Which bone?,a,b,c,d,A\nWhich nerve?,a,b,c,d\n", encoding="utf-8")
+    case.config["tasks"] = ["mmlu_anatomy"]
+
+
 def _empty_split(case: Case) -> None:
     (case.copy_data() / "medqa/us_4opt_test.jsonl").write_text("")
 
@@ -173,6 +179,7 @@ CASES: dict[str, tuple[Callable[[Case], None], str]] = {
     "checksum-mismatch": (_checksum, "differs from 000000000000... in"),
     "medquad-checksum-mismatch": (_medquad_checksum, "1_Fixture_QA: files differ from"),
     "corrupt-jsonl-line": (_corrupt_line, "us_4opt_test.jsonl:9: not valid JSON"),
+    "mmlu-bad-row": (_mmlu_bad_row, "anatomy_test.csv:row 2: expected 6 columns"),
     "empty-split": (_empty_split, "task medqa_4opt: no samples to evaluate"),
     "missing-model-path": (
         _set(models=[{"name": "a", "model": "./no/such/model"}]),
