@@ -75,6 +75,7 @@ def rescore(
                 }
                 for model, tasks in run.results.results.items()
             },
+            suites=run.results.suites,  # of tasks' metrics a rescore leaves as they were
         )
         rescore = Rescore(
             at=datetime.now(UTC).isoformat(timespec="seconds"),

@@ -317,6 +317,18 @@ def save_ia3(tiny_llama: Path, folder: Path) -> None:
     ).save_pretrained(folder)
 
 
+@pytest.fixture
+def offline_datasets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``datasets`` offline, caching in this test's folder: it reads the variable only when
+    first imported, so its config is set too (a cache keyed by a copy's folder name would
+    otherwise serve another test's rows)."""
+    import datasets
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-datasets"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-datasets")
+
+
 @functools.cache
 def lm_eval_task_manager() -> Any:
     """lm-eval's index of its own tasks (built once: it reads thousands of YAML files)."""

@@ -16,11 +16,7 @@ from medharness.core.errors import UserError
 from medharness.tasks import get_task
 from medharness.tasks.hub_sources import MAPPINGS, source_for
 
-
-@pytest.fixture(autouse=True)
-def offline_datasets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-datasets"))
+pytestmark = pytest.mark.usefixtures("offline_datasets")
 
 
 def test_prompts_options_and_answers_equal_lm_evals_own_mmlu_tasks(

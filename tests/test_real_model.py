@@ -92,9 +92,8 @@ def test_medqa_loglikelihoods_and_choices_equal_lm_eval(tmp_path: Path) -> None:
         assert mine["metrics"]["acc"] == reference["acc"]
 
 
-def test_mmlu_loglikelihoods_and_choices_equal_lm_evals_own_mmlu_tasks(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures("offline_datasets")
+def test_mmlu_loglikelihoods_and_choices_equal_lm_evals_own_mmlu_tasks(tmp_path: Path) -> None:
     """lm-eval's own mmlu_<subject> configs (not a view of ours), fed the release rows in
     cais/mmlu's fields, against medharness on the release CSVs: every option's
     log-likelihood within 1e-4 and the same choice, on the first questions of each subject.
@@ -105,8 +104,6 @@ def test_mmlu_loglikelihoods_and_choices_equal_lm_evals_own_mmlu_tasks(
     from medharness.models.builtin import builtin_model_dir
 
     assert REAL_DATA is not None
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-datasets"))
     limit = 4
     copy = cais_mmlu_copy(REAL_DATA / "mmlu_medical", tmp_path / "cais-mmlu")
     model = HFLM(pretrained=str(builtin_model_dir()), device="cpu", batch_size=4, dtype="float32")

@@ -157,6 +157,13 @@ def format_table(results: ResultsFile) -> str:
                 low, high = value.ci95
                 names.append((model, task, metric))
                 figures.append((value.value * factor, low * factor, high * factor, entry.n))
+    for model, suites in results.suites.items():
+        for suite, outcome in suites.items():
+            for metric, value in outcome.metrics.items():
+                factor = metric_of(metric).points_factor
+                low, high = value.ci95
+                names.append((model, f"{suite} (suite)", metric))
+                figures.append((value.value * factor, low * factor, high * factor, outcome.n))
     widths = [
         max([len(header)] + [len(row[i]) for row in names]) for i, header in enumerate(HEADERS)
     ]
