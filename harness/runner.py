@@ -462,9 +462,13 @@ def suites_of_run(
         for model in results
         for task in dict.fromkeys(t for members in config.suites.values() for t in members)
     }
-    return suite_results(
+    suites = suite_results(
         config.suites, results, rows, resamples=config.bootstrap_resamples, seed=config.seed
     )
+    for model, by_suite in suites.items():
+        for name, result in by_suite.items():
+            print(f"[{model}] {name} (suite): " + summary_line(result), file=sys.stderr)
+    return suites
 
 
 def weights_of(entry: ModelEntry, trained: dict[str, Trained]) -> tuple[str, str | None]:
@@ -711,7 +715,7 @@ def write_sample_log(final: Path, samples: list[Sample], rows: dict[str, Any]) -
         written.unlink(missing_ok=True)
 
 
-def summary_line(result: TaskResult) -> str:
+def summary_line(result: TaskResult | SuiteResult) -> str:
     return (
         ", ".join(f"{name} {m.value:.4g}" for name, m in result.metrics.items())
         + f" (n={result.n})"
