@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import ConfigDict, Field, field_validator
 
 from medharness.core.errors import UserError
-from medharness.core.records import SampleRow
+from medharness.core.records import SampleRow, SuiteResult, TaskResult
 from medharness.core.validation import Strict, load_yaml_file, validate_file_data
 from medharness.reports.comparability import differences
 from medharness.reports.compare import pair_rows
@@ -26,6 +26,7 @@ from medharness.reports.runs import RunData
 from medharness.tasks import TASKS
 from medharness.tasks.metrics import is_metric, task_may_have
 from medharness.tasks.metrics import metric as metric_of
+from medharness.tasks.metrics.suites import paired_suite_difference
 
 
 def split_rule_key(key: str) -> tuple[str, str]:
@@ -153,15 +154,26 @@ def evaluate_gate(policy: Policy, run_dir: Path, baseline_dir: Path | None) -> G
             "the policy has regression limits but there is no baseline model: pass "
             "--baseline RUN_DIR or run a baseline model first in the same config"
         )
-    unknown = [t for t in policy.gated_tasks() if t not in TASKS and run.task(t) is None]
+    suites = run.results.suites.get(candidate, {})
+    unknown = [
+        t
+        for t in policy.gated_tasks()
+        if t not in TASKS and t not in suites and run.task(t) is None
+    ]
     if unknown:
         raise UserError(
             f"unknown task {unknown[0]!r} in the policy; known tasks: {', '.join(TASKS)} "
-            "and the run's own"
+            "and the run's own tasks and suites"
         )
-    check_comparable(run, baseline_run, policy.gated_tasks())
+    gated = [
+        t
+        for name in policy.gated_tasks()
+        for t in (suites[name].tasks if name in suites else [name])
+    ]
+    check_comparable(run, baseline_run, gated)
     resamples, seed = run.manifest.bootstrap_settings()
-    results = run.results.results[candidate]
+    # a suite's rules read its average (the suite's n: all its questions)
+    results: dict[str, TaskResult | SuiteResult] = {**suites, **run.results.results[candidate]}
     rules: list[RuleResult] = []
 
     for task in policy.gated_tasks():
@@ -196,6 +208,14 @@ def evaluate_gate(policy: Policy, run_dir: Path, baseline_dir: Path | None) -> G
     for key, drop in policy.regressions.items():
         task, metric = split_rule_key(key)
         if task not in results or baseline is None:
+            continue
+        if task in suites:
+            rules.append(
+                suite_regression_rule(
+                    key, drop, suites[task].tasks, (baseline_run, baseline), (run, candidate),
+                    alpha=policy.alpha, resamples=resamples, seed=seed,
+                )
+            )  # fmt: skip
             continue
         base_result = baseline_run.results.result(baseline, task)
         if base_result is None or metric not in base_result.metrics:
@@ -233,13 +253,44 @@ def regression_rule(
     seed: int,
 ) -> RuleResult:
     """Fail only when the candidate is significantly worse by more than ``drop`` points."""
-    task, metric = split_rule_key(key)
+    metric = split_rule_key(key)[1]
     base, cand = pair_rows(baseline_rows, candidate_rows, key)
     definition = metric_of(metric)
     value_a, value_b, resampled = definition.paired_differences(
         base, cand, resamples=resamples, seed=seed
     )
-    scale = definition.points_factor  # drops are in points: 0-100 for every metric
+    return drop_rule(key, drop, value_a, value_b, resampled, alpha)
+
+
+def suite_regression_rule(
+    key: str,
+    drop: float,
+    tasks: list[str],
+    baseline: tuple[RunData, str],
+    candidate: tuple[RunData, str],
+    *,
+    alpha: float,
+    resamples: int,
+    seed: int,
+) -> RuleResult:
+    """A regression limit on a suite's average: the paired bootstrap within its tasks."""
+    metric = split_rule_key(key)[1]
+    pairs = [
+        pair_rows(baseline[0].samples(baseline[1], t), candidate[0].samples(candidate[1], t), key)
+        for t in tasks
+    ]
+    value_a, value_b, resampled = paired_suite_difference(
+        metric, [a for a, _ in pairs], [b for _, b in pairs], resamples=resamples, seed=seed
+    )
+    return drop_rule(key, drop, value_a, value_b, resampled, alpha)
+
+
+def drop_rule(
+    key: str, drop: float, value_a: float, value_b: float, resampled: np.ndarray, alpha: float
+) -> RuleResult:
+    """Pass unless the one-sided upper bound of candidate minus baseline is below -drop."""
+    task, metric = split_rule_key(key)
+    scale = metric_of(metric).points_factor  # drops are in points: 0-100 for every metric
     difference = (value_b - value_a) * scale
     upper = float(np.quantile(resampled, 1 - alpha)) * scale
     passed = upper >= -drop

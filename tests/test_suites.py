@@ -102,7 +102,7 @@ def suite_run(data_env: Path, tmp_path: Path) -> Path:
                 "name": "suite",
                 "models": [
                     {"name": "base", "model": f"fake:{base}"},
-                    {"name": "other", "model": f"fake:{other}"},
+                    {"name": "tuned", "model": f"fake:{other}"},
                 ],
                 "tasks": ["multimedqa"],
                 "bootstrap_resamples": 500,
@@ -116,7 +116,7 @@ def suite_run(data_env: Path, tmp_path: Path) -> Path:
 def test_the_suite_average_is_lm_evals_group_aggregation(suite_run: Path) -> None:
     results = json.loads((suite_run / "results.json").read_text())
     group, _ = lm_eval_group("multimedqa")
-    for model in ("base", "other"):
+    for model in ("base", "tuned"):
         ours = results["suites"][model]["multimedqa"]
         per_task = results["results"][model]
         task_metrics = {
@@ -142,7 +142,7 @@ def test_the_suite_average_is_lm_evals_group_aggregation(suite_run: Path) -> Non
     base, other = (
         results["suites"][m]["multimedqa"]["metrics"]["acc"]["value"] for m in results["suites"]
     )
-    compared = results["suites"]["other"]["multimedqa"]["vs_baseline"]["acc"]
+    compared = results["suites"]["tuned"]["multimedqa"]["vs_baseline"]["acc"]
     assert base != other
     assert compared["difference"] == pytest.approx(other - base, abs=1e-12)
     assert results["suites"]["base"]["multimedqa"]["vs_baseline"] == {}
@@ -199,12 +199,53 @@ def test_the_report_shows_the_suite_and_refuses_an_edited_average(
     assert main(["report", str(suite_run), "-o", str(report)]) == 0
     html = report.read_text()
     results = json.loads((suite_run / "results.json").read_text())
-    value = results["suites"]["other"]["multimedqa"]["metrics"]["acc"]["value"]
+    value = results["suites"]["tuned"]["multimedqa"]["metrics"]["acc"]["value"]
     section = html[html.index('id="task-multimedqa"') :]
     assert f"{value * 100:.2f}" in section[: section.index("<h2", 10)]
     assert "paired bootstrap within tasks (500 resamples)" in section
-    results["suites"]["other"]["multimedqa"]["metrics"]["acc"]["value"] = value + 0.01
+    results["suites"]["tuned"]["multimedqa"]["metrics"]["acc"]["value"] = value + 0.01
     (suite_run / "results.json").write_text(json.dumps(results))
     capsys.readouterr()
     assert main(["report", str(suite_run), "-o", str(report)]) == 2
-    assert "suite other/multimedqa disagrees with its tasks' sample logs" in capsys.readouterr().err
+    assert "suite tuned/multimedqa disagrees with its tasks' sample logs" in capsys.readouterr().err
+
+
+def test_the_gate_the_leaderboard_and_card_claims_read_the_suite_average(
+    suite_run: Path, tmp_path: Path
+) -> None:
+    from medharness.reports.cards import Claim, judge_claim
+    from medharness.reports.gate import Policy, evaluate_gate
+    from medharness.reports.leaderboard import build_leaderboard
+    from medharness.reports.runs import RunData
+
+    results = json.loads((suite_run / "results.json").read_text())
+    tuned = results["suites"]["tuned"]["multimedqa"]
+    value, compared = tuned["metrics"]["acc"]["value"], tuned["vs_baseline"]["acc"]
+
+    def gate(**rules: Any) -> list[Any]:
+        policy = Policy.model_validate({"candidate": "tuned", "min_samples": 50, **rules})
+        return evaluate_gate(policy, suite_run, None).rules
+
+    rules = gate(floors={"multimedqa.acc": value}, regressions={"multimedqa.acc": 100})
+    assert [rule.passed for rule in rules] == [True, True, True]  # n, floor, regression
+    assert rules[0].detail == f"n = {tuned['n']}"
+    assert f"candidate - baseline = {compared['difference'] * 100:+.2f} points" in rules[2].detail
+    assert not gate(floors={"multimedqa.acc": value + 0.001})[1].passed
+    assert not gate(min_samples=tuned["n"] + 1, floors={"multimedqa.acc": 0})[0].passed
+
+    board = build_leaderboard([suite_run])
+    assert board["columns"][0] == ("multimedqa", "acc")
+    assert board["rows"][1]["cells"][0]["value"] == pytest.approx(value * 100)
+
+    run = RunData.open(suite_run)
+    claims = {
+        "value": Claim(id="v", kind="value", text="", task="multimedqa", metric="acc", value=value),
+        "delta": Claim(
+            id="d", kind="delta", text="", task="multimedqa", metric="acc",
+            value=compared["difference"],
+        ),
+    }  # fmt: skip
+    for claim in claims.values():
+        assert judge_claim(claim, run).status == "reproduced"
+    measured = judge_claim(claims["delta"], run).detail
+    assert f"tuned - base {compared['difference']:+.4f}" in measured
