@@ -249,3 +249,18 @@ def test_the_gate_the_leaderboard_and_card_claims_read_the_suite_average(
         assert judge_claim(claim, run).status == "reproduced"
     measured = judge_claim(claims["delta"], run).detail
     assert f"tuned - base {compared['difference']:+.4f}" in measured
+
+
+def test_eval_takes_a_suite_and_prints_its_average(
+    data_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = write_scripts(tmp_path)[0]
+    argv = ["eval", "--model", f"fake:{script}", "--tasks", "multimedqa", "--limit", "2"]
+    assert main([*argv, "--out", str(tmp_path / "runs")]) == 0
+    results = json.loads((tmp_path / "runs/eval-base/results.json").read_text())
+    assert list(results["results"]["base"]) == list(SUITES["multimedqa"])
+    suite = results["suites"]["base"]["multimedqa"]
+    assert suite["n"] == 2 * len(SUITES["multimedqa"])
+    row = next(line for line in capsys.readouterr().out.splitlines() if "(suite)" in line)
+    assert row.split()[:4] == ["base", "multimedqa", "(suite)", "acc"]
+    assert float(row.split()[4]) == pytest.approx(suite["metrics"]["acc"]["value"] * 100, abs=0.01)

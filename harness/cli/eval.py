@@ -22,6 +22,7 @@ from medharness.models.specs import endpoint_model, fake_script
 from medharness.tasks import TASKS
 from medharness.tasks.metrics import is_metric
 from medharness.tasks.metrics import metric as metric_of
+from medharness.tasks.suites import SUITES
 from medharness.trainers.distributed import is_main_process
 
 
@@ -61,7 +62,10 @@ def add_parser(commands: Commands) -> None:
     )
     parser.add_argument("--adapter", help="PEFT adapter (directory or hub id) on --model")
     parser.add_argument(
-        "--tasks", required=True, type=task_list, help=f"comma-separated, from: {', '.join(TASKS)}"
+        "--tasks",
+        required=True,
+        type=task_list,
+        help=f"comma-separated, from: {', '.join(TASKS)}; or a suite: {', '.join(SUITES)}",
     )
     parser.add_argument("--limit", type=positive_int, help="at most N samples per task")
     parser.add_argument(
