@@ -16,6 +16,7 @@ from medharness.tasks.answers import DEFAULT_REASONING_TAGS
 from medharness.tasks.base import TaskKind
 from medharness.tasks.custom import CustomTask, custom_task
 from medharness.tasks.hub_sources import with_source
+from medharness.tasks.suites import SUITES
 from medharness.trainers.spec import TrainSpec
 
 # Names become folder names inside the run directory: no separators, no way out of it.
@@ -150,8 +151,9 @@ class TaskEntry(Strict):
     def known_task(self) -> TaskEntry:
         if self.custom is None and self.name not in TASKS:
             raise ValueError(
-                f"unknown task {self.name!r}; known tasks: {', '.join(TASKS)} "
-                "(or give your own file under custom:)"
+                f"unknown task or suite {self.name!r}; known tasks: {', '.join(TASKS)}; "
+                f"suites: {', '.join(SUITES)} (or define your own under suites:, or give your "
+                "own file under custom:)"
             )
         if self.custom is not None and self.name in TASKS:
             raise ValueError(f"{self.name!r} is a built-in task; name your own task otherwise")
@@ -211,10 +213,39 @@ def unique(kind: str, names: list[str]) -> None:
         raise ValueError(f"{kind} names must be unique; repeated: {', '.join(repeated)}")
 
 
+SUITE_SETTINGS = {"limit", "source"}  # what a suite's entry in tasks passes to its tasks
+
+
+def expand_suites(tasks: list[Any], suites: dict[str, list[str]]) -> tuple[list[Any], list[str]]:
+    """``tasks`` with every suite name replaced by the suite's tasks not listed already
+    (each with the suite entry's limit and source), and the suites so named."""
+    entries = [{"name": item} if isinstance(item, str) else item for item in tasks]
+    names = [entry.get("name") if isinstance(entry, dict) else None for entry in entries]
+    listed = {name for name in names if name not in suites}
+    expanded, named = [], []
+    for entry, name in zip(entries, names, strict=True):
+        if not isinstance(name, str) or name not in suites or name in TASKS:
+            expanded.append(entry)
+            continue
+        settings = {key: value for key, value in entry.items() if key != "name"}
+        if set(settings) - SUITE_SETTINGS:
+            raise ValueError(f"suite {name}: only limit and source apply to a suite's tasks")
+        named.append(name)
+        for member in suites[name]:
+            if member not in listed:
+                expanded.append({"name": member, **settings})
+                listed.add(member)
+    return expanded, named
+
+
 class RunConfig(Strict):
     name: Slug  # the run directory is <output_dir>/<name>
     models: list[ModelEntry] = Field(min_length=1)  # the first one is the baseline
     tasks: list[TaskEntry] = Field(min_length=1)
+    # your own suites: name -> its tasks (built-in or your own); a suite's average over its
+    # tasks is reported beside them. As the run records it: every suite it reports, the
+    # built-in ones named in tasks (multimedqa) included
+    suites: dict[Slug, list[str]] = Field(default_factory=dict)
     limit: int | None = Field(None, ge=1)  # default per-task limit
     seed: int = 1234  # bootstrap seed
     bootstrap_resamples: int = Field(1000, ge=100, le=100_000)
@@ -234,6 +265,23 @@ class RunConfig(Strict):
     executor: Literal["local", "ray"] = "local"
     ray: RaySettings = RaySettings()
 
+    @model_validator(mode="before")
+    @classmethod
+    def suites_as_tasks(cls, data: Any) -> Any:
+        """Suite names in ``tasks`` become their tasks; ``suites`` then holds every suite
+        the run reports, so the resolved config validates to itself."""
+        if not isinstance(data, dict) or not isinstance(data.get("tasks"), list):
+            return data
+        defined = data.get("suites") or {}
+        if not isinstance(defined, dict) or not all(
+            isinstance(members, list) for members in defined.values()
+        ):
+            return data  # the suites field's own validation says what is wrong
+        suites = {**{name: list(members) for name, members in SUITES.items()}, **defined}
+        tasks, named = expand_suites(data["tasks"], suites)
+        reported = {name: suites[name] for name in named}
+        return {**data, "tasks": tasks, "suites": {**reported, **defined}}
+
     @field_validator("tasks", mode="before")
     @classmethod
     def names_as_entries(cls, value: Any) -> Any:
@@ -248,6 +296,29 @@ class RunConfig(Strict):
         unique("judge", [j.name for j in self.judges])
         if any(judge.train is not None for judge in self.judges):
             raise ValueError("judges are used as they are: a judge cannot have a train: block")
+        return self
+
+    @model_validator(mode="after")
+    def suites_of_run_tasks(self) -> RunConfig:
+        tasks = [entry.name for entry in self.tasks]
+        for name, members in self.suites.items():
+            if name in TASKS or name in tasks:
+                raise ValueError(f"suites: {name!r} is a task's name; name the suite otherwise")
+            if name in SUITES and tuple(members) != SUITES[name]:
+                raise ValueError(
+                    f"suites: {name!r} is a built-in suite ({', '.join(SUITES[name])}); "
+                    "name yours otherwise"
+                )
+            if not members:
+                raise ValueError(f"suites: {name}: a suite needs at least one task")
+            unique(f"suite {name}'s task", members)
+            for member in members:
+                if member not in tasks:
+                    raise ValueError(
+                        f"suites: {name}: {member!r} is not a task of this run"
+                        + ("" if member in TASKS else " nor a built-in task")
+                        + f"; list it under tasks, or name {name} there"
+                    )
         return self
 
     def task_limit(self, entry: TaskEntry) -> int | None:

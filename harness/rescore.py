@@ -25,6 +25,7 @@ from medharness.reports.html import render_run_report
 from medharness.reports.runs import RESCORING, RunData
 from medharness.tasks import Task
 from medharness.tasks.metrics import METRICS, aggregate, answer_scores
+from medharness.tasks.metrics.suites import suite_results
 
 
 class JudgingFile(Strict):
@@ -72,18 +73,24 @@ def rescore(
     with exclusive(run_dir):
         logs, definitions = rescored_logs(run, metrics, jury)
         resamples, seed = run.manifest.bootstrap_settings()
+        task_results = {
+            model: {
+                task: aggregate(
+                    definitions[task], logs[model, task], resamples=resamples, seed=seed
+                )
+                for task in tasks
+            }
+            for model, tasks in run.results.results.items()
+        }
+        suites = run.results.suites.get(run.results.baseline, {})
         results = ResultsFile(
             baseline=run.results.baseline,
-            results={
-                model: {
-                    task: aggregate(
-                        definitions[task], logs[model, task], resamples=resamples, seed=seed
-                    )
-                    for task in tasks
-                }
-                for model, tasks in run.results.results.items()
-            },
-        )
+            results=task_results,
+            suites=suite_results(
+                {name: suite.tasks for name, suite in suites.items()}, task_results, logs,
+                resamples=resamples, seed=seed,
+            ),
+        )  # fmt: skip
         rescore = Rescore(
             at=datetime.now(UTC).isoformat(timespec="seconds"),
             metrics=metrics,

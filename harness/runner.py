@@ -50,6 +50,7 @@ from medharness.core.records import (
     ExecutorRecord,
     Manifest,
     ResultsFile,
+    SuiteResult,
     TaskIdentity,
     TaskResult,
 )
@@ -85,8 +86,9 @@ from medharness.ray_executor import (
     require_ray,
 )
 from medharness.reports.html import render_run_report
-from medharness.tasks import Sample, Task
+from medharness.tasks import LoadedData, Sample, Task
 from medharness.tasks.metrics import aggregate
+from medharness.tasks.metrics.suites import suite_results
 from medharness.trainers.distributed import (
     from_main,
     gather_on_main,
@@ -194,7 +196,11 @@ def write_run(
             return target  # rank 0 writes the run
         write_record(
             staging / "results.json",
-            ResultsFile(baseline=config.models[0].name, results=results),
+            ResultsFile(
+                baseline=config.models[0].name,
+                results=results,
+                suites=suites_of_run(config, results, staging),
+            ),
         )
         write_record(
             staging / "manifest.json",
@@ -341,7 +347,7 @@ def prepare_tasks(
     file_hashes: dict[str, str] = {}
     for entry in config.tasks:
         task = entry.task(base_dir)
-        loaded = load_task_data(task, data_root)
+        loaded = suite_member_data(config, task, data_root)
         caps = [cap for cap in (limit, config.task_limit(entry)) if cap is not None]
         samples = loaded.samples[: min(caps)] if caps else loaded.samples
         if not samples:
@@ -349,6 +355,17 @@ def prepare_tasks(
         prepared.append(PreparedTask(task, samples, loaded.file_hashes, loaded.skipped))
         file_hashes.update(loaded.file_hashes)
     return prepared, file_hashes
+
+
+def suite_member_data(config: RunConfig, task: Task, data_root: DataRoot) -> LoadedData:
+    """A task's data; an error about it names the suites that need the task."""
+    try:
+        return load_task_data(task, data_root)
+    except UserError as exc:
+        suites = [name for name, members in config.suites.items() if task.name in members]
+        if not suites:
+            raise
+        raise UserError(f"suite {', '.join(suites)} needs {task.name}: {exc}") from None
 
 
 def model_key(entry: ModelEntry, trained: Trained | None) -> dict[str, Any]:
@@ -431,6 +448,28 @@ def evaluate_all(
             results[entry.name][item.task.name] = result
             print(f"[{entry.name}] {item.task.name}: " + summary_line(result), file=sys.stderr)
     return results, state, timings
+
+
+def suites_of_run(
+    config: RunConfig, results: dict[str, dict[str, TaskResult]], staging: Path
+) -> dict[str, dict[str, SuiteResult]]:
+    """Every model's result on each suite the config reports, from its tasks' sample logs."""
+    if not config.suites:
+        return {}
+    rows = {
+        (model, task): SAMPLE_ROWS.validate_python(
+            list(read_jsonl(sample_paths(staging, model, task)[0]))
+        )
+        for model in results
+        for task in dict.fromkeys(t for members in config.suites.values() for t in members)
+    }
+    suites = suite_results(
+        config.suites, results, rows, resamples=config.bootstrap_resamples, seed=config.seed
+    )
+    for model, by_suite in suites.items():
+        for name, result in by_suite.items():
+            print(f"[{model}] {name} (suite): " + summary_line(result), file=sys.stderr)
+    return suites
 
 
 def weights_of(entry: ModelEntry, trained: dict[str, Trained]) -> tuple[str, str | None]:
@@ -677,7 +716,7 @@ def write_sample_log(final: Path, samples: list[Sample], rows: dict[str, Any]) -
         written.unlink(missing_ok=True)
 
 
-def summary_line(result: TaskResult) -> str:
+def summary_line(result: TaskResult | SuiteResult) -> str:
     return (
         ", ".join(f"{name} {m.value:.4g}" for name, m in result.metrics.items())
         + f" (n={result.n})"

@@ -21,11 +21,12 @@ from pydantic import Field, model_validator
 
 from medharness.config import RunConfig, parse_config
 from medharness.core.validation import Strict, load_yaml_file, validate_file_data
-from medharness.reports.compare import compare_task
+from medharness.reports.compare import Comparison, compare_suite, compare_task
 from medharness.reports.runs import RunData
 from medharness.tasks import TASKS
 from medharness.tasks.metrics import is_metric, task_may_have
 from medharness.tasks.metrics import metric as metric_of
+from medharness.tasks.suites import SUITES
 from medharness.trainers.spec import TrainSpec
 
 ClaimKind = Literal[
@@ -67,9 +68,12 @@ class Claim(Strict):
         if missing:
             raise ValueError(f"claim {self.id} ({self.kind}) needs {', '.join(missing)}")
         if self.task is not None:
-            if self.task not in TASKS:
-                raise ValueError(f"claim {self.id}: unknown task {self.task!r}")
-            if self.metric is not None and not task_may_have(TASKS[self.task], self.metric):
+            members = SUITES.get(self.task, (self.task,))  # a suite: its average
+            if any(task not in TASKS for task in members):
+                raise ValueError(f"claim {self.id}: unknown task or suite {self.task!r}")
+            if self.metric is not None and not all(
+                task_may_have(TASKS[task], self.metric) for task in members
+            ):
                 raise ValueError(f"claim {self.id}: unknown metric {self.metric!r}")
         return self
 
@@ -251,14 +255,13 @@ def judge_claim(claim: Claim, run: RunData) -> Verdict:
         metric, task = claim.metric, claim.task
 
         def measured_of(model: str) -> float:
-            return results[model][task].metrics[metric].value
+            found = results[model].get(task) or run.results.suites[model][task]
+            return found.metrics[metric].value
 
         if claim.kind == "value":
             measured = measured_of(claim.model)
             return within(verdict, claim, measured)
-        comparison = compare_task(
-            task, "base", "tuned", run.samples("base", task), run.samples("tuned", task), [metric]
-        )[0]
+        comparison = base_to_tuned(run, task, metric)
         significance = (
             f"tuned - base {comparison.difference:+.4f}, 95% CI "
             f"[{comparison.ci95[0]:+.4f}, {comparison.ci95[1]:+.4f}], p = {comparison.p_value:.3g}"
@@ -316,6 +319,16 @@ def judge_claim(claim: Claim, run: RunData) -> Verdict:
         f"straight-line fit over {len(rates)} logged steps: slope {slope:.3g}, "
         f"largest residual {residual:.2g}",
     )
+
+
+def base_to_tuned(run: RunData, task: str, metric: str) -> Comparison:
+    """Tuned against base on a task, or on a suite's average (paired within its tasks)."""
+    suite = run.results.suites.get("base", {}).get(task)
+    if suite is None:
+        base, tuned = run.samples("base", task), run.samples("tuned", task)
+        return compare_task(task, "base", "tuned", base, tuned, [metric])[0]
+    logs = {name: {t: run.samples(name, t) for t in suite.tasks} for name in ("base", "tuned")}
+    return compare_suite(task, "base", "tuned", logs["base"], logs["tuned"], [metric])[0]
 
 
 def params_text(params: dict[str, Any]) -> str:

@@ -26,6 +26,7 @@ from medharness.tasks.metrics.stats import (
     percentile_interval,
     two_sided_bootstrap_p,
 )
+from medharness.tasks.metrics.suites import paired_suite_difference, suite_test_name
 
 Verdict = Literal["better", "worse", "no significant difference"]
 ALPHA = 0.05
@@ -150,6 +151,55 @@ def detectable_difference(resampled: Sequence[float], alpha: float = ALPHA) -> f
         float(np.std(np.asarray(resampled, dtype=float), ddof=1)) if len(resampled) > 1 else 0.0
     )
     return float((norm.ppf(1 - alpha / 2) + norm.ppf(0.8)) * spread)
+
+
+def compare_suite(
+    suite: str,
+    baseline_name: str,
+    candidate_name: str,
+    baseline_logs: Mapping[str, Sequence[SampleRow]],
+    candidate_logs: Mapping[str, Sequence[SampleRow]],
+    metrics: Iterable[str],
+    *,
+    resamples: int = 1000,
+    seed: int = 1234,
+    alpha: float = ALPHA,
+) -> list[Comparison]:
+    """Candidate minus baseline on a suite's average (task -> sample log on each side): a
+    paired bootstrap that resamples questions within each task."""
+    pairs = [
+        pair_rows(
+            base, candidate_logs[task], f"{suite}/{task}: {baseline_name} vs {candidate_name}"
+        )
+        for task, base in baseline_logs.items()
+    ]
+    base, cand = [a for a, _ in pairs], [b for _, b in pairs]
+    comparisons = []
+    for metric in metrics:
+        value_a, value_b, resampled = paired_suite_difference(
+            metric, base, cand, resamples=resamples, seed=seed
+        )
+        p_value = two_sided_bootstrap_p(resampled)
+        difference = value_b - value_a
+        comparisons.append(
+            Comparison(
+                task=suite,
+                metric=metric,
+                baseline=baseline_name,
+                candidate=candidate_name,
+                n=sum(len(rows) for rows in base),
+                baseline_value=value_a,
+                candidate_value=value_b,
+                difference=difference,
+                ci95=percentile_interval(resampled),
+                p_value=p_value,
+                test=suite_test_name(resamples),
+                effect_size=None,
+                effect_name="",
+                verdict=verdict(difference, p_value, alpha, metric_of(metric).higher_is_better),
+            )
+        )
+    return comparisons
 
 
 def breakdown(

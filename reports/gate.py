@@ -30,6 +30,8 @@ from medharness.core.records import (
     GateTier,
     GateVerdict,
     MetricValue,
+    SuiteResult,
+    TaskResult,
 )
 from medharness.core.validation import Strict, load_yaml_file, validate_file_data
 from medharness.reports.comparability import differences
@@ -38,6 +40,7 @@ from medharness.reports.gate_statistics import (
     CONFIDENCE,
     PairedDrop,
     paired_drop,
+    paired_suite_drop,
     questions_to_decide,
     z_of,
 )
@@ -322,13 +325,28 @@ def check_comparable(run: RunData, baseline_run: RunData, tasks: list[str]) -> N
         )
 
 
-def check_known_tasks(policy: Policy, run: RunData) -> None:
-    unknown = [t for t in policy.gated_tasks() if t not in TASKS and run.task(t) is None]
+def check_known_tasks(policy: Policy, run: RunData, candidate: str) -> None:
+    suites = run.results.suites.get(candidate, {})
+    unknown = [
+        t
+        for t in policy.gated_tasks()
+        if t not in TASKS and t not in suites and run.task(t) is None
+    ]
     if unknown:
         raise UserError(
             f"unknown task {unknown[0]!r} in the policy; known tasks: {', '.join(TASKS)} "
-            "and the run's own"
+            "and the run's own tasks and suites"
         )
+
+
+def member_tasks(run: RunData, model: str, names: list[str]) -> list[str]:
+    """The tasks behind gated names: a suite's members, a task itself."""
+    suites = run.results.suites.get(model, {})
+    return list(
+        dict.fromkeys(
+            t for name in names for t in (suites[name].tasks if name in suites else [name])
+        )
+    )
 
 
 def evaluate_gate(policy: Policy, run_dir: Path, baseline_dir: Path | None) -> GateResult:
@@ -341,8 +359,8 @@ def evaluate_gate(policy: Policy, run_dir: Path, baseline_dir: Path | None) -> G
             "the policy has rules against a baseline but there is no baseline model: pass "
             "--baseline RUN_DIR or run a baseline model first in the same config"
         )
-    check_known_tasks(policy, run)
-    check_comparable(run, baseline_run, policy.gated_tasks())
+    check_known_tasks(policy, run, candidate)
+    check_comparable(run, baseline_run, member_tasks(run, candidate, policy.gated_tasks()))
     evidence = Evidence(policy, run, baseline_run, candidate, baseline)
     rules: list[GateRule] = []
     for task in policy.gated_tasks():
@@ -351,7 +369,7 @@ def evaluate_gate(policy: Policy, run_dir: Path, baseline_dir: Path | None) -> G
         candidate,
         baseline,
         rules,
-        evidence.flips(policy.gated_tasks()),
+        evidence.flips(member_tasks(run, candidate, policy.gated_tasks())),
         policy.inconclusive_blocks,
     )
 
@@ -384,7 +402,7 @@ class Evidence:
         )
 
     def judge_task(self, task: str, specs: list[RuleSpec]) -> list[GateRule]:
-        result = self.run.results.result(self.candidate, task)
+        result = result_of(self.run, self.candidate, task)
         if result is None:
             required = task in self.policy.required()
             spec = RuleSpec(task, None, "evaluated", 0, "critical" if required else "advisory")
@@ -397,7 +415,7 @@ class Evidence:
             verdict: GateVerdict = "PASS" if n >= spec.threshold else "FAIL"
             return self.judged(spec, verdict, f"n = {n}", n=n)
         assert spec.metric is not None
-        own = self.run.results.result(self.candidate, spec.task)
+        own = result_of(self.run, self.candidate, spec.task)
         if own is None or spec.metric not in own.metrics:
             return self.judged(spec, "MISSING", f"{spec.metric} is not in the candidate's results")
         if spec.kind == "point_floor":
@@ -407,15 +425,10 @@ class Evidence:
         if spec.kind == "floor":
             return self.judge_floor(spec, own.metrics[spec.metric], own.n)
         assert self.baseline is not None
-        theirs = self.baseline_run.results.result(self.baseline, spec.task)
+        theirs = result_of(self.baseline_run, self.baseline, spec.task)
         if theirs is None or spec.metric not in theirs.metrics:
             return self.judged(spec, "MISSING", f"{spec.metric} is not in the baseline's results")
-        pair = paired_drop(
-            spec.metric,
-            self.baseline_run.samples(self.baseline, spec.task),
-            self.run.samples(self.candidate, spec.task),
-            resamples_and_seed=self.run.manifest.bootstrap_settings(),
-        )
+        pair = self.paired(spec.metric, spec.task, self.baseline)
         if spec.kind == "max_significant_drop":
             return self.judge_significant_drop(spec, pair)
         return self.judge_margin(spec, pair)
@@ -499,6 +512,24 @@ class Evidence:
             n=pair.n,
         )
 
+    def paired(self, metric: str, name: str, baseline: str) -> PairedDrop:
+        """The paired drop on a task, or on a suite's average (resampled within its tasks)."""
+        settings = self.run.manifest.bootstrap_settings()
+        suite = self.run.results.suites.get(self.candidate, {}).get(name)
+        if suite is None:
+            return paired_drop(
+                metric,
+                self.baseline_run.samples(baseline, name),
+                self.run.samples(self.candidate, name),
+                resamples_and_seed=settings,
+            )
+        return paired_suite_drop(
+            metric,
+            [self.baseline_run.samples(baseline, task) for task in suite.tasks],
+            [self.run.samples(self.candidate, task) for task in suite.tasks],
+            resamples_and_seed=settings,
+        )
+
     def flips(self, tasks: list[str]) -> list[GateFlips]:
         """Per task scored by accuracy: the questions that changed between the two models."""
         found = []
@@ -549,3 +580,8 @@ def needed_words(needed: int | None) -> str:
         if needed is not None
         else ""
     )
+
+
+def result_of(run: RunData, model: str, name: str) -> TaskResult | SuiteResult | None:
+    """A model's result on a task, or its average on a suite the run reports."""
+    return run.results.result(model, name) or run.results.suites.get(model, {}).get(name)

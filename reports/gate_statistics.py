@@ -17,6 +17,7 @@ from medharness.reports.compare import pair_rows
 from medharness.tasks.metrics import Metric
 from medharness.tasks.metrics import metric as metric_of
 from medharness.tasks.metrics.stats import normal_quantile, tango_paired_difference_ci
+from medharness.tasks.metrics.suites import paired_suite_difference
 
 CONFIDENCE = 0.95  # two-sided level of every interval a margin or a floor judges
 POWER = 0.80  # of the sample sizes the gate plans and suggests
@@ -84,6 +85,42 @@ def paired_drop(
         drop=drop,
         interval=(float(low), float(high)),
         method=f"paired percentile bootstrap, {resamples} resamples",
+        spread=float(np.std(drops)) * math.sqrt(n),
+        n=n,
+        baseline_value=value_a,
+        candidate_value=value_b,
+        baseline_points=value_a * scale,
+        resampled=drops,
+    )
+
+
+def paired_suite_drop(
+    metric: str,
+    baseline_logs: list[list[SampleRow]],
+    candidate_logs: list[list[SampleRow]],
+    *,
+    resamples_and_seed: tuple[int, int],
+) -> PairedDrop:
+    """The paired drop on a suite's size-weighted average and its 95% percentile interval,
+    from a bootstrap that resamples questions within each task."""
+    pairs = [
+        pair_rows(base, cand, metric)
+        for base, cand in zip(baseline_logs, candidate_logs, strict=True)
+    ]
+    definition = metric_of(metric)
+    resamples, seed = resamples_and_seed
+    value_a, value_b, resampled = paired_suite_difference(
+        metric, [a for a, _ in pairs], [b for _, b in pairs], resamples=resamples, seed=seed
+    )
+    worse = -1.0 if definition.higher_is_better else 1.0
+    scale = definition.points_factor
+    drops = worse * np.asarray(resampled) * scale
+    low, high = np.quantile(drops, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
+    n = sum(len(a) for a, _ in pairs)
+    return PairedDrop(
+        drop=worse * (value_b - value_a) * scale,
+        interval=(float(low), float(high)),
+        method=f"paired bootstrap within tasks, {resamples} resamples",
         spread=float(np.std(drops)) * math.sqrt(n),
         n=n,
         baseline_value=value_a,

@@ -25,6 +25,7 @@ from medharness.core.records import (
     GenerationRow,
     MetricValue,
     SampleRow,
+    SuiteResult,
     TaskResult,
 )
 from medharness.reports.charts import bar_chart, color, line_chart
@@ -33,6 +34,7 @@ from medharness.reports.compare import (
     Comparison,
     answer_lengths,
     breakdown,
+    compare_suite,
     compare_task,
     corrected,
 )
@@ -69,6 +71,9 @@ class Entry:
 
     def result(self, task: str) -> TaskResult:
         return self.run.results.results[self.model][task]
+
+    def suite(self, name: str) -> SuiteResult | None:
+        return self.run.results.suites.get(self.model, {}).get(name)
 
     def samples(self, task: str) -> list[SampleRow]:
         return self.run.samples(self.model, task)
@@ -155,11 +160,15 @@ def summary_rows(
     baseline: Entry,
     metrics: list[str],
     comparisons: dict[str, list[Comparison] | str],
+    results: dict[str, TaskResult | SuiteResult] | None = None,
 ) -> list[dict[str, Any]]:
+    """One row per model; ``results`` (label -> result) where they are not the entries'
+    own results on ``task`` (a suite's)."""
+    outcome = results or {entry.label: entry.result(task) for entry in entries}
     rows = []
-    base_metrics = baseline.result(task).metrics
+    base_metrics = outcome[baseline.label].metrics
     for entry in entries:
-        result = entry.result(task)
+        result = outcome[entry.label]
         tested = comparisons.get(entry.label)
         by_metric = {c.metric: c for c in tested} if isinstance(tested, list) else {}
         cells: list[dict[str, Any] | None] = []
@@ -471,6 +480,82 @@ def correct_together(
     return len(made)
 
 
+def suites_for(
+    entries: list[Entry], seed: int, resamples: int
+) -> dict[str, tuple[list[Entry], dict[str, list[Comparison] | str]]]:
+    """Every suite the baseline reports: the entries that have it, and each other entry's
+    comparison with the baseline (or why there is none)."""
+    found: dict[str, tuple[list[Entry], dict[str, list[Comparison] | str]]] = {}
+    for name in entries[0].run.results.suites.get(entries[0].model, {}):
+        present = [entry for entry in entries if entry.suite(name) is not None]
+        baseline, members = present[0], baseline_suite(present[0], name).tasks
+        comparisons: dict[str, list[Comparison] | str] = {}
+        for entry in present[1:]:
+            differing = [
+                f"{task}: {describe(changed)}"
+                for task in members
+                if (changed := differences(baseline.run, entry.run, task))
+            ]
+            if differing or baseline_suite(entry, name).tasks != members:
+                comparisons[entry.label] = "differs from the baseline in " + (
+                    "; ".join(differing) or "its tasks"
+                )
+                continue
+            try:
+                comparisons[entry.label] = compare_suite(
+                    name, baseline.label, entry.label,
+                    {task: baseline.samples(task) for task in members},
+                    {task: entry.samples(task) for task in members},
+                    list(baseline_suite(baseline, name).metrics),
+                    resamples=resamples, seed=seed,
+                )  # fmt: skip
+            except UserError as exc:
+                comparisons[entry.label] = str(exc)
+        found[name] = (present, comparisons)
+    return found
+
+
+def baseline_suite(entry: Entry, name: str) -> SuiteResult:
+    result = entry.suite(name)
+    assert result is not None
+    return result
+
+
+def suite_section(
+    name: str, present: list[Entry], comparisons: dict[str, list[Comparison] | str]
+) -> dict[str, Any]:
+    """A suite as the report shows a task: a row per model, its paired comparisons."""
+    baseline = present[0]
+    result = baseline_suite(baseline, name)
+    metrics = list(result.metrics)
+    return {
+        "name": name,
+        "suite": result,
+        "info": {
+            "summary": f"Suite of {len(result.tasks)} tasks ({', '.join(result.tasks)}), "
+            "averaged weighted by task size as lm-eval's groups are",
+            "n": result.n,
+        },
+        "baseline": baseline.label,
+        "metrics": metrics,
+        "rows": summary_rows(
+            name,
+            present,
+            baseline,
+            metrics,
+            comparisons,
+            {entry.label: baseline_suite(entry, name) for entry in present},
+        ),
+        "comparisons": comparison_rows(comparisons),
+        "charts": [],
+        "models": [{"label": e.label, "color": color(i)} for i, e in enumerate(present)],
+        "breakdowns": [],
+        "jury": None,
+        "lengths": [],
+        "settings": result.settings,
+    }
+
+
 def build_report(run_dirs: list[Path], verify: bool = True) -> dict[str, Any]:
     """Everything the template shows, computed from the run directories alone."""
     runs = [RunData.open(path, verify) for path in run_dirs]
@@ -487,8 +572,10 @@ def build_report(run_dirs: list[Path], verify: bool = True) -> dict[str, Any]:
         )
         for task, present in having.items()
     }
+    suites = suites_for(entries, seed, resamples)
+    found.update({name: comparisons for name, (_, comparisons) in suites.items()})
     family = correct_together(found, method)  # one family: every comparison of the report
-    sections = []
+    sections = [suite_section(name, present, found[name]) for name, (present, _) in suites.items()]
     for task, present in having.items():
         baseline = present[0]
         metrics = list(baseline.result(task).metrics)
@@ -591,7 +678,13 @@ def render_markdown(run_dirs: list[Path]) -> str:
             lines.append(f"| {row['label']}{suffix} | {row['n']} | " + " | ".join(cells) + " |")
         lines.append("")
         settings = section["settings"]
-        if "rouge" in settings:
+        if section.get("suite"):
+            lines.append(
+                "Suite: each task's value weighted by its number of questions (lm-eval's group "
+                "aggregation); 95% interval and paired tests from a bootstrap resampling "
+                "questions within each task."
+            )
+        elif "rouge" in settings:
             rouge = settings["rouge"]
             bleu = settings.get("bleu")
             lines.append(

@@ -1,11 +1,13 @@
 """A leaderboard of every model from many runs, with a warning wherever runs differ in a way
-that makes their numbers incomparable (task version, prompt, data, sample set)."""
+that makes their numbers incomparable (task version, prompt, data, sample set). Suites'
+averages (multimedqa: the Open Medical-LLM Leaderboard's number) are its first columns."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from medharness.core.records import SuiteResult, TaskResult
 from medharness.reports.comparability import DECODING, describe, differences
 from medharness.reports.compare import Comparison, corrected
 from medharness.reports.html import (
@@ -17,6 +19,7 @@ from medharness.reports.html import (
     environment,
     in_points,
     primary_metric,
+    suites_for,
 )
 from medharness.reports.runs import RunData
 from medharness.tasks.metrics.stats import Correction, exact_binomial_ci
@@ -61,7 +64,10 @@ def describe_run(run: RunData, task: str, fields: list[str]) -> str:
 def build_leaderboard(run_dirs: list[Path]) -> dict[str, Any]:
     runs = [RunData.open(path) for path in run_dirs]
     entries = entries_of(runs)
-    columns: list[tuple[str, str]] = []
+    columns: list[tuple[str, str]] = []  # the suites' averages first: the headline columns
+    for entry in entries:
+        for name, suite in entry.run.results.suites.get(entry.model, {}).items():
+            columns.extend(c for m in suite.metrics if (c := (name, m)) not in columns)
     for entry in entries:
         for task, result in entry.run.results.results[entry.model].items():
             for metric in result.metrics:
@@ -72,7 +78,10 @@ def build_leaderboard(run_dirs: list[Path]) -> dict[str, Any]:
     own_base_verdicts = versus_own_base(entries, columns, method)
     rows = []
     for entry in entries:
-        results = entry.run.results.results[entry.model]
+        results: dict[str, TaskResult | SuiteResult] = {
+            **entry.run.results.suites.get(entry.model, {}),
+            **entry.run.results.results[entry.model],
+        }
         cells: list[dict[str, Any] | None] = []
         for task, metric in columns:
             found = results.get(task)
@@ -80,10 +89,10 @@ def build_leaderboard(run_dirs: list[Path]) -> dict[str, Any]:
             comparison = tested.get((entry.label, task, metric))
             cells.append(
                 None
-                if shown is None
+                if shown is None or found is None
                 else {
                     **dict(zip(("value", "low", "high"), shown, strict=True)),
-                    "n": results[task].n,
+                    "n": found.n,
                     "comparison": comparison,
                 }
             )
@@ -101,6 +110,9 @@ def build_leaderboard(run_dirs: list[Path]) -> dict[str, Any]:
         )
     return {
         "columns": columns,
+        "suites": {
+            name for entry in entries for name in entry.run.results.suites.get(entry.model, {})
+        },
         "rows": rows,
         "warnings": comparability_warnings(runs),
         "runs": runs,
@@ -129,6 +141,14 @@ def versus_baseline(
         metrics = [m for t, m in columns if t == task and m in baseline.result(task).metrics]
         found = comparisons_for(task, baseline, others, metrics, seed, resamples)
         made += [c for result in found.values() if isinstance(result, list) for c in result]
+    for name, (_, found) in suites_for(entries, seed, resamples).items():
+        made += [
+            c
+            for result in found.values()
+            if isinstance(result, list)
+            for c in result
+            if (name, c.metric) in columns
+        ]
     adjusted = corrected(made, method)
     return {(c.candidate, c.task, c.metric): c for c in adjusted}, len(adjusted)
 
@@ -183,7 +203,7 @@ def win_rate(entry: Entry, tested: Tested, columns: list[tuple[str, str]]) -> di
     """On how many of the tasks it shares with the baseline a model's headline metric is
     higher, with a Clopper-Pearson 95% interval over those tasks."""
     outcomes = []
-    for task in dict.fromkeys(task for task, _ in columns):
+    for task in dict.fromkeys(task for task, _ in columns if entry.has(task)):  # not suites
         metrics = [m for t, m in columns if t == task]
         comparison = tested.get((entry.label, task, primary_metric(metrics)))
         if comparison is not None:

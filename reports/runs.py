@@ -36,6 +36,7 @@ from medharness.core.validation import format_validation_error
 from medharness.reports.lm_eval_files import is_lm_eval_folder, read_lm_eval_folder
 from medharness.tasks import Task
 from medharness.tasks.metrics import aggregate
+from medharness.tasks.metrics.suites import suite_results
 
 R = TypeVar("R", bound=BaseModel)
 RESCORING = ".medharness-rescoring"  # stands in a run while ``rescore`` rewrites its files
@@ -119,6 +120,8 @@ class RunData:
                 definition = self.task(task)
                 if definition is not None:
                     self._check_result(model, definition, result, resamples, seed)
+        if stored.suites:
+            self._check_suites(stored, resamples, seed)
         return stored
 
     def model_entry(self, name: str) -> ModelEntry | None:
@@ -131,6 +134,24 @@ class RunData:
                 except ValueError:
                     return None
         return None
+
+    def _check_suites(self, stored: ResultsFile, resamples: int, seed: int) -> None:
+        """Each suite's values and comparisons recomputed from its tasks' sample logs."""
+        baseline = stored.suites.get(stored.baseline, {})
+        suites = {name: result.tasks for name, result in baseline.items()}
+        rows = {
+            (model, task): self.samples(model, task)
+            for model in stored.suites
+            for task in dict.fromkeys(t for tasks in suites.values() for t in tasks)
+        }
+        recomputed = suite_results(suites, stored.results, rows, resamples=resamples, seed=seed)
+        for model, by_suite in stored.suites.items():
+            for name, result in by_suite.items():
+                if recomputed.get(model, {}).get(name) != result:  # deterministic: exact
+                    raise UserError(
+                        f"{self.path / 'results.json'}: suite {model}/{name} disagrees with its "
+                        "tasks' sample logs; the file or a log was changed after the run"
+                    )
 
     def task(self, name: str) -> Task | None:
         """The definition of a task of this run: built-in, or the user's own as its config

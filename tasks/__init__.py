@@ -7,6 +7,7 @@ from medharness.tasks.base import LoadedData, Sample, Task
 from medharness.tasks.medmcqa import MEDMCQA
 from medharness.tasks.medqa import MEDQA_4OPT, MEDQA_5OPT, MEDQA_MAINLAND, MEDQA_TAIWAN
 from medharness.tasks.medquad import MEDQUAD_GEN
+from medharness.tasks.mmlu import MMLU_TASKS
 from medharness.tasks.pubmedqa import PUBMEDQA
 
 TASKS: dict[str, Task] = {
@@ -19,6 +20,7 @@ TASKS: dict[str, Task] = {
         MEDQA_TAIWAN,
         PUBMEDQA,
         MEDMCQA,
+        *MMLU_TASKS,
     )
 }
 

@@ -4,7 +4,8 @@ Model cards evaluate on hub copies: ``keivalya/MedQuad-MedicalQnADataset`` (qtyp
 Answer; one ``train`` split of 16,412 rows), and lm-eval's own sources for MedQA,
 ``GBaker/MedQA-USMLE-4-options-hf`` (sent1, ending0-3, label), and MedMCQA,
 ``openlifescienceai/medmcqa`` (question, opa-opd, 0-based cop; its validation split is the
-official dev set). A task entry's ``source:
+official dev set), and MMLU, ``cais/mmlu`` (one configuration per subject; question,
+choices, 0-based answer). A task entry's ``source:
 hub:ORG/NAME@REVISION`` (or a local folder holding such a copy in the hub's layout) reads
 those rows and maps them to the task's samples: MedQuAD through the same answered-pairs
 filter and the same leakage-safe split by normalised question as the XML release, MedQA
@@ -29,6 +30,7 @@ from medharness.core.io import resolve_inside
 from medharness.tasks.base import LoadedData, Sample, Task, require_text
 from medharness.tasks.medmcqa import medmcqa_samples
 from medharness.tasks.medquad import QAPair, clean_answer, split_pairs, to_sample
+from medharness.tasks.mmlu import SUBJECTS, mmlu_sample
 from medharness.tasks.multiple_choice import letter_sample, medqa_prompt
 from medharness.tasks.pubmedqa import pubmedqa_sample
 
@@ -142,6 +144,26 @@ def pubmedqa_hub_samples(
     return samples, {}
 
 
+def mmlu_hub_samples(
+    subject: str, rows: list[dict[str, Any]], where: str
+) -> tuple[list[Sample], dict[str, int]]:
+    """cais/mmlu's rows of one subject (lm-eval's source): ``choices`` a list of four,
+    ``answer`` the right one's 0-based index."""
+    samples = []
+    for index, row in enumerate(rows):
+        at = f"{where} row {index + 1}"
+        question = require_text(row.get("question"), at, "question")
+        choices = row.get("choices")
+        if not isinstance(choices, list) or len(choices) != 4:
+            raise UserError(f"{at}: choices: expected a list of 4 options, not {choices!r}")
+        options = [require_text(text, at, f"choices[{k}]") for k, text in enumerate(choices)]
+        answer = row.get("answer")
+        if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < 4:
+            raise UserError(f"{at}: answer: {answer!r} is not an option index 0-3")
+        samples.append(mmlu_sample(subject, str(index), question, options, answer))
+    return samples, {}
+
+
 Mapping = Callable[[list[dict[str, Any]], str], tuple[list[Sample], dict[str, int]]]
 
 
@@ -163,6 +185,12 @@ MAPPINGS: dict[str, HubCopy] = {
     "pubmedqa": HubCopy(
         "bigbio/pubmed_qa", "test", pubmedqa_hub_samples, "pubmed_qa_labeled_fold0_source"
     ),
+    **{
+        f"mmlu_{subject}": HubCopy(
+            "cais/mmlu", "test", partial(mmlu_hub_samples, subject), config=subject
+        )
+        for subject in SUBJECTS
+    },
 }
 
 

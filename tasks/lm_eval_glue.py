@@ -44,6 +44,12 @@ medqa_mainland = partial(_dataset, "medqa_mainland")
 medqa_taiwan = partial(_dataset, "medqa_taiwan")
 pubmedqa = partial(_dataset, "pubmedqa")
 medmcqa = partial(_dataset, "medmcqa")
+mmlu_anatomy = partial(_dataset, "mmlu_anatomy")
+mmlu_clinical_knowledge = partial(_dataset, "mmlu_clinical_knowledge")
+mmlu_college_biology = partial(_dataset, "mmlu_college_biology")
+mmlu_college_medicine = partial(_dataset, "mmlu_college_medicine")
+mmlu_medical_genetics = partial(_dataset, "mmlu_medical_genetics")
+mmlu_professional_medicine = partial(_dataset, "mmlu_professional_medicine")
 
 
 def medquad_process_results(doc: dict[str, Any], results: Sequence[str]) -> dict[str, Any]:

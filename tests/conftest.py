@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import functools
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -36,6 +39,59 @@ for row in MEDQA_ROWS:
 
 QTYPES = ("information", "symptoms")
 MEDQUAD_QUESTIONS = [f"What is (are) Condition {i} ?" for i in range(60)]
+
+
+MMLU_SUBJECTS = (
+    "anatomy",
+    "clinical_knowledge",
+    "college_biology",
+    "college_medicine",
+    "medical_genetics",
+    "professional_medicine",
+)
+
+
+def mmlu_rows(subject: str) -> list[list[str]]:
+    """Release-layout rows (question, A-D, gold letter): commas, quotes, a line break in a
+    field, and a question with spaces around it (lm-eval strips the question only)."""
+    return [
+        [f"  Which structure {i} of {subject}, \"the\" one?\nPick one. ",
+         f"alpha, {i}", f"beta {i}", f" gamma {i}", f"delta {i}", "ABCD"[(i + len(subject)) % 4]]
+        for i in range(5)
+    ]  # fmt: skip
+
+
+def write_mmlu_release(folder: Path) -> None:
+    folder.mkdir(parents=True)
+    for subject in MMLU_SUBJECTS:
+        with (folder / f"{subject}_test.csv").open("w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows(mmlu_rows(subject))
+
+
+def cais_mmlu_copy(release: Path, folder: Path, dev_rows: int = 5) -> Path:
+    """MMLU as cais/mmlu holds it: a parquet file per configuration (subject) and split,
+    named in the card's ``configs``; fields question, subject, choices, 0-based answer. Its
+    dev split (lm-eval's few-shot source, unused at zero shot) is the first test rows."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    configs = []
+    for subject in MMLU_SUBJECTS:
+        with (release / f"{subject}_test.csv").open(newline="", encoding="utf-8") as f:
+            rows = [
+                {"question": r[0], "subject": subject, "choices": r[1:5],
+                 "answer": "ABCD".index(r[5])}
+                for r in csv.reader(f)
+            ]  # fmt: skip
+        (folder / subject).mkdir(parents=True)
+        files = []
+        for split, part in (("test", rows), ("dev", rows[:dev_rows])):
+            path = f"{subject}/{split}-00000-of-00001.parquet"
+            pq.write_table(pa.Table.from_pylist(part), folder / path)
+            files.append({"split": split, "path": path})
+        configs.append({"config_name": subject, "data_files": files})
+    (folder / "README.md").write_text(f"---\n{json.dumps({'configs': configs})}\n---\n")
+    return folder
 
 
 def medquad_document(doc_id: str, pairs: list[tuple[str, str, str]]) -> str:
@@ -133,6 +189,7 @@ def write_fixture_data(root: Path, scale: int = 1) -> Path:
         ),
         encoding="utf-8",
     )
+    write_mmlu_release(root / "mmlu_medical")
     return root
 
 
@@ -258,3 +315,39 @@ def save_ia3(tiny_llama: Path, folder: Path) -> None:
         AutoModelForCausalLM.from_pretrained(tiny_llama),
         IA3Config(target_modules=["k_proj", "down_proj"], feedforward_modules=["down_proj"]),
     ).save_pretrained(folder)
+
+
+@pytest.fixture
+def offline_datasets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``datasets`` offline, caching in this test's folder: it reads the variable only when
+    first imported, so its config is set too (a cache keyed by a copy's folder name would
+    otherwise serve another test's rows)."""
+    import datasets
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-datasets"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-datasets")
+
+
+@functools.cache
+def lm_eval_task_manager() -> Any:
+    """lm-eval's index of its own tasks (built once: it reads thousands of YAML files)."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager()
+
+
+def lm_eval_mmlu_config(subject: str, copy: Path) -> dict[str, Any]:
+    """lm-eval's own ``mmlu_<subject>`` config (its YAML, as its task index finds it),
+    reading a local copy in cais/mmlu's layout instead of the hub: the only setting changed."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    entry = lm_eval_task_manager()._entry(f"mmlu_{subject}")
+    assert entry is not None and entry.yaml_path is not None
+    return {**load_yaml(entry.yaml_path, resolve_func=True), "dataset_path": str(copy)}
+
+
+def lm_eval_mmlu_task(subject: str, copy: Path) -> Any:
+    """lm-eval's own ``mmlu_<subject>`` task on that copy."""
+    config = lm_eval_mmlu_config(subject, copy)
+    return lm_eval_task_manager().load([config])["tasks"][f"mmlu_{subject}"]

@@ -93,6 +93,17 @@ def _medquad_checksum(case: Case) -> None:
     files[3].write_text(files[3].read_text().replace("disorder", "disease"))
 
 
+def _mmlu_bad_row(case: Case) -> None:
+    path = case.copy_data() / "mmlu_medical/anatomy_test.csv"
+    path.write_text("Which bone?,a,b,c,d,A\nWhich nerve?,a,b,c,d\n", encoding="utf-8")
+    case.config["tasks"] = ["mmlu_anatomy"]
+
+
+def _suite_data_missing(case: Case) -> None:
+    shutil.rmtree(case.copy_data() / "mmlu_medical")
+    case.config["tasks"] = ["multimedqa"]
+
+
 def _empty_split(case: Case) -> None:
     (case.copy_data() / "medqa/us_4opt_test.jsonl").write_text("")
 
@@ -171,12 +182,22 @@ CASES: dict[str, tuple[Callable[[Case], None], str]] = {
     "unknown-key": (_set(colour="red"), "colour: unknown key"),
     "wrong-type": (_set(seed="twelve"), "seed: Input should be a valid integer"),
     "bad-value": (_set(bootstrap_resamples=5), "bootstrap_resamples: Input should be greater"),
-    "unknown-task": (_set(tasks=["medqa_9opt"]), "unknown task 'medqa_9opt'"),
+    "unknown-task": (_set(tasks=["medqa_9opt"]), "unknown task or suite 'medqa_9opt'"),
+    "unknown-suite": (_set(tasks=["multimedqa2"]), "unknown task or suite 'multimedqa2'"),
+    "suite-member-not-a-task": (
+        _set(tasks=["medqa_4opt"], suites={"mine": ["medqa_4opt", "medqa_5opt"]}),
+        "suites: mine: 'medqa_5opt' is not a task of this run",
+    ),
+    "suite-data-missing": (
+        _suite_data_missing,
+        "suite multimedqa needs mmlu_anatomy: data for mmlu_anatomy not found",
+    ),
     "missing-data": (_missing_data, "data for medquad_gen not found"),
     "not-utf8-data": (_not_utf8, "us_4opt_test.jsonl:9: not UTF-8 text"),
     "checksum-mismatch": (_checksum, "differs from 000000000000... in"),
     "medquad-checksum-mismatch": (_medquad_checksum, "1_Fixture_QA: files differ from"),
     "corrupt-jsonl-line": (_corrupt_line, "us_4opt_test.jsonl:9: not valid JSON"),
+    "mmlu-bad-row": (_mmlu_bad_row, "anatomy_test.csv:row 2: expected 6 columns"),
     "empty-split": (_empty_split, "task medqa_4opt: no samples to evaluate"),
     "missing-model-path": (
         _set(models=[{"name": "a", "model": "./no/such/model"}]),

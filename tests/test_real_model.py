@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REAL_DATA
+from conftest import (
+    MMLU_SUBJECTS,
+    REAL_DATA,
+    cais_mmlu_copy,
+    lm_eval_mmlu_config,
+    lm_eval_task_manager,
+)
 
 from medharness.cli import main
 
@@ -44,18 +50,19 @@ def lm_eval_samples(task: str, limit: int, **kwargs: Any) -> list[dict[str, Any]
     return sorted(samples, key=lambda sample: sample["doc_id"])
 
 
-def our_samples(tmp_path: Path, task: str, limit: int, *extra: str) -> list[dict[str, Any]]:
+def our_run(out: Path, tasks: str, limit: int, *extra: str) -> Path:
+    """``medharness eval`` of the built-in model on ``tasks``; its run directory."""
     code = main(
         [
             "eval",
             "--model",
             "smollm2-135m-instruct",
             "--tasks",
-            task,
+            tasks,
             "--limit",
             str(limit),
             "--out",
-            str(tmp_path),
+            str(out),
             "--batch-size",
             "4",
             "--name",
@@ -64,18 +71,16 @@ def our_samples(tmp_path: Path, task: str, limit: int, *extra: str) -> list[dict
         ]
     )
     assert code == 0
-    lines = (
-        (
-            tmp_path
-            / "eval-smollm2-135m-instruct"
-            / "samples"
-            / "smollm2-135m-instruct"
-            / f"{task}.jsonl"
-        )
-        .read_text()
-        .splitlines()
-    )
+    return out / "eval-smollm2-135m-instruct"
+
+
+def sample_log(run: Path, task: str) -> list[dict[str, Any]]:
+    lines = (run / "samples" / "smollm2-135m-instruct" / f"{task}.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines]
+
+
+def our_samples(tmp_path: Path, task: str, limit: int, *extra: str) -> list[dict[str, Any]]:
+    return sample_log(our_run(tmp_path, task, limit, *extra), task)
 
 
 def test_medqa_loglikelihoods_and_choices_equal_lm_eval(tmp_path: Path) -> None:
@@ -87,6 +92,44 @@ def test_medqa_loglikelihoods_and_choices_equal_lm_eval(tmp_path: Path) -> None:
         expected = [float(resp[0][0]) for resp in reference["resps"]]
         assert mine["loglikelihoods"] == pytest.approx(expected, abs=1e-3)
         assert mine["metrics"]["acc"] == reference["acc"]
+
+
+@pytest.mark.usefixtures("offline_datasets")
+def test_mmlu_loglikelihoods_and_choices_equal_lm_evals_own_mmlu_tasks(tmp_path: Path) -> None:
+    """lm-eval's own mmlu_<subject> configs (not a view of ours), fed the release rows in
+    cais/mmlu's fields, against medharness on the release CSVs: every option's
+    log-likelihood within 1e-4 and the same choice, on the first questions of each subject.
+    Both sides in float32 (lm-eval's auto would take the checkpoint's dtype)."""
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+
+    from medharness.models.builtin import builtin_model_dir
+
+    assert REAL_DATA is not None
+    limit = 4
+    copy = cais_mmlu_copy(REAL_DATA / "mmlu_medical", tmp_path / "cais-mmlu")
+    model = HFLM(pretrained=str(builtin_model_dir()), device="cpu", batch_size=4, dtype="float32")
+    output = simple_evaluate(
+        model=model,
+        tasks=[lm_eval_mmlu_config(subject, copy) for subject in MMLU_SUBJECTS],
+        limit=limit,
+        log_samples=True,
+        task_manager=lm_eval_task_manager(),
+    )
+    assert output is not None
+    tasks = ",".join(f"mmlu_{subject}" for subject in MMLU_SUBJECTS)
+    run = our_run(tmp_path / "ours", tasks, limit)
+    for subject in MMLU_SUBJECTS:
+        task = f"mmlu_{subject}"
+        theirs = sorted(output["samples"][task], key=lambda sample: sample["doc_id"])
+        ours = sample_log(run, task)
+        assert len(ours) == len(theirs) == limit
+        for mine, reference in zip(ours, theirs, strict=True):
+            assert mine["doc_id"] == str(reference["doc_id"])
+            expected = [float(resp[0][0]) for resp in reference["resps"]]
+            assert mine["loglikelihoods"] == pytest.approx(expected, abs=1e-4)
+            assert mine["chosen"] == max(range(4), key=expected.__getitem__)
+            assert mine["metrics"]["acc"] == reference["acc"]
 
 
 def test_medqa_matches_committed_reference_scores(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from medharness.config import RunConfig, load_config
 from medharness.tasks import TASKS
+from medharness.tasks.suites import SUITES
 
 EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -44,10 +45,11 @@ def batch_size(text: str) -> int | str:
 
 def task_list(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in TASKS]
+    unknown = [name for name in names if name not in TASKS and name not in SUITES]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
-            f"unknown task(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(TASKS)}"
+            f"unknown task(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(TASKS)}; "
+            f"suites: {', '.join(SUITES)}"
         )
     return names
 

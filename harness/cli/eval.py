@@ -24,6 +24,7 @@ from medharness.models.specs import endpoint_model, fake_script
 from medharness.tasks import TASKS
 from medharness.tasks.metrics import is_metric
 from medharness.tasks.metrics import metric as metric_of
+from medharness.tasks.suites import SUITES
 from medharness.trainers.distributed import is_main_process
 
 
@@ -70,7 +71,10 @@ def add_parser(commands: Commands) -> None:
     )
     parser.add_argument("--adapter", help="PEFT adapter (directory or hub id) on --model")
     parser.add_argument(
-        "--tasks", required=True, type=task_list, help=f"comma-separated, from: {', '.join(TASKS)}"
+        "--tasks",
+        required=True,
+        type=task_list,
+        help=f"comma-separated, from: {', '.join(TASKS)}; or a suite: {', '.join(SUITES)}",
     )
     parser.add_argument("--limit", type=positive_int, help="at most N samples per task")
     parser.add_argument(
@@ -207,6 +211,13 @@ def format_table(results: ResultsFile) -> str:
                 low, high = value.ci95
                 names.append((model, task, metric))
                 figures.append((value.value * factor, low * factor, high * factor, entry.n))
+    for model, suites in results.suites.items():
+        for suite, outcome in suites.items():
+            for metric, value in outcome.metrics.items():
+                factor = metric_of(metric).points_factor
+                low, high = value.ci95
+                names.append((model, f"{suite} (suite)", metric))
+                figures.append((value.value * factor, low * factor, high * factor, outcome.n))
     widths = [
         max([len(header)] + [len(row[i]) for row in names]) for i, header in enumerate(HEADERS)
     ]

@@ -37,12 +37,39 @@ class TaskResult(Strict):
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
+class SuiteComparison(Strict):
+    """A model's suite value minus the baseline's on the same questions, with its 95%
+    interval and two-sided p-value from a paired bootstrap that resamples within tasks."""
+
+    baseline: str
+    difference: float
+    ci95: tuple[float, float]
+    p_value: float
+    test: str
+
+
+class SuiteResult(Strict):
+    """One model on a suite: each metric averaged over its tasks weighted by their sizes
+    (lm-eval's group aggregation), with a 95% interval from a bootstrap within tasks."""
+
+    tasks: list[str]
+    n: int = Field(ge=0)
+    metrics: dict[str, MetricValue]
+    # metric -> this model against the baseline; empty for the baseline itself
+    vs_baseline: dict[str, SuiteComparison] = Field(default_factory=dict)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
 class ResultsFile(Strict):
-    """``results.json``: model -> task -> result; the first model is the baseline."""
+    """``results.json``: model -> task -> result, and model -> suite -> result for the
+    suites the run reports; the first model is the baseline."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
     baseline: str
     results: dict[str, dict[str, TaskResult]]
+    suites: dict[str, dict[str, SuiteResult]] = Field(
+        default_factory=dict, exclude_if=lambda value: not value
+    )
 
     def result(self, model: str, task: str) -> TaskResult | None:
         return self.results.get(model, {}).get(task)

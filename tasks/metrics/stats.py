@@ -172,3 +172,24 @@ def tango_paired_difference_ci(
         else brentq(excess, observed + step, 1.0, args=(1,), xtol=1e-12)
     )
     return float(max(-1.0, low)), float(min(1.0, high))
+
+
+def weighted_by_size(values: Sequence[float], sizes: Sequence[int]) -> float:
+    """A group's value from its members': each weighted by its sample count (lm-eval's
+    ``aggregate_subtask_metrics`` with ``weight_by_size``)."""
+    return sum(value * size for value, size in zip(values, sizes, strict=True)) / sum(sizes)
+
+
+def stratified_resampled_means(
+    groups: Sequence[np.ndarray], resamples: int, seed: int
+) -> np.ndarray:
+    """The mean over every group's values pooled, on each of ``resamples`` bootstrap
+    resamples that redraw each group within itself at its own size: the replicates of a
+    size-weighted average of group means. The draws depend only on the group sizes and the
+    seed, so two models' values (or their differences) resample the same questions."""
+    rng = np.random.default_rng(seed)
+    totals = np.zeros(resamples)
+    for values in groups:
+        values = np.asarray(values, dtype=np.float64)
+        totals += values[rng.integers(0, len(values), size=(resamples, len(values)))].sum(axis=1)
+    return totals / sum(len(values) for values in groups)
