@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from medharness.core.errors import UserError
 from medharness.core.validation import Strict, load_yaml_file, validate_file_data
 from medharness.models.endpoint import check_base_url
 from medharness.models.specs import EndpointRequests, VLLMParallelism, endpoint_model, fake_script
@@ -320,6 +321,11 @@ class RunConfig(Strict):
                         + f"; list it under tasks, or name {name} there"
                     )
         return self
+
+    def naming_suites(self, task: str, exc: UserError) -> UserError:
+        """An error about a task's data, naming the suites that need the task."""
+        suites = [name for name, members in self.suites.items() if task in members]
+        return UserError(f"suite {', '.join(suites)} needs {task}: {exc}") if suites else exc
 
     def task_limit(self, entry: TaskEntry) -> int | None:
         return entry.limit if entry.limit is not None else self.limit

@@ -362,10 +362,7 @@ def suite_member_data(config: RunConfig, task: Task, data_root: DataRoot) -> Loa
     try:
         return load_task_data(task, data_root)
     except UserError as exc:
-        suites = [name for name, members in config.suites.items() if task.name in members]
-        if not suites:
-            raise
-        raise UserError(f"suite {', '.join(suites)} needs {task.name}: {exc}") from None
+        raise config.naming_suites(task.name, exc) from None
 
 
 def model_key(entry: ModelEntry, trained: Trained | None) -> dict[str, Any]:

@@ -227,11 +227,14 @@ def test_the_gate_the_leaderboard_and_card_claims_read_the_suite_average(
         return evaluate_gate(policy, suite_run, None).rules
 
     rules = gate(floors={"multimedqa.acc": value}, regressions={"multimedqa.acc": 100})
-    assert [rule.passed for rule in rules] == [True, True, True]  # n, floor, regression
-    assert rules[0].detail == f"n = {tuned['n']}"
-    assert f"candidate - baseline = {compared['difference'] * 100:+.2f} points" in rules[2].detail
-    assert not gate(floors={"multimedqa.acc": value + 0.001})[1].passed
-    assert not gate(min_samples=tuned["n"] + 1, floors={"multimedqa.acc": 0})[0].passed
+    assert [rule.verdict for rule in rules] == ["PASS"] * 3  # n, floor, regression
+    assert rules[0].evidence == f"n = {tuned['n']}"
+    drop = -compared["difference"] * 100  # the paired bootstrap within the suite's tasks
+    assert rules[2].estimate == pytest.approx(drop, abs=1e-9)
+    assert gate(floors={"multimedqa.acc": value + 0.001})[1].verdict == "FAIL"
+    assert gate(min_samples=tuned["n"] + 1, floors={"multimedqa.acc": 0})[0].verdict == "FAIL"
+    margin = gate(tasks={"multimedqa": {"metrics": {"acc": {"max_drop": 100, "floor": 0}}}})
+    assert [rule.verdict for rule in margin] == ["PASS"] * 3  # n, floor, margin: new rules too
 
     board = build_leaderboard([suite_run])
     assert board["columns"][0] == ("multimedqa", "acc")

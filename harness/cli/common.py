@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from medharness.config import RunConfig, load_config
+from medharness.core.errors import UserError
 from medharness.tasks import TASKS
 from medharness.tasks.suites import SUITES
 
@@ -80,4 +81,8 @@ def require_data_first(config: RunConfig) -> None:
 
     base = Path.cwd()
     root = resolve_data_root(config.data_dir, base)
-    require_data([entry.task(base) for entry in config.tasks], root)
+    for entry in config.tasks:
+        try:
+            require_data([entry.task(base)], root)
+        except UserError as exc:
+            raise config.naming_suites(entry.name, exc) from None
