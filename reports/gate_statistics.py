@@ -74,17 +74,35 @@ def paired_drop(
         base, cand, resamples=resamples, seed=seed
     )
     worse = -1.0 if definition.higher_is_better else 1.0  # sign that turns a change into a drop
-    scale = definition.points_factor
-    drops = worse * resampled * scale
-    drop = worse * (value_b - value_a) * scale
     if definition.summary == "proportion":
-        return proportion_drop(definition, base, cand, drop, drops, value_a, value_b)
-    low, high = np.quantile(drops, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
+        scale = definition.points_factor
+        drop = worse * (value_b - value_a) * scale
+        return proportion_drop(
+            definition, base, cand, drop, worse * resampled * scale, value_a, value_b
+        )
     n = len(definition.scored(base, cand)[0]) if definition.summary != "corpus_bleu" else len(base)
+    method = f"paired percentile bootstrap, {resamples} resamples"
+    return bootstrap_drop(definition, value_a, value_b, resampled, n, method)
+
+
+def bootstrap_drop(
+    definition: Metric,
+    value_a: float,
+    value_b: float,
+    resampled: np.ndarray,
+    n: int,
+    method: str,
+) -> PairedDrop:
+    """The drop (in points, a rise where lower is better) with the percentile interval of
+    its resampled values; ``n`` questions behind it."""
+    worse = -1.0 if definition.higher_is_better else 1.0
+    scale = definition.points_factor
+    drops = worse * np.asarray(resampled) * scale
+    low, high = np.quantile(drops, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
     return PairedDrop(
-        drop=drop,
+        drop=worse * (value_b - value_a) * scale,
         interval=(float(low), float(high)),
-        method=f"paired percentile bootstrap, {resamples} resamples",
+        method=method,
         spread=float(np.std(drops)) * math.sqrt(n),
         n=n,
         baseline_value=value_a,
@@ -107,27 +125,13 @@ def paired_suite_drop(
         pair_rows(base, cand, metric)
         for base, cand in zip(baseline_logs, candidate_logs, strict=True)
     ]
-    definition = metric_of(metric)
     resamples, seed = resamples_and_seed
     value_a, value_b, resampled = paired_suite_difference(
         metric, [a for a, _ in pairs], [b for _, b in pairs], resamples=resamples, seed=seed
     )
-    worse = -1.0 if definition.higher_is_better else 1.0
-    scale = definition.points_factor
-    drops = worse * np.asarray(resampled) * scale
-    low, high = np.quantile(drops, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
     n = sum(len(a) for a, _ in pairs)
-    return PairedDrop(
-        drop=worse * (value_b - value_a) * scale,
-        interval=(float(low), float(high)),
-        method=f"paired bootstrap within tasks, {resamples} resamples",
-        spread=float(np.std(drops)) * math.sqrt(n),
-        n=n,
-        baseline_value=value_a,
-        candidate_value=value_b,
-        baseline_points=value_a * scale,
-        resampled=drops,
-    )
+    method = f"paired bootstrap within tasks, {resamples} resamples"
+    return bootstrap_drop(metric_of(metric), value_a, value_b, resampled, n, method)
 
 
 def proportion_drop(
