@@ -143,7 +143,7 @@ def compare_task(
     return comparisons
 
 
-def detectable_difference(resampled: Sequence[float], alpha: float = ALPHA) -> float:
+def detectable_difference(resampled: Sequence[float] | np.ndarray, alpha: float = ALPHA) -> float:
     """The smallest true difference a paired test on these samples finds with 80% power at
     level ``alpha`` (two-sided): (z_{1-alpha/2} + z_{0.8}) standard errors, the standard
     error being the spread of the resampled differences."""
