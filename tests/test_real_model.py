@@ -224,6 +224,7 @@ def test_chain_of_thought_on_20_medqa_questions(tmp_path: Path) -> None:
 
     argv = ["eval", "--model", "smollm2-135m-instruct", "--tasks", "medqa_4opt", "--limit", "20"]
     argv += ["--multiple-choice", "cot", "--cot-max-new-tokens", str(COT_BUDGET)]
+    argv += ["--name", "eval-smollm2-135m-instruct"]
     assert main([*argv, "--batch-size", "8", "--out", str(tmp_path)]) == 0
     run = tmp_path / "eval-smollm2-135m-instruct"
     log = run / "samples" / "smollm2-135m-instruct" / "medqa_4opt.jsonl"
