@@ -213,6 +213,7 @@ def test_options_parsed_from_the_real_model_answers(tmp_path: Path) -> None:
 COT_BUDGET = 128  # ~30 s for 20 questions at batch 8 on two CPU cores
 
 
+@pytest.mark.heavy  # the fake-model CoT tests cover the same paths in seconds
 def test_chain_of_thought_on_20_medqa_questions(tmp_path: Path) -> None:
     """CoT end to end on the built-in model: every logged option is what the extraction rules
     read from the logged answer (final line first; an answer cut off at the budget before

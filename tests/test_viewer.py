@@ -240,6 +240,7 @@ def test_view_without_gradio_is_one_line(
 @pytest.mark.slow
 @needs_chromium
 @pytest.mark.skipif(REAL_DATA is None, reason="needs MEDHARNESS_DATA_DIR")
+@pytest.mark.heavy  # the whole quickstart; the fake-model viewer tests cover its paths
 def test_quickstart_run_in_the_viewer_and_its_models_in_the_playground(tmp_path: Path) -> None:
     assert main(["run", str(ROOT / "configs" / "quickstart.yaml"), "--out", str(tmp_path)]) == 0
     run = tmp_path / "quickstart"
