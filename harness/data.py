@@ -51,12 +51,11 @@ def load_task_data(task: Task, root: DataRoot) -> LoadedData:
     return loaded
 
 
-def require_data(tasks: list[Task], root: DataRoot) -> None:
-    """Every task's data folder is there (pulled into the user cache first where it can
-    be): checked before the heavy imports of a run, so missing data is refused at once."""
-    for task in tasks:
-        if not task.source:
-            task_folder(task, root)
+def require_data(task: Task, root: DataRoot) -> None:
+    """A task's data folder is there (pulled into the user cache first where it can be):
+    checked before the heavy imports of a run, so missing data is refused at once."""
+    if not task.source:
+        task_folder(task, root)
 
 
 def task_folder(task: Task, root: DataRoot) -> Path:

@@ -107,6 +107,7 @@ def compare_task(
     base, cand = pair_rows(
         baseline_rows, candidate_rows, f"{task}: {baseline_name} vs {candidate_name}"
     )
+    identical = all(a.model_dump() == b.model_dump() for a, b in zip(base, cand, strict=True))
     comparisons = []
     for metric in metrics:
         definition = metric_of(metric)
@@ -119,7 +120,6 @@ def compare_task(
         p_value = exact_p if exact_p is not None else two_sided_bootstrap_p(resampled)
         difference = value_b - value_a
         interval = percentile_interval(resampled)
-        identical = all(a.model_dump() == b.model_dump() for a, b in zip(base, cand, strict=True))
         comparisons.append(
             Comparison(
                 task=task,

@@ -83,6 +83,6 @@ def require_data_first(config: RunConfig) -> None:
     root = resolve_data_root(config.data_dir, base)
     for entry in config.tasks:
         try:
-            require_data([entry.task(base)], root)
+            require_data(entry.task(base), root)
         except UserError as exc:
             raise config.naming_suites(entry.name, exc) from None
