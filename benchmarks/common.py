@@ -25,8 +25,14 @@ def timed(command: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def medharness_eval(task: str, limit: int, out: Path, *options: str) -> list[str]:
-    """`medharness eval` of the built-in model on the first ``limit`` samples of ``task``."""
+def limit_option(flag: str, limit: int | None) -> list[str]:
+    """``flag N``, or nothing for every sample."""
+    return [] if limit is None else [flag, str(limit)]
+
+
+def medharness_eval(task: str, limit: int | None, out: Path, *options: str) -> list[str]:
+    """`medharness eval` of the built-in model on the first ``limit`` samples of ``task``
+    (all of them for None)."""
     return [
         str(BIN / "medharness"),
         "eval",
@@ -34,16 +40,16 @@ def medharness_eval(task: str, limit: int, out: Path, *options: str) -> list[str
         "smollm2-135m-instruct",
         "--tasks",
         task,
-        "--limit",
-        str(limit),
+        *limit_option("--limit", limit),
         "--out",
         str(out),
         *options,
     ]
 
 
-def lm_eval_run(task: str, limit: int, weights: Path, out: Path, *options: str) -> list[str]:
-    """`lm-eval run` (HF backend, CPU) on medharness's lm-eval task YAML, samples logged."""
+def lm_eval_run(task: str, limit: int | None, weights: Path, out: Path, *options: str) -> list[str]:
+    """`lm-eval run` (HF backend, CPU) on medharness's lm-eval task YAML (comma-separated
+    tasks), samples logged."""
     return [
         str(BIN / "lm-eval"),
         "run",
@@ -51,8 +57,7 @@ def lm_eval_run(task: str, limit: int, weights: Path, out: Path, *options: str) 
         str(ROOT / "tasks"),
         "--tasks",
         task,
-        "--limit",
-        str(limit),
+        *limit_option("--limit", limit),
         "--model",
         "hf",
         "--model_args",
