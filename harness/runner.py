@@ -563,6 +563,7 @@ def score_on_cluster(cluster: Cluster, evaluation: Evaluation) -> None:
         scoring = Scoring(
             config.generation.max_new_tokens,
             ChoiceScoring.of(entry, config.generation),
+            entry.sampling,
         )
         work.append(ModelWork(entry, spec, adapter, tasks, scoring, shipped))
     entries = {entry.name: entry for entry in config.models}
@@ -694,6 +695,7 @@ def complete_sample_log(
         label=f"{entry.name} {item.task.name}" + (f" [{rank}]" if processes > 1 else ""),
         already_done=len(done),
         choices_by=ChoiceScoring.of(entry, config.generation),
+        sampling=entry.sampling,
     ):
         dumped = [row.model_dump(mode="json") for row in rows]
         append_jsonl_durable(partial, dumped)
