@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import signal
 import statistics
 import subprocess
@@ -27,6 +28,7 @@ from medharness.core.records import SAMPLE_ROWS, ChoiceRow, GenerationRow, Sampl
 from medharness.models.base import Sampling
 from medharness.reports.compare import compare_task
 from medharness.reports.gate_statistics import paired_drop
+from medharness.reports.runs import RESCORING
 from medharness.tasks.metrics.repeats import majority_vote, pass_at_k
 
 LM_EVAL_CRUXEVAL = "lm_eval/tasks/cruxeval/utils.py"
@@ -149,6 +151,12 @@ def numpy_bootstrap(values: np.ndarray, seed: int) -> tuple[float, float]:
     return float(low), float(high)
 
 
+def accuracy_drops(base: list[SampleRow], cand: list[SampleRow]) -> np.ndarray:
+    """Each question's mean accuracy, baseline minus candidate (the logs share their order)."""
+    assert [row.doc_id for row in base] == [row.doc_id for row in cand]
+    return np.array([b.metrics["acc"] - c.metrics["acc"] for b, c in zip(base, cand, strict=True)])
+
+
 def test_each_row_keeps_every_answer_and_scores_their_mean(sampled_run: Path) -> None:
     reference = lm_eval_pass_at_k()
     rows = rows_of(sampled_run, "base", "medqa_4opt")
@@ -203,8 +211,9 @@ def test_compare_pairs_per_question_means(sampled_run: Path) -> None:
     tests = {c.metric: c for c in found}
     assert tests["acc"].test.startswith("paired bootstrap") and tests["acc"].n == 40
     assert tests["pass_at_k"].test == "McNemar exact"
-    differences = np.array([c.metrics["acc"] - b.metrics["acc"] for b, c in zip(base, cand)])
+    differences = -accuracy_drops(base, cand)
     assert tests["acc"].ci95 == pytest.approx(numpy_bootstrap(differences, 1234))
+    assert tests["acc"].difference == pytest.approx(differences.mean())
 
 
 def test_gate_judges_per_question_means(sampled_run: Path, work: Path) -> None:
@@ -220,7 +229,7 @@ def test_gate_judges_per_question_means(sampled_run: Path, work: Path) -> None:
     assert "bootstrap" in rule["interval_method"]
     base = rows_of(sampled_run, "base", "medqa_4opt")
     cand = rows_of(sampled_run, "cand", "medqa_4opt")
-    drops = 100 * np.array([b.metrics["acc"] - c.metrics["acc"] for b, c in zip(base, cand)])
+    drops = 100 * accuracy_drops(base, cand)
     assert rule["estimate"] == pytest.approx(drops.mean())
     assert rule["interval"] == pytest.approx(numpy_bootstrap(drops, 1234))
     direct = paired_drop("acc", base, cand, resamples_and_seed=(RESAMPLES, 1234))
@@ -330,3 +339,19 @@ def test_transformers_sampling_is_seeded_per_batch(tiny_llama: Path) -> None:
     other = model.complete(messages, 6, sampling=Sampling(1.5, 1.0, (5, 6, 7, 8)))
     assert [c.text for c in other] != [c.text for c in first]
     assert first[0].text != first[2].text or first[1].text != first[3].text
+
+
+def test_rescoring_scores_every_sampled_answer(sampled_run: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(sampled_run, copy)
+    log = copy / "samples" / "base" / "medquad_gen.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    for row in rows:  # scores a rescore must recompute, of the row and of each answer
+        row["metrics"]["rouge1"] = 0.0
+        for answer in row["repeats"]:
+            answer["metrics"]["rouge1"] = 0.0
+    log.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    (copy / RESCORING).write_text("a rescore was writing\n")  # the log disagrees for now
+    assert main(["rescore", str(copy), "--metrics", "rouge1"]) == 0
+    assert rows_of(copy, "base", "medquad_gen") == rows_of(sampled_run, "base", "medquad_gen")
+    assert results_of(copy) == results_of(sampled_run)
