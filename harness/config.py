@@ -81,6 +81,12 @@ class SamplingSettings(Strict):
     def sampled(self) -> bool:
         return self.temperature > 0
 
+    def describe(self) -> str:
+        return (
+            f"repeats {self.repeats}, temperature {self.temperature:g}, top_p {self.top_p:g}, "
+            f"seed {self.seed}"
+        )
+
 
 class ModelEntry(Strict):
     name: Slug  # column header in reports and folder under samples/

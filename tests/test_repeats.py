@@ -355,3 +355,22 @@ def test_rescoring_scores_every_sampled_answer(sampled_run: Path, tmp_path: Path
     assert main(["rescore", str(copy), "--metrics", "rouge1"]) == 0
     assert rows_of(copy, "base", "medquad_gen") == rows_of(sampled_run, "base", "medquad_gen")
     assert results_of(copy) == results_of(sampled_run)
+
+
+def test_the_manifest_and_an_lm_eval_export_carry_every_answer(
+    sampled_run: Path, tmp_path: Path
+) -> None:
+    manifest = json.loads((sampled_run / "manifest.json").read_text())
+    assert manifest["decoding"]["strategy"] == (
+        "greedy; sampled: base (repeats 5, temperature 0.8, top_p 1, seed 1), "
+        "cand (repeats 5, temperature 0.8, top_p 1, seed 2)"
+    )
+    out = tmp_path / "lm-eval"
+    assert main(["export", str(sampled_run), "--format", "lm-eval", "-o", str(out)]) == 0
+    [samples] = [p for p in out.rglob("samples_medqa_4opt_*.jsonl") if "/base/" in str(p)]
+    exported = [json.loads(line) for line in samples.read_text().splitlines()]
+    rows = {row.doc_id: row for row in rows_of(sampled_run, "base", "medqa_4opt")}
+    for line, row in zip(exported, rows.values(), strict=True):
+        assert row.repeats is not None
+        assert line["resps"] == [[answer.answer for answer in row.repeats]]
+        assert line["arguments"]["gen_args_0"]["arg_1"]["do_sample"] is True
