@@ -5,6 +5,7 @@ gate on per-question means, and the bad inputs."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import shutil
@@ -20,8 +21,10 @@ import numpy as np
 import pytest
 import yaml
 from conftest import write_fixture_data
+from openai_stub import StubState, serve
 from scipy.special import comb
 from statsmodels.stats.proportion import proportion_confint
+from test_endpoint import write_config
 
 from medharness.cli import main
 from medharness.core.records import SAMPLE_ROWS, ChoiceRow, GenerationRow, SampleRow
@@ -374,3 +377,21 @@ def test_the_manifest_and_an_lm_eval_export_carry_every_answer(
         assert row.repeats is not None
         assert line["resps"] == [[answer.answer for answer in row.repeats]]
         assert line["arguments"]["gen_args_0"]["arg_1"]["do_sample"] is True
+
+
+def test_a_served_model_is_sent_the_temperature_and_each_answers_seed(
+    tmp_path: Path, fixture_data: Path
+) -> None:
+    with contextlib.closing(serve(StubState())) as served:
+        stub = next(served)
+        sampling = {"repeats": 3, "temperature": 0.9, "top_p": 0.5, "seed": 4}
+        config = write_config(
+            tmp_path, stub, fixture_data, multiple_choice="generate", sampling=sampling
+        )
+        assert main(["run", str(config)]) == 0
+        bodies = [request["body"] for request in stub.state.completions()]
+        logged = rows_of(tmp_path / "runs" / "endpoint", "served", "medqa_4opt")
+        seeds = [answer.seed for row in logged if row.repeats for answer in row.repeats]
+        assert len(bodies) == len(seeds) == 3 * len(logged)
+        assert sorted(body["seed"] for body in bodies) == sorted(seeds)
+        assert {(body["temperature"], body["top_p"]) for body in bodies} == {(0.9, 0.5)}
