@@ -22,6 +22,7 @@ import pytest
 import yaml
 from conftest import write_fixture_data
 from openai_stub import StubState, serve
+from scipy import stats
 from scipy.special import comb
 from statsmodels.stats.proportion import proportion_confint
 from test_endpoint import write_config
@@ -395,3 +396,20 @@ def test_a_served_model_is_sent_the_temperature_and_each_answers_seed(
         assert len(bodies) == len(seeds) == 3 * len(logged)
         assert sorted(body["seed"] for body in bodies) == sorted(seeds)
         assert {(body["temperature"], body["top_p"]) for body in bodies} == {(0.9, 0.5)}
+
+
+def test_plan_gate_sizes_a_run_at_the_spread_of_per_question_means(
+    sampled_run: Path, work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = work / "plan.yaml"
+    policy.write_text(
+        yaml.safe_dump({"tasks": {"medqa_4opt": {"metrics": {"acc": {"max_drop": 5}}}}}),
+        encoding="utf-8",
+    )
+    capsys.readouterr()
+    assert main(["plan-gate", "--policy", str(policy), "--baseline", str(sampled_run)]) == 0
+    out = capsys.readouterr().out
+    means = np.array([row.metrics["acc"] for row in rows_of(sampled_run, "base", "medqa_4opt")])
+    z = stats.norm.ppf(0.975) + stats.norm.ppf(0.8)
+    needed = int(np.ceil((z * np.sqrt(2) * means.std() * 100 / 5) ** 2))
+    assert f"{needed:,} questions  medqa_4opt.acc is at most 5 points below" in out
