@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from conftest import write_fixture_data
+from conftest import REAL_DATA, write_fixture_data
 from openai_stub import StubState, serve
 from scipy import stats
 from scipy.special import comb
@@ -413,3 +413,34 @@ def test_plan_gate_sizes_a_run_at_the_spread_of_per_question_means(
     z = stats.norm.ppf(0.975) + stats.norm.ppf(0.8)
     needed = int(np.ceil((z * np.sqrt(2) * means.std() * 100 / 5) ** 2))
     assert f"{needed:,} questions  medqa_4opt.acc is at most 5 points below" in out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(REAL_DATA is None, reason="needs MEDHARNESS_DATA_DIR")
+def test_the_builtin_model_samples_reproducibly(tmp_path: Path) -> None:
+    """SmolLM2 on four MedQA questions, three answers each at temperature 1: every answer
+    logged, and a second run draws the same ones."""
+    entry = {
+        "name": "smollm2",
+        "model": "smollm2-135m-instruct",
+        "backend": "hf",
+        "multiple_choice": "generate",
+        "sampling": {"repeats": 3, "temperature": 1.0, "seed": 0},
+    }
+    config = {
+        "name": "sampled",
+        "models": [entry],
+        "tasks": [{"name": "medqa_4opt", "limit": 4}],
+        "generation": {"choice_max_new_tokens": 8},
+        "bootstrap_resamples": 100,
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    logs = []
+    for out in ("first", "second"):
+        assert main(["run", str(path), "--out", str(tmp_path / out)]) == 0
+        logs.append(rows_of(tmp_path / out / "sampled", "smollm2", "medqa_4opt"))
+    assert logs[0] == logs[1]
+    answers = [[a.answer for a in row.repeats or []] for row in logs[0]]
+    assert all(len(group) == 3 for group in answers)
+    assert any(len(set(group)) > 1 for group in answers)  # sampled, not greedy
