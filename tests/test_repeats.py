@@ -28,6 +28,8 @@ from statsmodels.stats.proportion import proportion_confint
 from test_endpoint import write_config
 
 from medharness.cli import main
+from medharness.config import parse_config
+from medharness.core.errors import UserError
 from medharness.core.records import SAMPLE_ROWS, ChoiceRow, GenerationRow, SampleRow
 from medharness.models.base import Sampling
 from medharness.reports.compare import compare_task
@@ -328,6 +330,14 @@ def test_bad_repeats_are_one_line_errors(
     assert err.count("\n") == 0 and err.startswith("medharness: error: ")
     assert str(config) in err and says in err
     assert not (work / "bad" / f"bad-{case}").exists()
+
+
+def test_a_judge_decodes_greedily(work: Path) -> None:
+    judge = {**sampled_entry(work, "judge"), "multiple_choice": "loglikelihood"}
+    judge["sampling"] = {"temperature": 0.5}
+    config = {"name": "judged", "models": [{"name": "a", "model": "x"}], "tasks": ["pubmedqa"]}
+    with pytest.raises(UserError, match=r"^j\.yaml: \(top level\): judges decode greedily"):
+        parse_config({**config, "judges": [judge]}, "j.yaml")
 
 
 def test_transformers_sampling_is_seeded_per_batch(tiny_llama: Path) -> None:
