@@ -57,6 +57,37 @@ class ReasoningTags(Strict):
         return ((self.think_start, self.think_end),)
 
 
+class SamplingSettings(Strict):
+    """Sampled decoding of a model's generated answers (multiple_choice: generate or cot,
+    and free-text tasks): each question answered ``repeats`` times, every answer seeded
+    from ``seed``, the question and the repeat, so a rerun or a resumed run draws the same
+    answers. Each question's score is the mean over its repeats."""
+
+    repeats: int = Field(1, ge=1, le=1000)  # answers per question; K times the cost
+    temperature: float = Field(0.0, ge=0, le=10)  # 0: greedy (one answer, nothing drawn)
+    top_p: float = Field(1.0, gt=0, le=1)  # nucleus sampling; 1 keeps every token
+    seed: int = Field(0, ge=0, lt=2**32)
+
+    @model_validator(mode="after")
+    def drawn(self) -> SamplingSettings:
+        if self.repeats > 1 and self.temperature == 0:
+            raise ValueError(
+                f"repeats: {self.repeats} needs a temperature above 0 (greedy decoding gives "
+                "the same answer every time)"
+            )
+        return self
+
+    @property
+    def sampled(self) -> bool:
+        return self.temperature > 0
+
+    def describe(self) -> str:
+        return (
+            f"repeats {self.repeats}, temperature {self.temperature:g}, top_p {self.top_p:g}, "
+            f"seed {self.seed}"
+        )
+
+
 class ModelEntry(Strict):
     name: Slug  # column header in reports and folder under samples/
     # smollm2-135m-instruct | fake:PATH | openai:NAME (served; see base_url) | folder | hub id
@@ -80,6 +111,9 @@ class ModelEntry(Strict):
     multiple_choice: Literal["loglikelihood", "generate", "cot"] = "loglikelihood"
     # a reasoning model's trace tags (cut out before the answer is read, kept in the log)
     reasoning: ReasoningTags | None = Field(None, exclude_if=lambda value: value is None)
+    # sampled decoding of generated answers: {repeats: K, temperature, top_p, seed};
+    # absent, answers are greedy (one per question)
+    sampling: SamplingSettings | None = Field(None, exclude_if=lambda value: value is None)
     # openai:NAME entries: the server's OpenAI-compatible base URL (ending in /v1), the
     # environment variable holding its API key (read at each request, never written), and
     # how requests are sent (concurrency, timeout, retries, budget: models/specs.py)
@@ -97,6 +131,20 @@ class ModelEntry(Strict):
                 "reads no generated text)"
             )
         return self
+
+    @model_validator(mode="after")
+    def repeats_in_words(self) -> ModelEntry:
+        if self.repeated and self.multiple_choice == "loglikelihood":
+            raise ValueError(
+                "sampling.repeats needs multiple_choice: generate or cot (log-likelihood "
+                "scoring samples nothing; a free-text-only run may set multiple_choice too)"
+            )
+        return self
+
+    @property
+    def repeated(self) -> bool:
+        """Whether each question is answered more than once."""
+        return self.sampling is not None and self.sampling.repeats > 1
 
     @model_validator(mode="after")
     def trainable(self) -> ModelEntry:
@@ -297,6 +345,14 @@ class RunConfig(Strict):
         unique("judge", [j.name for j in self.judges])
         if any(judge.train is not None for judge in self.judges):
             raise ValueError("judges are used as they are: a judge cannot have a train: block")
+        if any(judge.sampling is not None for judge in self.judges):
+            raise ValueError("judges decode greedily: a judge cannot have a sampling: block")
+        repeated = [model.name for model in self.models if model.repeated]
+        if self.judges and repeated:
+            raise ValueError(
+                f"model {repeated[0]}: the jury judges one answer per question; drop "
+                "sampling.repeats or the judges"
+            )
         return self
 
     @model_validator(mode="after")

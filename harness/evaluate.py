@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
@@ -10,14 +11,21 @@ from typing import Any, Literal
 import numpy as np
 from tqdm import tqdm
 
-from medharness.config import GenerationSettings, ModelEntry
-from medharness.core.records import ChoiceRow, GenerationRow, InputRow, SampleRow
-from medharness.models.base import Completion, LanguageModel, count_tokens
+from medharness.config import GenerationSettings, ModelEntry, SamplingSettings
+from medharness.core.records import ChoiceRow, GenerationRow, InputRow, SampledAnswer, SampleRow
+from medharness.models.base import Completion, LanguageModel, Sampling, count_tokens
 from medharness.models.identity import served_identity, weights_identity
 from medharness.models.loading import load_model
 from medharness.tasks import Sample, Task
 from medharness.tasks.answers import DEFAULT_REASONING_TAGS, extract_choice
-from medharness.tasks.metrics import INVALID_ANSWER, TRUNCATED, answer_scores
+from medharness.tasks.metrics import (
+    INVALID_ANSWER,
+    MAJORITY_ACC,
+    PASS_AT_K,
+    TRUNCATED,
+    answer_scores,
+)
+from medharness.tasks.metrics.repeats import majority_vote, pass_at_k
 from medharness.tasks.metrics.text import accuracy
 from medharness.tasks.multiple_choice import choice_question, cot_question
 from medharness.tasks.textscore import bleu_statistics
@@ -64,10 +72,12 @@ def evaluate_chunks(
     label: str,
     already_done: int = 0,
     choices_by: ChoiceScoring | None = None,
+    sampling: SamplingSettings | None = None,
 ) -> Iterator[list[SampleRow]]:
     """Score samples a chunk at a time, yielding typed rows (prediction, per-sample metrics,
     what produced them) so the caller can persist each chunk before the next. Options of a
-    multiple-choice task are scored as ``choices_by`` says (by log-likelihood without it).
+    multiple-choice task are scored as ``choices_by`` says (by log-likelihood without it);
+    generated answers are sampled as ``sampling`` says (greedy without it).
 
     Samples go longest first, as lm-eval orders its requests: batches of similar length
     waste little on padding (in prompt order a chunk of MedQA questions pads ~10% more),
@@ -81,7 +91,10 @@ def evaluate_chunks(
         done = already_done
         for start in range(0, len(ordered), model.chunk_size):
             chunk = ordered[start : start + model.chunk_size]
-            if task.kind == "multiple_choice" and choices_by and choices_by.parsed:
+            parsed = task.kind == "multiple_choice" and choices_by is not None and choices_by.parsed
+            if sampling is not None and sampling.sampled and (parsed or task.kind == "generate"):
+                rows = _sampled_rows(model, task, chunk, max_new_tokens, choices_by, sampling, bar)
+            elif parsed and choices_by is not None:
                 messages = [choices_by.message(sample) for sample in chunk]
                 answers = model.complete(messages, choices_by.max_new_tokens, bar.update)
                 rows = _parsed_choices(model, chunk, answers, choices_by)
@@ -229,6 +242,99 @@ def _parsed_choices(
             )
         )
     return rows
+
+
+def answer_seed(seed: int, doc_id: str, repeat: int) -> int:
+    """The seed of one sampled answer: from the model's seed, the question and the repeat
+    alone, so an answer does not depend on what else was asked with it or before it."""
+    digest = hashlib.sha256(f"{seed}\0{doc_id}\0{repeat}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def _sampled_rows(
+    model: LanguageModel,
+    task: Task,
+    chunk: Sequence[Sample],
+    max_new_tokens: int,
+    choices_by: ChoiceScoring | None,
+    sampling: SamplingSettings,
+    bar: tqdm,
+) -> list[SampleRow]:
+    """Every question of a chunk answered ``repeats`` times in one call, each answer with a
+    seed of its own, and the answers of each question folded into its row."""
+    repeats = sampling.repeats
+    asked = [sample for sample in chunk for _ in range(repeats)]
+    seeds = tuple(answer_seed(sampling.seed, s.doc_id, r) for s in chunk for r in range(repeats))
+    drawn = Sampling(sampling.temperature, sampling.top_p, seeds)
+
+    def progress(done: float) -> None:
+        bar.update(done / repeats)  # the bar counts questions, not answers
+
+    if task.kind == "multiple_choice" and choices_by is not None:
+        messages = [choices_by.message(sample) for sample in asked]
+        answers = model.complete(messages, choices_by.max_new_tokens, progress, drawn)
+        singles = _parsed_choices(model, asked, answers, choices_by)
+        fold = _folded_choice
+    else:
+        answers = model.complete([s.prompt for s in asked], max_new_tokens, progress, drawn)
+        singles = _generation_rows(task, asked, [answer.text for answer in answers])
+        fold = _folded_generation
+    return [
+        fold(singles[i : i + repeats], seeds[i : i + repeats])
+        for i in range(0, len(singles), repeats)
+    ]
+
+
+def _folded_choice(rows: Sequence[SampleRow], seeds: Sequence[int]) -> SampleRow:
+    """One question's row from the rows of its sampled answers: the majority vote's option,
+    shown with the first answer that gave it; each score the mean over the answers, and
+    pass@k (k = the repeats) and the majority vote's accuracy."""
+    answers = [row for row in rows if isinstance(row, ChoiceRow)]
+    majority = majority_vote([row.chosen for row in answers])
+    shown = next((row for row in answers if row.chosen == majority), answers[0])
+    right = sum(int(row.metrics["acc"]) for row in answers)
+    metrics = _mean_scores(answers)
+    if len(answers) > 1:
+        metrics[PASS_AT_K] = pass_at_k(len(answers), right, len(answers))
+        metrics[MAJORITY_ACC] = accuracy(majority, shown.gold)
+    repeats = [
+        SampledAnswer(
+            seed=seed,
+            answer=row.answer or "",
+            metrics=row.metrics,
+            chosen=row.chosen,
+            extracted_by=row.extracted_by,
+            reasoning=row.reasoning,
+            reasoning_tokens=row.reasoning_tokens,
+            answer_tokens=row.answer_tokens,
+            hit_token_limit=row.hit_token_limit,
+        )
+        for row, seed in zip(answers, seeds, strict=True)
+    ]
+    return shown.model_copy(update={"metrics": metrics, "repeats": repeats})
+
+
+def _folded_generation(rows: Sequence[SampleRow], seeds: Sequence[int]) -> SampleRow:
+    """One question's row from its sampled answers: the first shown, each score the mean over
+    the answers, BLEU's statistics their sums (corpus BLEU over every answer)."""
+    answers = [row for row in rows if isinstance(row, GenerationRow)]
+    stats = np.sum([row.bleu_stats or [] for row in answers], axis=0)
+    repeats = [
+        SampledAnswer(seed=seed, answer=row.prediction, metrics=row.metrics)
+        for row, seed in zip(answers, seeds, strict=True)
+    ]
+    return answers[0].model_copy(
+        update={
+            "metrics": _mean_scores(answers),
+            "bleu_stats": [int(v) for v in stats],
+            "repeats": repeats,
+        }
+    )
+
+
+def _mean_scores(rows: Sequence[SampleRow]) -> dict[str, float]:
+    """Each metric's mean over the rows of one question's answers."""
+    return {name: float(np.mean([row.metrics[name] for row in rows])) for name in rows[0].metrics}
 
 
 def _trace_tokens(model: LanguageModel, answer: Completion, trace: str | None) -> int | None:

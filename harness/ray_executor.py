@@ -36,7 +36,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from medharness.config import ModelEntry, RaySettings, RunConfig, WorkerResources
+from medharness.config import ModelEntry, RaySettings, RunConfig, SamplingSettings, WorkerResources
 from medharness.core.errors import UserError
 from medharness.core.folders import whole_or_absent
 from medharness.core.records import ClusterNode, ExecutorRecord, UnitRecord
@@ -80,6 +80,7 @@ class TaskWork:
 class Scoring:
     max_new_tokens: int
     choices_by: ChoiceScoring
+    sampling: SamplingSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,7 @@ class ModelWorker:
                 max_new_tokens=scoring.max_new_tokens,
                 label=task.name,
                 choices_by=scoring.choices_by,
+                sampling=scoring.sampling,
             )
             for row in chunk
         ]

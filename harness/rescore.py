@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 
@@ -169,17 +170,34 @@ def known_task(run: RunData, name: str) -> Task:
 
 
 def rescored_rows(rows: list[SampleRow], metrics: list[str], task: Task) -> list[SampleRow]:
-    """Free-text rows with the named per-answer metrics recomputed (those the task has)."""
+    """Free-text rows with the named per-answer metrics recomputed (those the task has): of
+    every sampled answer of a row with repeats, the row's score their mean."""
     names = [name for name in metrics if name in task.metric_names]
     generated = [row for row in rows if isinstance(row, GenerationRow)]
     if not names or not generated:
         return rows
+    answers = [answers_of(row) for row in generated]
     scores = answer_scores(
-        names, [row.prediction for row in generated], [row.target for row in generated]
+        names,
+        [answer for group in answers for answer in group],
+        [row.target for row, group in zip(generated, answers, strict=True) for _ in group],
     )
-    return [
-        row.model_copy(
-            update={"metrics": {**row.metrics, **{n: float(v[i]) for n, v in scores.items()}}}
-        )
-        for i, row in enumerate(generated)
-    ]
+    rescored: list[SampleRow] = []
+    start = 0
+    for row, group in zip(generated, answers, strict=True):
+        each = [{n: float(v[start + i]) for n, v in scores.items()} for i in range(len(group))]
+        start += len(group)
+        mean = {n: sum(answer[n] for answer in each) / len(each) for n in scores}
+        update: dict[str, Any] = {"metrics": {**row.metrics, **mean}}
+        if row.repeats is not None:
+            update["repeats"] = [
+                answer.model_copy(update={"metrics": {**answer.metrics, **new}})
+                for answer, new in zip(row.repeats, each, strict=True)
+            ]
+        rescored.append(row.model_copy(update=update))
+    return rescored
+
+
+def answers_of(row: GenerationRow) -> list[str]:
+    """The answers a row's scores are of: its sampled ones, or its one greedy answer."""
+    return [row.prediction] if row.repeats is None else [a.answer for a in row.repeats]

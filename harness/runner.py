@@ -563,6 +563,7 @@ def score_on_cluster(cluster: Cluster, evaluation: Evaluation) -> None:
         scoring = Scoring(
             config.generation.max_new_tokens,
             ChoiceScoring.of(entry, config.generation),
+            entry.sampling,
         )
         work.append(ModelWork(entry, spec, adapter, tasks, scoring, shipped))
     entries = {entry.name: entry for entry in config.models}
@@ -694,6 +695,7 @@ def complete_sample_log(
         label=f"{entry.name} {item.task.name}" + (f" [{rank}]" if processes > 1 else ""),
         already_done=len(done),
         choices_by=ChoiceScoring.of(entry, config.generation),
+        sampling=entry.sampling,
     ):
         dumped = [row.model_dump(mode="json") for row in rows]
         append_jsonl_durable(partial, dumped)
@@ -748,11 +750,23 @@ def build_manifest(
             skipped={item.task.name: item.skipped for item in prepared if item.skipped},
         ),
         seeds={"bootstrap": config.seed, "medquad_split": SPLIT_SEED},
-        decoding=Decoding(strategy="greedy", max_new_tokens=config.generation.max_new_tokens),
+        decoding=Decoding(
+            strategy=decoding_strategy(config), max_new_tokens=config.generation.max_new_tokens
+        ),
         versions={"python": platform.python_version(), **package_versions()},
         hardware=hardware(),
         timings_s={**timings, "total": round(time.time() - started, 3)},
     )
+
+
+def decoding_strategy(config: RunConfig) -> str:
+    """``greedy``, or which models sampled their answers and how (their ``sampling:``)."""
+    sampled = [
+        f"{entry.name} ({entry.sampling.describe()})"
+        for entry in config.models
+        if entry.sampling is not None and entry.sampling.sampled
+    ]
+    return "greedy" if not sampled else "greedy; sampled: " + ", ".join(sampled)
 
 
 def package_versions() -> dict[str, str]:

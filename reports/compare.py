@@ -110,7 +110,7 @@ def compare_task(
     identical = all(a.model_dump() == b.model_dump() for a, b in zip(base, cand, strict=True))
     comparisons = []
     for metric in metrics:
-        definition = metric_of(metric)
+        definition = metric_of(metric).on([*base, *cand])
         if definition.optional and not len(definition.scored(base, cand)[0]):
             continue  # no question both models have a score for
         value_a, value_b, resampled = definition.paired_differences(

@@ -423,7 +423,9 @@ class Evidence:
             verdict = "PASS" if value >= spec.threshold else "FAIL"
             return self.judged(spec, verdict, f"measured {value:.4f}", estimate=value, n=n)
         if spec.kind == "floor":
-            return self.judge_floor(spec, own.metrics[spec.metric], own.n)
+            return self.judge_floor(
+                spec, own.metrics[spec.metric], own.n, "repeats" in own.settings
+            )
         assert self.baseline is not None
         theirs = result_of(self.baseline_run, self.baseline, spec.task)
         if theirs is None or spec.metric not in theirs.metrics:
@@ -433,7 +435,9 @@ class Evidence:
             return self.judge_significant_drop(spec, pair)
         return self.judge_margin(spec, pair)
 
-    def judge_floor(self, spec: RuleSpec, value: MetricValue, n: int) -> GateRule:
+    def judge_floor(
+        self, spec: RuleSpec, value: MetricValue, n: int, repeated: bool = False
+    ) -> GateRule:
         """The candidate's 95% interval above the floor passes, below it fails."""
         low, high = value.ci95
         n = value.n if value.n is not None else n
@@ -454,7 +458,7 @@ class Evidence:
             f"floor {spec.threshold:g}: {words}" + needed_words(needed),
             estimate=value.value,
             interval=(low, high),
-            interval_method=own_interval_name(spec.metric or ""),
+            interval_method=own_interval_name(spec.metric or "", repeated),
             threshold=spec.threshold,
             n=n,
             questions_needed=needed,
@@ -559,9 +563,12 @@ class Evidence:
         return found
 
 
-def own_interval_name(metric: str) -> str:
-    """The interval a task result stores for a metric (see ``Metric.summarise``)."""
-    summary = metric_of(metric).summary
+def own_interval_name(metric: str, repeated: bool = False) -> str:
+    """The interval a task result stores for a metric (see ``Metric.summarise``); of the
+    per-question means where questions were answered several times (``Metric.on``)."""
+    definition = metric_of(metric)
+    averaged = repeated and definition.averaged_over_repeats
+    summary = "mean" if averaged else definition.summary
     return "Clopper-Pearson exact" if summary == "proportion" else "percentile bootstrap"
 
 

@@ -10,7 +10,7 @@ towards runs large enough.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +30,16 @@ class RulePlan:
     reason: str  # the numbers behind it, or why there is none
 
 
-def per_question_spread(metric: str, result: TaskResult, rows_values: np.ndarray | None) -> float:
+def per_question_spread(
+    metric: str, result: TaskResult, rows_values: np.ndarray | None, repeated: bool = False
+) -> float:
     """Standard deviation of one question's score in the metric's own units: of a proportion
     with one pseudo-success and one pseudo-failure (so 0% and 100% still leave some spread),
-    of per-question scores, or for corpus BLEU from its bootstrap interval's width."""
+    of per-question scores (means over sampled answers too), or for corpus BLEU from its
+    bootstrap interval's width."""
     definition = metric_of(metric)
+    if repeated and definition.averaged_over_repeats and definition.summary == "proportion":
+        definition = replace(definition, summary="mean")
     value = result.metrics[metric]
     n = value.n if value.n is not None else result.n
     if definition.summary == "proportion":
@@ -89,10 +94,11 @@ def plan_gate(policy: Policy, baseline_dir: Path) -> tuple[str, list[RulePlan]]:
             plans.append(RulePlan(spec, None, f"{what} is not in the baseline run"))
             continue
         values = None
-        if spec.metric is not None and metric_of(spec.metric).summary == "mean":
+        repeated = "repeats" in result.settings
+        if spec.metric is not None and (metric_of(spec.metric).summary == "mean" or repeated):
             values = metric_of(spec.metric).per_sample(run.samples(model, spec.task))
             values = values[~np.isnan(values)]
-        spread = per_question_spread(spec.metric, result, values) if spec.metric else 0.0
+        spread = per_question_spread(spec.metric, result, values, repeated) if spec.metric else 0.0
         plans.append(plan_rule(spec, result, spread))
     return model, plans
 

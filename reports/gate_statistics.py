@@ -66,9 +66,10 @@ def paired_drop(
     resamples_and_seed: tuple[int, int],
 ) -> PairedDrop:
     """The paired drop and its 95% interval: Tango's score interval for a proportion (the
-    per-question scores are 0 or 1), else the percentile bootstrap of the difference."""
+    per-question scores are 0 or 1), else the percentile bootstrap of the difference (of
+    per-question means, where questions were answered several times)."""
     base, cand = pair_rows(baseline_rows, candidate_rows, metric)
-    definition = metric_of(metric)
+    definition = metric_of(metric).on([*base, *cand])
     resamples, seed = resamples_and_seed
     value_a, value_b, resampled = definition.paired_differences(
         base, cand, resamples=resamples, seed=seed

@@ -40,7 +40,7 @@ from medharness.reports.compare import (
 )
 from medharness.reports.runs import RunData
 from medharness.tasks.judging.jury import OVERALL
-from medharness.tasks.metrics import is_metric
+from medharness.tasks.metrics import REPEATED_METRICS, is_metric
 from medharness.tasks.metrics import metric as metric_of
 from medharness.tasks.metrics.stats import Correction
 
@@ -579,6 +579,9 @@ def build_report(run_dirs: list[Path], verify: bool = True) -> dict[str, Any]:
     for task, present in having.items():
         baseline = present[0]
         metrics = list(baseline.result(task).metrics)
+        # a sampled model's own metrics (pass@k, majority vote) beside the baseline's
+        sampled = [m for m in REPEATED_METRICS if any(m in e.result(task).metrics for e in present)]
+        shown = list(dict.fromkeys([*metrics, *sampled]))
         comparisons = found[task]
         generation = "rouge1" in metrics
         sections.append(
@@ -586,8 +589,8 @@ def build_report(run_dirs: list[Path], verify: bool = True) -> dict[str, Any]:
                 "name": task,
                 "info": baseline.run.manifest.tasks.get(task),
                 "baseline": baseline.label,
-                "metrics": metrics,
-                "rows": summary_rows(task, present, baseline, metrics, comparisons),
+                "metrics": shown,
+                "rows": summary_rows(task, present, baseline, shown, comparisons),
                 "comparisons": comparison_rows(comparisons),
                 "charts": charts(task, present, metrics),
                 "models": [{"label": e.label, "color": color(i)} for i, e in enumerate(present)],

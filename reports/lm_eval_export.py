@@ -92,9 +92,15 @@ def sample_record(
             row.answer if isinstance(row, ChoiceRow) and row.answer is not None else row.prediction
         )
         target = row.gold if isinstance(row, ChoiceRow) else row.target
-        settings: dict[str, Any] = {"until": [], "max_gen_toks": max_new_tokens, "do_sample": False}
+        sampled = row.repeats is not None  # lm-eval's repeats: every answer of one request
+        settings: dict[str, Any] = {
+            "until": [],
+            "max_gen_toks": max_new_tokens,
+            "do_sample": sampled,
+        }
         arguments = {"gen_args_0": {"arg_0": asked.prompt, "arg_1": settings}}
-        resps, filtered = [[text]], [text]
+        answers = [answer.answer for answer in row.repeats] if row.repeats else [text]
+        resps, filtered = [answers], [text]
     record = {
         "doc_id": index,  # lm-eval's: the position in the split; medharness's is in the doc
         "doc": doc,

@@ -21,6 +21,7 @@ from test_lm_eval_interop import INTEROP_CASES
 from test_publish import PUBLISH_CASES
 from test_ray_executor import RAY_CASES
 from test_records import RECORD_CASES
+from test_repeats import REPEATS_CASES
 
 from medharness.cli import main
 
@@ -289,6 +290,7 @@ def test_every_case_is_in_the_documented_table() -> None:
         *INTEROP_CASES,
         *PUBLISH_CASES,
         *RAY_CASES,
+        *REPEATS_CASES,
         "ray-unit-failed",  # tests/test_ray_executor.py, with a cluster
         "ray-unplaceable",
         "endpoint-fault",  # tests/test_endpoint.py, with the budget

@@ -25,6 +25,7 @@ import pytest
 from conftest import REAL_DATA, make_tiny_llama, save_ia3, save_lora, write_fixture_data
 
 from medharness.cli import main
+from medharness.models.base import Sampling
 from medharness.models.builtin import builtin_model_dir
 from medharness.models.hf import HFModel
 from medharness.models.loading import load_model
@@ -165,6 +166,19 @@ def test_completions_end_as_transformers_say(llama: Path, served: VLLMModel) -> 
     assert ours == theirs
     assert all(c.hit_limit == (c.tokens == 12) for c in ours)
     assert base_of(served).count_tokens("a trace") == reference.count_tokens("a trace")
+
+
+def test_sampled_answers_are_seeded_per_request(served: VLLMModel) -> None:
+    """Each request draws with its own seed: the same seeds give the same answers, whatever
+    else the call asks, and other seeds others."""
+    model = base_of(served)
+    seeds = Sampling(temperature=1.5, top_p=1.0, seeds=(1, 2, 3))
+    first = model.complete(MESSAGES, 12, sampling=seeds)
+    assert model.complete(MESSAGES, 12, sampling=seeds) == first
+    alone = model.complete(MESSAGES[:1], 12, sampling=Sampling(1.5, 1.0, (1,)))
+    assert alone == first[:1]
+    other = model.complete(MESSAGES, 12, sampling=Sampling(1.5, 1.0, (4, 5, 6)))
+    assert [c.text for c in other] != [c.text for c in first]
 
 
 def test_cli_cot_run_with_the_vllm_backend_like_hf(llama: Path, tmp_path: Path) -> None:

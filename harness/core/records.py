@@ -87,6 +87,26 @@ class Judgment(Strict):
     attempts: int = Field(1, ge=1)  # 2 when the first output could not be parsed
 
 
+ExtractionRule = Literal[
+    "final_answer", "answer_is", "opening", "single_option", "none", "truncated"
+]
+
+
+class SampledAnswer(Strict):
+    """One of a question's answers under sampled decoding (a model's ``sampling:``): its
+    seed, its text and its own scores; the option read from it for multiple choice."""
+
+    seed: int
+    answer: str
+    metrics: dict[str, float]
+    chosen: int | None = Field(None, exclude_if=lambda value: value is None)  # -1: none read
+    extracted_by: ExtractionRule | None = Field(None, exclude_if=lambda value: value is None)
+    reasoning: str | None = Field(None, exclude_if=lambda value: value is None)
+    reasoning_tokens: int | None = Field(None, ge=0, exclude_if=lambda value: value is None)
+    answer_tokens: int | None = Field(None, ge=0, exclude_if=lambda value: value is None)
+    hit_token_limit: bool | None = Field(None, exclude_if=lambda value: value is None)
+
+
 class GenerationRow(Strict):
     """One free-text answer in ``samples/MODEL/TASK.jsonl``."""
 
@@ -98,6 +118,9 @@ class GenerationRow(Strict):
     bleu_stats: list[int] | None = None
     # the jury's verdicts, one per judge; absent where no jury judged the answer
     judgments: list[Judgment] | None = Field(None, exclude_if=lambda value: value is None)
+    # sampled decoding: every answer to the question (prediction is the first, metrics are
+    # the means over them, bleu_stats their sums); absent for a greedy answer
+    repeats: list[SampledAnswer] | None = Field(None, exclude_if=lambda value: value is None)
 
 
 class ChoiceRow(Strict):
@@ -126,9 +149,11 @@ class ChoiceRow(Strict):
     hit_token_limit: bool | None = Field(None, exclude_if=lambda value: value is None)
     # which rule read the option (tasks/answers.py EXTRACTION_RULES): final_answer,
     # answer_is, opening, single_option; none (invalid) or truncated where none was read
-    extracted_by: (
-        Literal["final_answer", "answer_is", "opening", "single_option", "none", "truncated"] | None
-    ) = Field(None, exclude_if=lambda value: value is None)
+    extracted_by: ExtractionRule | None = Field(None, exclude_if=lambda value: value is None)
+    # sampled decoding: every answer to the question; chosen is then the majority vote (the
+    # other fields those of the first answer that voted for it), and metrics are the means
+    # over the answers, with pass_at_k and majority_acc where there are several
+    repeats: list[SampledAnswer] | None = Field(None, exclude_if=lambda value: value is None)
 
 
 def _row_kind(row: Any) -> str:

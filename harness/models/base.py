@@ -25,6 +25,17 @@ class Completion:
     reasoning_tokens: int | None = None
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """Sampled decoding of one ``complete`` call: temperature, nucleus, and one seed per
+    message, so that each question's each repeat has an answer of its own and a rerun (or a
+    resumed run) draws the same one."""
+
+    temperature: float
+    top_p: float
+    seeds: tuple[int, ...]
+
+
 class LanguageModel(Protocol):
     """What tasks need from a model. Both calls are batched by the model itself."""
 
@@ -46,9 +57,14 @@ class LanguageModel(Protocol):
         ...
 
     def complete(
-        self, user_messages: Sequence[str], max_new_tokens: int, progress: Progress | None = None
+        self,
+        user_messages: Sequence[str],
+        max_new_tokens: int,
+        progress: Progress | None = None,
+        sampling: Sampling | None = None,
     ) -> list[Completion]:
-        """``generate``'s answers with how each ended (``generate`` keeps their text)."""
+        """``generate``'s answers with how each ended (``generate`` keeps their text);
+        sampled as ``sampling`` says where it is given, else greedy."""
         ...
 
     def describe(self) -> dict[str, Any]:

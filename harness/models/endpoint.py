@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from medharness.core.errors import UserError, first_line
 from medharness.core.http import HttpFailure, HttpStatus, redact, send
-from medharness.models.base import Completion, Progress
+from medharness.models.base import Completion, Progress, Sampling
 from medharness.models.specs import EndpointRequests
 
 # What /models says of a model that stays the same between requests (``created`` and the
@@ -369,7 +369,11 @@ class EndpointModel:
         return [c.text for c in self.complete(user_messages, max_new_tokens, progress)]
 
     def complete(
-        self, user_messages: Sequence[str], max_new_tokens: int, progress: Progress | None = None
+        self,
+        user_messages: Sequence[str],
+        max_new_tokens: int,
+        progress: Progress | None = None,
+        sampling: Sampling | None = None,
     ) -> list[Completion]:
         payloads = [
             {
@@ -380,6 +384,9 @@ class EndpointModel:
             }
             for message in user_messages
         ]
+        if sampling is not None:  # the server's seed, where it honours one (best effort)
+            for payload, seed in zip(payloads, sampling.seeds, strict=True):
+                payload.update(temperature=sampling.temperature, top_p=sampling.top_p, seed=seed)
         done = None if progress is None else (lambda: progress(1))
         answers: list[Completion] = self.endpoint.post_all(
             "/chat/completions", payloads, lambda _, answer: chat_answer(answer), done

@@ -18,7 +18,7 @@ from pydantic import Field
 from medharness.core.errors import UserError
 from medharness.core.io import sha256_file
 from medharness.core.validation import Strict, load_yaml_file, validate_file_data
-from medharness.models.base import Completion, Progress
+from medharness.models.base import Completion, Progress, Sampling
 
 FILLER_WORDS = ("the", "a", "is", "of", "and", "to", "in", "may", "include", "patients")
 
@@ -27,6 +27,8 @@ class GenerateRule(Strict):
     match: str
     output: str
     quote_message: bool = False  # repeat the message before `output`, as small models do
+    # sampled decoding: one of these, drawn with the answer's seed, in place of `output`
+    sampled: list[str] = Field(default_factory=list)
 
 
 class ChooseRule(Strict):
@@ -68,11 +70,13 @@ class FakeModel:
         generate:                      # first rule whose `match` is in the message wins
           - {match: "glaucoma", output: "Glaucoma is an eye disease."}
           - {match: "grade", output: "correctness: 4", quote_message: true}  # echo, then this
+          - {match: "angina", output: "A", sampled: ["A", "B"]}  # sampled: drawn by seed
         default_output: "I am not sure."
         choose:                        # favour a continuation when `match` is in the context
           - {match: "orthopaedic", answer: "B"}
         babble_words: 80               # instead of default_output: that many pseudo-random
-        seed: 0                        # words drawn from the message (differs per seed)
+        seed: 0                        # words drawn from the message (differs per seed, and
+                                       # per answer seed when sampled)
         delay: 0.0                     # seconds per call, to stand in for a slow model
         trace_file: calls.log          # one line per request as it arrives (tests of resuming)
         hold: {after: 1, until: go}    # then each call waits for the file go (tests of kills)
@@ -139,22 +143,33 @@ class FakeModel:
         return [c.text for c in self.complete(user_messages, max_new_tokens, progress)]
 
     def complete(
-        self, user_messages: Sequence[str], max_new_tokens: int, progress: Progress | None = None
+        self,
+        user_messages: Sequence[str],
+        max_new_tokens: int,
+        progress: Progress | None = None,
+        sampling: Sampling | None = None,
     ) -> list[Completion]:
         self._called("generate", user_messages)
+        seeds = sampling.seeds if sampling else (None,) * len(user_messages)
         outputs = [
-            self._budgeted(self._output(message), max_new_tokens) for message in user_messages
+            self._budgeted(self._output(message, seed), max_new_tokens)
+            for message, seed in zip(user_messages, seeds, strict=True)
         ]
         if progress is not None:
             progress(len(outputs))
         return outputs
 
-    def _output(self, message: str) -> str:
+    def _output(self, message: str, seed: int | None) -> str:
+        """The scripted answer; under sampling (``seed`` given) a rule's draw from its
+        ``sampled`` outputs, or babble that differs per seed."""
         rule = next((r for r in self.script.generate if r.match in message), None)
         if rule:
-            return (message + "\n" if rule.quote_message else "") + rule.output
+            output = rule.output
+            if seed is not None and rule.sampled:
+                output = random.Random(seed).choice(rule.sampled)
+            return (message + "\n" if rule.quote_message else "") + output
         if self.script.babble_words:
-            return self._babble(message)
+            return self._babble(message, seed)
         return self.script.default_output
 
     def _budgeted(self, output: str, max_new_tokens: int) -> Completion:
@@ -167,9 +182,10 @@ class FakeModel:
     def count_tokens(self, text: str) -> int:
         return len(re.findall(r"\S+\s*", text))
 
-    def _babble(self, message: str) -> str:
+    def _babble(self, message: str, seed: int | None) -> str:
         words = message.split() + list(FILLER_WORDS)
-        digest = hashlib.sha256(f"{self.script.seed}\0{message}".encode()).digest()
+        drawn = "" if seed is None else f"\0{seed}"  # greedy babble as it always was
+        digest = hashlib.sha256(f"{self.script.seed}\0{message}{drawn}".encode()).digest()
         rng = random.Random(digest)
         return " ".join(rng.choice(words) for _ in range(self.script.babble_words))
 

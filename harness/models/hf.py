@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -12,7 +13,7 @@ from typing import Any, TypeVar
 from medharness.core.cache import weights_sha256
 from medharness.core.errors import UserError, boundary, first_line
 from medharness.models.adapters import adapter_sha256, attach_adapter, merge_when_exact
-from medharness.models.base import Completion, Progress
+from medharness.models.base import Completion, Progress, Sampling
 from medharness.models.choice import auto_batch_size, cpu_threads
 from medharness.models.prompts import chat_prompt, encode_pairs
 
@@ -124,7 +125,11 @@ class HFModel:
         return [c.text for c in self.complete(user_messages, max_new_tokens, progress)]
 
     def complete(
-        self, user_messages: Sequence[str], max_new_tokens: int, progress: Progress | None = None
+        self,
+        user_messages: Sequence[str],
+        max_new_tokens: int,
+        progress: Progress | None = None,
+        sampling: Sampling | None = None,
     ) -> list[Completion]:
         import torch
 
@@ -145,10 +150,13 @@ class HFModel:
                 add_special_tokens=False,
             ).to(self.device)
             steps = StepProgress(progress, len(batch), max_new_tokens)
+            decoding = self.greedy(max_new_tokens)
+            if sampling is not None:
+                decoding = self.sampled(max_new_tokens, sampling, batch)
             with torch.inference_mode():
                 generated = self.model.generate(
                     **encoded,
-                    **self.greedy(max_new_tokens),
+                    **decoding,
                     stopping_criteria=[steps] if progress is not None else None,
                 )
             new_tokens = generated[:, encoded["input_ids"].shape[1] :].tolist()
@@ -179,6 +187,20 @@ class HFModel:
             "top_p": None,
             "top_k": None,
             "pad_token_id": self.tokenizer.pad_token_id,
+        }
+
+    def sampled(self, max_new_tokens: int, sampling: Sampling, batch: list[int]) -> dict[str, Any]:
+        """Sampled decoding of a batch, torch's generator seeded from its messages' seeds:
+        transformers draws one batch from one generator, so an answer is the same on a
+        rerun that batches its questions alike (the same batch size)."""
+        import torch
+
+        torch.manual_seed(batch_seed([sampling.seeds[i] for i in batch]))
+        return {
+            **self.greedy(max_new_tokens),
+            "do_sample": True,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
         }
 
     def stream(self, user_message: str, max_new_tokens: int) -> Iterator[str]:
@@ -333,3 +355,9 @@ def load_hf_model(
         adapter_weights=adapter_sha256(adapter),
         adapter_merged=merged,
     )
+
+
+def batch_seed(seeds: Sequence[int]) -> int:
+    """One seed for a batch of messages from theirs, in their order."""
+    digest = hashlib.sha256(",".join(map(str, seeds)).encode()).digest()
+    return int.from_bytes(digest[:8], "big")

@@ -21,7 +21,7 @@ from typing import Any
 from medharness.core.errors import UserError, boundary
 from medharness.core.weights import refuse_pickles
 from medharness.models.adapters import adapter_sha256, lora_rank
-from medharness.models.base import Completion, Progress
+from medharness.models.base import Completion, Progress, Sampling
 from medharness.models.hf import load_failure, weights_record
 from medharness.models.prompts import chat_prompt, encode_pairs
 from medharness.models.specs import VLLMParallelism
@@ -160,7 +160,11 @@ class VLLMModel:
         return [c.text for c in self.complete(user_messages, max_new_tokens, progress)]
 
     def complete(
-        self, user_messages: Sequence[str], max_new_tokens: int, progress: Progress | None = None
+        self,
+        user_messages: Sequence[str],
+        max_new_tokens: int,
+        progress: Progress | None = None,
+        sampling: Sampling | None = None,
     ) -> list[Completion]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
@@ -170,12 +174,24 @@ class VLLMModel:
             for message in user_messages
         ]
         token_ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        params = SamplingParams(
+        params: Any = SamplingParams(
             temperature=0.0,
             max_tokens=max_new_tokens,
             repetition_penalty=self.repetition_penalty,
             detokenize=False,
         )
+        if sampling is not None:  # each request seeded on its own: reproducible per answer
+            params = [
+                SamplingParams(
+                    temperature=sampling.temperature,
+                    top_p=sampling.top_p,
+                    seed=seed,
+                    max_tokens=max_new_tokens,
+                    repetition_penalty=self.repetition_penalty,
+                    detokenize=False,
+                )
+                for seed in sampling.seeds
+            ]
         outputs = [
             output.outputs[0]
             for output in self._run(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -71,6 +71,24 @@ class Metric:
     # answers may have no score (a jury none of whose judges gave a readable one): those
     # are left out of the value, its interval and paired tests, and ``n`` says how many count
     optional: bool = False
+    # a question's score is the mean over its sampled answers (pass@k and the majority vote
+    # are one score of them all)
+    averaged_over_repeats: bool = True
+
+    def on(self, rows: Sequence[SampleRow]) -> Metric:
+        """This metric as the rows call for: a proportion whose per-question scores are means
+        over several sampled answers (between 0 and 1) is a mean over questions, with a
+        percentile bootstrap interval and a paired bootstrap, clustered by question."""
+        if self.summary != "proportion" or not self.averaged_over_repeats or not repeated(rows):
+            return self
+        own = self.settings
+        return replace(
+            self,
+            summary="mean",
+            paired_test="bootstrap",
+            effect_name="Cohen's d_z",
+            settings=lambda: {**own(), **REPEATED_SETTINGS},
+        )
 
     @property
     def points_factor(self) -> float:
@@ -161,6 +179,17 @@ class Metric:
         return f"paired bootstrap ({resamples} resamples)"
 
 
+REPEATED_SETTINGS = {
+    "scoring": "each question answered several times by sampled decoding (settings.sampling)",
+    "interval": "percentile bootstrap over questions of each question's mean over its answers",
+}
+
+
+def repeated(rows: Sequence[SampleRow]) -> bool:
+    """Whether the rows hold several sampled answers per question."""
+    return any(row.repeats is not None and len(row.repeats) > 1 for row in rows)
+
+
 def _bleu_settings() -> dict[str, Any]:
     return {
         "package": "sacrebleu",
@@ -213,8 +242,27 @@ def _disclaimers(predictions: Sequence[str], references: Sequence[str]) -> Seque
     return [has_disclaimer(text) for text in predictions]
 
 
+def _pass_at_k_settings() -> dict[str, Any]:
+    return {
+        "estimator": "1 - C(n-c, k) / C(n, k) per question (Chen et al. 2021), n = k = the "
+        "repeats, c = the right answers among them; mean over questions",
+        "interval": "Clopper-Pearson exact",
+    }
+
+
+def _majority_settings() -> dict[str, Any]:
+    return {
+        "vote": "the option most of a question's answers chose; answers naming none do not "
+        "vote; a tie goes to the tied option drawn first (lowest repeat)",
+        "interval": "Clopper-Pearson exact",
+    }
+
+
 INVALID_ANSWER = "invalid_answer"
 TRUNCATED = "truncated"
+PASS_AT_K = "pass_at_k"
+MAJORITY_ACC = "majority_acc"
+REPEATED_METRICS = (PASS_AT_K, MAJORITY_ACC)  # of several sampled answers per question
 
 METRICS: dict[str, Metric] = {
     metric.name: metric
@@ -245,6 +293,16 @@ METRICS: dict[str, Metric] = {
             TRUNCATED, "Truncated answers", "proportion", "mcnemar", "fraction",
             "multiple_choice", _parse_settings, "odds ratio (won/lost questions)",
             higher_is_better=False, rate=True, optional=True,
+        ),
+        # sampled decoding with several answers per question (a model's sampling.repeats)
+        Metric(
+            PASS_AT_K, "pass@k", "proportion", "mcnemar", "fraction", PASS_AT_K,
+            _pass_at_k_settings, "odds ratio (won/lost questions)", averaged_over_repeats=False,
+        ),
+        Metric(
+            MAJORITY_ACC, "Majority-vote accuracy", "proportion", "mcnemar", "fraction",
+            MAJORITY_ACC, _majority_settings, "odds ratio (won/lost questions)",
+            averaged_over_repeats=False,
         ),
     )
 }  # fmt: skip
@@ -285,9 +343,11 @@ def metric(name: str) -> Metric:
 
 def task_may_have(task: Task, name: str) -> bool:
     """Whether a result of ``task`` can hold metric ``name``: its own metrics, the jury's
-    on free-text answers, and the invalid-answer rate of parsed multiple-choice answers."""
+    on free-text answers, the invalid-answer rate of parsed multiple-choice answers, and
+    pass@k and the majority vote of sampled ones."""
     judged = task.kind == "generate" and name.startswith(JUDGE_PREFIX) and is_metric(name)
-    parsed = task.kind == "multiple_choice" and name in (INVALID_ANSWER, TRUNCATED)
+    choice_only = {INVALID_ANSWER, TRUNCATED, *REPEATED_METRICS}
+    parsed = task.kind == "multiple_choice" and name in choice_only
     return name in task.metric_names or judged or parsed
 
 
@@ -306,6 +366,13 @@ def parsed_metric_names(rows: Sequence[SampleRow]) -> list[str]:
     parsed = [row for row in rows if isinstance(row, ChoiceRow) and row.answer is not None]
     cut = any(TRUNCATED in row.metrics for row in parsed)
     return [INVALID_ANSWER, TRUNCATED] if cut else [INVALID_ANSWER] if parsed else []
+
+
+def repeated_metric_names(rows: Sequence[SampleRow]) -> list[str]:
+    """pass@k and majority-vote accuracy where multiple-choice questions were answered
+    several times."""
+    choices = [row for row in rows if isinstance(row, ChoiceRow)]
+    return list(REPEATED_METRICS) if choices and repeated(choices) else []
 
 
 def answer_scores(
@@ -332,15 +399,22 @@ def aggregate(task: Task, rows: Sequence[SampleRow], *, resamples: int, seed: in
     the jury's metrics and agreement too where the rows were judged."""
     values: dict[str, MetricValue] = {}
     settings: dict[str, Any] = {}
-    names = [*task.metric_names, *judged_metric_names(rows), *parsed_metric_names(rows)]
+    names = [
+        *task.metric_names,
+        *judged_metric_names(rows),
+        *parsed_metric_names(rows),
+        *repeated_metric_names(rows),
+    ]
     for name in names:
-        definition = metric(name)
+        definition = metric(name).on(rows)
         values[name] = definition.summarise(rows, resamples=resamples, seed=seed)
         settings.setdefault(definition.settings_key, definition.settings())
-    if any(metric(name).summary != "proportion" for name in names):
+    if any(metric(name).on(rows).summary != "proportion" for name in names):
         settings["bootstrap"] = {"resamples": resamples, "seed": seed, "method": "percentile"}
     if any(isinstance(row, GenerationRow) and row.judgments for row in rows):
         settings["jury"] = jury_agreement(rows, resamples, seed)
+    if repeated(rows):
+        settings["repeats"] = max(len(row.repeats or ()) for row in rows)
     invalid = sum(isinstance(row, ChoiceRow) and row.invalid_loglikelihood for row in rows)
     if invalid:
         settings["invalid_loglikelihood"] = invalid
