@@ -64,10 +64,12 @@ def evaluate_chunks(
     label: str,
     already_done: int = 0,
     choices_by: ChoiceScoring | None = None,
+    reasoned_max_new_tokens: int | None = None,
 ) -> Iterator[list[SampleRow]]:
     """Score samples a chunk at a time, yielding typed rows (prediction, per-sample metrics,
     what produced them) so the caller can persist each chunk before the next. Options of a
-    multiple-choice task are scored as ``choices_by`` says (by log-likelihood without it).
+    multiple-choice task are scored as ``choices_by`` says (by log-likelihood without it);
+    the answers of a task that reasons first get ``reasoned_max_new_tokens`` where given.
 
     Samples go longest first, as lm-eval orders its requests: batches of similar length
     waste little on padding (in prompt order a chunk of MedQA questions pads ~10% more),
@@ -88,7 +90,8 @@ def evaluate_chunks(
             elif task.kind == "multiple_choice":
                 rows = _score_choices(model, task, chunk)
             else:
-                outputs = model.generate([s.prompt for s in chunk], max_new_tokens, bar.update)
+                budget = (task.reasoned and reasoned_max_new_tokens) or max_new_tokens
+                outputs = model.generate([s.prompt for s in chunk], budget, bar.update)
                 rows = _generation_rows(task, chunk, outputs)
             yield rows
             done += len(chunk)
@@ -241,20 +244,29 @@ def _trace_tokens(model: LanguageModel, answer: Completion, trace: str | None) -
 def _generation_rows(
     task: Task, chunk: Sequence[Sample], outputs: Sequence[str]
 ) -> list[SampleRow]:
-    """Each answer with the per-sample score of every metric of the task that has a scorer,
-    and sacrebleu's sufficient statistics (corpus BLEU of any subset is a sum away)."""
+    """Each answer with the per-sample score of every metric of the task that has a scorer
+    (or the task's own scoring's), and sacrebleu's sufficient statistics (corpus BLEU of any
+    subset is a sum away)."""
     targets = [sample.target for sample in chunk]
     scores = answer_scores(task.metric_names, outputs, targets)
+    reads = [
+        task.answer_scoring.score(sample, output) if task.answer_scoring else None
+        for sample, output in zip(chunk, outputs, strict=True)
+    ]
     return [
         GenerationRow(
             doc_id=sample.doc_id,
             target=sample.target,
             prediction=output,
-            metrics={name: float(values[i]) for name, values in scores.items()},
+            metrics={
+                **{name: float(values[i]) for name, values in scores.items()},
+                **(read.metrics if read else {}),
+            },
             bleu_stats=[int(v) for v in stats],
+            extracted=None if read is None else read.extracted or "",
         )
-        for i, (sample, output, stats) in enumerate(
-            zip(chunk, outputs, bleu_statistics(outputs, targets), strict=True)
+        for i, (sample, output, stats, read) in enumerate(
+            zip(chunk, outputs, bleu_statistics(outputs, targets), reads, strict=True)
         )
     ]
 

@@ -80,6 +80,7 @@ class TaskWork:
 class Scoring:
     max_new_tokens: int
     choices_by: ChoiceScoring
+    reasoned_max_new_tokens: int
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,7 @@ class ModelWorker:
                 max_new_tokens=scoring.max_new_tokens,
                 label=task.name,
                 choices_by=scoring.choices_by,
+                reasoned_max_new_tokens=scoring.reasoned_max_new_tokens,
             )
             for row in chunk
         ]
