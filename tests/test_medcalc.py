@@ -512,6 +512,43 @@ def test_a_run_scores_reads_and_breaks_down_medcalc(tmp_path: Path) -> None:
     assert "medcalc" in (tmp_path / "lb.md").read_text()
 
 
+def test_the_viewer_shows_what_was_read_and_the_gate_judges_accuracy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from medharness.reports.viewer import Viewer, render
+
+    data = tmp_path / "data"
+    shutil.copytree(FIXTURE, data / "medcalc_bench")
+    config = run_config(tmp_path, data, fake_answers(tmp_path))
+    assert main(["run", str(config), "--out", str(tmp_path / "runs")]) == 0
+    run = tmp_path / "runs" / "calc"
+    viewer = Viewer.open([run])
+    assert [s.doc_id for s in viewer.select("medcalc", outcome="base right")] == ["1", "17"]
+    assert "category=lab test" in viewer.groups("medcalc")
+    html = render(viewer.select("medcalc", doc_id="5"))
+    assert "<b>Extracted:</b> 25.1 · wrong" in html
+    assert "lower_limit: 21.71415" in html and "upper_limit: 23.99985" in html
+    assert "<b>Extracted:</b> no answer · wrong" in render(viewer.select("medcalc", doc_id="2"))
+    policy = tmp_path / "gate.yaml"
+    policy.write_text(
+        yaml.safe_dump(
+            {"tasks": {"medcalc": {"tier": "critical", "metrics": {"acc": {"floor": 0.5}}}}}
+        ),
+        encoding="utf-8",
+    )
+    capsys.readouterr()
+    assert main(["gate", str(run), "--policy", str(policy)]) == 1  # 2/28 is below the floor
+    assert "FAIL" in capsys.readouterr().out
+    from medharness.reports.cards import Claim, judge_claim
+    from medharness.reports.runs import RunData
+
+    claim = Claim(
+        id="calc", kind="value", text="7% on MedCalc-Bench", model="base", task="medcalc",
+        metric="acc", value=0.07, tolerance=0.01,
+    )  # fmt: skip
+    assert judge_claim(claim, RunData.open(run)).status == "reproduced"
+
+
 def test_the_task_is_registered_with_its_rules() -> None:
     assert MEDCALC.metric_names == ("acc", "invalid_answer")
     assert MEDCALC.reasoned and MEDCALC.answer_scoring is not None
