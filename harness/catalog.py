@@ -86,11 +86,12 @@ def problems(entry: Dataset, folder: Path) -> list[str]:
     recorded = recorded_sums(folder)
     issues = []
     for path, pinned in entry.files.items():
-        # a file trusted on first use: the digest its first pull recorded, none before it
-        digest = recorded.get(path, found.get(path)) if pinned == TRUST_ON_FIRST_USE else pinned
         if path not in found:
             issues.append(f"{path} missing")
-        elif found[path] != digest:
+            continue
+        # a file trusted on first use: the digest its first pull recorded, none before it
+        digest = recorded.get(path, found[path]) if pinned == TRUST_ON_FIRST_USE else pinned
+        if found[path] != digest:
             issues.append(f"{path} sha256 {found[path][:12]}... expected {digest[:12]}...")
     for name, expected in entry.folders.items():
         lines = sorted((p, d) for p, d in found.items() if p.startswith(f"{name}/"))

@@ -13,18 +13,21 @@ last ``answer": ...}`` is read and parsed by the calculator's output type (dates
 weeks and days exactly, integers rounded then exactly, decimals within [Lower Limit, Upper
 Limit]). Where medharness differs (README, MedCalc-Bench): the instruction their code sends
 as a system message opens the user turn; a reasoning trace is cut out before the answer is
-read; an answer written as an expression (``str(round(...))``) is not evaluated.
+read; an answer written as an expression (``str(round(...))``) is parsed and computed, not
+run with ``eval``, and comparisons in it (their "is odd") are not evaluated.
 """
 
 from __future__ import annotations
 
+import ast
 import csv
 import math
+import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from medharness.core.errors import UserError
 from medharness.core.io import sha256_file
@@ -134,8 +137,12 @@ def _integer(value: str) -> str | None:
 
 
 def _decimal(value: str) -> str | None:
-    """A value before mL/min/1.73; else the last percentage, as a fraction; else the last
-    number (their ``str(expression)`` case is not evaluated: its last number is read)."""
+    """``str(expression)`` -> its value; else a value before mL/min/1.73; else the last
+    percentage, as a fraction; else the last number."""
+    expression = re.search(r"str\((.*)\)", value)
+    if expression:
+        result = evaluate(_their_rewrite(expression.group(1)))
+        return None if result is None else str(result)
     gfr = re.search(r"(-?\d+(\.\d+)?)\s*mL/min/1.73", value)
     if gfr:
         return str(float(gfr.group(1)))
@@ -144,6 +151,81 @@ def _decimal(value: str) -> str | None:
         return str(float(percents[-1][0]) / 100)
     numbers = re.findall(r"(-?\d+(\.\d+)?)", value)
     return str(float(numbers[-1][0])) if numbers else None
+
+
+# their rewrites of an answer written as an expression, in their order
+REWRITES = (
+    ("^", "**"), ("is odd", "% 2 == 1"), ("is even", "% 2 == 0"), ("sqrt", "math.sqrt"),
+    (".math", ""), ("weight", ""), ("height", ""), ("mg/dl", ""), ("g/dl", ""), ("mmol/L", ""),
+    ("kg", ""), ("g", ""), ("mEq/L", ""),
+)  # fmt: skip
+
+
+def _their_rewrite(expression: str) -> str:
+    """The expression as their code evaluates it: rewritten, cut at a comment, brackets
+    balanced."""
+    for old, new in REWRITES:
+        expression = expression.replace(old, new)
+    expression = expression.split("#")[0]
+    opened, closed = expression.count("("), expression.count(")")
+    return "(" * (closed - opened) + expression + ")" * (opened - closed)
+
+
+def _round(number: float, digits: float | None = None) -> float:
+    """``round``, its digits given as a float here (every number is parsed as one)."""
+    return round(number) if digits is None else round(number, int(digits))
+
+
+FUNCTIONS: dict[str, Callable[..., float]] = {
+    "min": min, "pow": pow, "round": _round, "abs": abs, "int": int, "float": float,
+}  # fmt: skip  # what their eval allows (no other builtins)
+MODULE_FUNCTIONS = ("sqrt", "exp", "log", "log10", "log2", "pow", "floor", "ceil", "fabs")
+OPERATORS: dict[type[ast.operator], Callable[[float, float], float]] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+    ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}  # fmt: skip
+
+
+class _Refused(Exception):
+    """Part of an expression medharness does not evaluate."""
+
+
+def evaluate(expression: str) -> float | None:
+    """The value of an arithmetic expression a model wrote, where their ``eval`` (numbers,
+    arithmetic, ``min pow round abs int float``, ``math.``/``np.`` functions) would give
+    one; None otherwise. Model text is parsed, never run; floats keep it bounded."""
+    try:
+        value = _value(ast.parse(expression.strip(), mode="eval").body)
+        return value if math.isfinite(value) else None
+    except (SyntaxError, ValueError, TypeError, ArithmeticError, RecursionError, _Refused):
+        return None
+
+
+def _value(node: ast.expr) -> float:
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+        return float(node.value)  # a bool too, as their eval takes True for 1
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        operand = _value(node.operand)
+        return -operand if isinstance(node.op, ast.USub) else operand
+    if isinstance(node, ast.BinOp) and type(node.op) in OPERATORS:
+        return OPERATORS[type(node.op)](_value(node.left), _value(node.right))
+    if isinstance(node, ast.Call) and not node.keywords:
+        return float(_function(node.func)(*(_value(arg) for arg in node.args)))
+    raise _Refused
+
+
+def _function(node: ast.expr) -> Callable[..., float]:
+    if isinstance(node, ast.Name) and node.id in FUNCTIONS:
+        return FUNCTIONS[node.id]
+    if (
+        isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id in ("math", "np", "numpy")
+        and node.attr in MODULE_FUNCTIONS
+    ):
+        return cast(Callable[..., float], getattr(math, node.attr))
+    raise _Refused
 
 
 def is_correct(answer: str, sample: Mapping[str, Any]) -> bool:
@@ -207,16 +289,32 @@ SCORING = AnswerScoring(
 
 
 def load_rows(path: Path) -> list[Sample]:
-    """Every row of the CSV as a sample; a bad row is one error naming file, row, column."""
+    """Every row of the CSV as a sample (rows numbered as the file's lines)."""
     try:
         with path.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
-            missing = [column for column in COLUMNS if column not in (reader.fieldnames or [])]
-            if missing:
-                raise UserError(f"{path}: missing column(s) {', '.join(map(repr, missing))}")
-            return [row_sample(row, f"{path}: row {line}") for line, row in enumerate(reader, 2)]
+            return samples_of(reader.fieldnames or [], reader, str(path), first=2)
     except (UnicodeDecodeError, csv.Error) as exc:
         raise UserError(f"{path}: not a readable CSV ({exc})") from None
+
+
+def samples_of(
+    columns: Sequence[str], rows: Iterable[Mapping[str, Any]], where: str, *, first: int
+) -> list[Sample]:
+    """Rows in the official columns (CSV text, or the hub copy's typed values) as samples;
+    a bad row is one error naming ``where``, the row and the column."""
+    missing = [column for column in COLUMNS if column not in columns]
+    if missing:
+        raise UserError(f"{where}: missing column(s) {', '.join(map(repr, missing))}")
+    return [
+        row_sample({k: "" if v is None else str(v) for k, v in row.items()}, f"{where}: row {n}")
+        for n, row in enumerate(rows, first)
+    ]
+
+
+def hub_samples(rows: list[dict[str, Any]], where: str) -> tuple[list[Sample], dict[str, int]]:
+    """ncbi/MedCalc-Bench-v1.0's rows: the CSV's columns, numbered from 1."""
+    return samples_of(list(rows[0]) if rows else [], rows, where, first=1), {}
 
 
 def row_sample(row: dict[str, str], where: str) -> Sample:

@@ -283,6 +283,9 @@ def replies(row: dict[str, str]) -> list[str]:
         shown = [
             truth, f"{value * 1.04:.3f}", f"{value * 1.2:.3f} mEq/L", f"{value:.1f} mm Hg",
             f"The score is {truth}", f"{round(value)} out of 6", "1, 2, 3", f"{value}%", "none",
+            f"str(round({value}, 1))", f"str(({value} * 3 - 1) / 3)", f"str(min({value}, 2))",
+            f"str(math.sqrt({value}**2)) mg/dl", f"str(abs(-{value}) # the value",
+            f"str(pow({value}, 1)))", "str(unknown(3))",
         ]  # fmt: skip
     forms = [
         '{{"step_by_step_thinking": "Add the points.", "answer": "{}"}}',
@@ -577,3 +580,56 @@ def test_the_built_in_model_answers_a_few_rows(tmp_path: Path) -> None:
     assert scored["n"] == 3 and 0 <= scored["metrics"]["acc"]["value"] <= 1
     rows = (tmp_path / "runs" / "calc" / "samples" / "smol" / "medcalc.jsonl").read_text()
     assert all("extracted" in json.loads(line) for line in rows.splitlines())
+
+
+def test_the_hub_copy_gives_the_same_samples_as_the_csv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ncbi/MedCalc-Bench-v1.0's layout: a parquet file per split under data/, the ids typed
+    as integers."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from medharness.tasks.hub_sources import with_source
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-datasets"))
+    typed = [
+        {**row, "Row Number": int(row["Row Number"]), "Calculator ID": int(row["Calculator ID"])}
+        for row in ROWS
+    ]
+    (tmp_path / "hub" / "data").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(typed), tmp_path / "hub/data/test-00000-of-00001.parquet")
+    task = with_source(MEDCALC, str(tmp_path / "hub"), tmp_path)
+    assert task.load(tmp_path).samples == load(FIXTURE).samples
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "(120 + 2*80)/3", "round(93.333, 1)", "140 - (104 + 24)", "2^3", "sqrt(16) + 1",
+        "np.sqrt(2)", "math.log(10)", "int(7.9) % 3", "-(-4) // 3", "min(3, 1.5)",
+        "float(2) * weight", "abs(-2.5)kg", "10 / 0", "max(1, 2)", "print(1)",
+        "().__class__", "'a' * 3", "2 ** 0.5",
+    ],
+)  # fmt: skip
+def test_an_answer_written_as_an_expression_is_computed_as_their_eval_would(
+    expression: str,
+) -> None:
+    from medharness.tasks.medcalc import _their_rewrite, evaluate
+
+    try:
+        theirs = float(their_extract_answer(f'{{"answer": "str({expression})"}}', 5)[0])
+    except ValueError:  # their "N/A"
+        theirs = None
+    ours = evaluate(_their_rewrite(expression))
+    assert ours == (None if theirs is None else pytest.approx(theirs))
+
+
+@pytest.mark.parametrize(
+    "expression", ["9**9**9", "__import__('os').system('true')", "(1e308*10)", "[0]*10**9"]
+)
+def test_an_expression_is_parsed_never_run_and_stays_bounded(expression: str) -> None:
+    from medharness.tasks.medcalc import evaluate
+
+    assert evaluate(expression) is None
