@@ -5,6 +5,8 @@ Row Number, Calculator ID, Calculator Name, Category, Output Type, Note ID, Note
 Patient Note, Question, Relevant Entities, Ground Truth Answer, Lower Limit, Upper Limit,
 Ground Truth Explanation). Paper: Khandekar et al., "MedCalc-Bench: Evaluating Large
 Language Models for Medical Calculations", NeurIPS 2024 Datasets and Benchmarks.
+License: CC BY-SA 4.0 (the card of the hub copy ncbi/MedCalc-Bench-v1.0; the repository
+ships no license file).
 
 Prompt, answer extraction and scoring follow the repository's ``evaluation/run.py``
 (``zero_shot``, ``extract_answer``) and ``evaluation/evaluate.py`` (``check_correctness``):

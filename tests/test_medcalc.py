@@ -633,3 +633,15 @@ def test_an_expression_is_parsed_never_run_and_stays_bounded(expression: str) ->
     from medharness.tasks.medcalc import evaluate
 
     assert evaluate(expression) is None
+
+
+def test_the_lm_eval_task_reads_the_same_rows_and_scores_alike() -> None:
+    from medharness.tasks import lm_eval_glue
+
+    docs = lm_eval_glue.medcalc(data_dir=str(FIXTURE.parent))["test"].to_list()
+    samples = load(FIXTURE).samples
+    assert [doc["prompt"] for doc in docs] == [sample.prompt for sample in samples]
+    for doc, sample, row in zip(docs, samples, ROWS, strict=True):
+        for reply in replies(row)[:12]:
+            expected = score_answer(sample, reply).metrics
+            assert lm_eval_glue.medcalc_process_results(doc, [reply]) == expected
