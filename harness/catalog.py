@@ -7,6 +7,10 @@ folder, resuming a cut download, checks every file against the catalog, and only
 the dataset folder into place, with a ``SHA256SUMS`` that every later load checks again.
 Air-gapped sites set ``MEDHARNESS_DATA_MIRROR`` to a base URL serving ``<name>.tar.gz`` per
 dataset, a tarball of the dataset folder (``tar czf medquad.tar.gz medquad``).
+
+A file whose publisher gives no digest (MedCalc-Bench) is pinned ``trust-on-first-use``: the
+first pull accepts it and records its sha256 in the folder's ``SHA256SUMS``, which every
+later pull and load checks it against.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from medharness.core.io import sha256_file, write_text_atomic
 
 MIRROR_ENV = "MEDHARNESS_DATA_MIRROR"
 CHUNK = 1 << 16
+TRUST_ON_FIRST_USE = "trust-on-first-use"  # a file's digest in catalog.json: none published
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,7 @@ class Dataset:
     tasks: list[str]
     bytes: int
     sources: list[dict[str, str]]  # {url, path} files, or {url, archive, strip}
-    files: dict[str, str]  # path -> sha256
+    files: dict[str, str]  # path -> sha256, or TRUST_ON_FIRST_USE
     folders: dict[str, dict[str, Any]]  # folder -> {files, sha256 of its sha256sum lines}
 
 
@@ -78,11 +83,15 @@ def problems(entry: Dataset, folder: Path) -> list[str]:
     if not folder.is_dir():
         return ["absent"]
     found = file_sums(folder)
+    recorded = recorded_sums(folder)
     issues = []
-    for path, digest in entry.files.items():
+    for path, pinned in entry.files.items():
         if path not in found:
             issues.append(f"{path} missing")
-        elif found[path] != digest:
+            continue
+        # a file trusted on first use: the digest its first pull recorded, none before it
+        digest = recorded.get(path, found[path]) if pinned == TRUST_ON_FIRST_USE else pinned
+        if found[path] != digest:
             issues.append(f"{path} sha256 {found[path][:12]}... expected {digest[:12]}...")
     for name, expected in entry.folders.items():
         lines = sorted((p, d) for p, d in found.items() if p.startswith(f"{name}/"))
@@ -95,6 +104,19 @@ def problems(entry: Dataset, folder: Path) -> list[str]:
         if not covered(entry, path)
     ]
     return issues
+
+
+def recorded_sums(folder: Path) -> dict[str, str]:
+    """The sha256 a pull recorded for each file of a dataset folder (its SHA256SUMS)."""
+    sums = folder / "SHA256SUMS"
+    if not sums.is_file():
+        return {}
+    lines = sums.read_text(encoding="utf-8", errors="replace").splitlines()
+    return {
+        path.removeprefix("./"): digest
+        for digest, _, path in (line.partition("  ") for line in lines)
+        if path
+    }
 
 
 def covered(entry: Dataset, relative: str) -> bool:

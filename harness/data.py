@@ -17,7 +17,7 @@ from medharness.core.io import resolve_inside
 from medharness.tasks import LoadedData, Task
 
 DATA_ENV = "MEDHARNESS_DATA_DIR"
-LAYOUT = "medquad/, medqa/, pubmedqa/, medmcqa/, mmlu_medical/"
+LAYOUT = "medquad/, medqa/, pubmedqa/, medmcqa/, mmlu_medical/, medcalc_bench/"
 
 
 @dataclass(frozen=True)

@@ -73,11 +73,13 @@ def evaluate_chunks(
     already_done: int = 0,
     choices_by: ChoiceScoring | None = None,
     sampling: SamplingSettings | None = None,
+    reasoned_max_new_tokens: int | None = None,
 ) -> Iterator[list[SampleRow]]:
     """Score samples a chunk at a time, yielding typed rows (prediction, per-sample metrics,
     what produced them) so the caller can persist each chunk before the next. Options of a
     multiple-choice task are scored as ``choices_by`` says (by log-likelihood without it);
-    generated answers are sampled as ``sampling`` says (greedy without it).
+    generated answers are sampled as ``sampling`` says (greedy without it); the answers of
+    a task that reasons first get ``reasoned_max_new_tokens`` where given.
 
     Samples go longest first, as lm-eval orders its requests: batches of similar length
     waste little on padding (in prompt order a chunk of MedQA questions pads ~10% more),
@@ -92,8 +94,9 @@ def evaluate_chunks(
         for start in range(0, len(ordered), model.chunk_size):
             chunk = ordered[start : start + model.chunk_size]
             parsed = task.kind == "multiple_choice" and choices_by is not None and choices_by.parsed
+            budget = (task.reasoned and reasoned_max_new_tokens) or max_new_tokens
             if sampling is not None and sampling.sampled and (parsed or task.kind == "generate"):
-                rows = _sampled_rows(model, task, chunk, max_new_tokens, choices_by, sampling, bar)
+                rows = _sampled_rows(model, task, chunk, budget, choices_by, sampling, bar)
             elif parsed and choices_by is not None:
                 messages = [choices_by.message(sample) for sample in chunk]
                 answers = model.complete(messages, choices_by.max_new_tokens, bar.update)
@@ -101,7 +104,7 @@ def evaluate_chunks(
             elif task.kind == "multiple_choice":
                 rows = _score_choices(model, task, chunk)
             else:
-                outputs = model.generate([s.prompt for s in chunk], max_new_tokens, bar.update)
+                outputs = model.generate([s.prompt for s in chunk], budget, bar.update)
                 rows = _generation_rows(task, chunk, outputs)
             yield rows
             done += len(chunk)
@@ -347,20 +350,29 @@ def _trace_tokens(model: LanguageModel, answer: Completion, trace: str | None) -
 def _generation_rows(
     task: Task, chunk: Sequence[Sample], outputs: Sequence[str]
 ) -> list[SampleRow]:
-    """Each answer with the per-sample score of every metric of the task that has a scorer,
-    and sacrebleu's sufficient statistics (corpus BLEU of any subset is a sum away)."""
+    """Each answer with the per-sample score of every metric of the task that has a scorer
+    (or the task's own scoring's), and sacrebleu's sufficient statistics (corpus BLEU of any
+    subset is a sum away)."""
     targets = [sample.target for sample in chunk]
     scores = answer_scores(task.metric_names, outputs, targets)
+    reads = [
+        task.answer_scoring.score(sample, output) if task.answer_scoring else None
+        for sample, output in zip(chunk, outputs, strict=True)
+    ]
     return [
         GenerationRow(
             doc_id=sample.doc_id,
             target=sample.target,
             prediction=output,
-            metrics={name: float(values[i]) for name, values in scores.items()},
+            metrics={
+                **{name: float(values[i]) for name, values in scores.items()},
+                **(read.metrics if read else {}),
+            },
             bleu_stats=[int(v) for v in stats],
+            extracted=None if read is None else read.extracted or "",
         )
-        for i, (sample, output, stats) in enumerate(
-            zip(chunk, outputs, bleu_statistics(outputs, targets), strict=True)
+        for i, (sample, output, stats, read) in enumerate(
+            zip(chunk, outputs, bleu_statistics(outputs, targets), reads, strict=True)
         )
     ]
 

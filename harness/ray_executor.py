@@ -80,6 +80,7 @@ class TaskWork:
 class Scoring:
     max_new_tokens: int
     choices_by: ChoiceScoring
+    reasoned_max_new_tokens: int
     sampling: SamplingSettings | None = None
 
 
@@ -188,6 +189,7 @@ class ModelWorker:
                 label=task.name,
                 choices_by=scoring.choices_by,
                 sampling=scoring.sampling,
+                reasoned_max_new_tokens=scoring.reasoned_max_new_tokens,
             )
             for row in chunk
         ]

@@ -77,7 +77,11 @@ def rescore(
         task_results = {
             model: {
                 task: aggregate(
-                    definitions[task], logs[model, task], resamples=resamples, seed=seed
+                    definitions[task],
+                    logs[model, task],
+                    resamples=resamples,
+                    seed=seed,
+                    metadata={doc: row.metadata for doc, row in run.inputs(task).items()},
                 )
                 for task in tasks
             }

@@ -381,6 +381,8 @@ def pair_key(config: RunConfig, model: dict[str, Any], item: PreparedTask) -> st
     parsed = budget.get(model["model"].get("multiple_choice"))
     if parsed and item.task.kind == "multiple_choice":
         identity[parsed] = getattr(config.generation, parsed)
+    if item.task.reasoned:
+        identity["cot_max_new_tokens"] = config.generation.cot_max_new_tokens
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
@@ -440,7 +442,11 @@ def evaluate_all(
             final, _ = sample_paths(staging, entry.name, item.task.name)
             rows = SAMPLE_ROWS.validate_python(list(read_jsonl(final)))
             result = aggregate(
-                item.task, rows, resamples=config.bootstrap_resamples, seed=config.seed
+                item.task,
+                rows,
+                resamples=config.bootstrap_resamples,
+                seed=config.seed,
+                metadata={sample.doc_id: sample.metadata for sample in item.samples},
             )
             results[entry.name][item.task.name] = result
             print(f"[{entry.name}] {item.task.name}: " + summary_line(result), file=sys.stderr)
@@ -563,6 +569,7 @@ def score_on_cluster(cluster: Cluster, evaluation: Evaluation) -> None:
         scoring = Scoring(
             config.generation.max_new_tokens,
             ChoiceScoring.of(entry, config.generation),
+            config.generation.cot_max_new_tokens,
             entry.sampling,
         )
         work.append(ModelWork(entry, spec, adapter, tasks, scoring, shipped))
@@ -696,6 +703,7 @@ def complete_sample_log(
         already_done=len(done),
         choices_by=ChoiceScoring.of(entry, config.generation),
         sampling=entry.sampling,
+        reasoned_max_new_tokens=config.generation.cot_max_new_tokens,
     ):
         dumped = [row.model_dump(mode="json") for row in rows]
         append_jsonl_durable(partial, dumped)

@@ -34,12 +34,12 @@ class Answer:
     model: str
     text: str
     chosen: int | None  # multiple choice: the option picked (-1: none)
-    correct: bool | None  # multiple choice only
+    correct: bool | None  # multiple choice, and answers a task's own rules scored
     metrics: dict[str, float]
     probability: float | None
     judgments: list[Judgment] = field(default_factory=list)
-    # an option read from a generated answer: which ("" for none), by which rule, and the
-    # reasoning cut out first
+    # an option (or a task's answer, MedCalc-Bench) read from a generated answer: which ("" for
+    # none), by which rule, and the reasoning cut out first
     extracted: str | None = None
     rule: str | None = None
     reasoning: str | None = None
@@ -89,7 +89,16 @@ def answer_of(label: str, row: SampleRow) -> Answer:
             reasoning=row.reasoning,
             reasoning_tokens=row.reasoning_tokens,
         )
-    return Answer(label, row.prediction, None, None, row.metrics, None, row.judgments or [])
+    return Answer(
+        label,
+        row.prediction,
+        None,
+        bool(row.metrics["acc"]) if "acc" in row.metrics else None,  # a task's own scoring
+        row.metrics,
+        None,
+        row.judgments or [],
+        extracted=row.extracted,
+    )
 
 
 @dataclass

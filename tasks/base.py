@@ -48,6 +48,25 @@ def require_text(value: Any, where: str, column: str) -> str:
 
 
 @dataclass(frozen=True)
+class AnswerRead:
+    """What a task's own scoring read from one generated answer: the answer in the form it
+    was scored in (None where none could be read) and the answer's per-sample metrics."""
+
+    extracted: str | None
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class AnswerScoring:
+    """A generation task scored by its own rules on each answer and its sample (the
+    sample's metadata holds what the rules need), in place of scoring against the target."""
+
+    score: Callable[[Sample, str], AnswerRead]
+    metric_names: tuple[str, ...]  # the metrics ``score`` gives
+    settings: Callable[[], dict[str, Any]]  # how, for the task result's settings
+
+
+@dataclass(frozen=True)
 class Task:
     """A benchmark: where its data lives, how to load it, how it is scored."""
 
@@ -63,3 +82,6 @@ class Task:
     prompt_template: str = ""
     breakdown_keys: tuple[str, ...] = ()  # sample metadata keys reports group scores by
     source: str = ""  # where its rows come from when not the data root: hub:ORG/NAME@REV
+    answer_scoring: AnswerScoring | None = None
+    # answers reason before they answer: generated up to generation.cot_max_new_tokens
+    reasoned: bool = False

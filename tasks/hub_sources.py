@@ -5,7 +5,8 @@ Answer; one ``train`` split of 16,412 rows), and lm-eval's own sources for MedQA
 ``GBaker/MedQA-USMLE-4-options-hf`` (sent1, ending0-3, label), and MedMCQA,
 ``openlifescienceai/medmcqa`` (question, opa-opd, 0-based cop; its validation split is the
 official dev set), and MMLU, ``cais/mmlu`` (one configuration per subject; question,
-choices, 0-based answer). A task entry's ``source:
+choices, 0-based answer), and MedCalc-Bench, ``ncbi/MedCalc-Bench-v1.0`` (the CSV's columns,
+its 1,047-row test split). A task entry's ``source:
 hub:ORG/NAME@REVISION`` (or a local folder holding such a copy in the hub's layout) reads
 those rows and maps them to the task's samples: MedQuAD through the same answered-pairs
 filter and the same leakage-safe split by normalised question as the XML release, MedQA
@@ -28,6 +29,7 @@ from typing import Any
 from medharness.core.errors import UserError, boundary
 from medharness.core.io import resolve_inside
 from medharness.tasks.base import LoadedData, Sample, Task, require_text
+from medharness.tasks.medcalc import hub_samples as medcalc_hub_samples
 from medharness.tasks.medmcqa import medmcqa_samples
 from medharness.tasks.medquad import QAPair, clean_answer, split_pairs, to_sample
 from medharness.tasks.mmlu import SUBJECTS, mmlu_sample
@@ -185,6 +187,7 @@ MAPPINGS: dict[str, HubCopy] = {
     "pubmedqa": HubCopy(
         "bigbio/pubmed_qa", "test", pubmedqa_hub_samples, "pubmed_qa_labeled_fold0_source"
     ),
+    "medcalc": HubCopy("ncbi/MedCalc-Bench-v1.0", "test", medcalc_hub_samples),
     **{
         f"mmlu_{subject}": HubCopy(
             "cais/mmlu", "test", partial(mmlu_hub_samples, subject), config=subject

@@ -7,6 +7,7 @@ in ``--metadata``), so its numbers and medharness's are comparable one for one.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from functools import partial
@@ -15,11 +16,14 @@ from typing import Any
 
 import datasets
 
-from medharness.tasks import get_task
+from medharness.tasks import Sample, get_task
+from medharness.tasks.medcalc import score_answer
 from medharness.tasks.metrics.text import corpus_bleu, has_disclaimer, rouge
 
 
-def _dataset(task_name: str, data_dir: str | None = None, **_: Any) -> datasets.DatasetDict:
+def _dataset(
+    task_name: str, data_dir: str | None = None, *, with_metadata: bool = False, **_: Any
+) -> datasets.DatasetDict:
     root = Path(data_dir or os.environ.get("MEDHARNESS_DATA_DIR", "."))
     task = get_task(task_name)
     samples = task.load(root / task.data_subdir).samples
@@ -30,6 +34,8 @@ def _dataset(task_name: str, data_dir: str | None = None, **_: Any) -> datasets.
             "target": s.target,
             "choices": list(s.choices),
             "gold": -1 if s.gold is None else s.gold,
+            # what a task's own scoring reads (MedCalc-Bench's limits), as JSON text
+            **({"metadata": json.dumps(dict(s.metadata))} if with_metadata else {}),
         }
         for s in samples
     ]
@@ -50,6 +56,7 @@ mmlu_college_biology = partial(_dataset, "mmlu_college_biology")
 mmlu_college_medicine = partial(_dataset, "mmlu_college_medicine")
 mmlu_medical_genetics = partial(_dataset, "mmlu_medical_genetics")
 mmlu_professional_medicine = partial(_dataset, "mmlu_professional_medicine")
+medcalc = partial(_dataset, "medcalc", with_metadata=True)
 
 
 def medquad_process_results(doc: dict[str, Any], results: Sequence[str]) -> dict[str, Any]:
@@ -61,6 +68,14 @@ def medquad_process_results(doc: dict[str, Any], results: Sequence[str]) -> dict
         "bleu": (doc["target"], prediction),
         "disclaimer_rate": has_disclaimer(prediction),
     }
+
+
+def medcalc_process_results(doc: dict[str, Any], results: Sequence[str]) -> dict[str, float]:
+    """MedCalc-Bench's accuracy and invalid_answer, by the same scoring as medharness."""
+    sample = Sample(
+        doc["doc_id"], doc["prompt"], doc["target"], metadata=json.loads(doc["metadata"])
+    )
+    return score_answer(sample, results[0]).metrics
 
 
 def bleu_aggregation(pairs: Sequence[tuple[str, str]]) -> float:

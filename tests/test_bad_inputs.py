@@ -18,6 +18,7 @@ from test_hostile import DOCUMENTED as HOSTILE_CASES
 from test_hub_sources import SOURCE_CASES
 from test_judging import JUDGING_CASES
 from test_lm_eval_interop import INTEROP_CASES
+from test_medcalc import MEDCALC_CASES
 from test_publish import PUBLISH_CASES
 from test_ray_executor import RAY_CASES
 from test_records import RECORD_CASES
@@ -285,6 +286,7 @@ def test_every_case_is_in_the_documented_table() -> None:
         *HOSTILE_CASES,
         *JUDGING_CASES,
         *CUSTOM_CASES,
+        *MEDCALC_CASES,
         *SOURCE_CASES,
         *ENDPOINT_CASES,
         *INTEROP_CASES,

@@ -21,8 +21,11 @@ from conftest import REAL_DATA
 
 import medharness.catalog as catalog_module
 import medharness.data as data_module
-from medharness.catalog import Dataset, catalog, problems
+from medharness.catalog import TRUST_ON_FIRST_USE, Dataset, catalog, problems
 from medharness.cli import main
+from medharness.core.errors import UserError
+from medharness.data import DataRoot, load_task_data
+from medharness.tasks import get_task
 
 
 class Served:
@@ -292,6 +295,9 @@ def test_offline_a_missing_dataset_names_the_command_that_fetches_it(
 def test_the_shipped_catalog_matches_the_real_datasets() -> None:
     assert REAL_DATA is not None
     for entry in catalog().values():
+        first_use = set(entry.files.values()) == {TRUST_ON_FIRST_USE}
+        if first_use and not (REAL_DATA / entry.name).exists():
+            continue  # nothing is pinned before its first pull
         assert problems(entry, REAL_DATA / entry.name) == [], entry.name
 
 
@@ -378,3 +384,29 @@ def test_a_content_length_that_is_no_number_is_read_past(
     served.length_header = "lots"  # the body still ends when the connection closes
     monkeypatch.setenv("MEDHARNESS_DATA_MIRROR", f"{base}/mirror/")
     assert main(["data", "pull", "medqa", "--data-dir", str(tmp_path / "data")]) == 0
+
+
+def test_a_file_trusted_on_first_use_is_pinned_by_its_first_pull(
+    fixture_catalog: dict[str, Dataset],
+    server: tuple[str, Served],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    base, served = server
+    csv_file = (Path(__file__).parent / "fixtures" / "medcalc_bench" / "test_data.csv").read_bytes()
+    served.files["sources/medcalc/test_data.csv"] = csv_file
+    url = f"{base}/sources/medcalc/test_data.csv"
+    fixture_catalog["medcalc_bench"] = Dataset(
+        "medcalc_bench", "MedCalc-Bench", "CC BY-SA 4.0", "https://example.org", ["medcalc"],
+        len(csv_file), [{"url": url, "path": "test_data.csv"}],
+        {"test_data.csv": TRUST_ON_FIRST_USE}, {},
+    )  # fmt: skip
+    root = tmp_path / "data"
+    assert main(["data", "pull", "medcalc_bench", "--data-dir", str(root)]) == 0
+    sums = (root / "medcalc_bench" / "SHA256SUMS").read_text()
+    assert sums == f"{sha(csv_file)}  ./test_data.csv\n"  # recorded at the first pull
+    assert main(["data", "verify", "--data-dir", str(root)]) == 0
+    (root / "medcalc_bench" / "test_data.csv").write_bytes(csv_file.replace(b"93.333", b"93.334"))
+    assert problems(fixture_catalog["medcalc_bench"], root / "medcalc_bench") != []
+    with pytest.raises(UserError, match=r"test_data.csv: sha256 .* differs from .*/SHA256SUMS"):
+        load_task_data(get_task("medcalc"), DataRoot(root, "test"))

@@ -12,7 +12,7 @@ from lm_eval.tasks.medqa.preprocess_medqa import doc_to_text as lm_eval_medqa_te
 from lm_eval.tasks.pubmedqa.preprocess_pubmedqa import doc_to_text as lm_eval_pubmedqa_text
 
 from medharness.core.errors import UserError
-from medharness.tasks import TASKS, get_task, medmcqa, medqa, medquad, mmlu, pubmedqa
+from medharness.tasks import TASKS, get_task, medcalc, medmcqa, medqa, medquad, mmlu, pubmedqa
 from medharness.tasks.medquad import load_pairs, normalise_question, split_of, split_pairs
 
 
@@ -31,8 +31,9 @@ def test_registry_names_match_the_design() -> None:
         "mmlu_college_medicine",
         "mmlu_medical_genetics",
         "mmlu_professional_medicine",
+        "medcalc",
     ]
-    for module in (medquad, medqa, medmcqa, pubmedqa, mmlu):
+    for module in (medquad, medqa, medmcqa, pubmedqa, mmlu, medcalc):
         for heading in ("Dataset", "Paper", "License"):
             assert heading in (module.__doc__ or ""), (module.__name__, heading)
         assert module.VERSION

@@ -35,6 +35,11 @@ class TaskResult(Strict):
     n: int = Field(ge=0)
     metrics: dict[str, MetricValue]
     settings: dict[str, Any] = Field(default_factory=dict)
+    # a task scored by its own rules (MedCalc-Bench): each metric per group of a breakdown
+    # key, {key: {group: {metric: value}}}; absent for other tasks
+    breakdowns: dict[str, dict[str, dict[str, MetricValue]]] = Field(
+        default_factory=dict, exclude_if=lambda value: not value
+    )
 
 
 class SuiteComparison(Strict):
@@ -121,6 +126,9 @@ class GenerationRow(Strict):
     # sampled decoding: every answer to the question (prediction is the first, metrics are
     # the means over them, bleu_stats their sums); absent for a greedy answer
     repeats: list[SampledAnswer] | None = Field(None, exclude_if=lambda value: value is None)
+    # a task scored by its own rules (MedCalc-Bench): the answer read from the prediction,
+    # as it was scored; "" where none could be read, absent for other tasks
+    extracted: str | None = Field(None, exclude_if=lambda value: value is None)
 
 
 class ChoiceRow(Strict):

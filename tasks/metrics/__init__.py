@@ -9,7 +9,7 @@ scorer) and a test, and a task scores it once its ``metric_names`` lists it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, Literal
@@ -394,9 +394,18 @@ def bleu_statistics_of(rows: Sequence[SampleRow]) -> np.ndarray:
     return bleu_statistics([row.prediction for row in rows], [row.target for row in rows])
 
 
-def aggregate(task: Task, rows: Sequence[SampleRow], *, resamples: int, seed: int) -> TaskResult:
+def aggregate(
+    task: Task,
+    rows: Sequence[SampleRow],
+    *,
+    resamples: int,
+    seed: int,
+    metadata: Mapping[str, Mapping[str, Any]] | None = None,
+) -> TaskResult:
     """Task result: ``n``, each metric's value with its 95% interval, and how it was computed;
-    the jury's metrics and agreement too where the rows were judged."""
+    the jury's metrics and agreement too where the rows were judged; for a task scored by its
+    own rules, its metrics per group of each breakdown key where ``metadata`` (by doc id)
+    is given."""
     values: dict[str, MetricValue] = {}
     settings: dict[str, Any] = {}
     names = [
@@ -405,10 +414,14 @@ def aggregate(task: Task, rows: Sequence[SampleRow], *, resamples: int, seed: in
         *parsed_metric_names(rows),
         *repeated_metric_names(rows),
     ]
+    own = task.answer_scoring
+    if own is not None:
+        settings["answer_scoring"] = own.settings()
     for name in names:
         definition = metric(name).on(rows)
         values[name] = definition.summarise(rows, resamples=resamples, seed=seed)
-        settings.setdefault(definition.settings_key, definition.settings())
+        if own is None or name not in own.metric_names:  # described by the task's own
+            settings.setdefault(definition.settings_key, definition.settings())
     if any(metric(name).on(rows).summary != "proportion" for name in names):
         settings["bootstrap"] = {"resamples": resamples, "seed": seed, "method": "percentile"}
     if any(isinstance(row, GenerationRow) and row.judgments for row in rows):
@@ -418,4 +431,29 @@ def aggregate(task: Task, rows: Sequence[SampleRow], *, resamples: int, seed: in
     invalid = sum(isinstance(row, ChoiceRow) and row.invalid_loglikelihood for row in rows)
     if invalid:
         settings["invalid_loglikelihood"] = invalid
-    return TaskResult(n=len(rows), metrics=values, settings=settings)
+    breakdowns = (
+        {key: grouped(own.metric_names, rows, metadata, key) for key in task.breakdown_keys}
+        if own is not None and metadata is not None
+        else {}
+    )
+    return TaskResult(n=len(rows), metrics=values, settings=settings, breakdowns=breakdowns)
+
+
+def grouped(
+    names: Sequence[str],
+    rows: Sequence[SampleRow],
+    metadata: Mapping[str, Mapping[str, Any]],
+    key: str,
+) -> dict[str, dict[str, MetricValue]]:
+    """Proportion metrics of the rows in each group of a metadata key, with exact intervals."""
+    groups: dict[str, list[SampleRow]] = {}
+    for row in rows:
+        groups.setdefault(str(metadata.get(row.doc_id, {}).get(key, "(none)")), []).append(row)
+    return {
+        group: {
+            name: metric(name).summarise(members, resamples=0, seed=0)
+            for name in names
+            if metric(name).summary == "proportion"
+        }
+        for group, members in sorted(groups.items())
+    }
