@@ -135,7 +135,13 @@ def rescored_logs(
     }
     judged_keys = [key for key in logs if definitions[key[1]].kind == "generate"]
     judged = judge_logs(
-        jury, [JudgedLog("/".join(key), logs[key], run.inputs(key[1])) for key in judged_keys]
+        jury,
+        [
+            JudgedLog(
+                "/".join(key), logs[key], run.inputs(key[1]), definitions[key[1]].rubric_graded
+            )
+            for key in judged_keys
+        ],
     )
     logs.update(zip(judged_keys, judged, strict=True))
     return logs, definitions

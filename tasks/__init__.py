@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from medharness.core.errors import UserError
 from medharness.tasks.base import LoadedData, Sample, Task
+from medharness.tasks.healthbench import HEALTHBENCH_TASKS
 from medharness.tasks.medmcqa import MEDMCQA
 from medharness.tasks.medqa import MEDQA_4OPT, MEDQA_5OPT, MEDQA_MAINLAND, MEDQA_TAIWAN
 from medharness.tasks.medquad import MEDQUAD_GEN
@@ -21,6 +22,7 @@ TASKS: dict[str, Task] = {
         PUBMEDQA,
         MEDMCQA,
         *MMLU_TASKS,
+        *HEALTHBENCH_TASKS,
     )
 }
 

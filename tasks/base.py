@@ -10,6 +10,7 @@ from typing import Any, Literal
 from medharness.core.errors import UserError
 
 TaskKind = Literal["generate", "multiple_choice"]
+Conversation = tuple[tuple[str, str], ...]  # (role, content) chat turns, the last the user's
 
 
 @dataclass(frozen=True)
@@ -17,9 +18,11 @@ class Sample:
     """One document of a benchmark, ready to be put to a model.
 
     For generation tasks ``prompt`` is the user message (wrapped in the model's chat template
-    at evaluation time) and ``target`` the reference answer. For multiple-choice tasks
-    ``prompt`` is the complete scoring context (lm-eval style, no chat template), ``choices``
-    the continuations scored by log-likelihood, ``gold`` the index of the right one.
+    at evaluation time; with ``conversation``, the model answers that chat instead and
+    ``prompt`` is its text for reports and graders) and ``target`` the reference answer.
+    For multiple-choice tasks ``prompt`` is the complete scoring context (lm-eval style, no
+    chat template), ``choices`` the continuations scored by log-likelihood, ``gold`` the
+    index of the right one.
     """
 
     doc_id: str
@@ -28,6 +31,7 @@ class Sample:
     choices: tuple[str, ...] = ()
     gold: int | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    conversation: Conversation = ()  # where the model answers a whole chat, not ``prompt``
 
 
 @dataclass(frozen=True)
@@ -63,3 +67,4 @@ class Task:
     prompt_template: str = ""
     breakdown_keys: tuple[str, ...] = ()  # sample metadata keys reports group scores by
     source: str = ""  # where its rows come from when not the data root: hub:ORG/NAME@REV
+    rubric_graded: bool = False  # graders judge each sample's own rubric items (HealthBench)

@@ -87,6 +87,26 @@ class Judgment(Strict):
     attempts: int = Field(1, ge=1)  # 2 when the first output could not be parsed
 
 
+class ItemVerdict(Strict):
+    """One grader's verdict on one rubric item of one answer (HealthBench grading)."""
+
+    grader: str
+    met: bool | None  # None: no readable verdict in two attempts; the item is left out
+    explanation: str = ""
+    output: str  # what the grader wrote (its last attempt)
+    attempts: int = Field(1, ge=1)
+
+
+class GradedItem(Strict):
+    """A rubric item of the sample's own rubric, and its graders' verdicts on the answer."""
+
+    criterion: str
+    points: float
+    tags: list[str] = Field(default_factory=list)
+    verdicts: list[ItemVerdict]
+    met: bool | None  # the graders' majority; None where unread or tied (left out)
+
+
 class GenerationRow(Strict):
     """One free-text answer in ``samples/MODEL/TASK.jsonl``."""
 
@@ -98,6 +118,8 @@ class GenerationRow(Strict):
     bleu_stats: list[int] | None = None
     # the jury's verdicts, one per judge; absent where no jury judged the answer
     judgments: list[Judgment] | None = Field(None, exclude_if=lambda value: value is None)
+    # rubric-graded tasks (HealthBench): every item of the sample's rubric, with verdicts
+    graded_items: list[GradedItem] | None = Field(None, exclude_if=lambda value: value is None)
 
 
 class ChoiceRow(Strict):

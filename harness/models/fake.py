@@ -18,7 +18,8 @@ from pydantic import Field
 from medharness.core.errors import UserError
 from medharness.core.io import sha256_file
 from medharness.core.validation import Strict, load_yaml_file, validate_file_data
-from medharness.models.base import Completion, Progress
+from medharness.models.base import Completion, Progress, Prompt
+from medharness.models.prompts import prompt_text
 
 FILLER_WORDS = ("the", "a", "is", "of", "and", "to", "in", "may", "include", "patients")
 
@@ -134,17 +135,16 @@ class FakeModel:
         return scores
 
     def generate(
-        self, user_messages: Sequence[str], max_new_tokens: int, progress: Progress | None = None
+        self, user_messages: Sequence[Prompt], max_new_tokens: int, progress: Progress | None = None
     ) -> list[str]:
         return [c.text for c in self.complete(user_messages, max_new_tokens, progress)]
 
     def complete(
-        self, user_messages: Sequence[str], max_new_tokens: int, progress: Progress | None = None
+        self, user_messages: Sequence[Prompt], max_new_tokens: int, progress: Progress | None = None
     ) -> list[Completion]:
-        self._called("generate", user_messages)
-        outputs = [
-            self._budgeted(self._output(message), max_new_tokens) for message in user_messages
-        ]
+        texts = [prompt_text(message) for message in user_messages]
+        self._called("generate", texts)
+        outputs = [self._budgeted(self._output(text), max_new_tokens) for text in texts]
         if progress is not None:
             progress(len(outputs))
         return outputs

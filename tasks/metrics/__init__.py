@@ -21,6 +21,7 @@ from medharness.tasks.answers import EXTRACTION_SUMMARY
 from medharness.tasks.base import Task
 from medharness.tasks.metrics.agreement import jury_agreement
 from medharness.tasks.metrics.stats import (
+    bootstrap_clipped_mean_ci,
     bootstrap_corpus_ci,
     bootstrap_indices,
     bootstrap_mean_ci,
@@ -39,7 +40,7 @@ from medharness.tasks.metrics.text import (
 from medharness.tasks.multiple_choice import choice_question, cot_question
 from medharness.tasks.textscore import bleu_statistics, rouge_scores
 
-Summary = Literal["proportion", "mean", "corpus_bleu"]
+Summary = Literal["proportion", "mean", "clipped_mean", "corpus_bleu"]
 Scorer = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
 PairedTest = Literal["mcnemar", "bootstrap"]
 
@@ -49,7 +50,8 @@ class Metric:
     """A metric and the rules that go with it.
 
     ``summary``: how per-sample scores become the task's value and interval (a proportion
-    with a Clopper-Pearson exact interval; a mean with a percentile bootstrap; corpus BLEU
+    with a Clopper-Pearson exact interval; a mean with a percentile bootstrap; a mean clipped
+    to [0, 1], its bootstrap resamples clipped too (HealthBench's); corpus BLEU
     from summed sacrebleu statistics with a bootstrap). ``paired_test``: McNemar's exact test
     on discordant pairs, or a paired bootstrap of the difference. ``scale``: ``fraction``
     values are stored 0-1 and shown and gated in points (x100); ``points`` are 0-100 already.
@@ -109,6 +111,12 @@ class Metric:
                 value=hits / n,
                 ci95=exact_binomial_ci(hits, n),
                 n=n if self.optional else None,
+            )
+        if self.summary == "clipped_mean":
+            return MetricValue(
+                value=float(np.clip(values.mean(), 0, 1)),
+                ci95=bootstrap_clipped_mean_ci(values, resamples, seed),
+                n=len(values) if self.optional else None,
             )
         return MetricValue(
             value=float(values.mean()),
@@ -251,6 +259,30 @@ METRICS: dict[str, Metric] = {
 
 
 JUDGE_PREFIX = "judge_"
+RUBRIC_METRIC = "healthbench"  # a rubric-graded answer's score; healthbench:<tag> its parts
+TAG_PREFIX = RUBRIC_METRIC + ":"
+
+
+def _rubric_settings() -> dict[str, Any]:
+    return {
+        "score": "per conversation, points of the rubric items the graders found met over "
+        "the positive points (openai/simple-evals healthbench_eval.py); the task's value "
+        "their mean clipped to [0, 1]; healthbench:<tag> the same over the items (axis:) or "
+        "conversations (theme:) carrying the tag",
+        "left out": "items no grader's verdict could be read for (after one retry), or "
+        "whose graders tied; conversations with no readable positive item",
+        "interval": "percentile bootstrap of the clipped mean",
+    }
+
+
+def _rubric(name: str) -> Metric:
+    label = (
+        "HealthBench" if name == RUBRIC_METRIC else f"HealthBench {name.removeprefix(TAG_PREFIX)}"
+    )
+    return Metric(
+        name, label, "clipped_mean", "bootstrap", "fraction", "healthbench", _rubric_settings,
+        "Cohen's d_z", optional=True,
+    )  # fmt: skip
 
 
 def _judge_settings() -> dict[str, Any]:
@@ -270,7 +302,12 @@ def _judge(name: str) -> Metric:
 
 
 def is_metric(name: str) -> bool:
-    return name in METRICS or (name.startswith(JUDGE_PREFIX) and len(name) > len(JUDGE_PREFIX))
+    return (
+        name in METRICS
+        or (name.startswith(JUDGE_PREFIX) and len(name) > len(JUDGE_PREFIX))
+        or name == RUBRIC_METRIC
+        or (name.startswith(TAG_PREFIX) and len(name) > len(TAG_PREFIX))
+    )
 
 
 def metric(name: str) -> Metric:
@@ -278,6 +315,8 @@ def metric(name: str) -> Metric:
     criteria are the user's, so their metrics are made from the name)."""
     if name in METRICS:
         return METRICS[name]
+    if is_metric(name) and (name == RUBRIC_METRIC or name.startswith(TAG_PREFIX)):
+        return _rubric(name)
     if is_metric(name):
         return _judge(name)
     raise KeyError(name)
@@ -288,7 +327,8 @@ def task_may_have(task: Task, name: str) -> bool:
     on free-text answers, and the invalid-answer rate of parsed multiple-choice answers."""
     judged = task.kind == "generate" and name.startswith(JUDGE_PREFIX) and is_metric(name)
     parsed = task.kind == "multiple_choice" and name in (INVALID_ANSWER, TRUNCATED)
-    return name in task.metric_names or judged or parsed
+    tagged = task.rubric_graded and name.startswith(TAG_PREFIX) and is_metric(name)
+    return name in task.metric_names or judged or parsed or tagged
 
 
 def judged_metric_names(rows: Sequence[SampleRow]) -> list[str]:
@@ -298,6 +338,11 @@ def judged_metric_names(rows: Sequence[SampleRow]) -> list[str]:
         if isinstance(row, GenerationRow) and row.judgments is not None:
             names.update((name, None) for name in row.metrics if name.startswith(JUDGE_PREFIX))
     return list(names)
+
+
+def tag_metric_names(rows: Sequence[SampleRow]) -> list[str]:
+    """The rubric-tag breakdowns some row of a log has, sorted (axes, then themes)."""
+    return sorted({name for row in rows for name in row.metrics if name.startswith(TAG_PREFIX)})
 
 
 def parsed_metric_names(rows: Sequence[SampleRow]) -> list[str]:
@@ -332,7 +377,12 @@ def aggregate(task: Task, rows: Sequence[SampleRow], *, resamples: int, seed: in
     the jury's metrics and agreement too where the rows were judged."""
     values: dict[str, MetricValue] = {}
     settings: dict[str, Any] = {}
-    names = [*task.metric_names, *judged_metric_names(rows), *parsed_metric_names(rows)]
+    names = [
+        *task.metric_names,
+        *judged_metric_names(rows),
+        *parsed_metric_names(rows),
+        *tag_metric_names(rows),
+    ]
     for name in names:
         definition = metric(name)
         values[name] = definition.summarise(rows, resamples=resamples, seed=seed)
@@ -341,6 +391,15 @@ def aggregate(task: Task, rows: Sequence[SampleRow], *, resamples: int, seed: in
         settings["bootstrap"] = {"resamples": resamples, "seed": seed, "method": "percentile"}
     if any(isinstance(row, GenerationRow) and row.judgments for row in rows):
         settings["jury"] = jury_agreement(rows, resamples, seed)
+    items = [
+        item
+        for row in rows
+        if isinstance(row, GenerationRow) and row.graded_items
+        for item in row.graded_items
+    ]
+    if items:
+        left_out = sum(item.met is None for item in items)
+        settings["rubric_items"] = {"graded": len(items) - left_out, "left_out": left_out}
     invalid = sum(isinstance(row, ChoiceRow) and row.invalid_loglikelihood for row in rows)
     if invalid:
         settings["invalid_loglikelihood"] = invalid
