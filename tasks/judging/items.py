@@ -99,13 +99,17 @@ def grader_prompt(conversation: str, answer: str, criterion: str, points: float)
 
 FENCE = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL)
 BARE = re.compile(r"\{[^{}]*\}", re.DOTALL)
+# the prompt's own example verdicts: a grader that repeats its prompt has not given them
+EXAMPLE_VERDICTS = tuple(dict.fromkeys(m.group(0) for m in FENCE.finditer(GRADER_TEMPLATE)))
 
 
 def parse_item_verdict(output: str, answer: str) -> tuple[bool | None, str]:
     """``(criteria_met, explanation)`` from a grader's output: the last JSON object whose
-    ``criteria_met`` is a boolean (fenced or bare), read after the answer's quotes are cut
-    out; ``(None, "")`` when there is none (simple-evals retries those)."""
+    ``criteria_met`` is a boolean (fenced or bare), read after the answer's quotes and the
+    prompt's example verdicts are cut out; ``(None, "")`` when there is none (simple-evals retries those)."""
     text = without_quotes(output, answer)
+    for example in EXAMPLE_VERDICTS:
+        text = text.replace(example, "\n")
     found: tuple[bool | None, str] = (None, "")
     for candidate in [*FENCE.findall(text), *BARE.findall(text)]:
         if candidate in answer:  # a verdict the answer itself carries, quoted
