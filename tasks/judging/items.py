@@ -106,7 +106,8 @@ EXAMPLE_VERDICTS = tuple(dict.fromkeys(m.group(0) for m in FENCE.finditer(GRADER
 def parse_item_verdict(output: str, answer: str) -> tuple[bool | None, str]:
     """``(criteria_met, explanation)`` from a grader's output: the last JSON object whose
     ``criteria_met`` is a boolean (fenced or bare), read after the answer's quotes and the
-    prompt's example verdicts are cut out; ``(None, "")`` when there is none (simple-evals retries those)."""
+    prompt's example verdicts are cut out; ``(None, "")`` when there is none (simple-evals
+    retries those)."""
     text = without_quotes(output, answer)
     for example in EXAMPLE_VERDICTS:
         text = text.replace(example, "\n")
