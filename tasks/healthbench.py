@@ -105,7 +105,6 @@ def to_sample(where: str, data: dict[str, Any]) -> Sample:
         metadata={
             "rubrics": rubric_of(data.get("rubrics"), where),
             "example_tags": tags,
-            "question": rendered(turns),
         },
     )
 

@@ -25,6 +25,7 @@ from medharness.cli import main
 from medharness.core.io import read_jsonl
 from medharness.core.records import SAMPLE_ROWS, GenerationRow, GradedItem, ItemVerdict
 from medharness.grading import majority, rubric_metrics
+from medharness.reports.viewer import ITEM_DIFFERS, Viewer, render
 from medharness.tasks.healthbench import FILES
 from medharness.tasks.judging.items import (
     GRADER_TEMPLATE,
@@ -291,6 +292,13 @@ def test_a_healthbench_run_grades_scores_reports_gates_and_regrades_only_whats_n
     assert results["weak"]["healthbench"]["metrics"]["healthbench"]["value"] == 0
     assert "healthbench:axis:accuracy" in good["metrics"]
     assert "healthbench:theme:emergency_referrals" in good["metrics"]
+    viewer = Viewer.open([run])
+    assert ITEM_DIFFERS in viewer.outcomes("healthbench")
+    differ = viewer.select("healthbench", ITEM_DIFFERS)
+    assert len(differ) == len(EXAMPLES)  # good meets a positive item of each, weak none
+    page = render(differ)
+    assert "models differ on a rubric item" in page and "not met" in page
+    assert "Advises calling emergency services immediately" in page
     report = (run / "report.html").read_text()
     assert "HealthBench" in report and "HealthBench theme:hedging" in report
 
