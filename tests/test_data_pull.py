@@ -21,8 +21,10 @@ from conftest import REAL_DATA
 
 import medharness.catalog as catalog_module
 import medharness.data as data_module
-from medharness.catalog import Dataset, catalog, problems
+from medharness.catalog import TOFU, Dataset, catalog, problems, pull, trusted_on_first_use
 from medharness.cli import main
+from medharness.core.errors import UserError
+from medharness.data import verify_checksums
 
 
 class Served:
@@ -292,6 +294,9 @@ def test_offline_a_missing_dataset_names_the_command_that_fetches_it(
 def test_the_shipped_catalog_matches_the_real_datasets() -> None:
     assert REAL_DATA is not None
     for entry in catalog().values():
+        unpinned = all(trusted_on_first_use(digest) for digest in entry.files.values())
+        if unpinned and not (REAL_DATA / entry.name).exists():
+            continue  # nothing to compare with before its first pull
         assert problems(entry, REAL_DATA / entry.name) == [], entry.name
 
 
@@ -378,3 +383,21 @@ def test_a_content_length_that_is_no_number_is_read_past(
     served.length_header = "lots"  # the body still ends when the connection closes
     monkeypatch.setenv("MEDHARNESS_DATA_MIRROR", f"{base}/mirror/")
     assert main(["data", "pull", "medqa", "--data-dir", str(tmp_path / "data")]) == 0
+
+
+def test_files_without_published_digests_are_pinned_at_their_first_pull(
+    server: tuple[str, Served], tmp_path: Path
+) -> None:
+    base, served = server
+    first = b'{"prompt_id": "a"}\n'
+    served.files["sources/hb/eval.jsonl"] = first
+    entry = entry_for("hb", {"eval.jsonl": first}, [])
+    source = {"url": f"{base}/sources/hb/eval.jsonl", "path": "eval.jsonl"}
+    entry = dataclasses.replace(entry, files={"eval.jsonl": TOFU}, sources=[source])
+    folder = pull(entry, tmp_path)
+    assert (folder / "SHA256SUMS").read_text() == f"{sha(first)}  ./eval.jsonl\n"
+    (folder / "eval.jsonl").write_bytes(b'{"prompt_id": "b"}\n')  # changed after the pull
+    with pytest.raises(
+        UserError, match=r"eval.jsonl: sha256 \w+\.\.\. differs from \w+\.\.\. in .*SHA256SUMS"
+    ):
+        verify_checksums(folder, "hb", {"hb/eval.jsonl": sha((folder / "eval.jsonl").read_bytes())})
