@@ -5,7 +5,8 @@ file, so that one fetched on first use is known to be the one the tasks were wri
 blobs (MedQuAD from its own repository's archive). HealthBench's files come from a public
 bucket with no published digest: they are trusted on first use (``trusted_on_first_use``).
 A pull downloads into a hidden staging folder, resuming a cut download, checks every file
-against the catalog, and only then renames the dataset folder into place, with a ``SHA256SUMS`` that every later load checks again.
+against the catalog, and only then renames the dataset folder into place, with a
+``SHA256SUMS`` that every later load checks again.
 Air-gapped sites set ``MEDHARNESS_DATA_MIRROR`` to a base URL serving ``<name>.tar.gz`` per
 dataset, a tarball of the dataset folder (``tar czf medquad.tar.gz medquad``).
 """
