@@ -25,6 +25,7 @@ from medharness.core.cache import VerdictCache
 from medharness.core.records import GenerationRow, GradedItem, InputRow, ItemVerdict, SampleRow
 from medharness.evaluate import answers_identity, close_engine, load_entry
 from medharness.models.base import LanguageModel
+from medharness.tasks.healthbench import MetaExample, rendered
 from medharness.tasks.judging.items import (
     ITEM_PROMPT_VERSION,
     example_score,
@@ -34,6 +35,7 @@ from medharness.tasks.judging.items import (
     tag_scores,
 )
 from medharness.tasks.metrics import RUBRIC_METRIC, TAG_PREFIX
+from medharness.tasks.metrics.agreement import macro_f1, macro_f1_interval, pairwise_counts
 
 
 @dataclass(frozen=True)
@@ -206,3 +208,52 @@ def item_verdicts(
             chunk, found, outputs, attempts, strict=True
         )
     ]
+
+
+@dataclass(frozen=True)
+class GraderAgreement:
+    """How far a grader's item verdicts agree with physicians' labels (HealthBench's
+    meta-eval): macro F1 over (verdict, physician label) pairs, with its 95% interval."""
+
+    grader: str
+    macro_f1: float
+    ci95: tuple[float, float]
+    items: int  # rubric items whose verdict could be read
+    pairs: int  # physician labels those items carry
+    unread: int  # items left out: no readable verdict in two attempts
+
+
+def grader_agreement(
+    graders: Sequence[JudgeEntry],
+    max_new_tokens: int,
+    examples: Sequence[MetaExample],
+    *,
+    resamples: int,
+    seed: int,
+) -> list[GraderAgreement]:
+    """Each grader's verdicts on the meta-eval's completions (cached like a run's), scored
+    against the physicians' labels."""
+    requests = [
+        ItemRequest(rendered(e.conversation), e.completion, e.criterion, 1) for e in examples
+    ]
+    wanted = {request.key: request for request in requests}
+    found = []
+    for grader in graders:
+        verdicts = grade_items(grader, max_new_tokens, wanted)
+        read = [
+            (met, example.labels)
+            for request, example in zip(requests, examples, strict=True)
+            if (met := verdicts[request.key].met) is not None
+        ]
+        counts = pairwise_counts([met for met, _ in read], [labels for _, labels in read])
+        found.append(
+            GraderAgreement(
+                grader=grader.name,
+                macro_f1=macro_f1(counts),
+                ci95=macro_f1_interval(counts, resamples, seed),
+                items=len(read),
+                pairs=int(counts.sum()),
+                unread=len(requests) - len(read),
+            )
+        )
+    return found

@@ -36,12 +36,17 @@ class JudgingFile(Strict):
     jury: JurySettings = JurySettings()
 
 
-def load_judging(path: Path, config: RunConfig) -> RunConfig:
+def read_judging(path: Path) -> JudgingFile:
     judging = validate_file_data(JudgingFile, load_yaml_file(path, "judges"), str(path), "judges")
     try:
         unique("judge", [judge.name for judge in judging.judges])
     except ValueError as exc:
         raise UserError(f"{path}: {exc}") from None
+    return judging
+
+
+def load_judging(path: Path, config: RunConfig) -> RunConfig:
+    judging = read_judging(path)
     return config.model_copy(
         update={"judges": judging.judges, "rubric": judging.rubric, "jury": judging.jury}
     )

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import yaml
 from openai_stub import Stub, StubState, serve
+from sklearn.metrics import f1_score
 
 from medharness.cli import main
 from medharness.core.io import read_jsonl
@@ -34,6 +35,7 @@ from medharness.tasks.judging.items import (
     parse_item_verdict,
 )
 from medharness.tasks.metrics import metric
+from medharness.tasks.metrics.agreement import macro_f1, macro_f1_interval, pairwise_counts
 
 FIXTURE = Path(__file__).parent / "fixtures" / "healthbench"
 EXAMPLES = [json.loads(line) for line in (FIXTURE / FILES["healthbench"]).open()]
@@ -399,3 +401,52 @@ def test_nan_free_interval_for_a_single_scored_example() -> None:
     row = GenerationRow(doc_id="d", target="", prediction="", metrics={"healthbench": 1.4})
     value = metric("healthbench").summarise([row], resamples=100, seed=0)
     assert value.value == 1.0 and value.ci95 == (1.0, 1.0) and not math.isnan(value.value)
+
+
+def test_macro_f1_is_simple_evals_balanced_f1_over_physician_pairs() -> None:
+    # simple-evals' healthbench_meta_eval_test.py: its inputs and its expected values
+    counts = pairwise_counts([True, False, True], [[True, True, False], [True, False], [False]])
+    pos_p, neg_p = (2 + 0 + 0) / (3 + 0 + 1), (0 + 1 + 0) / (0 + 2 + 0)
+    pos_r, neg_r = (2 + 0 + 0) / (2 + 1 + 0), (0 + 1 + 0) / (1 + 1 + 1)
+    pos_f1 = 2 * pos_p * pos_r / (pos_p + pos_r)
+    neg_f1 = 2 * neg_p * neg_r / (neg_p + neg_r)
+    assert macro_f1(counts) == pytest.approx((pos_f1 + neg_f1) / 2)
+
+    rng = random.Random(5)
+    labels = [[rng.random() < 0.6 for _ in range(rng.randint(1, 4))] for _ in range(60)]
+    predicted = [rng.random() < 0.5 for _ in labels]
+    pairs_true = [label for given in labels for label in given]
+    pairs_pred = [p for p, given in zip(predicted, labels, strict=True) for _ in given]
+    expected = f1_score(pairs_true, pairs_pred, labels=[False, True], average="macro")
+    counts = pairwise_counts(predicted, labels)
+    assert macro_f1(counts) == pytest.approx(expected)
+    low, high = macro_f1_interval(counts, 500, 0)
+    assert low < macro_f1(counts) < high
+
+
+def test_grader_check_prints_macro_f1_with_an_interval_on_the_meta_file(
+    tmp_path: Path, healthbench_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    no = '{"explanation": "no", "criteria_met": false}'
+    script = {
+        "generate": [
+            {"match": "] Mentions", "output": no},
+            {"match": "Call emergency services now", "output": no.replace("false", "true")},
+        ],
+        "default_output": no,
+    }
+    grader = {"name": "g", "model": f"fake:{write_yaml(tmp_path / 'g.yaml', script)}"}
+    judges = write_yaml(tmp_path / "judges.yaml", {"judges": [grader]})
+    assert main(["grader-check", "healthbench-meta", "--judges", str(judges)]) == 0
+    meta = [json.loads(line) for line in (FIXTURE / FILES["healthbench_meta"]).open()]
+    pairs_true, pairs_pred = [], []
+    for line in meta:
+        met = line["completion"].startswith("Call emergency services now") and not line[
+            "rubric"
+        ].startswith("Mentions")
+        pairs_true += line["binary_labels"]
+        pairs_pred += [met] * len(line["binary_labels"])
+    expected = f1_score(pairs_true, pairs_pred, labels=[False, True], average="macro")
+    out = capsys.readouterr().out.strip()
+    assert out.startswith(f"g: macro F1 {expected:.3f} (95% CI ")
+    assert f"on {len(meta)} rubric items, {len(pairs_true)} physician labels; 0 items left" in out
