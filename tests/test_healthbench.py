@@ -362,16 +362,27 @@ def test_the_endpoint_backend_answers_conversations_and_grades_items(
     assert score["settings"]["rubric_items"]["graded"] == graded_calls
 
 
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        (lambda e: e.pop("rubrics"), "line 2: rubrics: must be a non-empty list"),
-        (lambda e: e["rubrics"][1].pop("points"), "line 2: rubrics[1].points: must be a number"),
-        (lambda e: e["rubrics"][0].update(points="ten"), "line 2: rubrics[0].points: must be"),
-        (lambda e: e["prompt"].append({"role": "assistant", "content": "x"}),
-         "line 2: prompt: the last message must be the user's"),
-    ],
-)  # fmt: skip
+HEALTHBENCH_CASES = {  # id (as in docs/errors.md) -> (change to line 2, what the one line says)
+    "healthbench-no-rubrics": (
+        lambda e: e.pop("rubrics"),
+        "line 2: rubrics: must be a non-empty list",
+    ),
+    "healthbench-item-points": (
+        lambda e: e["rubrics"][1].pop("points"),
+        "line 2: rubrics[1].points: must be a number",
+    ),
+    "healthbench-last-turn": (
+        lambda e: e["prompt"].append({"role": "assistant", "content": "x"}),
+        "line 2: prompt: the last message must be the user's",
+    ),
+    "healthbench-no-positive-item": (
+        lambda e: [item.update(points=-1) for item in e["rubrics"]],
+        "line 2: rubrics: no item has positive points",
+    ),
+}
+
+
+@pytest.mark.parametrize(("change", "message"), HEALTHBENCH_CASES.values(), ids=HEALTHBENCH_CASES)
 def test_bad_healthbench_lines_are_one_line_naming_file_line_and_field(
     tmp_path: Path,
     healthbench_data: Path,
