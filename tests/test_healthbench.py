@@ -207,8 +207,8 @@ def write_yaml(path: Path, data: object) -> Path:
     return path
 
 
-@pytest.fixture
-def healthbench_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def use_fixture_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The fixture files as a data root's healthbench/, and a cache of the test's own."""
     root = tmp_path / "data"
     (root / "healthbench").mkdir(parents=True)
     for name in FILES.values():
@@ -216,6 +216,11 @@ def healthbench_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MEDHARNESS_DATA_DIR", str(root))
     monkeypatch.setenv("MEDHARNESS_CACHE", str(tmp_path / "cache"))
     return root
+
+
+@pytest.fixture
+def healthbench_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return use_fixture_data(tmp_path, monkeypatch)
 
 
 def scripted_grader(tmp_path: Path, name: str, trace: Path) -> dict[str, str]:
@@ -461,3 +466,42 @@ def test_grader_check_prints_macro_f1_with_an_interval_on_the_meta_file(
     out = capsys.readouterr().out.strip()
     assert out.startswith(f"g: macro F1 {expected:.3f} (95% CI ")
     assert f"on {len(meta)} rubric items, {len(pairs_true)} physician labels; 0 items left" in out
+
+
+@pytest.mark.slow
+def test_the_built_in_model_answers_conversations_in_its_chat_template(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transformers import AutoTokenizer
+
+    from medharness.core.cache import cache_root
+    from medharness.models.builtin import builtin_model_dir
+    from medharness.models.prompts import chat_prompt
+
+    models = builtin_model_dir()  # converted once, in the user cache
+    use_fixture_data(tmp_path, monkeypatch)
+    (cache_root() / "models").mkdir(parents=True)
+    (cache_root() / "models" / models.name).symlink_to(models)
+    tokenizer = AutoTokenizer.from_pretrained(models)
+    with_system = EXAMPLES[9]["prompt"]  # a system turn of its own, then the user's
+    turns = tuple((m["role"], m["content"]) for m in with_system)
+    expected = tokenizer.apply_chat_template(
+        with_system, tokenize=False, add_generation_prompt=True
+    )
+    assert chat_prompt(tokenizer, turns, "ignored: the chat has one", "builtin") == expected
+
+    grader = scripted_grader(tmp_path, "grader", tmp_path / "g.log")
+    config = {
+        "name": "hb",
+        "output_dir": str(tmp_path / "runs"),
+        "bootstrap_resamples": 200,
+        "generation": {"max_new_tokens": 8},
+        "models": [{"name": "smollm2", "model": "smollm2-135m-instruct"}],
+        "tasks": [{"name": "healthbench", "limit": 2}],
+        "judges": [grader],
+    }
+    assert main(["run", str(write_yaml(tmp_path / "hb.yaml", config))]) == 0
+    log = tmp_path / "runs" / "hb" / "samples" / "smollm2" / "healthbench.jsonl"
+    rows = SAMPLE_ROWS.validate_python(list(read_jsonl(log)))
+    assert len(rows) == 2 and all(isinstance(r, GenerationRow) and r.prediction for r in rows)
+    assert all(r.graded_items for r in rows if isinstance(r, GenerationRow))
