@@ -306,6 +306,8 @@ def test_a_healthbench_run_grades_scores_reports_gates_and_regrades_only_whats_n
     page = render(differ)
     assert "models differ on a rubric item" in page and "not met" in page
     assert "Advises calling emergency services immediately" in page
+    assert main(["leaderboard", str(run), "-o", str(tmp_path / "board.html")]) == 0
+    assert 'title="HealthBench">healthbench<' in (tmp_path / "board.html").read_text()
     report = (run / "report.html").read_text()
     assert "HealthBench" in report and "HealthBench theme:hedging" in report
 
@@ -505,3 +507,16 @@ def test_the_built_in_model_answers_conversations_in_its_chat_template(
     rows = SAMPLE_ROWS.validate_python(list(read_jsonl(log)))
     assert len(rows) == 2 and all(isinstance(r, GenerationRow) and r.prediction for r in rows)
     assert all(r.graded_items for r in rows if isinstance(r, GenerationRow))
+
+
+def test_paired_comparisons_compare_clipped_means() -> None:
+    def rows(values: list[float]) -> list[GenerationRow]:
+        return [
+            GenerationRow(doc_id=str(i), target="", prediction="", metrics={"healthbench": v})
+            for i, v in enumerate(values)
+        ]
+
+    base, cand = rows([-0.6, -0.2, 0.1, -0.3]), rows([0.2, 0.4, 0.1, 0.5])
+    a, b, resampled = metric("healthbench").paired_differences(base, cand, resamples=300, seed=0)
+    assert a == 0.0 and b == pytest.approx(0.3)  # the base's mean, -0.25, shows as 0
+    assert resampled.min() >= 0 and float(np.median(resampled)) == pytest.approx(0.3, abs=0.1)

@@ -134,7 +134,8 @@ class Metric:
     ) -> tuple[float, float, np.ndarray]:
         """Baseline value, candidate value, and candidate minus baseline on each paired
         bootstrap resample (the same resampled questions for both models). Corpus BLEU is
-        recomputed per resample from summed statistics; other metrics are means."""
+        recomputed per resample from summed statistics; clipped means are clipped on each
+        side; other metrics are means."""
         if self.summary == "corpus_bleu":
             stats_a, stats_b = bleu_statistics_of(base), bleu_statistics_of(cand)
             counts = resample_counts(len(base), resamples, seed)
@@ -145,6 +146,10 @@ class Metric:
             value_b = bleu_from_statistics(stats_b.sum(axis=0))
             return value_a, value_b, resampled
         a, b = self.scored(base, cand)
+        if self.summary == "clipped_mean":  # each side's value as summarise gives it
+            rows = bootstrap_indices(len(a), resamples, seed)
+            resampled = np.clip(b[rows].mean(axis=1), 0, 1) - np.clip(a[rows].mean(axis=1), 0, 1)
+            return float(np.clip(a.mean(), 0, 1)), float(np.clip(b.mean(), 0, 1)), resampled
         resampled = (b - a)[bootstrap_indices(len(a), resamples, seed)].mean(axis=1)
         return float(a.mean()), float(b.mean()), resampled
 
