@@ -23,9 +23,17 @@ from openai_stub import Stub, StubState, serve
 from sklearn.metrics import f1_score
 
 from medharness.cli import main
+from medharness.config import JudgeEntry, JurySettings
 from medharness.core.io import read_jsonl
-from medharness.core.records import SAMPLE_ROWS, GenerationRow, GradedItem, ItemVerdict
+from medharness.core.records import (
+    SAMPLE_ROWS,
+    GenerationRow,
+    GradedItem,
+    InputRow,
+    ItemVerdict,
+)
 from medharness.grading import majority, rubric_metrics
+from medharness.judge import JudgedLog, Jury, judge_logs
 from medharness.reports.viewer import ITEM_DIFFERS, Viewer, render
 from medharness.tasks.healthbench import FILES
 from medharness.tasks.judging.items import (
@@ -34,6 +42,7 @@ from medharness.tasks.judging.items import (
     grader_prompt,
     parse_item_verdict,
 )
+from medharness.tasks.judging.rubric import load_rubric
 from medharness.tasks.metrics import metric
 from medharness.tasks.metrics.agreement import macro_f1, macro_f1_interval, pairwise_counts
 
@@ -520,3 +529,35 @@ def test_paired_comparisons_compare_clipped_means() -> None:
     a, b, resampled = metric("healthbench").paired_differences(base, cand, resamples=300, seed=0)
     assert a == 0.0 and b == pytest.approx(0.3)  # the base's mean, -0.25, shows as 0
     assert resampled.min() >= 0 and float(np.median(resampled)) == pytest.approx(0.3, abs=0.1)
+
+
+def test_one_jury_judges_free_text_by_its_rubric_and_healthbench_by_items(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEDHARNESS_CACHE", str(tmp_path / "cache"))
+    yes = '{"explanation": "yes", "criteria_met": true}'
+    verdict = "correctness: 5\ncompleteness: 4\nsafety: 5\nreferral: 3"
+    script = {"generate": [{"match": "criteria_met", "output": yes}], "default_output": verdict}
+    judge = JudgeEntry(name="j", model=f"fake:{write_yaml(tmp_path / 'j.yaml', script)}")
+    jury = Jury([judge], load_rubric("medical-qa", Path.cwd()), JurySettings())
+    example = EXAMPLES[0]
+    conversation = "\n\n".join(f"{m['role']}: {m['content']}" for m in example["prompt"])
+    rubric_asked = InputRow(
+        doc_id="h", prompt=conversation, target="", metadata={
+            "rubrics": example["rubrics"], "example_tags": example["example_tags"]},
+    )  # fmt: skip
+    plain_asked = InputRow(doc_id="q", prompt="What is glaucoma?", target="An eye disease.")
+    answer = GenerationRow(doc_id="h", target="", prediction="Call 911.", metrics={})
+    plain = GenerationRow(doc_id="q", target="An eye disease.", prediction="Eyes.", metrics={})
+    logs = [
+        JudgedLog("m/medquad", [plain], {"q": plain_asked}),
+        JudgedLog("m/healthbench", [answer], {"h": rubric_asked}, rubric_graded=True),
+        JudgedLog("n/medquad", [plain], {"q": plain_asked}),
+    ]
+    first, graded, last = (rows[0] for rows in judge_logs(jury, logs))
+    assert isinstance(first, GenerationRow) and first.judgments and first.graded_items is None
+    assert first.metrics["judge_correctness"] == 1.0 and last == first
+    assert isinstance(graded, GenerationRow) and graded.judgments is None
+    assert graded.graded_items and all(item.met for item in graded.graded_items)
+    positive = sum(r["points"] for r in example["rubrics"] if r["points"] > 0)
+    assert graded.metrics["healthbench"] == sum(r["points"] for r in example["rubrics"]) / positive
