@@ -286,6 +286,7 @@ def test_every_case_is_in_the_documented_table() -> None:
         *JUDGING_CASES,
         *HEALTHBENCH_CASES,
         "healthbench-no-graders",  # tests/test_healthbench.py
+        "healthbench-grader-unreadable",
         *CUSTOM_CASES,
         *SOURCE_CASES,
         *ENDPOINT_CASES,

@@ -561,3 +561,19 @@ def test_one_jury_judges_free_text_by_its_rubric_and_healthbench_by_items(
     assert graded.graded_items and all(item.met for item in graded.graded_items)
     positive = sum(r["points"] for r in example["rubrics"] if r["points"] > 0)
     assert graded.metrics["healthbench"] == sum(r["points"] for r in example["rubrics"]) / positive
+
+
+def test_a_grader_never_readable_is_one_line_not_a_score(
+    tmp_path: Path, healthbench_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mute = write_yaml(tmp_path / "mute.yaml", {"default_output": "I cannot grade medical text."})
+    config = healthbench_config(tmp_path, [{"name": "mute", "model": f"fake:{mute}"}])
+    assert main(["run", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    items = sum(len(e["rubrics"]) for e in EXAMPLES)
+    assert err == (
+        "medharness: error: task healthbench: no answer could be scored: the graders gave no "
+        f"readable verdict on any of its {items} rubric items (each asked twice); "
+        "`medharness grader-check healthbench-meta` measures a grader before a run"
+    )
+    assert not (tmp_path / "runs" / "hb").exists()

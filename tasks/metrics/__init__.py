@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from medharness.core.errors import UserError
 from medharness.core.records import ChoiceRow, GenerationRow, MetricValue, SampleRow, TaskResult
 from medharness.tasks.answers import EXTRACTION_SUMMARY
 from medharness.tasks.base import Task
@@ -390,6 +391,8 @@ def aggregate(task: Task, rows: Sequence[SampleRow], *, resamples: int, seed: in
     ]
     for name in names:
         definition = metric(name)
+        if definition.optional and not any(name in row.metrics for row in rows):
+            continue  # no answer has a score (every grader unreadable): no value, not NaN
         values[name] = definition.summarise(rows, resamples=resamples, seed=seed)
         settings.setdefault(definition.settings_key, definition.settings())
     if any(metric(name).summary != "proportion" for name in names):
@@ -405,6 +408,17 @@ def aggregate(task: Task, rows: Sequence[SampleRow], *, resamples: int, seed: in
     if items:
         left_out = sum(item.met is None for item in items)
         settings["rubric_items"] = {"graded": len(items) - left_out, "left_out": left_out}
+    if not values:
+        raise UserError(
+            f"task {task.name}: no answer could be scored"
+            + (
+                f": the graders gave no readable verdict on any of its {len(items)} rubric "
+                "items (each asked twice); `medharness grader-check healthbench-meta` "
+                "measures a grader before a run"
+                if items
+                else ""
+            )
+        )
     invalid = sum(isinstance(row, ChoiceRow) and row.invalid_loglikelihood for row in rows)
     if invalid:
         settings["invalid_loglikelihood"] = invalid
