@@ -45,8 +45,8 @@ class LanguageModel(Protocol):
     def generate(
         self, user_messages: Sequence[Prompt], max_new_tokens: int, progress: Progress | None = None
     ) -> list[str]:
-        """Greedy answers to user messages, each wrapped in the model's own chat template;
-        ``progress`` hears of the work done as it is done."""
+        """Greedy answers to user messages (or whole conversations), each wrapped in the
+        model's own chat template; ``progress`` hears of the work done as it is done."""
         ...
 
     def complete(
