@@ -25,7 +25,8 @@ from medharness.core.cache import VerdictCache
 from medharness.core.records import GenerationRow, GradedItem, InputRow, ItemVerdict, SampleRow
 from medharness.evaluate import answers_identity, close_engine, load_entry
 from medharness.models.base import LanguageModel
-from medharness.tasks.healthbench import MetaExample, rendered
+from medharness.tasks.base import conversation_text
+from medharness.tasks.healthbench import MetaExample
 from medharness.tasks.judging.items import (
     ITEM_PROMPT_VERSION,
     example_score,
@@ -234,7 +235,8 @@ def grader_agreement(
     """Each grader's verdicts on the meta-eval's completions (cached like a run's), scored
     against the physicians' labels."""
     requests = [
-        ItemRequest(rendered(e.conversation), e.completion, e.criterion, 1) for e in examples
+        ItemRequest(conversation_text(e.conversation), e.completion, e.criterion, 1)
+        for e in examples
     ]
     wanted = {request.key: request for request in requests}
     found = []

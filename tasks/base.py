@@ -13,6 +13,12 @@ TaskKind = Literal["generate", "multiple_choice"]
 Conversation = tuple[tuple[str, str], ...]  # (role, content) chat turns, the last the user's
 
 
+def conversation_text(turns: Conversation) -> str:
+    """A conversation as plain text: ``role: content`` turns a blank line apart (how
+    simple-evals shows one to HealthBench's grader)."""
+    return "\n\n".join(f"{role}: {content}" for role, content in turns)
+
+
 @dataclass(frozen=True)
 class Sample:
     """One document of a benchmark, ready to be put to a model.

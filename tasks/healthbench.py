@@ -17,7 +17,14 @@ from typing import Any
 
 from medharness.core.errors import UserError
 from medharness.core.io import sha256_file
-from medharness.tasks.base import LoadedData, Sample, Task, require_text
+from medharness.tasks.base import (
+    Conversation,
+    LoadedData,
+    Sample,
+    Task,
+    conversation_text,
+    require_text,
+)
 
 DATA_SUBDIR = "healthbench"
 # simple-evals' INPUT_PATH, INPUT_PATH_HARD, INPUT_PATH_CONSENSUS and the meta-eval file
@@ -49,7 +56,7 @@ def jsonl_lines(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             yield where, data
 
 
-def conversation_of(value: Any, where: str) -> tuple[tuple[str, str], ...]:
+def conversation_of(value: Any, where: str) -> Conversation:
     """``prompt``: chat messages, each a role and non-empty text, the last a user's."""
     if not isinstance(value, list) or not value:
         raise UserError(f"{where}: prompt: must be a non-empty list of chat messages")
@@ -87,11 +94,6 @@ def rubric_of(value: Any, where: str) -> list[dict[str, Any]]:
     return items
 
 
-def rendered(turns: tuple[tuple[str, str], ...]) -> str:
-    """A conversation as simple-evals shows it to the grader: ``role: content`` turns."""
-    return "\n\n".join(f"{role}: {content}" for role, content in turns)
-
-
 def to_sample(where: str, data: dict[str, Any]) -> Sample:
     turns = conversation_of(data.get("prompt"), where)
     tags = data.get("example_tags", [])
@@ -99,7 +101,7 @@ def to_sample(where: str, data: dict[str, Any]) -> Sample:
         raise UserError(f"{where}: example_tags: must be a list of text")
     return Sample(
         doc_id=require_text(data.get("prompt_id"), where, "prompt_id"),
-        prompt=rendered(turns),
+        prompt=conversation_text(turns),
         target="",
         conversation=turns,
         metadata={
@@ -153,7 +155,7 @@ class MetaExample:
     """One line of the meta-eval file: a completion, one rubric item, physicians' labels."""
 
     where: str
-    conversation: tuple[tuple[str, str], ...]
+    conversation: Conversation
     completion: str
     criterion: str
     labels: tuple[bool, ...]

@@ -7,6 +7,7 @@ from typing import Any
 
 from medharness.core.errors import UserError
 from medharness.models.base import Prompt
+from medharness.tasks.base import conversation_text
 
 
 def chat_messages(prompt: Prompt, system_prompt: str | None) -> list[dict[str, str]]:
@@ -22,9 +23,7 @@ def chat_messages(prompt: Prompt, system_prompt: str | None) -> list[dict[str, s
 def prompt_text(prompt: Prompt) -> str:
     """A prompt as plain text (scripted fake models match on it): a conversation's turns
     as ``role: content``."""
-    if isinstance(prompt, str):
-        return prompt
-    return "\n\n".join(f"{role}: {content}" for role, content in prompt)
+    return prompt if isinstance(prompt, str) else conversation_text(prompt)
 
 
 def chat_prompt(tokenizer: Any, prompt: Prompt, system_prompt: str | None, source: str) -> str:
