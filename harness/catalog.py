@@ -41,11 +41,15 @@ CHUNK = 1 << 16
 TOFU = "trust-on-first-use"  # a catalog digest for a file whose source publishes none
 
 
-def trusted_on_first_use(digest: str) -> bool:
+def trusted_on_first_use(digest: str, folder: Path, path: str, found: str) -> bool:
     """A file with no published digest (HealthBench's): any content is taken at the first
     pull, whose sha256 then goes into the folder's SHA256SUMS like every pulled file's and
-    is checked on every later load; the catalog itself vouches for nothing."""
-    return digest == TOFU
+    is what later checks (loads, ``data verify``) compare with; the catalog itself vouches
+    for nothing, and a folder placed by hand without SHA256SUMS is taken as it is."""
+    if digest != TOFU:
+        return False
+    sums = folder / "SHA256SUMS"
+    return not sums.is_file() or f"{found}  ./{path}" in sums.read_text().splitlines()
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,7 @@ def problems(entry: Dataset, folder: Path) -> list[str]:
     for path, digest in entry.files.items():
         if path not in found:
             issues.append(f"{path} missing")
-        elif found[path] != digest and not trusted_on_first_use(digest):
+        elif found[path] != digest and not trusted_on_first_use(digest, folder, path, found[path]):
             issues.append(f"{path} sha256 {found[path][:12]}... expected {digest[:12]}...")
     for name, expected in entry.folders.items():
         lines = sorted((p, d) for p, d in found.items() if p.startswith(f"{name}/"))

@@ -21,7 +21,7 @@ from conftest import REAL_DATA
 
 import medharness.catalog as catalog_module
 import medharness.data as data_module
-from medharness.catalog import TOFU, Dataset, catalog, problems, pull, trusted_on_first_use
+from medharness.catalog import TOFU, Dataset, catalog, problems, pull
 from medharness.cli import main
 from medharness.core.errors import UserError
 from medharness.data import verify_checksums
@@ -294,7 +294,7 @@ def test_offline_a_missing_dataset_names_the_command_that_fetches_it(
 def test_the_shipped_catalog_matches_the_real_datasets() -> None:
     assert REAL_DATA is not None
     for entry in catalog().values():
-        unpinned = all(trusted_on_first_use(digest) for digest in entry.files.values())
+        unpinned = all(digest == TOFU for digest in entry.files.values())
         if unpinned and not (REAL_DATA / entry.name).exists():
             continue  # nothing to compare with before its first pull
         assert problems(entry, REAL_DATA / entry.name) == [], entry.name
@@ -396,7 +396,9 @@ def test_files_without_published_digests_are_pinned_at_their_first_pull(
     entry = dataclasses.replace(entry, files={"eval.jsonl": TOFU}, sources=[source])
     folder = pull(entry, tmp_path)
     assert (folder / "SHA256SUMS").read_text() == f"{sha(first)}  ./eval.jsonl\n"
+    assert problems(entry, folder) == []
     (folder / "eval.jsonl").write_bytes(b'{"prompt_id": "b"}\n')  # changed after the pull
+    assert problems(entry, folder)[0].startswith("eval.jsonl sha256 ")
     with pytest.raises(
         UserError, match=r"eval.jsonl: sha256 \w+\.\.\. differs from \w+\.\.\. in .*SHA256SUMS"
     ):
