@@ -8,9 +8,9 @@ the dataset folder into place, with a ``SHA256SUMS`` that every later load check
 Air-gapped sites set ``MEDHARNESS_DATA_MIRROR`` to a base URL serving ``<name>.tar.gz`` per
 dataset, a tarball of the dataset folder (``tar czf medquad.tar.gz medquad``).
 
-A file whose publisher gives no digest (MedCalc-Bench) is pinned ``trust-on-first-use``: the
-first pull accepts it and records its sha256 in the folder's ``SHA256SUMS``, which every
-later pull and load checks it against.
+A file whose publisher gives no digest (MedCalc-Bench's CSV, HealthBench's files) is pinned
+``trust-on-first-use``: the first pull accepts it and records its sha256 in the folder's
+``SHA256SUMS``, which every later pull and load checks it against.
 """
 
 from __future__ import annotations

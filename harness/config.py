@@ -356,6 +356,16 @@ class RunConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def graders_for_rubric_tasks(self) -> RunConfig:
+        graded = [e.name for e in self.tasks if e.name in TASKS and TASKS[e.name].rubric_graded]
+        if graded and not self.judges:
+            raise ValueError(
+                f"{', '.join(graded)}: answers are graded item by item by the run's judges; "
+                "name at least one grader under judges:"
+            )
+        return self
+
+    @model_validator(mode="after")
     def suites_of_run_tasks(self) -> RunConfig:
         tasks = [entry.name for entry in self.tasks]
         for name, members in self.suites.items():

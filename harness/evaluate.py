@@ -104,7 +104,9 @@ def evaluate_chunks(
             elif task.kind == "multiple_choice":
                 rows = _score_choices(model, task, chunk)
             else:
-                outputs = model.generate([s.prompt for s in chunk], budget, bar.update)
+                outputs = model.generate(
+                    [s.conversation or s.prompt for s in chunk], budget, bar.update
+                )
                 rows = _generation_rows(task, chunk, outputs)
             yield rows
             done += len(chunk)

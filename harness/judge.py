@@ -20,10 +20,10 @@ from typing import Any
 from tqdm import tqdm
 
 from medharness.config import JudgeEntry, JurySettings, RunConfig
-from medharness.core.cache import cache_root
-from medharness.core.io import append_jsonl_durable, read_jsonl_prefix
+from medharness.core.cache import VerdictCache
 from medharness.core.records import GenerationRow, InputRow, Judgment, SampleRow
 from medharness.evaluate import answers_identity, close_engine, load_entry
+from medharness.grading import grade_rows
 from medharness.models.base import LanguageModel, Progress
 from medharness.tasks.judging.jury import jury_metrics
 from medharness.tasks.judging.rubric import Rubric, load_rubric
@@ -84,6 +84,23 @@ class JudgedLog:
     label: str  # model/task, for progress
     rows: list[SampleRow]
     inputs: dict[str, InputRow]
+    rubric_graded: bool = False  # judged item by item against each sample's own rubric
+
+
+def judge_logs(jury: Jury | None, logs: Sequence[JudgedLog]) -> list[list[SampleRow]]:
+    """Every log's rows judged: by the jury's rubric, or, for rubric-graded tasks, item by
+    item against each sample's own rubric with the jury's judges as graders."""
+    by_rubric = [log for log in logs if not log.rubric_graded]
+    by_items = [log for log in logs if log.rubric_graded]
+    judged = iter(jury_logs(jury, by_rubric))
+    graded = iter(
+        grade_rows(
+            jury.judges if jury else [],
+            jury.settings.max_new_tokens if jury else 0,
+            [(log.rows, log.inputs) for log in by_items],
+        )
+    )
+    return [next(graded) if log.rubric_graded else next(judged) for log in logs]
 
 
 def question_of(asked: InputRow) -> str:
@@ -96,28 +113,7 @@ def answer_key(asked: InputRow, answer: str) -> str:
     return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
 
 
-class VerdictCache:
-    """A judge's verdicts: answer key -> cached verdict, appended durably."""
-
-    def __init__(self, key: str) -> None:
-        self.path = cache_root() / "judgments" / f"{key}.jsonl"
-        self.known = {row["key"]: row for row in read_jsonl_prefix(self.path)}
-        self.writable = True
-
-    def add(self, rows: list[dict[str, Any]]) -> None:
-        self.known.update((row["key"], row) for row in rows)
-        if not self.writable:
-            return
-        try:
-            append_jsonl_durable(self.path, rows)
-        except OSError as exc:  # judging goes on; only a re-run pays again
-            self.writable = False
-            print(
-                f"medharness: judgments not cached ({exc.strerror}: {self.path})", file=sys.stderr
-            )
-
-
-def judge_logs(jury: Jury | None, logs: Sequence[JudgedLog]) -> list[list[SampleRow]]:
+def jury_logs(jury: Jury | None, logs: Sequence[JudgedLog]) -> list[list[SampleRow]]:
     """Every log's rows with the jury's verdicts and metrics; without a jury, rows lose any
     verdicts an earlier run left (the results then describe no jury)."""
     if jury is None:

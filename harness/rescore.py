@@ -37,12 +37,17 @@ class JudgingFile(Strict):
     jury: JurySettings = JurySettings()
 
 
-def load_judging(path: Path, config: RunConfig) -> RunConfig:
+def read_judging(path: Path) -> JudgingFile:
     judging = validate_file_data(JudgingFile, load_yaml_file(path, "judges"), str(path), "judges")
     try:
         unique("judge", [judge.name for judge in judging.judges])
     except ValueError as exc:
         raise UserError(f"{path}: {exc}") from None
+    return judging
+
+
+def load_judging(path: Path, config: RunConfig) -> RunConfig:
+    judging = read_judging(path)
     return config.model_copy(
         update={"judges": judging.judges, "rubric": judging.rubric, "jury": judging.jury}
     )
@@ -140,7 +145,13 @@ def rescored_logs(
     }
     judged_keys = [key for key in logs if definitions[key[1]].kind == "generate"]
     judged = judge_logs(
-        jury, [JudgedLog("/".join(key), logs[key], run.inputs(key[1])) for key in judged_keys]
+        jury,
+        [
+            JudgedLog(
+                "/".join(key), logs[key], run.inputs(key[1]), definitions[key[1]].rubric_graded
+            )
+            for key in judged_keys
+        ],
     )
     logs.update(zip(judged_keys, judged, strict=True))
     return logs, definitions

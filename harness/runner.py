@@ -651,7 +651,9 @@ def apply_jury(
             path = sample_paths(folder, name, item.task.name)[0]
             rows = SAMPLE_ROWS.validate_python(list(read_jsonl(path)))
             paths.append(path)
-            logs.append(JudgedLog(f"{name}/{item.task.name}", rows, inputs))
+            logs.append(
+                JudgedLog(f"{name}/{item.task.name}", rows, inputs, item.task.rubric_graded)
+            )
     for path, log, rows in zip(paths, logs, judge_logs(jury, logs), strict=True):
         if rows != log.rows:
             write_jsonl_atomic(path, (row.model_dump(mode="json") for row in rows))

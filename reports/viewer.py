@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from medharness.core.errors import UserError
-from medharness.core.records import ChoiceRow, Judgment, SampleRow
+from medharness.core.records import ChoiceRow, GradedItem, Judgment, SampleRow
 from medharness.reports.html import Entry, entries_of, environment, primary_metric, probability
 from medharness.reports.runs import RunData
 from medharness.tasks.metrics import JUDGE_PREFIX
 
 ALL = "all samples"
 DISAGREE = "models disagree"
+ITEM_DIFFERS = "models differ on a rubric item"
 PROBABILITY = "probability of the chosen option"
 SHOWN = 100  # samples rendered per page of the viewer; the count says how many matched
 MAX_GROUPS = 30  # a metadata key with more distinct values is an id, not a group
@@ -44,6 +45,7 @@ class Answer:
     rule: str | None = None
     reasoning: str | None = None
     reasoning_tokens: int | None = None
+    graded_items: list[GradedItem] = field(default_factory=list)  # rubric-graded tasks
 
     def measure(self, name: str) -> float | None:
         return self.probability if name == PROBABILITY else self.metrics.get(name)
@@ -67,6 +69,12 @@ class SampleView:
         if all(answer.chosen is not None for answer in self.answers):
             return len({answer.chosen for answer in self.answers}) > 1
         return len({answer.text.strip() for answer in self.answers}) > 1
+
+    @property
+    def item_differs(self) -> bool:
+        """Rubric-graded tasks: some item one model's answer met and another's did not."""
+        verdicts = zip(*(a.graded_items for a in self.answers if a.graded_items), strict=False)
+        return any(len({item.met for item in items} - {None}) > 1 for items in verdicts)
 
     def difference(self, measure: str) -> float:
         """The spread of ``measure`` over the models that have it (0 with fewer than two)."""
@@ -98,6 +106,7 @@ def answer_of(label: str, row: SampleRow) -> Answer:
         None,
         row.judgments or [],
         extracted=row.extracted,
+        graded_items=row.graded_items or [],
     )
 
 
@@ -157,6 +166,8 @@ class Viewer:
         """The filters on outcomes: all, disagreements, and per model right or wrong where
         answers can be."""
         choices = [ALL, DISAGREE]
+        if any(a.graded_items for s in self.samples(task)[:1] for a in s.answers):
+            choices.append(ITEM_DIFFERS)
         if self._present(task)[0].result(task).metrics.get("acc") is not None:
             for model in self.models(task):
                 choices += [f"{model} right", f"{model} wrong"]
@@ -200,6 +211,8 @@ class Viewer:
             chosen = [s for s in chosen if s.doc_id == doc_id]
         if outcome == DISAGREE:
             chosen = [s for s in chosen if s.disagree]
+        elif outcome == ITEM_DIFFERS:
+            chosen = [s for s in chosen if s.item_differs]
         elif outcome != ALL:
             model, _, verdict = outcome.rpartition(" ")
             chosen = [s for s in chosen if right(s, model) is (verdict == "right")]

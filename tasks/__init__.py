@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from medharness.core.errors import UserError
 from medharness.tasks.base import LoadedData, Sample, Task
+from medharness.tasks.healthbench import HEALTHBENCH_TASKS
 from medharness.tasks.medcalc import MEDCALC
 from medharness.tasks.medmcqa import MEDMCQA
 from medharness.tasks.medqa import MEDQA_4OPT, MEDQA_5OPT, MEDQA_MAINLAND, MEDQA_TAIWAN
@@ -23,6 +24,7 @@ TASKS: dict[str, Task] = {
         MEDMCQA,
         *MMLU_TASKS,
         MEDCALC,
+        *HEALTHBENCH_TASKS,
     )
 }
 

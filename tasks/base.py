@@ -10,6 +10,13 @@ from typing import Any, Literal
 from medharness.core.errors import UserError
 
 TaskKind = Literal["generate", "multiple_choice"]
+Conversation = tuple[tuple[str, str], ...]  # (role, content) chat turns, the last the user's
+
+
+def conversation_text(turns: Conversation) -> str:
+    """A conversation as plain text: ``role: content`` turns a blank line apart (how
+    simple-evals shows one to HealthBench's grader)."""
+    return "\n\n".join(f"{role}: {content}" for role, content in turns)
 
 
 @dataclass(frozen=True)
@@ -17,9 +24,11 @@ class Sample:
     """One document of a benchmark, ready to be put to a model.
 
     For generation tasks ``prompt`` is the user message (wrapped in the model's chat template
-    at evaluation time) and ``target`` the reference answer. For multiple-choice tasks
-    ``prompt`` is the complete scoring context (lm-eval style, no chat template), ``choices``
-    the continuations scored by log-likelihood, ``gold`` the index of the right one.
+    at evaluation time; with ``conversation``, the model answers that chat instead and
+    ``prompt`` is its text for reports and graders) and ``target`` the reference answer.
+    For multiple-choice tasks ``prompt`` is the complete scoring context (lm-eval style, no
+    chat template), ``choices`` the continuations scored by log-likelihood, ``gold`` the
+    index of the right one.
     """
 
     doc_id: str
@@ -28,6 +37,7 @@ class Sample:
     choices: tuple[str, ...] = ()
     gold: int | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    conversation: Conversation = ()  # where the model answers a whole chat, not ``prompt``
 
 
 @dataclass(frozen=True)
@@ -85,3 +95,4 @@ class Task:
     answer_scoring: AnswerScoring | None = None
     # answers reason before they answer: generated up to generation.cot_max_new_tokens
     reasoned: bool = False
+    rubric_graded: bool = False  # graders judge each sample's own rubric items (HealthBench)

@@ -64,6 +64,10 @@ def echo_logprobs(prompt: str) -> dict[str, Any]:
 
 
 def chat_reply(message: str) -> str:
+    if '"criteria_met"' in message:  # a HealthBench grader: positive items met, others not
+        item = message.split("# Rubric item", 1)[1].split("# Instructions", 1)[0]
+        met = "true" if "[-" not in item else "false"
+        return f'```json\n{{"explanation": "stub grader", "criteria_met": {met}}}\n```'
     if "Answer with" in message:  # generate-then-parse multiple choice
         return "The answer is B." if "symptom 1" not in message else "I cannot tell."
     return f"Stub answer about {message.split('?')[0][-40:]}."

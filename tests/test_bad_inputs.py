@@ -14,6 +14,7 @@ import yaml
 from test_custom_tasks import CUSTOM_CASES
 from test_endpoint import ENDPOINT_CASES
 from test_gate import BAD_POLICIES
+from test_healthbench import HEALTHBENCH_CASES
 from test_hostile import DOCUMENTED as HOSTILE_CASES
 from test_hub_sources import SOURCE_CASES
 from test_judging import JUDGING_CASES
@@ -285,6 +286,9 @@ def test_every_case_is_in_the_documented_table() -> None:
         *RECORD_CASES,
         *HOSTILE_CASES,
         *JUDGING_CASES,
+        *HEALTHBENCH_CASES,
+        "healthbench-no-graders",  # tests/test_healthbench.py
+        "healthbench-grader-unreadable",
         *CUSTOM_CASES,
         *MEDCALC_CASES,
         *SOURCE_CASES,

@@ -21,7 +21,9 @@ def test_shipped_config_loads(path: Path) -> None:
 
 
 def test_every_task_has_an_lm_eval_yaml_that_validates(data_env: Path) -> None:
-    assert {p.stem for p in (ROOT / "tasks").glob("*.yaml")} == set(TASKS)
+    # rubric-graded tasks need a model grader per rubric item, which lm-eval has not
+    viewed = {name for name, task in TASKS.items() if not task.rubric_graded}
+    assert {p.stem for p in (ROOT / "tasks").glob("*.yaml")} == viewed
     result = subprocess.run(
         [
             sys.executable,
@@ -31,7 +33,7 @@ def test_every_task_has_an_lm_eval_yaml_that_validates(data_env: Path) -> None:
             "--include_path",
             str(ROOT / "tasks"),
             "--tasks",
-            ",".join(TASKS),
+            ",".join(sorted(viewed)),
         ],
         capture_output=True,
         text=True,

@@ -21,10 +21,10 @@ from conftest import REAL_DATA
 
 import medharness.catalog as catalog_module
 import medharness.data as data_module
-from medharness.catalog import TRUST_ON_FIRST_USE, Dataset, catalog, problems
+from medharness.catalog import TRUST_ON_FIRST_USE, Dataset, catalog, problems, pull
 from medharness.cli import main
 from medharness.core.errors import UserError
-from medharness.data import DataRoot, load_task_data
+from medharness.data import DataRoot, load_task_data, verify_checksums
 from medharness.tasks import get_task
 
 
@@ -410,3 +410,23 @@ def test_a_file_trusted_on_first_use_is_pinned_by_its_first_pull(
     assert problems(fixture_catalog["medcalc_bench"], root / "medcalc_bench") != []
     with pytest.raises(UserError, match=r"test_data.csv: sha256 .* differs from .*/SHA256SUMS"):
         load_task_data(get_task("medcalc"), DataRoot(root, "test"))
+
+
+def test_files_without_published_digests_are_pinned_at_their_first_pull(
+    server: tuple[str, Served], tmp_path: Path
+) -> None:
+    base, served = server
+    first = b'{"prompt_id": "a"}\n'
+    served.files["sources/hb/eval.jsonl"] = first
+    entry = entry_for("hb", {"eval.jsonl": first}, [])
+    source = {"url": f"{base}/sources/hb/eval.jsonl", "path": "eval.jsonl"}
+    entry = dataclasses.replace(entry, files={"eval.jsonl": TRUST_ON_FIRST_USE}, sources=[source])
+    folder = pull(entry, tmp_path)
+    assert (folder / "SHA256SUMS").read_text() == f"{sha(first)}  ./eval.jsonl\n"
+    assert problems(entry, folder) == []
+    (folder / "eval.jsonl").write_bytes(b'{"prompt_id": "b"}\n')  # changed after the pull
+    assert problems(entry, folder)[0].startswith("eval.jsonl sha256 ")
+    with pytest.raises(
+        UserError, match=r"eval.jsonl: sha256 \w+\.\.\. differs from \w+\.\.\. in .*SHA256SUMS"
+    ):
+        verify_checksums(folder, "hb", {"hb/eval.jsonl": sha((folder / "eval.jsonl").read_bytes())})

@@ -6,9 +6,16 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
+from typing import Any
 
-from medharness.core.io import sha256_file, write_json_atomic
+from medharness.core.io import (
+    append_jsonl_durable,
+    read_jsonl_prefix,
+    sha256_file,
+    write_json_atomic,
+)
 
 
 def cache_root() -> Path:
@@ -40,3 +47,24 @@ def weights_sha256(folder: Path) -> str | None:
     with contextlib.suppress(OSError):  # a read-only cache only costs re-hashing next time
         write_json_atomic(cache_file, known)
     return combined.hexdigest()
+
+
+class VerdictCache:
+    """A judge's verdicts: answer key -> cached verdict, appended durably."""
+
+    def __init__(self, key: str) -> None:
+        self.path = cache_root() / "judgments" / f"{key}.jsonl"
+        self.known = {row["key"]: row for row in read_jsonl_prefix(self.path)}
+        self.writable = True
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        self.known.update((row["key"], row) for row in rows)
+        if not self.writable:
+            return
+        try:
+            append_jsonl_durable(self.path, rows)
+        except OSError as exc:  # judging goes on; only a re-run pays again
+            self.writable = False
+            print(
+                f"medharness: judgments not cached ({exc.strerror}: {self.path})", file=sys.stderr
+            )

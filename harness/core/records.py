@@ -112,6 +112,26 @@ class SampledAnswer(Strict):
     hit_token_limit: bool | None = Field(None, exclude_if=lambda value: value is None)
 
 
+class ItemVerdict(Strict):
+    """One grader's verdict on one rubric item of one answer (HealthBench grading)."""
+
+    grader: str
+    met: bool | None  # None: no readable verdict in two attempts; the item is left out
+    explanation: str = ""
+    output: str  # what the grader wrote (its last attempt)
+    attempts: int = Field(1, ge=1)
+
+
+class GradedItem(Strict):
+    """A rubric item of the sample's own rubric, and its graders' verdicts on the answer."""
+
+    criterion: str
+    points: float
+    tags: list[str] = Field(default_factory=list)
+    verdicts: list[ItemVerdict]
+    met: bool | None  # the graders' majority; None where unread or tied (left out)
+
+
 class GenerationRow(Strict):
     """One free-text answer in ``samples/MODEL/TASK.jsonl``."""
 
@@ -129,6 +149,8 @@ class GenerationRow(Strict):
     # a task scored by its own rules (MedCalc-Bench): the answer read from the prediction,
     # as it was scored; "" where none could be read, absent for other tasks
     extracted: str | None = Field(None, exclude_if=lambda value: value is None)
+    # rubric-graded tasks (HealthBench): every item of the sample's rubric, with verdicts
+    graded_items: list[GradedItem] | None = Field(None, exclude_if=lambda value: value is None)
 
 
 class ChoiceRow(Strict):

@@ -6,9 +6,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from medharness.tasks.base import Conversation
+
 # Told how many samples' worth of work just finished (fractions while a batch decodes), so a
 # progress bar moves from the first seconds instead of once per batch.
 Progress = Callable[[float], None]
+# a user message, or a whole conversation whose next turn is the model's (HealthBench)
+Prompt = str | Conversation
 
 
 @dataclass(frozen=True)
@@ -50,15 +54,15 @@ class LanguageModel(Protocol):
         ...
 
     def generate(
-        self, user_messages: Sequence[str], max_new_tokens: int, progress: Progress | None = None
+        self, user_messages: Sequence[Prompt], max_new_tokens: int, progress: Progress | None = None
     ) -> list[str]:
-        """Greedy answers to user messages, each wrapped in the model's own chat template;
-        ``progress`` hears of the work done as it is done."""
+        """Greedy answers to user messages (or whole conversations), each wrapped in the
+        model's own chat template; ``progress`` hears of the work done as it is done."""
         ...
 
     def complete(
         self,
-        user_messages: Sequence[str],
+        user_messages: Sequence[Prompt],
         max_new_tokens: int,
         progress: Progress | None = None,
         sampling: Sampling | None = None,

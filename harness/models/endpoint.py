@@ -32,7 +32,8 @@ from tqdm import tqdm
 
 from medharness.core.errors import UserError, first_line
 from medharness.core.http import HttpFailure, HttpStatus, redact, send
-from medharness.models.base import Completion, Progress, Sampling
+from medharness.models.base import Completion, Progress, Prompt, Sampling
+from medharness.models.prompts import chat_messages
 from medharness.models.specs import EndpointRequests
 
 # What /models says of a model that stays the same between requests (``created`` and the
@@ -364,13 +365,13 @@ class EndpointModel:
         return scores
 
     def generate(
-        self, user_messages: Sequence[str], max_new_tokens: int, progress: Progress | None = None
+        self, user_messages: Sequence[Prompt], max_new_tokens: int, progress: Progress | None = None
     ) -> list[str]:
         return [c.text for c in self.complete(user_messages, max_new_tokens, progress)]
 
     def complete(
         self,
-        user_messages: Sequence[str],
+        user_messages: Sequence[Prompt],
         max_new_tokens: int,
         progress: Progress | None = None,
         sampling: Sampling | None = None,
@@ -393,11 +394,8 @@ class EndpointModel:
         )
         return answers
 
-    def messages(self, user_message: str) -> list[dict[str, str]]:
-        messages = [{"role": "user", "content": user_message}]
-        if self.system_prompt is not None:
-            messages.insert(0, {"role": "system", "content": self.system_prompt})
-        return messages
+    def messages(self, prompt: Prompt) -> list[dict[str, str]]:
+        return chat_messages(prompt, self.system_prompt)
 
     def close(self) -> None:
         self.endpoint.close()

@@ -18,7 +18,8 @@ from pydantic import Field
 from medharness.core.errors import UserError
 from medharness.core.io import sha256_file
 from medharness.core.validation import Strict, load_yaml_file, validate_file_data
-from medharness.models.base import Completion, Progress, Sampling
+from medharness.models.base import Completion, Progress, Prompt, Sampling
+from medharness.models.prompts import prompt_text
 
 FILLER_WORDS = ("the", "a", "is", "of", "and", "to", "in", "may", "include", "patients")
 
@@ -138,22 +139,23 @@ class FakeModel:
         return scores
 
     def generate(
-        self, user_messages: Sequence[str], max_new_tokens: int, progress: Progress | None = None
+        self, user_messages: Sequence[Prompt], max_new_tokens: int, progress: Progress | None = None
     ) -> list[str]:
         return [c.text for c in self.complete(user_messages, max_new_tokens, progress)]
 
     def complete(
         self,
-        user_messages: Sequence[str],
+        user_messages: Sequence[Prompt],
         max_new_tokens: int,
         progress: Progress | None = None,
         sampling: Sampling | None = None,
     ) -> list[Completion]:
-        self._called("generate", user_messages)
-        seeds = sampling.seeds if sampling else (None,) * len(user_messages)
+        texts = [prompt_text(message) for message in user_messages]
+        self._called("generate", texts)
+        seeds = sampling.seeds if sampling else (None,) * len(texts)
         outputs = [
-            self._budgeted(self._output(message, seed), max_new_tokens)
-            for message, seed in zip(user_messages, seeds, strict=True)
+            self._budgeted(self._output(text, seed), max_new_tokens)
+            for text, seed in zip(texts, seeds, strict=True)
         ]
         if progress is not None:
             progress(len(outputs))

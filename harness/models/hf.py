@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from medharness.core.cache import weights_sha256
 from medharness.core.errors import UserError, boundary, first_line
 from medharness.models.adapters import adapter_sha256, attach_adapter, merge_when_exact
-from medharness.models.base import Completion, Progress, Sampling
+from medharness.models.base import Completion, Progress, Prompt, Sampling
 from medharness.models.choice import auto_batch_size, cpu_threads
 from medharness.models.prompts import chat_prompt, encode_pairs
 
@@ -120,13 +120,13 @@ class HFModel:
         return results
 
     def generate(
-        self, user_messages: Sequence[str], max_new_tokens: int, progress: Progress | None = None
+        self, user_messages: Sequence[Prompt], max_new_tokens: int, progress: Progress | None = None
     ) -> list[str]:
         return [c.text for c in self.complete(user_messages, max_new_tokens, progress)]
 
     def complete(
         self,
-        user_messages: Sequence[str],
+        user_messages: Sequence[Prompt],
         max_new_tokens: int,
         progress: Progress | None = None,
         sampling: Sampling | None = None,

@@ -21,7 +21,7 @@ from typing import Any
 from medharness.core.errors import UserError, boundary
 from medharness.core.weights import refuse_pickles
 from medharness.models.adapters import adapter_sha256, lora_rank
-from medharness.models.base import Completion, Progress, Sampling
+from medharness.models.base import Completion, Progress, Prompt, Sampling
 from medharness.models.hf import load_failure, weights_record
 from medharness.models.prompts import chat_prompt, encode_pairs
 from medharness.models.specs import VLLMParallelism
@@ -155,13 +155,13 @@ class VLLMModel:
         return [sum(logprob[step] for step in request) for request in steps]
 
     def generate(
-        self, user_messages: Sequence[str], max_new_tokens: int, progress: Progress | None = None
+        self, user_messages: Sequence[Prompt], max_new_tokens: int, progress: Progress | None = None
     ) -> list[str]:
         return [c.text for c in self.complete(user_messages, max_new_tokens, progress)]
 
     def complete(
         self,
-        user_messages: Sequence[str],
+        user_messages: Sequence[Prompt],
         max_new_tokens: int,
         progress: Progress | None = None,
         sampling: Sampling | None = None,

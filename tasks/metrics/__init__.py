@@ -16,11 +16,13 @@ from typing import Any, Literal
 
 import numpy as np
 
+from medharness.core.errors import UserError
 from medharness.core.records import ChoiceRow, GenerationRow, MetricValue, SampleRow, TaskResult
 from medharness.tasks.answers import EXTRACTION_SUMMARY
 from medharness.tasks.base import Task
 from medharness.tasks.metrics.agreement import jury_agreement
 from medharness.tasks.metrics.stats import (
+    bootstrap_clipped_mean_ci,
     bootstrap_corpus_ci,
     bootstrap_indices,
     bootstrap_mean_ci,
@@ -39,7 +41,7 @@ from medharness.tasks.metrics.text import (
 from medharness.tasks.multiple_choice import choice_question, cot_question
 from medharness.tasks.textscore import bleu_statistics, rouge_scores
 
-Summary = Literal["proportion", "mean", "corpus_bleu"]
+Summary = Literal["proportion", "mean", "clipped_mean", "corpus_bleu"]
 Scorer = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
 PairedTest = Literal["mcnemar", "bootstrap"]
 
@@ -49,7 +51,8 @@ class Metric:
     """A metric and the rules that go with it.
 
     ``summary``: how per-sample scores become the task's value and interval (a proportion
-    with a Clopper-Pearson exact interval; a mean with a percentile bootstrap; corpus BLEU
+    with a Clopper-Pearson exact interval; a mean with a percentile bootstrap; a mean clipped
+    to [0, 1], its bootstrap resamples clipped too (HealthBench's); corpus BLEU
     from summed sacrebleu statistics with a bootstrap). ``paired_test``: McNemar's exact test
     on discordant pairs, or a paired bootstrap of the difference. ``scale``: ``fraction``
     values are stored 0-1 and shown and gated in points (x100); ``points`` are 0-100 already.
@@ -128,6 +131,12 @@ class Metric:
                 ci95=exact_binomial_ci(hits, n),
                 n=n if self.optional else None,
             )
+        if self.summary == "clipped_mean":
+            return MetricValue(
+                value=float(np.clip(values.mean(), 0, 1)),
+                ci95=bootstrap_clipped_mean_ci(values, resamples, seed),
+                n=len(values) if self.optional else None,
+            )
         return MetricValue(
             value=float(values.mean()),
             ci95=bootstrap_mean_ci(values, resamples, seed),
@@ -144,7 +153,8 @@ class Metric:
     ) -> tuple[float, float, np.ndarray]:
         """Baseline value, candidate value, and candidate minus baseline on each paired
         bootstrap resample (the same resampled questions for both models). Corpus BLEU is
-        recomputed per resample from summed statistics; other metrics are means."""
+        recomputed per resample from summed statistics; clipped means are clipped on each
+        side; other metrics are means."""
         if self.summary == "corpus_bleu":
             stats_a, stats_b = bleu_statistics_of(base), bleu_statistics_of(cand)
             counts = resample_counts(len(base), resamples, seed)
@@ -155,6 +165,10 @@ class Metric:
             value_b = bleu_from_statistics(stats_b.sum(axis=0))
             return value_a, value_b, resampled
         a, b = self.scored(base, cand)
+        if self.summary == "clipped_mean":  # each side's value as summarise gives it
+            rows = bootstrap_indices(len(a), resamples, seed)
+            resampled = np.clip(b[rows].mean(axis=1), 0, 1) - np.clip(a[rows].mean(axis=1), 0, 1)
+            return float(np.clip(a.mean(), 0, 1)), float(np.clip(b.mean(), 0, 1)), resampled
         resampled = (b - a)[bootstrap_indices(len(a), resamples, seed)].mean(axis=1)
         return float(a.mean()), float(b.mean()), resampled
 
@@ -309,6 +323,30 @@ METRICS: dict[str, Metric] = {
 
 
 JUDGE_PREFIX = "judge_"
+RUBRIC_METRIC = "healthbench"  # a rubric-graded answer's score; healthbench:<tag> its parts
+TAG_PREFIX = RUBRIC_METRIC + ":"
+
+
+def _rubric_settings() -> dict[str, Any]:
+    return {
+        "score": "per conversation, points of the rubric items the graders found met over "
+        "the positive points (openai/simple-evals healthbench_eval.py); the task's value "
+        "their mean clipped to [0, 1]; healthbench:<tag> the same over the items (axis:) or "
+        "conversations (theme:) carrying the tag",
+        "left out": "items no grader's verdict could be read for (after one retry), or "
+        "whose graders tied; conversations with no readable positive item",
+        "interval": "percentile bootstrap of the clipped mean",
+    }
+
+
+def _rubric(name: str) -> Metric:
+    label = (
+        "HealthBench" if name == RUBRIC_METRIC else f"HealthBench {name.removeprefix(TAG_PREFIX)}"
+    )
+    return Metric(
+        name, label, "clipped_mean", "bootstrap", "fraction", "healthbench", _rubric_settings,
+        "Cohen's d_z", optional=True,
+    )  # fmt: skip
 
 
 def _judge_settings() -> dict[str, Any]:
@@ -328,7 +366,12 @@ def _judge(name: str) -> Metric:
 
 
 def is_metric(name: str) -> bool:
-    return name in METRICS or (name.startswith(JUDGE_PREFIX) and len(name) > len(JUDGE_PREFIX))
+    return (
+        name in METRICS
+        or (name.startswith(JUDGE_PREFIX) and len(name) > len(JUDGE_PREFIX))
+        or name == RUBRIC_METRIC
+        or (name.startswith(TAG_PREFIX) and len(name) > len(TAG_PREFIX))
+    )
 
 
 def metric(name: str) -> Metric:
@@ -336,6 +379,8 @@ def metric(name: str) -> Metric:
     criteria are the user's, so their metrics are made from the name)."""
     if name in METRICS:
         return METRICS[name]
+    if is_metric(name) and (name == RUBRIC_METRIC or name.startswith(TAG_PREFIX)):
+        return _rubric(name)
     if is_metric(name):
         return _judge(name)
     raise KeyError(name)
@@ -348,7 +393,8 @@ def task_may_have(task: Task, name: str) -> bool:
     judged = task.kind == "generate" and name.startswith(JUDGE_PREFIX) and is_metric(name)
     choice_only = {INVALID_ANSWER, TRUNCATED, *REPEATED_METRICS}
     parsed = task.kind == "multiple_choice" and name in choice_only
-    return name in task.metric_names or judged or parsed
+    tagged = task.rubric_graded and name.startswith(TAG_PREFIX) and is_metric(name)
+    return name in task.metric_names or judged or parsed or tagged
 
 
 def judged_metric_names(rows: Sequence[SampleRow]) -> list[str]:
@@ -358,6 +404,11 @@ def judged_metric_names(rows: Sequence[SampleRow]) -> list[str]:
         if isinstance(row, GenerationRow) and row.judgments is not None:
             names.update((name, None) for name in row.metrics if name.startswith(JUDGE_PREFIX))
     return list(names)
+
+
+def tag_metric_names(rows: Sequence[SampleRow]) -> list[str]:
+    """The rubric-tag breakdowns some row of a log has, sorted (axes, then themes)."""
+    return sorted({name for row in rows for name in row.metrics if name.startswith(TAG_PREFIX)})
 
 
 def parsed_metric_names(rows: Sequence[SampleRow]) -> list[str]:
@@ -413,12 +464,15 @@ def aggregate(
         *judged_metric_names(rows),
         *parsed_metric_names(rows),
         *repeated_metric_names(rows),
+        *tag_metric_names(rows),
     ]
     own = task.answer_scoring
     if own is not None:
         settings["answer_scoring"] = own.settings()
     for name in names:
         definition = metric(name).on(rows)
+        if definition.optional and not any(name in row.metrics for row in rows):
+            continue  # no answer has a score (every grader unreadable): no value, not NaN
         values[name] = definition.summarise(rows, resamples=resamples, seed=seed)
         if own is None or name not in own.metric_names:  # described by the task's own
             settings.setdefault(definition.settings_key, definition.settings())
@@ -428,6 +482,26 @@ def aggregate(
         settings["jury"] = jury_agreement(rows, resamples, seed)
     if repeated(rows):
         settings["repeats"] = max(len(row.repeats or ()) for row in rows)
+    items = [
+        item
+        for row in rows
+        if isinstance(row, GenerationRow) and row.graded_items
+        for item in row.graded_items
+    ]
+    if items:
+        left_out = sum(item.met is None for item in items)
+        settings["rubric_items"] = {"graded": len(items) - left_out, "left_out": left_out}
+    if not values:
+        raise UserError(
+            f"task {task.name}: no answer could be scored"
+            + (
+                f": the graders gave no readable verdict on any of its {len(items)} rubric "
+                "items (each asked twice); `medharness grader-check healthbench-meta` "
+                "measures a grader before a run"
+                if items
+                else ""
+            )
+        )
     invalid = sum(isinstance(row, ChoiceRow) and row.invalid_loglikelihood for row in rows)
     if invalid:
         settings["invalid_loglikelihood"] = invalid

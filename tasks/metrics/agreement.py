@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from medharness.core.records import GenerationRow, SampleRow
-from medharness.tasks.metrics.stats import bootstrap_indices
+from medharness.tasks.metrics.stats import bootstrap_indices, percentile_interval
 
 
 def _unit_sums(units: Sequence[Sequence[float]]) -> np.ndarray:
@@ -92,3 +92,36 @@ def jury_agreement(rows: Sequence[SampleRow], resamples: int, seed: int) -> dict
         "agreement_measure": "Krippendorff's alpha, interval level; 95% percentile bootstrap "
         "over answers",
     }
+
+
+def pairwise_counts(predictions: Sequence[bool], labels: Sequence[Sequence[bool]]) -> np.ndarray:
+    """Per example, (true pos, false pos, false neg, true neg) of the grader's verdict against
+    each physician's label: simple-evals' meta-eval pairs the grader with every physician
+    (healthbench_meta_eval.py, ``compute_metrics_for_rater_by_class``), not with a majority."""
+    rows = []
+    for predicted, given in zip(predictions, labels, strict=True):
+        yes = sum(given)
+        no = len(given) - yes
+        rows.append((yes, no, 0, 0) if predicted else (0, 0, yes, no))
+    return np.array(rows, dtype=float).reshape(-1, 4)
+
+
+def macro_f1(counts: np.ndarray) -> float:
+    """The mean of the F1 of "met" and the F1 of "not met" over the summed pairs (simple-
+    evals' balanced F1; a class no pair predicts or holds has F1 0)."""
+    tp, fp, fn, tn = counts.sum(axis=0)
+    met = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+    unmet = 2 * tn / (2 * tn + fn + fp) if tn + fn + fp else 0.0
+    return float((met + unmet) / 2)
+
+
+def macro_f1_interval(counts: np.ndarray, resamples: int, seed: int) -> tuple[float, float]:
+    """95% percentile bootstrap of macro F1, resampling examples (a completion's labels
+    stay together)."""
+    if len(counts) < 2:
+        value = macro_f1(counts)
+        return value, value
+    replicates = [
+        macro_f1(counts[rows]) for rows in bootstrap_indices(len(counts), resamples, seed)
+    ]
+    return percentile_interval(np.array(replicates))

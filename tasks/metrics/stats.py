@@ -48,6 +48,17 @@ def bootstrap_mean_ci(values: np.ndarray, resamples: int, seed: int) -> tuple[fl
     return percentile_interval(means)
 
 
+def bootstrap_clipped_mean_ci(values: np.ndarray, resamples: int, seed: int) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of a mean clipped to [0, 1], each resample's mean
+    clipped as the value is (HealthBench's ``_compute_clipped_stats``)."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        value = float(np.clip(values.mean(), 0, 1))
+        return value, value
+    means = values[bootstrap_indices(len(values), resamples, seed)].mean(axis=1)
+    return percentile_interval(np.clip(means, 0, 1))
+
+
 def bootstrap_corpus_ci(
     statistics: np.ndarray,
     score_rows: Callable[[np.ndarray], np.ndarray],
