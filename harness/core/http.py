@@ -84,16 +84,18 @@ def send(
     headers: dict[str, str] | None = None,
     deadline_s: float,
     max_bytes: int,
-    sink: Callable[[bytes], None] | None = None,
+    sink: Callable[[int, Message], Callable[[bytes], None]] | None = None,
 ) -> Answer:
-    """One request, whole within ``deadline_s`` and at most ``max_bytes`` of answer (a
-    ``sink`` takes the body chunk by chunk instead of it being kept). Raises HttpStatus for
-    an error status, HttpFailure for no whole answer."""
+    """One request, whole within ``deadline_s`` and at most ``max_bytes`` of answer. A
+    ``sink``, given the status and headers, returns what takes the body chunk by chunk
+    instead of it being kept (a download writes it to disk). Raises HttpStatus for an error
+    status, HttpFailure for no whole answer."""
     deadline = time.monotonic() + deadline_s
     request = urllib.request.Request(url, data=data, headers=headers or {})
     try:
         with OPENER.open(request, timeout=deadline_s) as response:
-            body = read_bounded(response, deadline, max_bytes, sink)
+            write = sink(response.status, response.headers) if sink else None
+            body = read_bounded(response, deadline, max_bytes, write)
             return Answer(response.status, response.headers, body)
     except urllib.error.HTTPError as error:
         body = read_bounded(error, deadline, min(max_bytes, CHUNK), None, partial_ok=True)
