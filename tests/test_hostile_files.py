@@ -1,21 +1,24 @@
 """The filesystem and import rules: medharness replaces or deletes only folders it made (marked,
 never through a link), whatever sits at the hidden staging path of the folder it is making;
-rescore starts only from logs the gate would accept, and sends no key where only a run folder
-points."""
+rescore starts only from logs the gate would accept, and neither rescore nor the playground
+sends a key where only a run folder points."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from openai_stub import Stub, StubState, serve
 
 from medharness.cli import main
 from medharness.core.errors import UserError
 from medharness.core.folders import whole_or_absent
+from medharness.playground import Playground
+from medharness.reports import view_app
 from medharness.reports.runs import RESCORING
 
 
@@ -213,3 +216,48 @@ def test_an_lm_eval_results_file_of_another_shape_is_one_line(
     capsys.readouterr()
     assert main(["report", str(folder), "-o", str(tmp_path / "r.html")]) == 2
     assert "not an lm-eval results file" in capsys.readouterr().err
+
+
+@pytest.fixture
+def stub() -> Iterator[Stub]:
+    yield from serve(StubState())
+
+
+def with_served_model(run: Path, url: str) -> Path:
+    """The run's manifest edited, as anyone may edit a folder they send: one more model, on
+    a server that wants the user's key."""
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["config"]["models"].append(
+        {"name": "served", "model": "openai:stub", "base_url": url, "api_key_env": "MY_KEY"}
+    )
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    return run
+
+
+def test_the_playground_sends_no_key_to_a_server_only_the_run_folder_names(
+    finished_run: Path,
+    stub: Stub,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("MY_KEY", "sk-mine-0123456789")
+    monkeypatch.setattr(view_app, "serve", lambda *args: None)  # never listens here
+    run = with_served_model(finished_run, stub.url)
+    assert main(["view", str(run), "--playground"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"would send $MY_KEY to {stub.url}" in err, err
+    assert "--endpoint" in err and "sk-mine" not in err
+    with pytest.raises(UserError, match="a server only the run folder names"):
+        Playground.of_run(run, ["http://127.0.0.1:9/v1"])  # another server named
+    assert stub.state.requests == []
+
+
+def test_the_playground_sends_the_key_to_a_server_the_user_names_again(
+    finished_run: Path, stub: Stub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MY_KEY", "sk-mine-0123456789")
+    playground = Playground.of_run(with_served_model(finished_run, stub.url), [f"{stub.url}/"])
+    served = next(entry for entry in playground.entries if entry.name == "served")
+    assert playground.model(served).generate(["What is (are) Condition 1 ?"], 8)[0]
+    sent = [r["headers"].get("Authorization") for r in stub.state.requests]
+    assert sent and set(sent) == {"Bearer sk-mine-0123456789"}
