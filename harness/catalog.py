@@ -109,6 +109,7 @@ def pull(entry: Dataset, root: Path, *, mirror: str | None = None) -> Path:
     target = root / entry.name
     if target.is_dir() and not problems(entry, target):
         return target
+    refuse_foreign_dataset(target)
     staging = root / f".{entry.name}.partial"
     # a planted link, or a folder of that name not medharness's, is refused untouched
     make_owned_folder(
@@ -140,6 +141,17 @@ def pull(entry: Dataset, root: Path, *, mirror: str | None = None) -> Path:
         unpacked.rename(target)
     shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def refuse_foreign_dataset(target: Path) -> None:
+    """A folder at a dataset's path that fails its check is replaced only where a pull made
+    it (its SHA256SUMS says so), never through a symbolic link: it may be the user's."""
+    if target.is_symlink() or (target.exists() and not (target / "SHA256SUMS").is_file()):
+        what = "a symbolic link" if target.is_symlink() else "not a folder medharness pulled"
+        raise UserError(
+            f"{target} does not match the catalog and is {what}; nothing was changed (move "
+            "it away, or fix it and run `medharness data verify`)"
+        )
 
 
 DATA_HINT = "MEDHARNESS_DATA_DIR (or data_dir) at a folder you can write"

@@ -492,3 +492,41 @@ def test_a_download_larger_than_its_dataset_is_refused_and_not_reused(
         before = len(served.ranges)
         assert main(["data", "pull", "medqa", "--data-dir", str(root)]) == 0
         assert served.ranges[before:] == [("mirror/medqa.tar.gz", None)]  # afresh, no Range
+
+
+@pytest.mark.parametrize("found", ["link", "user's folder"])
+def test_a_dataset_path_that_fails_its_check_and_is_not_a_pull_is_left_alone(
+    fixture_catalog: dict[str, Dataset],
+    server: tuple[str, Served],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    found: str,
+) -> None:
+    base, served = server
+    monkeypatch.setenv("MEDHARNESS_DATA_MIRROR", f"{base}/mirror/")
+    root, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    root.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "precious.txt").write_text("mine")
+    if found == "link":
+        (root / "medqa").symlink_to(elsewhere)
+    else:
+        elsewhere.rename(root / "medqa")
+        elsewhere = root / "medqa"
+    assert main(["data", "pull", "medqa", "--data-dir", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not match the catalog" in err, err
+    assert [p.name for p in elsewhere.iterdir()] == ["precious.txt"]
+    assert served.ranges == []  # refused before any download
+
+
+def test_a_pulled_dataset_that_fails_its_check_is_replaced(
+    fixture_catalog: dict[str, Dataset], tmp_path: Path
+) -> None:
+    root = tmp_path / "data"
+    assert main(["data", "pull", "medqa", "--data-dir", str(root)]) == 0
+    spoilt = next(p for p in (root / "medqa").iterdir() if p.suffix == ".jsonl")
+    spoilt.write_text("edited\n")
+    assert main(["data", "pull", "medqa", "--data-dir", str(root)]) == 0
+    assert not problems(fixture_catalog["medqa"], root / "medqa")
