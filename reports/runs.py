@@ -88,7 +88,8 @@ def untrue_choice(row: ChoiceRow) -> str | None:
     """How a multiple-choice row contradicts its own raw numbers, if it does."""
     values = row.loglikelihoods
     if values:  # scored by likelihood: the choice is the most likely option
-        most_likely = -1 if None in values else max(range(len(values)), key=values.__getitem__)
+        scores = [value for value in values if value is not None]
+        most_likely = scores.index(max(scores)) if len(scores) == len(values) else -1
         if row.chosen != most_likely:
             return f"chosen {row.chosen}, but the most likely option is {most_likely}"
     acc = row.metrics.get("acc")

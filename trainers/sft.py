@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -308,8 +309,13 @@ def check_resumable(checkpoint: Path, model: Any, spec: TrainSpec) -> None:
         **{path: load_state for path in sorted(checkpoint.glob("rng_state*.pth"))},
     }
     for path, load in loads.items():
-        with boundary(str(path), lambda exc, path=path: f"{path}: {first_line(exc)}; {hint}"):
+        with boundary(str(path), partial(unusable, path, hint)):
             load(path)
+
+
+def unusable(path: Path, hint: str, exc: BaseException) -> str:
+    """The one line of a checkpoint file a loader refused."""
+    return f"{path}: {first_line(exc)}; {hint}"
 
 
 def check_weights(path: Path, model: Any, spec: TrainSpec) -> None:
