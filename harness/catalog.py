@@ -169,6 +169,7 @@ def sources_of(entry: Dataset, mirror: str | None) -> list[dict[str, str]]:
 
 
 DOWNLOAD_DEADLINE_S = 1800.0  # one download, whole: a server trickling bytes cannot hold a pull
+STALL_S = 60.0  # no connection, or no next byte, for this long: the download has stopped
 
 
 def download_cap(entry: Dataset) -> int:
@@ -217,6 +218,7 @@ def fetch(url: str, destination: Path, label: str, max_bytes: int) -> None:
                 deadline_s=DOWNLOAD_DEADLINE_S,
                 max_bytes=max_bytes - have,
                 sink=sink,
+                stall_s=STALL_S,
             )
         except HttpStatus as refused:
             if refused.status != 416:  # 416: nothing left to send, the part is whole

@@ -38,6 +38,7 @@ class Served:
         self.headers: list[dict[str, str]] = []  # of each request
         self.moved: dict[str, str] = {}  # path -> where a 302 sends it
         self.trickle: set[str] = set()  # paths sent a byte every 0.1 s
+        self.silent: set[str] = set()  # paths sent 10 bytes, then nothing for 3 s
 
 
 @contextmanager
@@ -71,6 +72,13 @@ def serving(served: Served) -> Iterator[str]:
             self.end_headers()
             if path in served.trickle:
                 self.trickle(rest)
+                return
+            if path in served.silent:
+                with suppress(OSError):
+                    self.wfile.write(rest[:10])
+                    self.wfile.flush()
+                    time.sleep(3)
+                self.close_connection = True
                 return
             cut = served.cut_once.pop(path, None)
             self.wfile.write(rest if cut is None else rest[:cut])
@@ -530,3 +538,22 @@ def test_a_pulled_dataset_that_fails_its_check_is_replaced(
     spoilt.write_text("edited\n")
     assert main(["data", "pull", "medqa", "--data-dir", str(root)]) == 0
     assert not problems(fixture_catalog["medqa"], root / "medqa")
+
+
+def test_a_mirror_gone_silent_stops_the_download_long_before_its_deadline(
+    fixture_catalog: dict[str, Dataset],
+    server: tuple[str, Served],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    base, served = server
+    served.silent.add("mirror/medqa.tar.gz")
+    monkeypatch.setattr(catalog_module, "STALL_S", 0.3)
+    monkeypatch.setenv("MEDHARNESS_DATA_MIRROR", f"{base}/mirror/")
+    started = time.monotonic()
+    assert main(["data", "pull", "medqa", "--data-dir", str(tmp_path / "data")]) == 2
+    assert time.monotonic() - started < 2.5  # not the 3 s of silence, nor the 30 min
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no answer within 0.3 s" in err.splitlines()[-1], err
+    assert "what arrived is kept" in err  # the 10 bytes, resumed by the next pull
