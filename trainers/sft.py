@@ -308,7 +308,14 @@ def check_resumable(checkpoint: Path, model: Any, spec: TrainSpec) -> None:
         checkpoint / "scheduler.pt": load_state,
         **{path: load_state for path in sorted(checkpoint.glob("rng_state*.pth"))},
     }
+    # DeepSpeed and FSDP keep weights and optimizer in folders of their own: there, only the
+    # files present are checked (their engines read the rest)
+    sharded = any(
+        any(checkpoint.glob(pattern)) for pattern in ("global_step*", "*_fsdp*", "optimizer_*")
+    )
     for path, load in loads.items():
+        if sharded and not path.exists():
+            continue
         with boundary(str(path), partial(unusable, path, hint)):
             load(path)
 
