@@ -15,19 +15,19 @@ A file whose publisher gives no digest (MedCalc-Bench's CSV, HealthBench's files
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import http.client
 import json
 import os
 import shutil
 import socket
 import tarfile
-import urllib.error
 import urllib.parse
-import urllib.request
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from email.message import Message
 from functools import cache
 from pathlib import Path
 from typing import IO, Any
@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from medharness.core.errors import UserError
 from medharness.core.folders import exclusive, make_owned_folder
+from medharness.core.http import HttpFailure, HttpStatus, send
 from medharness.core.io import sha256_file, write_text_atomic
 
 MIRROR_ENV = "MEDHARNESS_DATA_MIRROR"
@@ -130,6 +131,7 @@ def pull(entry: Dataset, root: Path, *, mirror: str | None = None) -> Path:
     target = root / entry.name
     if target.is_dir() and not problems(entry, target):
         return target
+    refuse_foreign_dataset(target)
     staging = root / f".{entry.name}.partial"
     # a planted link, or a folder of that name not medharness's, is refused untouched
     make_owned_folder(
@@ -140,7 +142,7 @@ def pull(entry: Dataset, root: Path, *, mirror: str | None = None) -> Path:
         shutil.rmtree(unpacked, ignore_errors=True)
         for source in sources_of(entry, mirror):
             download = staging / "downloads" / Path(source["url"]).name
-            fetch(source["url"], download, f"{entry.name} {download.name}")
+            fetch(source["url"], download, f"{entry.name} {download.name}", download_cap(entry))
             try:
                 unpack(entry, source, download, unpacked)
             except UserError:
@@ -163,6 +165,17 @@ def pull(entry: Dataset, root: Path, *, mirror: str | None = None) -> Path:
     return target
 
 
+def refuse_foreign_dataset(target: Path) -> None:
+    """A folder at a dataset's path that fails its check is replaced only where a pull made
+    it (its SHA256SUMS says so), never through a symbolic link: it may be the user's."""
+    if target.is_symlink() or (target.exists() and not (target / "SHA256SUMS").is_file()):
+        what = "a symbolic link" if target.is_symlink() else "not a folder medharness pulled"
+        raise UserError(
+            f"{target} does not match the catalog and is {what}; nothing was changed (move "
+            "it away, or fix it and run `medharness data verify`)"
+        )
+
+
 DATA_HINT = "MEDHARNESS_DATA_DIR (or data_dir) at a folder you can write"
 OFFLINE = (  # what to do where the source cannot be reached at all
     f"without a network, set {MIRROR_ENV} to a mirror serving <name>.tar.gz, or point "
@@ -177,50 +190,85 @@ def sources_of(entry: Dataset, mirror: str | None) -> list[dict[str, str]]:
     return entry.sources
 
 
-def fetch(url: str, destination: Path, label: str) -> None:
-    """Download ``url`` to ``destination``; a ``.part`` left by a cut download is resumed
-    where the server allows ranges, else restarted."""
+DOWNLOAD_DEADLINE_S = 1800.0  # one download, whole: a server trickling bytes cannot hold a pull
+STALL_S = 60.0  # no connection, or no next byte, for this long: the download has stopped
+
+
+def download_cap(entry: Dataset) -> int:
+    """The most bytes one download of ``entry`` may have: an archive or file of the dataset
+    is no larger than twice the dataset (a server sending more is refused as it sends)."""
+    return 2 * entry.bytes + SUMS_ALLOWANCE
+
+
+def fetch(url: str, destination: Path, label: str, max_bytes: int) -> None:
+    """Download ``url`` to ``destination`` through medharness's HTTP client (its redirect,
+    deadline and size rules); a ``.part`` left by a cut download is resumed where the server
+    allows ranges, else restarted. One that grows past ``max_bytes`` is removed."""
     if destination.is_file():
         return
     destination.parent.mkdir(parents=True, exist_ok=True)
     part = destination.with_name(destination.name + ".part")
     have = part.stat().st_size if part.is_file() else 0
-    length = 0
-    try:
-        request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            if have and response.status != 206:
+    expected: list[int] = []  # the whole size, where the server declares it
+    with contextlib.ExitStack() as stack:
+
+        def sink(status: int, headers: Message) -> Callable[[bytes], None]:
+            nonlocal have
+            if have and status != 206:
                 have = 0  # the server sends the whole file again
-            declared = (response.headers.get("Content-Length") or "").strip()
-            length = int(declared) if declared.isdigit() else 0  # unknown: read to the end
-            with (
-                part.open("ab" if have else "wb") as handle,
+            declared = (headers.get("Content-Length") or "").strip()
+            if declared.isdigit():
+                expected.append(have + int(declared))
+            handle = stack.enter_context(part.open("ab" if have else "wb"))
+            bar = stack.enter_context(
                 tqdm(
-                    total=have + length or None, initial=have, desc=label, unit="B",
-                    unit_scale=True, leave=False,
-                ) as bar,
-            ):  # fmt: skip
-                while chunk := response.read(CHUNK):
-                    handle.write(chunk)
-                    bar.update(len(chunk))
-    except urllib.error.HTTPError as exc:
-        if exc.code != 416:  # 416: nothing left to send, the part is whole
-            raise UserError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
-    except ValueError as exc:  # not a URL urllib can fetch (a mistyped mirror)
-        raise UserError(f"cannot download {url}: {exc}") from None
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-        reason = getattr(exc, "reason", None) or exc
-        arrived = part.is_file() and part.stat().st_size > 0
-        raise UserError(
-            f"cannot download {url}: {reason}; "
-            + ("what arrived is kept, run the command again to resume" if arrived else OFFLINE)
-        ) from None
-    if length and part.stat().st_size != have + length:
+                    total=expected[0] if expected else None, initial=have, desc=label,
+                    unit="B", unit_scale=True, leave=False,
+                )
+            )  # fmt: skip
+
+            def write(chunk: bytes) -> None:
+                handle.write(chunk)
+                bar.update(len(chunk))
+
+            return write
+
+        try:
+            send(
+                url,
+                headers={"Range": f"bytes={have}-"} if have else {},
+                deadline_s=DOWNLOAD_DEADLINE_S,
+                max_bytes=max_bytes - have,
+                sink=sink,
+                stall_s=STALL_S,
+            )
+        except HttpStatus as refused:
+            if refused.status != 416:  # 416: nothing left to send, the part is whole
+                raise UserError(
+                    f"cannot download {url}: HTTP {refused.status} {refused.reason}"
+                ) from None
+        except HttpFailure as failure:
+            stack.close()
+            raise download_failure(url, part, failure) from None
+    if expected and part.stat().st_size != expected[0]:
         raise UserError(
             f"cannot download {url}: the connection closed early; what arrived is kept, run "
             "the command again to resume"
         )
     part.rename(destination)
+
+
+def download_failure(url: str, part: Path, failure: HttpFailure) -> UserError:
+    """One line for a download that did not arrive whole: one too large is removed (the next
+    pull starts afresh), one cut or too slow is kept to resume."""
+    if failure.kind == "size":
+        part.unlink(missing_ok=True)
+        return UserError(f"cannot download {url}: {failure}; nothing was kept")
+    arrived = part.is_file() and part.stat().st_size > 0
+    return UserError(
+        f"cannot download {url}: {failure}; "
+        + ("what arrived is kept, run the command again to resume" if arrived else OFFLINE)
+    )
 
 
 SUMS_ALLOWANCE = 4 << 20  # a mirror's tarball of a pulled folder carries its SHA256SUMS
@@ -308,6 +356,11 @@ def mirror() -> str | None:
         valid = False
     if not valid:
         raise UserError(f"{MIRROR_ENV}={base!r} is not an http(s) URL of a mirror")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise UserError(  # not quoted: what it holds may be a secret
+            f"{MIRROR_ENV} must not hold credentials, a query string or a fragment; "
+            "medharness sends no credentials to a mirror"
+        )
     return base
 
 

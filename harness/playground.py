@@ -8,7 +8,7 @@ loads one.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 from medharness.config import ModelEntry
 from medharness.evaluate import load_entry
 from medharness.models.base import LanguageModel, answer_stream
+from medharness.models.endpoint import refuse_recorded_keys
 from medharness.reports.runs import RunData
 
 
@@ -30,9 +31,13 @@ class Playground:
     _loaded: dict[str, LanguageModel] = field(default_factory=dict)
 
     @classmethod
-    def of_run(cls, run_dir: Path) -> Playground:
+    def of_run(cls, run_dir: Path, endpoints: Collection[str] = ()) -> Playground:
+        """The run's models; a server the run folder names gets the user's key only where
+        the user names its URL again in ``endpoints``, as ``rescore`` asks of judges."""
         manifest = RunData.open(run_dir).manifest
         entries = [ModelEntry.model_validate(item) for item in manifest.config.get("models", [])]
+        servers = [(f"model {e.name}", e.base_url, e.api_key_env) for e in entries]
+        refuse_recorded_keys(run_dir, servers, endpoints, "name it yourself with --endpoint URL")
         return cls(run_dir, entries, manifest.models, manifest.decoding.max_new_tokens)
 
     @property

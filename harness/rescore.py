@@ -22,6 +22,7 @@ from medharness.core.io import write_jsonl_atomic, write_record, write_text_atom
 from medharness.core.records import GenerationRow, Manifest, Rescore, ResultsFile, SampleRow
 from medharness.core.validation import Strict, load_yaml_file, validate_file_data
 from medharness.judge import JudgedLog, Jury, judge_logs
+from medharness.models.endpoint import refuse_recorded_keys
 from medharness.reports.html import render_run_report
 from medharness.reports.runs import RESCORING, RunData
 from medharness.tasks import Task
@@ -68,7 +69,8 @@ def rescore(
     if judges_file is not None:
         config = load_judging(judges_file, config)
     else:
-        refuse_keys_for_recorded_endpoints(config, run_dir)
+        judges = [(f"judge {j.name}", j.base_url, j.api_key_env) for j in config.judges]
+        refuse_recorded_keys(run_dir, judges, (), "name the judges yourself with --judges FILE")
     unknown = [m for m in metrics if m not in METRICS or METRICS[m].scorer is None]
     if unknown:
         scored = ", ".join(name for name, m in METRICS.items() if m.scorer is not None)
@@ -116,18 +118,6 @@ def rescore(
         )
         write_rescored(run_dir, logs, results, manifest)
     return [*metrics, *(f"judge {judge.name}" for judge in config.judges)]
-
-
-def refuse_keys_for_recorded_endpoints(config: RunConfig, run_dir: Path) -> None:
-    """A run folder may come from anyone: its judges' servers get the user's API key only
-    where the user names them again (a --judges file), never from the folder alone."""
-    for judge in config.judges:
-        if judge.api_key_env is not None:
-            raise UserError(
-                f"{run_dir}: judge {judge.name} would send ${judge.api_key_env} to "
-                f"{judge.base_url}, a server only the run folder names; name the judges "
-                "yourself with --judges FILE to send your key there"
-            )
 
 
 def rescored_logs(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from medharness.config import ModelEntry, recorded_task
-from medharness.core.errors import UserError
+from medharness.core.errors import UserError, first_line
 from medharness.core.folders import refuse_links
 from medharness.core.io import read_jsonl
 from medharness.core.records import (
@@ -24,6 +25,7 @@ from medharness.core.records import (
     SAMPLE_ROWS,
     SCHEMA_VERSION,
     TRAIN_LOG_ROWS,
+    ChoiceRow,
     InputRow,
     Manifest,
     MetricValue,
@@ -48,7 +50,7 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     try:
         text = path.read_text(encoding="utf-8").strip()
         rows = json.loads("[" + text.replace("\n", ",") + "]") if text else []
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # bad bytes, JSON, digits or nesting: name the line
         return list(read_jsonl(path))
     if not all(isinstance(row, dict) for row in rows):
         return list(read_jsonl(path))
@@ -67,6 +69,43 @@ def validated_rows(path: Path, adapter: TypeAdapter[list[R]]) -> list[R]:
             field = field[1:]
         where = ".".join(str(part) for part in field) or "(row)"
         raise UserError(f"{path}:{int(index) + 1}: {where}: {first['msg']}") from None
+
+
+def refuse_untrue_rows(path: Path, rows: list[SampleRow]) -> None:
+    """A sample log's rows are believed only where they agree with themselves: one row per
+    sample (a repeated id would count twice), and each option-scored row's choice and
+    accuracy recomputed from its log-likelihoods, gold and choice."""
+    seen: dict[str, int] = {}
+    for line, row in enumerate(rows, start=1):
+        if row.doc_id in seen:
+            raise UserError(f"{path}:{line}: doc_id {row.doc_id!r} repeats line {seen[row.doc_id]}")
+        seen[row.doc_id] = line
+        problem = untrue_choice(row) if isinstance(row, ChoiceRow) else None
+        if problem:
+            raise UserError(f"{path}:{line}: {problem}; the log was changed after the run")
+
+
+def untrue_choice(row: ChoiceRow) -> str | None:
+    """How a multiple-choice row contradicts its own raw numbers, if it does."""
+    values = row.loglikelihoods
+    if values:  # scored by likelihood: the choice is the most likely option
+        scores = [value for value in values if value is not None]
+        most_likely = scores.index(max(scores)) if len(scores) == len(values) else -1
+        if row.chosen != most_likely:
+            return f"chosen {row.chosen}, but the most likely option is {most_likely}"
+    answers = [(a.chosen, a.metrics.get("acc")) for a in row.repeats or ()]
+    for chosen, acc in answers or [(row.chosen, row.metrics.get("acc"))]:
+        if acc is not None and acc != float(chosen == row.gold):
+            return f"acc {acc:g}, but chosen {chosen} and gold {row.gold}"
+    acc = row.metrics.get("acc")
+    if answers and acc is not None and not math.isclose(acc, mean_of(a for _, a in answers)):
+        return f"acc {acc:g}, but its sampled answers' mean is {mean_of(a for _, a in answers):g}"
+    return None
+
+
+def mean_of(values: Iterable[float | None]) -> float:
+    present = [value for value in values if value is not None]
+    return sum(present) / len(present) if present else math.nan
 
 
 @dataclass
@@ -206,6 +245,8 @@ class RunData:
             raise UserError(f"{self.path / name}:{exc.lineno}: not valid JSON") from None
         except UnicodeDecodeError:
             raise UserError(f"{self.path / name}: not UTF-8 text") from None
+        except (ValueError, RecursionError) as exc:  # a number past int's digits, deep nests
+            raise UserError(f"{self.path / name}: not valid JSON ({first_line(exc)})") from None
 
     @property
     def models(self) -> list[str]:
@@ -217,7 +258,9 @@ class RunData:
             path = self._inside(f"samples/{model}/{task}.jsonl")
             if not path.is_file():
                 raise UserError(f"{path} is missing from the run directory")
-            self._samples[key] = validated_rows(path, SAMPLE_ROWS)
+            rows = validated_rows(path, SAMPLE_ROWS)
+            refuse_untrue_rows(path, rows)
+            self._samples[key] = rows
         return self._samples[key]
 
     def inputs(self, task: str) -> dict[str, InputRow]:

@@ -310,10 +310,20 @@ def test_every_case_is_in_the_documented_table() -> None:
         "pull-uncovered-member",
         "pull-archive-too-large",
         "pull-bad-mirror",
+        "pull-mirror-credentials",
+        "pull-too-slow",
+        "pull-too-large",
+        "pull-foreign-dataset",
         "endpoint-answer-too-large",  # tests/test_http.py
         "endpoint-impossible-logprobs",
         "rescore-endpoint-key",  # tests/test_hostile_files.py
+        "playground-endpoint-key",
         "run-folder-link",
+        "sample-log-untrue",
+        "sample-log-repeated-id",
+        "json-number-too-long",
+        "checkpoint-unusable",  # tests/test_checkpoints.py
+        "checkpoint-pickled-weights",
         "lm-eval-acc-disagrees",
         "lm-eval-repeated-doc",
         "lm-eval-odd-results",

@@ -9,10 +9,12 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -298,3 +300,123 @@ def test_medqa_training_validates_accuracy_on_the_dev_questions(
     assert len(evaluations) == 2 and all(set(v) == {"loss", "acc"} for v in evaluations)
     questions = min(len(dev), 64)  # eval_limit: the first 64 dev questions, each right or wrong
     assert all(abs(v["acc"] * questions - round(v["acc"] * questions)) < 1e-9 for v in evaluations)
+
+
+@pytest.fixture(scope="module")
+def resumable(
+    fixture_data: Path, tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The runs folder of a finished 4-step training that kept its checkpoints; moved back to
+    its work folder, it is what a training killed after step 4 leaves to resume."""
+    folder = tmp_path_factory.mktemp("resumable")
+    entry = checkpointed(tiny_llama, max_steps=4, save_steps=2, keep_checkpoints=True)
+    config = write_config(folder, fixture_data, [entry])
+    assert main(["train", str(config)]) == 0
+    return config
+
+
+def resume_spoiled(
+    resumable: Path,
+    tmp_path: Path,
+    spoil: Callable[[Path], None],
+    capsys: pytest.CaptureFixture[str],
+) -> tuple[int, list[str]]:
+    """Resume a copy of the training from its newest checkpoint, spoilt by ``spoil``: the
+    exit code and the lines on stderr."""
+    config = tmp_path / "config.yaml"
+    settings = yaml.safe_load(resumable.read_text())
+    settings["output_dir"] = str(tmp_path / "runs")
+    config.write_text(yaml.safe_dump(settings))
+    shutil.copytree(resumable.parent / "runs", tmp_path / "runs")
+    work = trained(config).with_name(".tuned.work")
+    trained(config).rename(work)
+    (work / "train_config.json").unlink()  # unfinished, as a kill leaves it
+    spoil(work / "checkpoint-4")
+    capsys.readouterr()
+    code = main(["train", str(config)])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err[-3000:]
+    return code, [line for line in err.splitlines() if line.startswith("medharness: ")]
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def reshaped(checkpoint: Path, change: Callable[[str, Any], tuple[str, Any]]) -> None:
+    """The checkpoint's adapter rewritten tensor by tensor: another model's, or another
+    rank's."""
+    from safetensors.torch import load_file, save_file
+
+    path = checkpoint / "adapter_model.safetensors"
+    save_file(dict(change(name, tensor) for name, tensor in load_file(path).items()), path)
+
+
+class RunsCode:
+    """A pickle that, were it loaded without ``weights_only``, would leave a file behind."""
+
+    def __init__(self, proof: Path) -> None:
+        self.proof = proof
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.proof,))
+
+
+def pickled_optimizer(checkpoint: Path) -> None:
+    import torch
+
+    torch.save({"state": RunsCode(checkpoint.parent / "PWNED")}, checkpoint / "optimizer.pt")
+
+
+def double_rank(name: str, tensor: Any) -> tuple[str, Any]:
+    import torch
+
+    if "lora_A" in name:
+        return name, torch.cat([tensor, tensor])
+    if "lora_B" in name:
+        return name, torch.cat([tensor, tensor], dim=1)
+    return name, tensor
+
+
+SPOILS: dict[str, tuple[Callable[[Path], None], str]] = {
+    "truncated adapter": (lambda c: truncate(c / "adapter_model.safetensors"), "adapter_model"),
+    "missing adapter": (lambda c: (c / "adapter_model.safetensors").unlink(), "adapter_model"),
+    "missing optimizer": (lambda c: (c / "optimizer.pt").unlink(), "optimizer.pt"),
+    "truncated scheduler": (lambda c: truncate(c / "scheduler.pt"), "scheduler.pt"),
+    "torn trainer state": (lambda c: truncate(c / "trainer_state.json"), "trainer_state.json"),
+    "another model's adapter": (
+        lambda c: reshaped(c, lambda n, t: (n.replace("q_proj", "up_proj"), t)),
+        "adapter_model",
+    ),
+    "another LoRA rank": (lambda c: reshaped(c, double_rank), "another shape"),
+    "pickled optimizer": (pickled_optimizer, "optimizer.pt"),
+    "pickled weights": (
+        lambda c: (c / "adapter_model.bin").write_bytes(b"pickle"),
+        "adapter_model.bin",
+    ),
+}
+
+
+@pytest.mark.parametrize("spoil", SPOILS)
+def test_a_spoilt_checkpoint_is_one_line_naming_the_file_and_no_pickle_runs(
+    resumable: Path, tmp_path: Path, spoil: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    change, says = SPOILS[spoil]
+    code, lines = resume_spoiled(resumable, tmp_path, change, capsys)
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("medharness: error: ") and "checkpoint-4" in lines[0], lines
+    assert says in lines[0], lines
+    assert not list(tmp_path.rglob("PWNED"))
+
+
+def test_an_unspoilt_checkpoint_passes_the_checks_and_resumes(
+    resumable: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, lines = resume_spoiled(resumable, tmp_path, lambda checkpoint: None, capsys)
+    assert code == 0, lines
+    assert (
+        json.loads((trained(tmp_path / "config.yaml") / "train_config.json").read_text())[
+            "resumed_from_step"
+        ]
+        == 4
+    )

@@ -10,8 +10,10 @@ import json
 import subprocess
 import tarfile
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -36,17 +38,28 @@ class Served:
         self.cut_once: dict[str, int] = {}  # path -> bytes sent before the connection drops
         self.ranges: list[tuple[str, str | None]] = []
         self.length_header: str | None = None  # sent instead of the true Content-Length
+        self.headers: list[dict[str, str]] = []  # of each request
+        self.moved: dict[str, str] = {}  # path -> where a 302 sends it
+        self.trickle: set[str] = set()  # paths sent a byte every 0.1 s
+        self.silent: set[str] = set()  # paths sent 10 bytes, then nothing for 3 s
 
 
-@pytest.fixture
-def server() -> Iterator[tuple[str, Served]]:
-    served = Served()
+@contextmanager
+def serving(served: Served) -> Iterator[str]:
+    """A loopback server of ``served``'s files, its base URL."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.lstrip("/")
             requested = self.headers.get("Range")
             served.ranges.append((path, requested))
+            served.headers.append(dict(self.headers.items()))
+            if path in served.moved:
+                self.send_response(302)
+                self.send_header("Location", served.moved[path])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if path not in served.files:
                 self.send_error(404)
                 return
@@ -57,21 +70,56 @@ def server() -> Iterator[tuple[str, Served]]:
             else:
                 self.send_response(200)
             rest = body[start:]
-            self.send_header("Content-Length", served.length_header or str(len(rest)))
+            if served.length_header != "":  # "": none, the body ends with the connection
+                self.send_header("Content-Length", served.length_header or str(len(rest)))
             self.end_headers()
+            if path in served.trickle:
+                self.trickle(rest)
+                return
+            if path in served.silent:
+                with suppress(OSError):
+                    self.wfile.write(rest[:10])
+                    self.wfile.flush()
+                    time.sleep(3)
+                self.close_connection = True
+                return
             cut = served.cut_once.pop(path, None)
             self.wfile.write(rest if cut is None else rest[:cut])
             if cut is not None:
                 self.close_connection = True
 
+        def trickle(self, rest: bytes) -> None:
+            with suppress(OSError):  # the client hangs up at its deadline
+                for byte in rest[:40]:  # each read is quick, the whole never is
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            self.close_connection = True
+
         def log_message(self, *args: Any) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, *args: Any) -> None:
+            pass  # a client that hung up on a refused answer
+
+    httpd = Server(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", served
-    httpd.shutdown()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, Served]]:
+    served = Served()
+    with serving(served) as base:
+        yield base, served
 
 
 def sha(data: bytes) -> str:
@@ -430,3 +478,134 @@ def test_files_without_published_digests_are_pinned_at_their_first_pull(
         UserError, match=r"eval.jsonl: sha256 \w+\.\.\. differs from \w+\.\.\. in .*SHA256SUMS"
     ):
         verify_checksums(folder, "hb", {"hb/eval.jsonl": sha((folder / "eval.jsonl").read_bytes())})
+
+
+def test_a_mirror_redirect_to_another_port_is_followed_with_no_credentials(
+    fixture_catalog: dict[str, Dataset],
+    server: tuple[str, Served],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    base, served = server
+    elsewhere = Served()
+    elsewhere.files["medqa.tar.gz"] = served.files["mirror/medqa.tar.gz"]
+    with serving(elsewhere) as other:
+        served.moved["mirror/medqa.tar.gz"] = f"{other}/medqa.tar.gz"
+        monkeypatch.setenv("MEDHARNESS_DATA_MIRROR", f"{base}/mirror/")
+        assert main(["data", "pull", "medqa", "--data-dir", str(tmp_path / "data")]) == 0
+    assert [p for p, _ in elsewhere.ranges] == ["medqa.tar.gz"]
+    sent = {name.lower() for name in elsewhere.headers[0]}
+    assert not sent & {"authorization", "cookie", "proxy-authorization"}
+
+
+@pytest.mark.parametrize(
+    "base", ["http://user:secret@127.0.0.1:8000/", "http://127.0.0.1:8000/?token=secret"]
+)
+def test_a_mirror_url_holding_credentials_is_refused_without_echoing_them(
+    base: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MEDHARNESS_DATA_MIRROR", base)
+    assert main(["data", "pull", "medqa", "--data-dir", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "credentials" in err and "secret" not in err, err
+
+
+def test_a_mirror_that_trickles_meets_the_download_deadline_in_one_line(
+    fixture_catalog: dict[str, Dataset],
+    server: tuple[str, Served],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    base, served = server
+    served.trickle.add("mirror/medqa.tar.gz")
+    monkeypatch.setattr(catalog_module, "DOWNLOAD_DEADLINE_S", 0.5)
+    monkeypatch.setenv("MEDHARNESS_DATA_MIRROR", f"{base}/mirror/")
+    started = time.monotonic()
+    assert main(["data", "pull", "medqa", "--data-dir", str(tmp_path / "data")]) == 2
+    assert time.monotonic() - started < 3  # not the 4 s the whole trickle takes
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "before the deadline" in err.splitlines()[-1], err
+    assert "resume" in err
+
+
+def test_a_download_larger_than_its_dataset_is_refused_and_not_reused(
+    fixture_catalog: dict[str, Dataset],
+    server: tuple[str, Served],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    base, served = server
+    good = served.files["mirror/medqa.tar.gz"]
+    cap = 2 * fixture_catalog["medqa"].bytes + (4 << 20)  # twice the dataset and its sums
+    for declared in (True, False):  # a Content-Length that says so, and none
+        served.length_header = None if declared else ""
+        served.files["mirror/medqa.tar.gz"] = bytes(cap + 1)
+        monkeypatch.setenv("MEDHARNESS_DATA_MIRROR", f"{base}/mirror/")
+        root = tmp_path / f"data-{declared}"
+        assert main(["data", "pull", "medqa", "--data-dir", str(root)]) == 2
+        err = capsys.readouterr().err
+        assert "bytes" in err and "nothing was kept" in err, err
+        assert not [p for p in root.rglob("*") if p.is_file() and p.name.endswith(".part")]
+        served.length_header, served.files["mirror/medqa.tar.gz"] = None, good
+        before = len(served.ranges)
+        assert main(["data", "pull", "medqa", "--data-dir", str(root)]) == 0
+        assert served.ranges[before:] == [("mirror/medqa.tar.gz", None)]  # afresh, no Range
+
+
+@pytest.mark.parametrize("found", ["link", "user's folder"])
+def test_a_dataset_path_that_fails_its_check_and_is_not_a_pull_is_left_alone(
+    fixture_catalog: dict[str, Dataset],
+    server: tuple[str, Served],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    found: str,
+) -> None:
+    base, served = server
+    monkeypatch.setenv("MEDHARNESS_DATA_MIRROR", f"{base}/mirror/")
+    root, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    root.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "precious.txt").write_text("mine")
+    if found == "link":
+        (root / "medqa").symlink_to(elsewhere)
+    else:
+        elsewhere.rename(root / "medqa")
+        elsewhere = root / "medqa"
+    assert main(["data", "pull", "medqa", "--data-dir", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not match the catalog" in err, err
+    assert [p.name for p in elsewhere.iterdir()] == ["precious.txt"]
+    assert served.ranges == []  # refused before any download
+
+
+def test_a_pulled_dataset_that_fails_its_check_is_replaced(
+    fixture_catalog: dict[str, Dataset], tmp_path: Path
+) -> None:
+    root = tmp_path / "data"
+    assert main(["data", "pull", "medqa", "--data-dir", str(root)]) == 0
+    spoilt = next(p for p in (root / "medqa").iterdir() if p.suffix == ".jsonl")
+    spoilt.write_text("edited\n")
+    assert main(["data", "pull", "medqa", "--data-dir", str(root)]) == 0
+    assert not problems(fixture_catalog["medqa"], root / "medqa")
+
+
+def test_a_mirror_gone_silent_stops_the_download_long_before_its_deadline(
+    fixture_catalog: dict[str, Dataset],
+    server: tuple[str, Served],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    base, served = server
+    served.silent.add("mirror/medqa.tar.gz")
+    monkeypatch.setattr(catalog_module, "STALL_S", 0.3)
+    monkeypatch.setenv("MEDHARNESS_DATA_MIRROR", f"{base}/mirror/")
+    started = time.monotonic()
+    assert main(["data", "pull", "medqa", "--data-dir", str(tmp_path / "data")]) == 2
+    assert time.monotonic() - started < 2.5  # not the 3 s of silence, nor the 30 min
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no answer within 0.3 s" in err.splitlines()[-1], err
+    assert "what arrived is kept" in err  # the 10 bytes, resumed by the next pull

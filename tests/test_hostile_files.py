@@ -1,21 +1,25 @@
 """The filesystem and import rules: medharness replaces or deletes only folders it made (marked,
 never through a link), whatever sits at the hidden staging path of the folder it is making;
-rescore starts only from logs the gate would accept, and sends no key where only a run folder
-points."""
+rescore starts only from logs the gate would accept, and neither rescore nor the playground
+sends a key where only a run folder points."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import openai_stub
 import pytest
 import yaml
+from openai_stub import Stub, StubState, serve
 
 from medharness.cli import main
 from medharness.core.errors import UserError
 from medharness.core.folders import whole_or_absent
+from medharness.playground import Playground
+from medharness.reports import view_app
 from medharness.reports.runs import RESCORING
 
 
@@ -213,3 +217,139 @@ def test_an_lm_eval_results_file_of_another_shape_is_one_line(
     capsys.readouterr()
     assert main(["report", str(folder), "-o", str(tmp_path / "r.html")]) == 2
     assert "not an lm-eval results file" in capsys.readouterr().err
+
+
+@pytest.fixture
+def stub() -> Iterator[Stub]:
+    yield from serve(StubState())
+
+
+def with_served_model(run: Path, url: str) -> Path:
+    """The run's manifest edited, as anyone may edit a folder they send: one more model, on
+    a server that wants the user's key."""
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["config"]["models"].append(
+        {"name": "served", "model": "openai:stub", "base_url": url, "api_key_env": "MY_KEY"}
+    )
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    return run
+
+
+def test_the_playground_sends_no_key_to_a_server_only_the_run_folder_names(
+    finished_run: Path,
+    stub: Stub,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("MY_KEY", "sk-mine-0123456789")
+    monkeypatch.setattr(view_app, "serve", lambda *args: None)  # never listens here
+    run = with_served_model(finished_run, stub.url)
+    assert main(["view", str(run), "--playground"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"would send $MY_KEY to {stub.url}" in err, err
+    assert "--endpoint" in err and "sk-mine" not in err
+    with pytest.raises(UserError, match="a server only the run folder names"):
+        Playground.of_run(run, ["http://127.0.0.1:9/v1"])  # another server named
+    assert stub.state.requests == []
+
+
+def test_the_playground_sends_the_key_to_a_server_the_user_names_again(
+    finished_run: Path, stub: Stub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MY_KEY", "sk-mine-0123456789")
+    playground = Playground.of_run(with_served_model(finished_run, stub.url), [f"{stub.url}/"])
+    served = next(entry for entry in playground.entries if entry.name == "served")
+    assert playground.model(served).generate(["What is (are) Condition 1 ?"], 8)[0]
+    sent = [r["headers"].get("Authorization") for r in stub.state.requests]
+    assert sent and set(sent) == {"Bearer sk-mine-0123456789"}
+
+
+def test_a_server_that_echoes_the_key_in_its_answers_gets_it_into_no_file(
+    data_env: Path,
+    stub: Stub,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    key = "sk-mine-0123456789"
+    monkeypatch.setenv("MY_KEY", key)
+    monkeypatch.setattr(openai_stub, "chat_reply", lambda message: f"your key is {key}.")
+    args = ["eval", "--model", "openai:stub", "--base-url", stub.url, "--api-key-env", "MY_KEY"]
+    out = tmp_path / "runs"
+    assert main([*args, "--tasks", "medquad_gen", "--limit", "2", "--out", str(out)]) == 0
+    assert key not in capsys.readouterr().out
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert written and not [p for p in written if key in p.read_text(errors="replace")]
+    assert any("your key is [redacted]" in p.read_text() for p in written)
+
+
+def edited_log(
+    run: Path, model: str, task: str, edit: Callable[[list[dict[str, Any]]], None]
+) -> None:
+    path = run / "samples" / model / f"{task}.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    edit(rows)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def swap_acc(rows: list[dict[str, Any]]) -> None:
+    """One right and one wrong answer trade accuracies: the aggregate stays the same."""
+    right = next(r for r in rows if r["metrics"]["acc"] == 1.0)
+    wrong = next(r for r in rows if r["metrics"]["acc"] == 0.0)
+    right["metrics"]["acc"], wrong["metrics"]["acc"] = 0.0, 1.0
+
+
+def swap_choice(rows: list[dict[str, Any]]) -> None:
+    """A wrong answer marked right by changing its choice alone, and a right one wrong."""
+    right = next(r for r in rows if r["metrics"]["acc"] == 1.0)
+    wrong = next(r for r in rows if r["metrics"]["acc"] == 0.0)
+    right["chosen"], wrong["chosen"] = (right["gold"] + 1) % 4, wrong["gold"]
+    right["metrics"]["acc"], wrong["metrics"]["acc"] = 0.0, 1.0
+
+
+def repeat_first(rows: list[dict[str, Any]]) -> None:
+    """The last sample replaced by a second copy of the first: n stays the same."""
+    rows[-1] = rows[0]
+
+
+EDITED_LOGS = {
+    "acc traded": (swap_acc, "acc 0, but chosen"),
+    "choice against the log-likelihoods": (swap_choice, "but the most likely option is"),
+    "one id twice": (repeat_first, "repeats line 1"),
+}
+
+
+@pytest.mark.parametrize("edit", EDITED_LOGS)
+@pytest.mark.parametrize("command", ["gate", "report", "leaderboard", "rescore"])
+def test_a_sample_log_that_contradicts_itself_is_refused_everywhere(
+    finished_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: str, command: str
+) -> None:
+    """Edits that leave every aggregate as it was: only the rows' own raw numbers tell."""
+    change, says = EDITED_LOGS[edit]
+    for model in ("base", "other"):
+        edited_log(finished_run, model, "medmcqa", change)
+    args = {
+        "gate": ["gate", str(finished_run), "--policy", "examples/gate.yaml"],
+        "report": ["report", str(finished_run), "-o", str(tmp_path / "r.html")],
+        "leaderboard": ["leaderboard", str(finished_run), "-o", str(tmp_path / "l.html")],
+        "rescore": ["rescore", str(finished_run), "--metrics", "rouge1"],
+    }[command]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "medmcqa.jsonl:" in err and says in err, err
+
+
+@pytest.mark.parametrize("where", ["results.json", "samples/base/medmcqa.jsonl"])
+def test_a_number_past_python_s_digit_limit_is_one_line(
+    finished_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    path = finished_run / where
+    text = path.read_text()
+    field = '"n": ' if where == "results.json" else '"chosen_probability": '
+    start = text.index(field) + len(field)
+    end = start + len(text[start:].split(",", 1)[0].split("\n", 1)[0])
+    path.write_text(text[:start] + "9" * 5000 + text[end:])
+    assert main(["report", str(finished_run), "-o", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{where}" in err and "not valid JSON" in err, err

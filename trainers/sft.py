@@ -16,6 +16,7 @@ from the accelerate config) and only the main process writes.
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import os
 import shutil
@@ -23,13 +24,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 from trl import SFTTrainer
 
-from medharness.core.errors import UserError, boundary
+from medharness.core.errors import UserError, boundary, first_line
 from medharness.core.io import (
     append_jsonl_durable,
     read_jsonl,
@@ -124,6 +126,8 @@ def train(
         print(f"resuming from {resume.name} (step {checkpoint_step(resume)})", file=sys.stderr)
     transformers.set_seed(spec.seed)
     model = trainable_model(spec, base_model, adapter)
+    if resume is not None:
+        check_resumable(resume, model, spec)
     bf16, fp16 = precision_flags(spec)
     examples = fit_disclaimer(
         training.examples, training.disclaimer, tokenizer, spec.max_seq_length
@@ -270,6 +274,78 @@ def checkpoint_step(checkpoint: Path) -> int:
     return int(checkpoint.name.rsplit("-", 1)[1])
 
 
+def check_resumable(checkpoint: Path, model: Any, spec: TrainSpec) -> None:
+    """A sealed checkpoint is resumed only when it is whole, of this model's shape, and holds
+    no pickle that ``weights_only`` loading refuses; otherwise one line naming the file (the
+    Trainer would crash on it mid-setup, or silently resume without a part it lacks)."""
+    import torch
+    from transformers.trainer_pt_utils import safe_globals
+
+    hint = f"remove {checkpoint} to resume from an earlier checkpoint or start over"
+    pickled = sorted(checkpoint.glob("*model*.bin"))  # weights the Trainer would unpickle
+    if pickled:
+        raise UserError(
+            f"{pickled[0]}: pickled weights in a checkpoint; medharness resumes only from "
+            f"safetensors ({hint})"
+        )
+
+    def load_state(path: Path) -> None:  # mapped, not read: an optimizer state can be large
+        with safe_globals():  # what the Trainer's own loads allow (numpy's RNG state)
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+    def load_weights(path: Path) -> None:
+        check_weights(path, model, spec)
+
+    weights = (
+        sorted(checkpoint.glob("model*.safetensors")) or [checkpoint / "model.safetensors"]
+        if spec.recipe == "full"  # one file, or the shards of a large model
+        else [checkpoint / "adapter_model.safetensors"]
+    )
+    loads: dict[Path, Callable[[Path], None]] = {
+        **{path: load_weights for path in weights},
+        checkpoint / "trainer_state.json": lambda path: json.loads(path.read_text("utf-8")),
+        checkpoint / "optimizer.pt": load_state,
+        checkpoint / "scheduler.pt": load_state,
+        **{path: load_state for path in sorted(checkpoint.glob("rng_state*.pth"))},
+    }
+    # DeepSpeed and FSDP keep weights and optimizer in folders of their own: there, only the
+    # files present are checked (their engines read the rest)
+    sharded = any(
+        any(checkpoint.glob(pattern)) for pattern in ("global_step*", "*_fsdp*", "optimizer_*")
+    )
+    for path, load in loads.items():
+        if sharded and not path.exists():
+            continue
+        with boundary(str(path), partial(unusable, path, hint)):
+            load(path)
+
+
+def unusable(path: Path, hint: str, exc: BaseException) -> str:
+    """The one line of a checkpoint file a loader refused."""
+    return f"{path}: {first_line(exc)}; {hint}"
+
+
+def check_weights(path: Path, model: Any, spec: TrainSpec) -> None:
+    """A checkpoint's weights file whole (safetensors checks its length against its header),
+    with the names and shapes of ``model``'s trained weights: another model's adapter, or
+    another LoRA rank, is refused."""
+    from peft import get_peft_model_state_dict
+    from safetensors import safe_open
+
+    state = model.state_dict() if spec.recipe == "full" else get_peft_model_state_dict(model)
+    expected = {name: tuple(tensor.shape) for name, tensor in state.items()}
+    with safe_open(str(path), framework="pt") as saved:
+        found = {name: tuple(saved.get_slice(name).get_shape()) for name in saved.keys()}  # noqa: SIM118
+    strange = sorted(n for n in found if expected.get(n) != found[n])
+    lacking = [] if spec.recipe == "full" else sorted(set(expected) - set(found))
+    if strange or lacking:
+        name = (strange or lacking)[0]
+        raise ValueError(
+            f"weights of another shape: {name} is {found.get(name, 'absent')}, this training's "
+            f"is {expected.get(name, 'absent')}"
+        )
+
+
 HANDFUL_OF_STEPS = 10  # fewer optimiser steps at a non-zero learning rate barely move a model
 
 
@@ -380,10 +456,12 @@ def trainable_model(spec: TrainSpec, base_model: str, adapter: str | None) -> An
         )
     if spec.recipe == "full":
         if adapter:  # train on top of the adapter: fold it in, then train every weight
-            model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+            with boundary(f"could not load the adapter {adapter} for training"):
+                model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
         return model
     if adapter:  # continue training the given adapter
-        return PeftModel.from_pretrained(model, adapter, is_trainable=True)
+        with boundary(f"could not load the adapter {adapter} for training"):
+            return PeftModel.from_pretrained(model, adapter, is_trainable=True)
     lora = spec.lora
     return get_peft_model(
         model,

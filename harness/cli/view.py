@@ -29,6 +29,14 @@ def add_parser(commands: Commands) -> None:
         action="store_true",
         help="add the playground tab over the first run's model entries",
     )
+    parser.add_argument(
+        "--endpoint",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="with --playground: a server of the run's openai: models that may get your API "
+        "key (repeat for several); one only the run folder names never does",
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -41,6 +49,6 @@ def handle(args: argparse.Namespace) -> int:
     if args.playground:
         from medharness.playground import Playground
 
-        playground = Playground.of_run(args.runs[0])
+        playground = Playground.of_run(args.runs[0], args.endpoint)
     serve(viewer, args.host, args.port, playground)
     return EXIT_OK

@@ -84,26 +84,32 @@ def send(
     headers: dict[str, str] | None = None,
     deadline_s: float,
     max_bytes: int,
-    sink: Callable[[bytes], None] | None = None,
+    sink: Callable[[int, Message], Callable[[bytes], None]] | None = None,
+    stall_s: float | None = None,
 ) -> Answer:
-    """One request, whole within ``deadline_s`` and at most ``max_bytes`` of answer (a
-    ``sink`` takes the body chunk by chunk instead of it being kept). Raises HttpStatus for
-    an error status, HttpFailure for no whole answer."""
+    """One request, whole within ``deadline_s`` and at most ``max_bytes`` of answer. A
+    ``sink``, given the status and headers, returns what takes the body chunk by chunk
+    instead of it being kept (a download writes it to disk). ``stall_s``, where shorter than
+    the deadline, bounds the wait for a connection or for each next piece (a long download's
+    server gone silent fails in seconds, not at its deadline). Raises HttpStatus for an error
+    status, HttpFailure for no whole answer."""
     deadline = time.monotonic() + deadline_s
+    wait_s = min(deadline_s, stall_s or deadline_s)
     request = urllib.request.Request(url, data=data, headers=headers or {})
     try:
-        with OPENER.open(request, timeout=deadline_s) as response:
-            body = read_bounded(response, deadline, max_bytes, sink)
+        with OPENER.open(request, timeout=wait_s) as response:
+            write = sink(response.status, response.headers) if sink else None
+            body = read_bounded(response, deadline, max_bytes, write)
             return Answer(response.status, response.headers, body)
     except urllib.error.HTTPError as error:
         body = read_bounded(error, deadline, min(max_bytes, CHUNK), None, partial_ok=True)
         raise HttpStatus(error.code, str(error.reason), error.headers, body) from None
     except TimeoutError:
-        raise HttpFailure(f"no answer within {deadline_s:g} s", "deadline") from None
+        raise HttpFailure(f"no answer within {wait_s:g} s", "deadline") from None
     except (OSError, http.client.HTTPException, ValueError) as error:
         reason = getattr(error, "reason", None) or error
         if isinstance(reason, TimeoutError | socket.timeout):
-            raise HttpFailure(f"no answer within {deadline_s:g} s", "deadline") from None
+            raise HttpFailure(f"no answer within {wait_s:g} s", "deadline") from None
         raise HttpFailure(f"connection failed ({describe(reason)})", "connection") from None
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from medharness.core.errors import UserError
+from medharness.core.errors import UserError, first_line
 
 
 def current_umask() -> int:
@@ -75,8 +75,9 @@ def numbered_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 continue
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+            except (ValueError, RecursionError) as exc:  # also numbers past int's digits
+                reason = exc.msg if isinstance(exc, json.JSONDecodeError) else first_line(exc)
+                raise UserError(f"{path}:{number}: not valid JSON ({reason})") from None
             if not isinstance(row, dict):
                 raise UserError(f"{path}:{number}: expected a JSON object per line")
             yield number, row

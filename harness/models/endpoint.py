@@ -22,9 +22,10 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -76,6 +77,24 @@ def check_base_url(base_url: str) -> str:
             "recorded with the URL); put the key in the variable api_key_env names"
         )
     return base_url.rstrip("/")
+
+
+def refuse_recorded_keys(
+    run_dir: Path,
+    servers: Iterable[tuple[str, str | None, str | None]],
+    named: Collection[str],
+    how_to_name: str,
+) -> None:
+    """A run folder may come from anyone: of its ``servers`` (what, base_url, api_key_env),
+    one gets the user's API key only where the user names its URL again (``named``, in the
+    words ``how_to_name`` gives), never from the folder alone."""
+    trusted = {url.rstrip("/") for url in named}
+    for what, base_url, key_env in servers:
+        if key_env is not None and (base_url or "").rstrip("/") not in trusted:
+            raise UserError(
+                f"{run_dir}: {what} would send ${key_env} to {base_url}, a server only the "
+                f"run folder names; {how_to_name} to send your key there"
+            )
 
 
 @dataclass
@@ -157,8 +176,8 @@ class Endpoint:
             if failure.kind == "size":
                 raise UserError(f"{url}: {failure}") from None
             raise Retryable(redact(str(failure), secrets)) from None
-        try:
-            return json.loads(answer.body)
+        try:  # a server that echoes the key in its answer does not get it into a log
+            return json.loads(redact(answer.body.decode("utf-8", errors="replace"), secrets))
         except (ValueError, RecursionError):
             raise Retryable("the answer was not JSON") from None
 
