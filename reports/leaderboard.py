@@ -22,6 +22,7 @@ from medharness.reports.html import (
     suites_for,
 )
 from medharness.reports.runs import RunData
+from medharness.tasks.metrics import is_breakdown
 from medharness.tasks.metrics.stats import Correction, exact_binomial_ci
 
 
@@ -71,7 +72,7 @@ def build_leaderboard(run_dirs: list[Path]) -> dict[str, Any]:
     for entry in entries:
         for task, result in entry.run.results.results[entry.model].items():
             for metric in result.metrics:
-                if (task, metric) not in columns:
+                if (task, metric) not in columns and not is_breakdown(metric):
                     columns.append((task, metric))
     method = correction_of(runs[0])
     tested, family = versus_baseline(entries, columns, method)

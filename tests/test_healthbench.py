@@ -340,7 +340,9 @@ def test_a_healthbench_run_grades_scores_reports_gates_and_regrades_only_whats_n
     assert "models differ on a rubric item" in page and "not met" in page
     assert "Advises calling emergency services immediately" in page
     assert main(["leaderboard", str(run), "-o", str(tmp_path / "board.html")]) == 0
-    assert 'title="HealthBench">healthbench<' in (tmp_path / "board.html").read_text()
+    board = (tmp_path / "board.html").read_text()
+    assert 'title="HealthBench">healthbench<' in board
+    assert "theme:" not in board and "axis:" not in board  # breakdowns stay in the report
     report = (run / "report.html").read_text()
     assert "HealthBench" in report and "HealthBench theme:hedging" in report
 

@@ -374,6 +374,12 @@ def is_metric(name: str) -> bool:
     )
 
 
+def is_breakdown(name: str) -> bool:
+    """A metric that is a part of another (HealthBench's score over one theme or axis): shown
+    in the report beside its whole, left out where one number per task is wanted."""
+    return name.startswith(TAG_PREFIX) and is_metric(name)
+
+
 def metric(name: str) -> Metric:
     """A metric by name: one of ``METRICS``, or ``judge_<criterion>`` of any rubric (its
     criteria are the user's, so their metrics are made from the name)."""
