@@ -25,6 +25,14 @@ from typing import Any
 
 from medharness import __version__
 from medharness.config import ModelEntry, RunConfig
+from medharness.core.distributed import (
+    from_main,
+    gather_on_main,
+    is_main_process,
+    process_count,
+    process_rank,
+    released_collectives,
+)
 from medharness.core.errors import UserError
 from medharness.core.folders import (
     exclusive,
@@ -89,14 +97,6 @@ from medharness.reports.html import render_run_report
 from medharness.tasks import LoadedData, Sample, Task
 from medharness.tasks.metrics import aggregate
 from medharness.tasks.metrics.suites import suite_results
-from medharness.trainers.distributed import (
-    from_main,
-    gather_on_main,
-    is_main_process,
-    process_count,
-    process_rank,
-    released_collectives,
-)
 from medharness.trainers.spec import DONE_FILE
 from medharness.training import Trained, train_models
 

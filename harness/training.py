@@ -22,6 +22,7 @@ from typing import Any
 
 from medharness.config import ModelEntry, RunConfig
 from medharness.core.cache import weights_sha256
+from medharness.core.distributed import is_main_process
 from medharness.core.errors import UserError
 from medharness.core.io import write_json_atomic
 from medharness.core.quiet import without_library_renames
@@ -39,7 +40,6 @@ from medharness.trainers.data import (
     medqa_train_examples,
     medquad_examples,
 )
-from medharness.trainers.distributed import is_main_process
 from medharness.trainers.sft import Validation
 from medharness.trainers.spec import DONE_FILE, TrainSpec
 

@@ -1,17 +1,21 @@
 """The package's shape: one namespace, layers that import only downward, no cycles.
 
 The contracts live in pyproject.toml ([tool.importlinter]); these tests run them on the
-installed package and on a copy with a forbidden import planted, so the check is shown to bite.
+installed package and on a copy with a forbidden import planted, so the check is shown to bite,
+and keep the README's Layout section (the one written description of the layers) equal to them.
 """
 
 from __future__ import annotations
 
 import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -83,6 +87,15 @@ def planted_copy(tmp_path: Path, module: str, line: str) -> Path:
             "never load a model",
         ),
         ("medharness.tasks.base", "import medharness.tasks.medqa", "no import cycles"),
+        # a backend reached through the config, not imported by reports themselves
+        (
+            "medharness.config",
+            "from medharness.models.endpoint import Endpoint",
+            "never load a model",
+        ),
+        ("medharness.models.specs", "import medharness.models.hub", "import no backend"),
+        # models and trainers sit side by side: neither imports the other
+        ("medharness.models.choice", "from medharness.trainers.spec import TrainSpec", "downward"),
     ],
 )
 def test_a_forbidden_import_breaks_a_contract(
@@ -93,3 +106,65 @@ def test_a_forbidden_import_breaks_a_contract(
     assert result.returncode != 0, result.stdout
     broken_lines = [row for row in result.stdout.splitlines() if row.endswith("BROKEN")]
     assert any(broken in row for row in broken_lines), result.stdout
+
+
+def contracts() -> list[dict[str, Any]]:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    found: list[dict[str, Any]] = config["tool"]["importlinter"]["contracts"]
+    return found
+
+
+def short(name: str) -> str:
+    """A module's name as the README writes it: without the ``medharness.`` prefix."""
+    return name.removeprefix("medharness.")
+
+
+def readme_layout() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("### Layout")
+    end = text.find("\n#", start + 1)
+    return text[start : end if end != -1 else None]
+
+
+def readme_layers(layout: str) -> list[str]:
+    """The fenced ``text`` block of the Layout section: one layer a line, top first."""
+    block = re.search(r"```text\n(.*?)```", layout, re.DOTALL)
+    assert block is not None, "the README's Layout section has no ```text block of layers"
+    return [line.strip() for line in block.group(1).splitlines() if line.strip()]
+
+
+def readme_forbidden(layout: str) -> list[tuple[set[str], set[str], set[str]]]:
+    """The Layout table's rows: (these, never imported, imports it is ignored through)."""
+    rows = []
+    for line in layout.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or not cells[0].startswith("`"):
+            continue
+        these, forbidden, through = (set(re.findall(r"`([^`]+)`", cell)) for cell in cells)
+        rows.append((these, forbidden, through))
+    return rows
+
+
+def test_the_readme_describes_the_layers_the_contracts_enforce() -> None:
+    layout = readme_layout()
+    kinds = {contract["type"] for contract in contracts()}
+    assert kinds <= {"layers", "forbidden", "acyclic_siblings"}, kinds  # a kind it describes
+    (layers,) = [c for c in contracts() if c["type"] == "layers"]
+    enforced = [" | ".join(map(short, layer.split(" | "))) for layer in layers["layers"]]
+    assert readme_layers(layout) == enforced
+    forbidden = [
+        (
+            {short(name) for name in contract["source_modules"]},
+            {short(name) for name in contract["forbidden_modules"]},
+            {
+                " -> ".join(short(side) for side in expression.split(" -> "))
+                for expression in contract.get("ignore_imports", [])
+            },
+        )
+        for contract in contracts()
+        if contract["type"] == "forbidden"
+    ]
+    assert readme_forbidden(layout) == forbidden
+    cycles = [c for c in contracts() if c["type"] == "acyclic_siblings"]
+    assert all(c["ancestors"] == ["medharness"] for c in cycles)
+    assert ("no import cycles" in layout) == bool(cycles)

@@ -18,6 +18,7 @@ from medharness.cli.common import (
     task_list,
 )
 from medharness.config import RunConfig, parse_config
+from medharness.core.distributed import is_main_process
 from medharness.core.errors import UserError
 from medharness.core.records import Manifest, ResultsFile
 from medharness.models.specs import endpoint_model, fake_script
@@ -25,7 +26,6 @@ from medharness.tasks import TASKS
 from medharness.tasks.metrics import is_metric
 from medharness.tasks.metrics import metric as metric_of
 from medharness.tasks.suites import SUITES
-from medharness.trainers.distributed import is_main_process
 
 
 def add_parser(commands: Commands) -> None:

@@ -14,8 +14,8 @@ from medharness.cli.common import (
     require_data_first,
 )
 from medharness.config import RunConfig
+from medharness.core.distributed import is_main_process
 from medharness.core.errors import UserError
-from medharness.trainers.distributed import is_main_process
 
 
 def add_parser(commands: Commands) -> None:
