@@ -9,7 +9,7 @@ run's files through ``RunDir``, so writers and readers agree by construction.
     samples/MODEL/TASK.jsonl[.rankR-of-N].partial    a log still being written, one per process
     train/MODEL/                                     a model's training (trainers' own layout)
     run_state.json  run_units.jsonl                  staging only: pair keys, Ray units done
-    .medharness-run  .medharness-lock                staging only: ours, and who writes it
+    .medharness-run  .medharness-lock                while written: ours, and who writes it
     .medharness-rescoring                            while ``rescore`` rewrites a finished run
 """
 
@@ -23,7 +23,6 @@ from medharness.core.errors import UserError
 RESULTS = "results.json"
 MANIFEST = "manifest.json"
 REPORT = "report.html"
-RECORDS = (RESULTS, MANIFEST)  # what makes a folder a finished run
 INPUTS = "inputs"
 SAMPLES = "samples"
 TRAIN = "train"
@@ -84,7 +83,7 @@ class RunDir:
 
     @property
     def records_and_report(self) -> tuple[Path, Path, Path]:
-        """results.json, manifest.json and report.html: what a finished run is known by."""
+        """results.json, manifest.json and report.html: the run's records and its report."""
         return self.results, self.manifest, self.report
 
     @property
