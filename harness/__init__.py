@@ -1,9 +1,7 @@
 """medharness: train, evaluate, compare and gate medical LLM fine-tunes.
 
-Layers, each importing only those below it (checked by ``make lint``): ``core`` (errors,
-atomic I/O, typed records) <- ``tasks`` (benchmarks and metrics) <- ``trainers`` <-
-``models`` <- ``config`` / ``data`` <- ``reports`` (never ``models``) <- ``evaluate`` <-
-``training`` <- ``runner`` <- ``cli``.
+The package's layers and what each may import are described once, in the README's Layout
+section (checked against pyproject.toml's import contracts by tests/test_layers.py).
 """
 
 from importlib.metadata import PackageNotFoundError, version

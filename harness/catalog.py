@@ -38,6 +38,7 @@ from medharness.core.errors import UserError
 from medharness.core.folders import exclusive, make_owned_folder
 from medharness.core.http import HttpFailure, HttpStatus, send
 from medharness.core.io import sha256_file, write_text_atomic
+from medharness.core.rundir import staging_path
 
 MIRROR_ENV = "MEDHARNESS_DATA_MIRROR"
 CHUNK = 1 << 16
@@ -132,7 +133,7 @@ def pull(entry: Dataset, root: Path, *, mirror: str | None = None) -> Path:
     if target.is_dir() and not problems(entry, target):
         return target
     refuse_foreign_dataset(target)
-    staging = root / f".{entry.name}.partial"
+    staging = staging_path(target)
     # a planted link, or a folder of that name not medharness's, is refused untouched
     make_owned_folder(
         staging, f"cannot write the data folder {root}: {{reason}}; point {DATA_HINT}"

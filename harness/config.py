@@ -10,8 +10,13 @@ from pydantic import Field, field_validator, model_validator
 
 from medharness.core.errors import UserError
 from medharness.core.validation import Strict, load_yaml_file, validate_file_data
-from medharness.models.endpoint import check_base_url
-from medharness.models.specs import EndpointRequests, VLLMParallelism, endpoint_model, fake_script
+from medharness.models.specs import (
+    EndpointRequests,
+    VLLMParallelism,
+    check_base_url,
+    endpoint_model,
+    fake_script,
+)
 from medharness.tasks import TASKS, Task
 from medharness.tasks.answers import DEFAULT_REASONING_TAGS
 from medharness.tasks.base import TaskKind

@@ -40,6 +40,7 @@ from medharness.config import ModelEntry, RaySettings, RunConfig, SamplingSettin
 from medharness.core.errors import UserError
 from medharness.core.folders import whole_or_absent
 from medharness.core.records import ClusterNode, ExecutorRecord, UnitRecord
+from medharness.core.rundir import RunDir
 from medharness.data import DataRoot
 from medharness.evaluate import (
     BAR,
@@ -212,7 +213,7 @@ def train_remotely(config: RunConfig, name: str, subdir: str, data: bytes) -> by
     entry = next(entry for entry in config.models if entry.name == name)
     alone = config.model_copy(update={"models": [entry]})
     train_models(alone, DataRoot(data_path, "shipped by the driver"), root / "run", None)
-    return pack(root / "run" / "train" / name)
+    return pack(RunDir(root / "run").training(name))
 
 
 def placeable(resources: WorkerResources, nodes: list[dict[str, float]]) -> bool:
@@ -322,7 +323,7 @@ class Cluster:
                 for other in pending:
                     self.ray.cancel(other, force=True)
                 raise self.failure(f"training of {name}", exc) from None
-            target = staging / "train" / name
+            target = RunDir(staging).training(name)
             shutil.rmtree(target, ignore_errors=True)  # unfinished: what came back replaces it
             with whole_or_absent(target) as folder:
                 unpack(blob, folder)

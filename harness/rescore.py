@@ -20,11 +20,12 @@ from medharness.core.errors import UserError
 from medharness.core.folders import exclusive, refuse_foreign
 from medharness.core.io import write_jsonl_atomic, write_record, write_text_atomic
 from medharness.core.records import GenerationRow, Manifest, Rescore, ResultsFile, SampleRow
+from medharness.core.rundir import RunDir
 from medharness.core.validation import Strict, load_yaml_file, validate_file_data
 from medharness.judge import JudgedLog, Jury, judge_logs
 from medharness.models.endpoint import refuse_recorded_keys
 from medharness.reports.html import render_run_report
-from medharness.reports.runs import RESCORING, RunData
+from medharness.reports.runs import RunData
 from medharness.tasks import Task
 from medharness.tasks.metrics import METRICS, aggregate, answer_scores
 from medharness.tasks.metrics.suites import suite_results
@@ -59,13 +60,13 @@ def rescore(
 ) -> list[str]:
     """Rescore a finished run in place; return what was added or recomputed."""
     refuse_foreign(run_dir)
-    marker = run_dir / RESCORING
+    marker = RunDir(run_dir).rescoring
     if marker.is_symlink():
         raise UserError(f"{marker} is a symbolic link; medharness writes only files it made")
     # the logs it starts from are verified as the gate verifies them, unless a rescore
     # killed while writing left them disagreeing with results.json (its marker says so)
     run = RunData.open(run_dir, verify=not marker.exists(), rescoring=True)
-    config = parse_config(run.manifest.config, str(run_dir / "manifest.json"))
+    config = parse_config(run.manifest.config, str(RunDir(run_dir).manifest))
     if judges_file is not None:
         config = load_judging(judges_file, config)
     else:
@@ -154,17 +155,17 @@ def write_rescored(
     manifest: Manifest,
 ) -> None:
     """The rewritten files, with the marker standing while they disagree; then the report."""
-    marker = run_dir / RESCORING
-    handle = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    run = RunDir(run_dir)
+    handle = os.open(run.rescoring, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
     with os.fdopen(handle, "w", encoding="utf-8") as written:
         written.write("a rescore is writing this run\n")
     for (model, task), rows in logs.items():
-        path = run_dir / "samples" / model / f"{task}.jsonl"
-        write_jsonl_atomic(path, (row.model_dump(mode="json") for row in rows))
-    write_record(run_dir / "results.json", results)
-    write_record(run_dir / "manifest.json", manifest)
-    marker.unlink()
-    write_text_atomic(run_dir / "report.html", render_run_report(run_dir))
+        rewritten = (row.model_dump(mode="json") for row in rows)
+        write_jsonl_atomic(run.sample_log(model, task), rewritten)
+    write_record(run.results, results)
+    write_record(run.manifest, manifest)
+    run.rescoring.unlink()
+    write_text_atomic(run.report, render_run_report(run_dir))
 
 
 def known_task(run: RunData, name: str) -> Task:

@@ -25,6 +25,14 @@ from typing import Any
 
 from medharness import __version__
 from medharness.config import ModelEntry, RunConfig
+from medharness.core.distributed import (
+    from_main,
+    gather_on_main,
+    is_main_process,
+    process_count,
+    process_rank,
+    released_collectives,
+)
 from medharness.core.errors import UserError
 from medharness.core.folders import (
     exclusive,
@@ -54,6 +62,7 @@ from medharness.core.records import (
     TaskIdentity,
     TaskResult,
 )
+from medharness.core.rundir import RunDir, staging_path
 from medharness.data import DataRoot, load_task_data, resolve_data_root
 from medharness.evaluate import (
     ChoiceScoring,
@@ -89,19 +98,9 @@ from medharness.reports.html import render_run_report
 from medharness.tasks import LoadedData, Sample, Task
 from medharness.tasks.metrics import aggregate
 from medharness.tasks.metrics.suites import suite_results
-from medharness.trainers.distributed import (
-    from_main,
-    gather_on_main,
-    is_main_process,
-    process_count,
-    process_rank,
-    released_collectives,
-)
 from medharness.trainers.spec import DONE_FILE
 from medharness.training import Trained, train_models
 
-STATE_FILE = "run_state.json"  # in the staging folder: which sample logs belong to which key
-UNITS_FILE = "run_units.jsonl"  # in the staging folder: the units a Ray run has finished
 PACKAGES = ("torch", "transformers", "peft", "lm_eval", "rouge_score", "sacrebleu", "numpy")
 
 
@@ -150,7 +149,7 @@ def run(
 
     out = output_dir or resolve_inside(base_dir, config.output_dir)
     target = out / config.name
-    staging = out / f".{config.name}.partial"
+    staging = staging_path(target)
     refuse_foreign(target)  # before any work: never replace what medharness did not make
     made_by_main_process(staging)
     with (
@@ -184,18 +183,18 @@ def write_run(
             if is_main_process():
                 for item in prepared:
                     write_jsonl_atomic(
-                        staging / "inputs" / f"{item.task.name}.jsonl",
+                        RunDir(staging).input_log(item.task.name),
                         (input_row(sample).model_dump(mode="json") for sample in item.samples),
                     )
             results, state, timings = evaluate_all(
                 config, prepared, staging, trained, previous_record(target), jury, cluster
             )
-            units = read_jsonl_prefix(staging / UNITS_FILE)
+            units = read_jsonl_prefix(RunDir(staging).units)
             executor = cluster.record(units) if cluster else ExecutorRecord()
         if not is_main_process():
             return target  # rank 0 writes the run
         write_record(
-            staging / "results.json",
+            RunDir(staging).results,
             ResultsFile(
                 baseline=config.models[0].name,
                 results=results,
@@ -203,20 +202,20 @@ def write_run(
             ),
         )
         write_record(
-            staging / "manifest.json",
+            RunDir(staging).manifest,
             build_manifest(
                 config, data_root, file_hashes, prepared, state, timings, started
             ).model_copy(update={"judges": jury.record() if jury else {}, "executor": executor}),
         )
-        write_text_atomic(staging / "report.html", render_run_report(staging))
+        write_text_atomic(RunDir(staging).report, render_run_report(staging))
         if target.exists():
             refuse_foreign(target)
             shutil.rmtree(target)
         finish(staging)
         staging.rename(target)
         # only now: a kill before the rename must still find which logs are finished
-        (target / STATE_FILE).unlink(missing_ok=True)
-        (target / UNITS_FILE).unlink(missing_ok=True)
+        RunDir(target).state.unlink(missing_ok=True)
+        RunDir(target).units.unlink(missing_ok=True)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise UserError(
@@ -226,8 +225,8 @@ def write_run(
         raise
     finally:
         worth_keeping = [
-            *(staging / "samples").rglob("*.jsonl*"),
-            *(staging / "train").rglob(DONE_FILE),  # finished trainings
+            *RunDir(staging).samples.rglob("*.jsonl*"),
+            *RunDir(staging).train.rglob(DONE_FILE),  # finished trainings
         ]
         if staging.exists() and not worth_keeping and is_main_process():
             shutil.rmtree(staging, ignore_errors=True)  # nothing worth resuming
@@ -277,17 +276,17 @@ def train_only(config: RunConfig, *, base_dir: Path, output_dir: Path | None = N
         released_collectives(),
     ):
         trained = train_models(config, data_root, target, None)
-        manifest = target / "manifest.json"
-        if trained and manifest.is_file():
-            recorded = json.loads(manifest.read_text(encoding="utf-8")).get("models", {})
+        run_dir = RunDir(target)
+        if trained and run_dir.manifest.is_file():
+            recorded = json.loads(run_dir.manifest.read_text(encoding="utf-8")).get("models", {})
             stale = [
                 name
                 for name, outcome in trained.items()
                 if recorded.get(name, {}).get("trained", {}).get("key") != outcome.summary["key"]
             ]
             if stale:  # its results describe trainings that are no longer there
-                for name in ("results.json", "manifest.json", "report.html"):
-                    (target / name).unlink(missing_ok=True)
+                for path in run_dir.records_and_report:
+                    path.unlink(missing_ok=True)
                 print(f"{target}: results removed; retrained {', '.join(stale)}", file=sys.stderr)
     return target
 
@@ -389,7 +388,7 @@ def pair_key(config: RunConfig, model: dict[str, Any], item: PreparedTask) -> st
 def previous_record(target: Path) -> dict[str, Any]:
     """Pair keys and model records of the finished run now at ``target``, if any."""
     try:
-        manifest = Manifest.model_validate_json((target / "manifest.json").read_bytes())
+        manifest = Manifest.model_validate_json(RunDir(target).manifest.read_bytes())
     except (OSError, ValueError):
         return {}  # no finished run there, or one this medharness cannot read: nothing reused
     return {"dir": target, "pairs": manifest.pair_keys, "models": manifest.models}
@@ -412,7 +411,7 @@ def evaluate_all(
     Under a launcher's N processes each scores its share of every task and rank 0 writes;
     the others return empty-handed after the last model.
     Returns results, the run state (pair keys, model records) and timings."""
-    state_path = staging / STATE_FILE
+    state_path = RunDir(staging).state
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     state.setdefault("pairs", {})
     state.setdefault("models", {})
@@ -439,7 +438,7 @@ def evaluate_all(
     results: dict[str, dict[str, TaskResult]] = {entry.name: {} for entry in config.models}
     for entry in config.models:
         for item in prepared:
-            final, _ = sample_paths(staging, entry.name, item.task.name)
+            final = RunDir(staging).sample_log(entry.name, item.task.name)
             rows = SAMPLE_ROWS.validate_python(list(read_jsonl(final)))
             result = aggregate(
                 item.task,
@@ -461,7 +460,7 @@ def suites_of_run(
         return {}
     rows = {
         (model, task): SAMPLE_ROWS.validate_python(
-            list(read_jsonl(sample_paths(staging, model, task)[0]))
+            list(read_jsonl(RunDir(staging).sample_log(model, task)))
         )
         for model in results
         for task in dict.fromkeys(t for members in config.suites.values() for t in members)
@@ -523,7 +522,7 @@ def score_here(entry: ModelEntry, evaluation: Evaluation) -> None:
     model = load_entry(entry, spec, adapter)
     state["models"][entry.name] = model_record(model.describe(), entry, trained, staging)
     if is_main_process():
-        write_json_atomic(staging / STATE_FILE, state)
+        write_json_atomic(RunDir(staging).state, state)
     timings[entry.name]["load_s"] = round(time.time() - clock, 3)
     for item in evaluation.prepared:
         if item.task.name in evaluation.pending[entry.name]:
@@ -550,10 +549,10 @@ def score_on_cluster(cluster: Cluster, evaluation: Evaluation) -> None:
         for item in evaluation.prepared:
             if item.task.name not in evaluation.pending[entry.name]:
                 continue
-            final, partial = sample_paths(staging, entry.name, item.task.name)
+            partial = RunDir(staging).partial_log(entry.name, item.task.name)
             done = {row["doc_id"]: row for row in read_jsonl_prefix(partial)}
             if len(done) == len(item.samples):  # killed before the finished log was written
-                write_sample_log(final, item.samples, done)
+                write_sample_log(RunDir(staging), entry.name, item.task.name, item.samples, done)
                 continue
             logs[entry.name, item.task.name] = (item, done)
             tasks.append(TaskWork(item.task, item.samples, frozenset(done)))
@@ -578,20 +577,19 @@ def score_on_cluster(cluster: Cluster, evaluation: Evaluation) -> None:
         if isinstance(event, ModelLoaded):
             entry = entries[event.model]
             state["models"][entry.name] = model_record(event.description, entry, trained, staging)
-            write_json_atomic(staging / STATE_FILE, state)
+            write_json_atomic(RunDir(staging).state, state)
             timings[entry.name]["load_s"] = event.load_s
             timings[entry.name]["worker_ready_s"] = event.ready_s
         else:
             unit = event.record
             item, done = logs[unit.model, unit.task]
-            final, partial = sample_paths(staging, unit.model, unit.task)
-            append_jsonl_durable(partial, event.rows)
+            append_jsonl_durable(RunDir(staging).partial_log(unit.model, unit.task), event.rows)
             done.update((row["doc_id"], row) for row in event.rows)
-            append_jsonl_durable(staging / UNITS_FILE, [unit.model_dump(mode="json")])
+            append_jsonl_durable(RunDir(staging).units, [unit.model_dump(mode="json")])
             spent = timings[unit.model].get(unit.task + "_s", 0.0)
             timings[unit.model][unit.task + "_s"] = round(spent + unit.seconds, 3)
             if len(done) == len(item.samples):
-                write_sample_log(final, item.samples, done)
+                write_sample_log(RunDir(staging), unit.model, unit.task, item.samples, done)
 
 
 def pending_tasks(
@@ -607,19 +605,19 @@ def pending_tasks(
     dropped; a finished run's log with an equal key is reused."""
     pending = []
     model_identity = model_key(entry, trained.get(entry.name))  # hashes weights: once
-    state_path = staging / STATE_FILE
+    state_path = RunDir(staging).state
     for item in prepared:
         key = pair_key(config, model_identity, item)
-        final, _ = sample_paths(staging, entry.name, item.task.name)
+        final = RunDir(staging).sample_log(entry.name, item.task.name)
         pair = f"{entry.name}/{item.task.name}"
         if state["pairs"].get(pair) != key:
-            for stale in [final, *final.parent.glob(final.name + "*.partial")]:
+            for stale in [final, *RunDir(staging).partial_logs(entry.name, item.task.name)]:
                 stale.unlink(missing_ok=True)
             state["pairs"][pair] = key
             forget_units(staging, entry.name, item.task.name)
             write_json_atomic(state_path, state)
         if not final.is_file() and previous.get("pairs", {}).get(pair) == key:
-            earlier = previous["dir"] / final.relative_to(staging)
+            earlier = RunDir(previous["dir"]).sample_log(entry.name, item.task.name)
             if earlier.is_file() and entry.name in previous["models"]:
                 link_or_copy(earlier, final)
                 state["models"].setdefault(entry.name, previous["models"][entry.name])
@@ -631,7 +629,7 @@ def pending_tasks(
 
 def forget_units(staging: Path, model: str, task: str) -> None:
     """Drop a Ray run's records of units of a (model, task) whose sample logs were dropped."""
-    path = staging / UNITS_FILE
+    path = RunDir(staging).units
     if path.is_file():
         kept = [u for u in read_jsonl_prefix(path) if (u["model"], u["task"]) != (model, task)]
         write_jsonl_atomic(path, kept)
@@ -648,7 +646,7 @@ def apply_jury(
             continue
         inputs = {sample.doc_id: input_row(sample) for sample in item.samples}
         for name in models:
-            path = sample_paths(folder, name, item.task.name)[0]
+            path = RunDir(folder).sample_log(name, item.task.name)
             rows = SAMPLE_ROWS.validate_python(list(read_jsonl(path)))
             paths.append(path)
             logs.append(
@@ -677,22 +675,18 @@ def link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def sample_paths(staging: Path, model: str, task: str) -> tuple[Path, Path]:
-    folder = staging / "samples" / model
-    return folder / f"{task}.jsonl", folder / f"{task}.jsonl.partial"
-
-
 def complete_sample_log(
     config: RunConfig, entry: ModelEntry, item: PreparedTask, model: Any, staging: Path
 ) -> None:
     """Score the samples the partial log lacks, appending each chunk durably; then write the
     finished log in sample order and drop the partial one. Under a launcher each process
     scores its shard into a partial log of its own and rank 0 gathers the rows."""
-    final, partial = sample_paths(staging, entry.name, item.task.name)
+    run_dir = RunDir(staging)
+    partial = run_dir.partial_log(entry.name, item.task.name)
     samples = item.samples
     rank, processes = process_rank(), process_count()
     if processes > 1:
-        partial = final.with_name(f"{final.name}.rank{rank}-of-{processes}.partial")
+        partial = run_dir.rank_log(entry.name, item.task.name, rank, processes)
         samples = shard(samples, model.chunk_size, rank, processes)
     done = {row["doc_id"]: row for row in read_jsonl_prefix(partial)}
     remaining = [sample for sample in samples if sample.doc_id not in done]
@@ -714,14 +708,16 @@ def complete_sample_log(
     if shares is None:
         return  # rank 0 writes the log and removes this partial one
     gathered = {doc_id: row for share in shares for doc_id, row in share.items()}
-    write_sample_log(final, item.samples, gathered)
+    write_sample_log(run_dir, entry.name, item.task.name, item.samples, gathered)
 
 
-def write_sample_log(final: Path, samples: list[Sample], rows: dict[str, Any]) -> None:
+def write_sample_log(
+    run_dir: RunDir, model: str, task: str, samples: list[Sample], rows: dict[str, Any]
+) -> None:
     """The finished log, one row per sample in sample order; the partial logs it was
     gathered from (this process's, each rank's) removed."""
-    write_jsonl_atomic(final, (rows[sample.doc_id] for sample in samples))
-    for written in final.parent.glob(final.name + "*.partial"):
+    write_jsonl_atomic(run_dir.sample_log(model, task), (rows[sample.doc_id] for sample in samples))
+    for written in run_dir.partial_logs(model, task):
         written.unlink(missing_ok=True)
 
 

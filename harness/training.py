@@ -22,9 +22,11 @@ from typing import Any
 
 from medharness.config import ModelEntry, RunConfig
 from medharness.core.cache import weights_sha256
+from medharness.core.distributed import is_main_process
 from medharness.core.errors import UserError
 from medharness.core.io import write_json_atomic
 from medharness.core.quiet import without_library_renames
+from medharness.core.rundir import RunDir
 from medharness.data import DataRoot, verify_checksums
 from medharness.evaluate import evaluate_samples, load_entry
 from medharness.models.builtin import builtin_model_dir
@@ -39,7 +41,6 @@ from medharness.trainers.data import (
     medqa_train_examples,
     medquad_examples,
 )
-from medharness.trainers.distributed import is_main_process
 from medharness.trainers.sft import Validation
 from medharness.trainers.spec import DONE_FILE, TrainSpec
 
@@ -67,7 +68,7 @@ def train_models(
             continue
         spec = entry.train
         training = training_set(spec, data_root)
-        relative = Path("train") / entry.name
+        relative = RunDir.training_of(entry.name)
         if spec.sweep is None:
             validation = validation_for(config, entry, spec, data_root)
             outcome = ensure_trained(entry, spec, training, staging, relative, previous, validation)
@@ -199,7 +200,7 @@ def training_finished(entry: ModelEntry, data_root: DataRoot, folders: list[Path
     assert entry.train is not None
     spec = entry.train
     training = training_set(spec, data_root)
-    relative = Path("train") / entry.name
+    relative = RunDir.training_of(entry.name)
     if spec.sweep is None:
         points = [(spec, relative)]
     else:

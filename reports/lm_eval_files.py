@@ -36,6 +36,7 @@ from medharness.core.records import (
     TaskIdentity,
     TaskResult,
 )
+from medharness.core.rundir import RunDir
 from medharness.tasks import TASKS, Task
 from medharness.tasks.base import LoadedData, TaskKind
 from medharness.tasks.metrics import aggregate, answer_scores
@@ -77,7 +78,7 @@ class LmEvalRun:
 
 def is_lm_eval_folder(path: Path) -> bool:
     """An lm-eval ``--output_path`` folder (or one model's folder inside it), not a run."""
-    return not (path / "results.json").is_file() and bool(results_files(path))
+    return not RunDir(path).results.is_file() and bool(results_files(path))
 
 
 def results_files(path: Path) -> list[Path]:

@@ -13,12 +13,12 @@ from pathlib import Path
 import yaml
 
 from medharness.core.errors import UserError
-from medharness.core.folders import copy_plain_tree, refuse_links, whole_or_absent
+from medharness.core.folders import copy_plain_tree, whole_or_absent
 from medharness.core.http import redact
+from medharness.core.rundir import RunDir
 from medharness.reports.html import render_markdown
 from medharness.reports.runs import RunData
 
-RUN_FILES = ("results.json", "manifest.json", "report.html")
 TRAINING_FILES = ("log.jsonl", "train_config.json", "sweep.json")
 
 
@@ -27,7 +27,9 @@ def dataset_card(run: RunData) -> str:
     configs = [
         {
             "config_name": f"{model}__{task}",
-            "data_files": [{"split": "test", "path": f"samples/{model}/{task}.jsonl"}],
+            "data_files": [
+                {"split": "test", "path": in_dataset(run, run.layout.sample_log(model, task))}
+            ],
         }
         for model in run.models
         for task in run.results.results[model]
@@ -56,19 +58,26 @@ def publish_folder(run_dir: Path, folder: Path) -> Path:
     """Write the folder a hub upload sends (``folder`` must not exist); nothing is left at
     ``folder`` unless all of it was written."""
     run = RunData.open(run_dir)
+    source = run.layout
     with whole_or_absent(folder) as staging:
-        for name in RUN_FILES:
-            if refuse_links(run.path, run.path / name).is_file():
-                shutil.copy2(run.path / name, staging / name)
-        for subfolder in ("inputs", "samples"):
-            copy_plain_tree(run.path / subfolder, staging / subfolder)
-        for path in sorted((run.path / "train").glob("*/*")):
+        copied = RunDir(staging)
+        for record, copy in zip(source.records_and_report, copied.records_and_report, strict=True):
+            if source.checked(record).is_file():
+                shutil.copy2(record, copy)
+        copy_plain_tree(source.inputs, copied.inputs)
+        copy_plain_tree(source.samples, copied.samples)
+        for path in sorted(source.train.glob("*/*")):
             if path.name in TRAINING_FILES:
-                target = staging / "train" / path.parent.name / path.name
+                target = copied.training(path.parent.name) / path.name
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(refuse_links(run.path, path), target)
+                shutil.copy2(source.checked(path), target)
         (staging / "README.md").write_text(dataset_card(run), encoding="utf-8")
     return folder
+
+
+def in_dataset(run: RunData, path: Path) -> str:
+    """A file's path in the uploaded folder, which keeps the run directory's layout."""
+    return path.relative_to(run.path).as_posix()
 
 
 def upload(folder: Path, repo_id: str, private: bool, message: str) -> str:

@@ -18,7 +18,6 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from medharness.config import ModelEntry, recorded_task
 from medharness.core.errors import UserError, first_line
-from medharness.core.folders import refuse_links
 from medharness.core.io import read_jsonl
 from medharness.core.records import (
     INPUT_ROWS,
@@ -34,6 +33,7 @@ from medharness.core.records import (
     TaskResult,
     TrainLogRow,
 )
+from medharness.core.rundir import RunDir
 from medharness.core.validation import format_validation_error
 from medharness.reports.lm_eval_files import is_lm_eval_folder, read_lm_eval_folder
 from medharness.tasks import Task
@@ -41,7 +41,6 @@ from medharness.tasks.metrics import aggregate
 from medharness.tasks.metrics.suites import suite_results
 
 R = TypeVar("R", bound=BaseModel)
-RESCORING = ".medharness-rescoring"  # stands in a run while ``rescore`` rewrites its files
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
@@ -124,10 +123,11 @@ class RunData:
         (read and scored once here: there is no stored aggregate to verify)."""
         if is_lm_eval_folder(path) and not rescoring:
             return cls.of_lm_eval(path)
-        for name in ("results.json", "manifest.json"):
-            if not (path / name).is_file():
-                raise UserError(f"{path} is not a finished run directory (no {name})")
-        if (path / RESCORING).exists() and not rescoring:
+        layout = RunDir(path)
+        for record in (layout.results, layout.manifest):
+            if not record.is_file():
+                raise UserError(f"{path} is not a finished run directory (no {record.name})")
+        if layout.rescoring.exists() and not rescoring:
             raise UserError(
                 f"{path}: a rescore was interrupted while writing; run `medharness rescore "
                 f"{path}` again to finish it"
@@ -143,14 +143,18 @@ class RunData:
         return run
 
     @property
+    def layout(self) -> RunDir:
+        return RunDir(self.path)
+
+    @property
     def name(self) -> str:
-        return self.path.name.removeprefix(".").removesuffix(".partial")
+        return self.layout.name
 
     @cached_property
     def results(self) -> ResultsFile:
         """results.json, checked against the sample logs it was computed from: an edited
         aggregate is refused, never judged or shown."""
-        stored = self._record("results.json", ResultsFile)
+        stored = self._record(self.layout.results, ResultsFile)
         if not self.verify:
             return stored
         resamples, seed = self.manifest.bootstrap_settings()
@@ -188,7 +192,7 @@ class RunData:
             for name, result in by_suite.items():
                 if recomputed.get(model, {}).get(name) != result:  # deterministic: exact
                     raise UserError(
-                        f"{self.path / 'results.json'}: suite {model}/{name} disagrees with its "
+                        f"{self.layout.results}: suite {model}/{name} disagrees with its "
                         "tasks' sample logs; the file or a log was changed after the run"
                     )
 
@@ -216,37 +220,39 @@ class RunData:
                 for name in differing
             )
             raise UserError(
-                f"{self.path / 'results.json'}: {model}/{task} disagrees with its sample log "
+                f"{self.layout.results}: {model}/{task} disagrees with its sample log "
                 f"({what}, stored vs recomputed); the file or the log was changed after the run"
             )
 
     @cached_property
     def manifest(self) -> Manifest:
-        return self._record("manifest.json", Manifest)
+        return self._record(self.layout.manifest, Manifest)
 
-    def _record(self, name: str, record: type[R]) -> R:
-        data = self._json(name)
+    def _record(self, path: Path, record: type[R]) -> R:
+        data = self._json(path)
         version = data.get("schema_version") if isinstance(data, dict) else None
         if version != SCHEMA_VERSION:
             raise UserError(
-                f"{self.path / name}: schema_version {version!r}, but this medharness reads "
+                f"{path}: schema_version {version!r}, but this medharness reads "
                 f"version {SCHEMA_VERSION}; re-run the config with this medharness to rewrite "
                 "the run (finished sample logs are reused)"
             )
         try:
             return record.model_validate(data)
         except ValidationError as exc:
-            raise UserError(format_validation_error(str(self.path / name), exc)) from None
+            raise UserError(format_validation_error(str(path), exc)) from None
 
-    def _json(self, name: str) -> Any:
+    def _json(self, path: Path) -> Any:
+        """A JSON file of the run, never read through a symbolic link (which could lead out
+        of the folder, to a key or a token)."""
         try:
-            return json.loads(self._inside(name).read_text(encoding="utf-8"))
+            return json.loads(self.layout.checked(path).read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
-            raise UserError(f"{self.path / name}:{exc.lineno}: not valid JSON") from None
+            raise UserError(f"{path}:{exc.lineno}: not valid JSON") from None
         except UnicodeDecodeError:
-            raise UserError(f"{self.path / name}: not UTF-8 text") from None
+            raise UserError(f"{path}: not UTF-8 text") from None
         except (ValueError, RecursionError) as exc:  # a number past int's digits, deep nests
-            raise UserError(f"{self.path / name}: not valid JSON ({first_line(exc)})") from None
+            raise UserError(f"{path}: not valid JSON ({first_line(exc)})") from None
 
     @property
     def models(self) -> list[str]:
@@ -255,7 +261,7 @@ class RunData:
     def samples(self, model: str, task: str) -> list[SampleRow]:
         key = (model, task)
         if key not in self._samples:
-            path = self._inside(f"samples/{model}/{task}.jsonl")
+            path = self.layout.checked(self.layout.sample_log(model, task))
             if not path.is_file():
                 raise UserError(f"{path} is missing from the run directory")
             rows = validated_rows(path, SAMPLE_ROWS)
@@ -266,20 +272,15 @@ class RunData:
     def inputs(self, task: str) -> dict[str, InputRow]:
         """doc_id -> what the models were asked (prompt, target, metadata) for a task."""
         if task not in self._inputs:
-            path = self._inside(f"inputs/{task}.jsonl")
+            path = self.layout.checked(self.layout.input_log(task))
             if not path.is_file():
                 raise UserError(f"{path} is missing from the run directory")
             self._inputs[task] = {row.doc_id: row for row in validated_rows(path, INPUT_ROWS)}
         return self._inputs[task]
 
     def train_log(self, model: str) -> list[TrainLogRow]:
-        path = self._inside(f"train/{model}/log.jsonl")
+        path = self.layout.checked(self.layout.training(model) / "log.jsonl")
         return validated_rows(path, TRAIN_LOG_ROWS) if path.is_file() else []
-
-    def _inside(self, relative: str) -> Path:
-        """A file of the run, never reached through a symbolic link (which could lead out of
-        the folder, to a key or a token)."""
-        return refuse_links(self.path, self.path / relative)
 
     def best_step(self, model: str) -> int | None:
         """The checkpoint a training kept as its result, when it kept the best one."""
@@ -295,8 +296,8 @@ class RunData:
     def sweeps(self) -> dict[str, dict[str, Any]]:
         """Model -> its hyper-parameter sweep (``train/<model>/sweep.json``), where it had one."""
         return {
-            path.parent.name: self._json(str(path.relative_to(self.path)))
-            for path in sorted((self.path / "train").glob("*/sweep.json"))
+            path.parent.name: self._json(path)
+            for path in sorted(self.layout.train.glob("*/sweep.json"))
         }
 
 

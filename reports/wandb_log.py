@@ -13,8 +13,6 @@ from medharness.core.errors import UserError
 from medharness.core.records import InputRow, SampleRow
 from medharness.reports.runs import RunData
 
-RECORD_FILES = ("results.json", "manifest.json", "report.html")
-
 
 def wandb_module() -> Any:
     try:
@@ -67,9 +65,9 @@ def log_run(run: RunData, project: str, entity: str | None) -> str:
                 rows = run.samples(model, task)
                 logged.log({f"samples/{model}/{task}": sample_table(wandb, rows, run.inputs(task))})
         artifact = wandb.Artifact(f"{run.name}-evaluation", type="evaluation")
-        for name in RECORD_FILES:
-            if (run.path / name).is_file():
-                artifact.add_file(str(run.path / name), name=name)
+        for record in run.layout.records_and_report:
+            if record.is_file():
+                artifact.add_file(str(record), name=record.name)
         logged.log_artifact(artifact)
         path = str(logged.path)
     # the run's file is written by W&B's service process: wait for it, so that everything is

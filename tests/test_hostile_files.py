@@ -18,9 +18,9 @@ from openai_stub import Stub, StubState, serve
 from medharness.cli import main
 from medharness.core.errors import UserError
 from medharness.core.folders import whole_or_absent
+from medharness.core.rundir import RESCORING
 from medharness.playground import Playground
 from medharness.reports import view_app
-from medharness.reports.runs import RESCORING
 
 
 def user_folder(path: Path) -> Path:

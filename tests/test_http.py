@@ -20,13 +20,8 @@ import medharness.models.endpoint as endpoint_module
 from medharness.cli import main
 from medharness.core.errors import UserError
 from medharness.core.http import redact
-from medharness.models.endpoint import (
-    Endpoint,
-    check_base_url,
-    continuation_logprob,
-    retry_after,
-)
-from medharness.models.specs import EndpointRequests
+from medharness.models.endpoint import Endpoint, continuation_logprob, retry_after
+from medharness.models.specs import EndpointRequests, check_base_url
 from medharness.tasks.judging.rubric import load_rubric
 from medharness.tasks.judging.verdicts import parse_verdict
 

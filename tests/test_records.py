@@ -11,6 +11,7 @@ import pytest
 
 from medharness.cli import main
 from medharness.core.records import SAMPLE_ROWS, json_schemas
+from medharness.core.rundir import RunDir
 from medharness.reports.runs import RunData
 from medharness.tasks import get_task
 from medharness.tasks.metrics import aggregate
@@ -37,6 +38,21 @@ def test_a_run_written_before_records_loads_with_the_same_numbers() -> None:
     lines = (OLD_RUN / "samples/base/medqa_4opt.jsonl").read_text().splitlines()
     rows = SAMPLE_ROWS.validate_python([json.loads(line) for line in lines])
     assert [row.model_dump(mode="json") for row in rows] == [json.loads(x) for x in lines]
+
+
+def test_the_run_layout_names_every_file_of_a_run_written_before_it() -> None:
+    """RunDir, the one spelling of a run's paths, finds each file a run of 0.1 wrote (long
+    before it existed) and names no file that run lacks."""
+    layout = RunDir(OLD_RUN)
+    results = json.loads((OLD_RUN / "results.json").read_text())["results"]
+    named = {
+        layout.results,
+        layout.manifest,
+        *(layout.input_log(task) for tasks in results.values() for task in tasks),
+        *(layout.sample_log(model, task) for model, tasks in results.items() for task in tasks),
+    }
+    assert named == {path for path in OLD_RUN.rglob("*") if path.is_file()}
+    assert layout.name == RunDir.staging_for(OLD_RUN).name == "run-0.1"
 
 
 def test_a_run_written_before_records_renders_and_gates(tmp_path: Path) -> None:

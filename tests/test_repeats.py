@@ -31,10 +31,10 @@ from medharness.cli import main
 from medharness.config import parse_config
 from medharness.core.errors import UserError
 from medharness.core.records import SAMPLE_ROWS, ChoiceRow, GenerationRow, SampleRow
+from medharness.core.rundir import RESCORING
 from medharness.models.base import Sampling
 from medharness.reports.compare import compare_task
 from medharness.reports.gate_statistics import paired_drop
-from medharness.reports.runs import RESCORING
 from medharness.tasks.metrics.repeats import majority_vote, pass_at_k
 
 LM_EVAL_CRUXEVAL = "lm_eval/tasks/cruxeval/utils.py"

@@ -31,6 +31,7 @@ from typing import Any
 from transformers import TrainerCallback
 from trl import SFTTrainer
 
+from medharness.core.distributed import from_main, is_main_process, process_count
 from medharness.core.errors import UserError, boundary, first_line
 from medharness.core.io import (
     append_jsonl_durable,
@@ -41,7 +42,6 @@ from medharness.core.io import (
 from medharness.core.records import TrainLogRow
 from medharness.core.weights import refuse_pickles
 from medharness.trainers.data import TrainingSet, with_disclaimer
-from medharness.trainers.distributed import from_main, is_main_process, process_count
 from medharness.trainers.spec import DONE_FILE, VALIDATION_METRICS, TrainSpec
 
 KEY_FILE = "training_key"  # in the work folder: which training its checkpoints belong to

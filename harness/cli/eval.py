@@ -18,14 +18,15 @@ from medharness.cli.common import (
     task_list,
 )
 from medharness.config import RunConfig, parse_config
+from medharness.core.distributed import is_main_process
 from medharness.core.errors import UserError
 from medharness.core.records import Manifest, ResultsFile
+from medharness.core.rundir import RunDir
 from medharness.models.specs import endpoint_model, fake_script
 from medharness.tasks import TASKS
 from medharness.tasks.metrics import is_metric
 from medharness.tasks.metrics import metric as metric_of
 from medharness.tasks.suites import SUITES
-from medharness.trainers.distributed import is_main_process
 
 
 def add_parser(commands: Commands) -> None:
@@ -139,7 +140,7 @@ def refuse_replacing_another_eval(target: Path, config: RunConfig) -> None:
     """A default-named eval continues or repeats the same eval, and never replaces one made
     with other settings (another adapter, tasks, limit, ...)."""
     try:
-        recorded = Manifest.model_validate_json((target / "manifest.json").read_bytes()).config
+        recorded = Manifest.model_validate_json(RunDir(target).manifest.read_bytes()).config
     except (OSError, ValueError):
         return  # nothing finished there (or not a run: the runner refuses that itself)
     if recorded != config.model_dump(mode="json"):
@@ -194,7 +195,7 @@ def handle(args: argparse.Namespace) -> int:
     run_dir = run(config, base_dir=Path.cwd(), output_dir=args.out)
     if not is_main_process():
         return EXIT_OK  # under a launcher, rank 0 wrote the run and shows it
-    results = ResultsFile.model_validate_json((run_dir / "results.json").read_bytes())
+    results = ResultsFile.model_validate_json(RunDir(run_dir).results.read_bytes())
     print(format_table(results))
     print(f"\nRun written to {run_dir}")
     return EXIT_OK

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from medharness.cli.common import EXIT_OK, Commands
+from medharness.core.rundir import RunDir
 
 
 def add_parser(commands: Commands) -> None:
@@ -39,5 +40,5 @@ def handle(args: argparse.Namespace) -> int:
     from medharness.rescore import rescore
 
     added = rescore(args.run, metrics=args.metrics, judges_file=args.judges, base_dir=Path.cwd())
-    print(f"Rescored {args.run} ({', '.join(added)}); report: {args.run / 'report.html'}")
+    print(f"Rescored {args.run} ({', '.join(added)}); report: {RunDir(args.run).report}")
     return EXIT_OK

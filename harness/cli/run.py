@@ -14,8 +14,9 @@ from medharness.cli.common import (
     require_data_first,
 )
 from medharness.config import RunConfig
+from medharness.core.distributed import is_main_process
 from medharness.core.errors import UserError
-from medharness.trainers.distributed import is_main_process
+from medharness.core.rundir import RunDir
 
 
 def add_parser(commands: Commands) -> None:
@@ -57,7 +58,7 @@ def handle(args: argparse.Namespace) -> int:
 
     run_dir = run(config, base_dir=Path.cwd(), output_dir=args.out, limit=args.limit)
     if is_main_process():  # under a launcher, rank 0 wrote the run
-        print(f"Run written to {run_dir}  (report: {run_dir / 'report.html'})")
+        print(f"Run written to {run_dir}  (report: {RunDir(run_dir).report})")
     return EXIT_OK
 
 

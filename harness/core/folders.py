@@ -14,22 +14,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from medharness.core.errors import UserError
-
-# In a folder medharness is still writing (staging, a training-only run); a finished run is
-# known by its manifest instead, so its listing stays the documented one.
-MARKER = ".medharness-run"
-LOCK = ".medharness-lock"  # held by the process writing the folder
-STAGING_STATE = "run_state.json"  # staging folders made before the marker existed
+from medharness.core.rundir import LOCK, MARKER, RunDir, refuse_links, staging_path
 
 
 def is_ours(folder: Path) -> bool:
     """A real folder (not a link) that medharness made: marked, or a finished run's."""
     if folder.is_symlink() or not folder.is_dir():
         return False
-    if (folder / MARKER).is_file() or (folder / STAGING_STATE).is_file():
+    run = RunDir(folder)
+    if (folder / MARKER).is_file() or run.state.is_file():  # staging made before the marker
         return True
     try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        manifest = json.loads(run.manifest.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return isinstance(manifest, dict) and "medharness_version" in manifest
@@ -99,7 +95,7 @@ def whole_or_absent(target: Path) -> Iterator[Path]:
     hidden sibling, renamed into place when the block ends; an existing ``target`` is refused."""
     if target.exists() or target.is_symlink():
         raise UserError(f"{target} already exists; choose a new folder")
-    staging = target.with_name(f".{target.name}.partial")
+    staging = staging_path(target)
     if staging.exists() or staging.is_symlink():
         refuse_foreign(staging)  # a folder of that name not made by medharness stays
         shutil.rmtree(staging)
@@ -120,19 +116,6 @@ def remove_ours(folder: Path) -> None:
     """Delete ``folder`` where it is medharness's (marked, not a link); leave anything else."""
     if is_ours(folder):
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def refuse_links(root: Path, path: Path) -> Path:
-    """``path`` (inside ``root``), refused where it or a folder on the way to it is a
-    symbolic link: a run folder someone else made can point anywhere (a key, a token)."""
-    current = root
-    for part in path.relative_to(root).parts:
-        current = current / part
-        if current.is_symlink():
-            raise UserError(
-                f"{current} is a symbolic link; medharness reads only files a run wrote itself"
-            )
-    return path
 
 
 def copy_plain_tree(source: Path, target: Path) -> None:

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from medharness.core.distributed import process_count
 from medharness.core.errors import UserError
-from medharness.trainers.distributed import process_count
 
 THREADS_ENV = "MEDHARNESS_THREADS"
 CGROUP = Path("/sys/fs/cgroup")

@@ -27,7 +27,6 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
@@ -35,7 +34,7 @@ from medharness.core.errors import UserError, first_line
 from medharness.core.http import HttpFailure, HttpStatus, redact, send
 from medharness.models.base import Completion, Progress, Prompt, Sampling
 from medharness.models.prompts import chat_messages
-from medharness.models.specs import EndpointRequests
+from medharness.models.specs import EndpointRequests, check_base_url
 
 # What /models says of a model that stays the same between requests (``created`` and the
 # permission ids change on every call); it keys cached answers and the manifest records it.
@@ -63,20 +62,6 @@ class Refused(UserError):
 
 class NoPromptLogprobs(UserError):
     """The server does not return prompt log-probs (most hosted chat APIs)."""
-
-
-def check_base_url(base_url: str) -> str:
-    """A base URL without trailing slash; credentials in it are refused (they would be
-    recorded with the URL): the key belongs in the variable ``api_key_env`` names."""
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"base_url must be an http(s) URL, not {base_url!r}")
-    if parts.username or parts.password or parts.query or parts.fragment:
-        raise ValueError(
-            "base_url must not hold credentials, a query string or a fragment (they would be "
-            "recorded with the URL); put the key in the variable api_key_env names"
-        )
-    return base_url.rstrip("/")
 
 
 def refuse_recorded_keys(

@@ -8,7 +8,13 @@ from typing import Any
 from medharness.core.cache import weights_sha256
 from medharness.core.io import sha256_file
 from medharness.models.builtin import builtin_model_dir
-from medharness.models.specs import BUILTIN_MODEL, EndpointRequests, endpoint_model, fake_script
+from medharness.models.specs import (
+    BUILTIN_MODEL,
+    EndpointRequests,
+    check_base_url,
+    endpoint_model,
+    fake_script,
+)
 
 
 def weights_identity(spec: str) -> str | None:
@@ -29,7 +35,7 @@ def served_identity(
     served = endpoint_model(spec)
     if served is None or base_url is None:
         return None
-    from medharness.models.endpoint import Endpoint, check_base_url, server_identity
+    from medharness.models.endpoint import Endpoint, server_identity
 
     endpoint = Endpoint(check_base_url(base_url), api_key_env, requests or EndpointRequests())
     return server_identity(endpoint, served)

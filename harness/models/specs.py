@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field
 
@@ -51,6 +52,20 @@ def endpoint_model(spec: str) -> str | None:
     if not spec.startswith(ENDPOINT_PREFIX):
         return None
     return spec[len(ENDPOINT_PREFIX) :]
+
+
+def check_base_url(base_url: str) -> str:
+    """A base URL without trailing slash; credentials in it are refused (they would be
+    recorded with the URL): the key belongs in the variable ``api_key_env`` names."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"base_url must be an http(s) URL, not {base_url!r}")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError(
+            "base_url must not hold credentials, a query string or a fragment (they would be "
+            "recorded with the URL); put the key in the variable api_key_env names"
+        )
+    return base_url.rstrip("/")
 
 
 class EndpointRequests(Strict):

@@ -1,5 +1,5 @@
 """Which process of an ``accelerate launch`` (or torchrun) this is, and the few collectives
-evaluation needs to share work between those processes. One process writes."""
+evaluation and training need to share work between processes. One process writes."""
 
 from __future__ import annotations
 
