@@ -32,6 +32,9 @@ def test_registry_names_match_the_design() -> None:
         "mmlu_medical_genetics",
         "mmlu_professional_medicine",
         "medcalc",
+        "healthbench",
+        "healthbench_hard",
+        "healthbench_consensus",
     ]
     for module in (medquad, medqa, medmcqa, pubmedqa, mmlu, medcalc):
         for heading in ("Dataset", "Paper", "License"):
