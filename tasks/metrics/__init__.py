@@ -475,14 +475,14 @@ def aggregate(
     own = task.answer_scoring
     if own is not None:
         settings["answer_scoring"] = own.settings()
-    for name in names:
-        definition = metric(name).on(rows)
+    definitions = {name: metric(name).on(rows) for name in names}
+    for name, definition in definitions.items():
         if definition.optional and not any(name in row.metrics for row in rows):
             continue  # no answer has a score (every grader unreadable): no value, not NaN
         values[name] = definition.summarise(rows, resamples=resamples, seed=seed)
         if own is None or name not in own.metric_names:  # described by the task's own
             settings.setdefault(definition.settings_key, definition.settings())
-    if any(metric(name).on(rows).summary != "proportion" for name in names):
+    if any(definition.summary != "proportion" for definition in definitions.values()):
         settings["bootstrap"] = {"resamples": resamples, "seed": seed, "method": "percentile"}
     if any(isinstance(row, GenerationRow) and row.judgments for row in rows):
         settings["jury"] = jury_agreement(rows, resamples, seed)
