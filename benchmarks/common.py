@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -20,9 +21,19 @@ BIN = Path(sys.executable).parent
 
 def timed(command: list[str]) -> float:
     """Wall seconds of one whole process (start-up and model load included)."""
+    return timed_with_cpu(command)[0]
+
+
+def timed_with_cpu(command: list[str]) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system) of one whole process: the CPU time
+    shows whether a long run was slowed by other work on the machine."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
 
 
 def limit_option(flag: str, limit: int | None) -> list[str]:

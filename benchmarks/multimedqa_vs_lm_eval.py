@@ -17,7 +17,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from common import lm_eval_run, medharness_eval, timed
+from common import lm_eval_run, medharness_eval, timed_with_cpu
 
 from medharness.tasks.suites import SUITES
 
@@ -80,15 +80,20 @@ def main() -> None:
             str(args.batch_size),
         )  # fmt: skip
         if repeat % 2 == 0:
-            ours_s, theirs_s = timed(ours_command), timed(theirs_command)
+            (ours_s, ours_cpu), (theirs_s, theirs_cpu) = map(
+                timed_with_cpu, (ours_command, theirs_command)
+            )
         else:
-            theirs_s, ours_s = timed(theirs_command), timed(ours_command)
+            (theirs_s, theirs_cpu), (ours_s, ours_cpu) = map(
+                timed_with_cpu, (theirs_command, ours_command)
+            )
         same, total, ours_avg, theirs_avg = compare(work / "ours", work / "lm_eval", tasks)
         ratios.append(ours_s / theirs_s)
         first = "medharness" if repeat % 2 == 0 else "lm-eval"
         print(
             f"run {repeat + 1} ({first} first): medharness {ours_s:7.1f} s, lm-eval "
-            f"{theirs_s:7.1f} s, ratio {ours_s / theirs_s:.2f}; {total} questions, same "
+            f"{theirs_s:7.1f} s, ratio {ours_s / theirs_s:.2f} (CPU {ours_cpu:.0f} s vs "
+            f"{theirs_cpu:.0f} s, {ours_cpu / theirs_cpu:.2f}); {total} questions, same "
             f"choice {same}/{total}; suite average {ours_avg:.6f} vs {theirs_avg:.6f}"
         )
     print(f"median time ratio medharness / lm-eval: {statistics.median(ratios):.2f}")
