@@ -291,8 +291,9 @@ def make_tiny_llama(path: Path, head_dim: int = 8) -> Path:
     return path
 
 
-def save_lora(tiny_llama: Path, folder: Path) -> None:
-    """A rank-4 LoRA on q/v projections whose B matrices are not zero, so it changes outputs."""
+def save_lora(tiny_llama: Path, folder: Path, fill: float = 0.5) -> None:
+    """A rank-4 LoRA on q/v projections whose B matrices are not zero, so it changes outputs
+    (each ``fill`` another adapter)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -302,7 +303,7 @@ def save_lora(tiny_llama: Path, folder: Path) -> None:
     with torch.no_grad():
         for name, parameter in peft_model.named_parameters():
             if "lora_B" in name:
-                parameter.fill_(0.5)  # LoRA B starts at zero; make the adapter matter
+                parameter.fill_(fill)  # LoRA B starts at zero; make the adapter matter
     peft_model.save_pretrained(folder)
 
 

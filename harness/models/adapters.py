@@ -21,17 +21,43 @@ def merge_when_exact(model: Any) -> tuple[Any, bool]:
     folded, the model runs at the base model's speed with the same outputs up to fp32
     rounding. bf16/fp16 weights stay unmerged (rounding W + BA to 8 or 11 mantissa bits loses
     part of a small update), as do quantized bases and adapter types PEFT cannot fold."""
-    import torch
-
     config = model.peft_config.get("default")
-    if (
-        config is None
-        or getattr(config, "peft_type", None) != "LORA"
-        or getattr(model.config, "quantization_config", None) is not None
-        or any(p.dtype != torch.float32 for p in model.parameters())
-    ):
+    if config is None or getattr(config, "peft_type", None) != "LORA" or not foldable(model):
         return model, False
     return model.merge_and_unload(), True
+
+
+def foldable(model: Any) -> bool:
+    """Whether a LoRA adapter on this model would be folded into its weights: fp32 and not
+    quantized (merge_when_exact)."""
+    import torch
+
+    return getattr(model.config, "quantization_config", None) is None and all(
+        p.dtype == torch.float32 for p in model.parameters()
+    )
+
+
+def base_weights_copy(model: Any) -> dict[str, Any] | None:
+    """A copy of a base model's weights, kept where an adapter will be folded into them:
+    unmerging a folded adapter (W + BA - BA) does not give W back bit for bit, and the next
+    adapter must start from W exactly. None where adapters stay unmerged (PEFT removes
+    those exactly)."""
+    if not foldable(model):
+        return None
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+
+def without_adapter(model: Any, merged: bool, base_weights: dict[str, Any] | None) -> Any:
+    """The base model, its weights exactly as loaded: a folded adapter is overwritten with
+    the kept copy, an unmerged one removed."""
+    from peft import PeftModel
+
+    if merged:
+        if base_weights is None:
+            raise ValueError("a folded adapter can only be swapped out with the base's weights")
+        model.load_state_dict(base_weights)
+        return model
+    return model.unload() if isinstance(model, PeftModel) else model
 
 
 def attach_adapter(model: Any, adapter: str, allow_pickle: bool = False) -> Any:

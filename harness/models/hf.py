@@ -6,13 +6,19 @@ import hashlib
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from medharness.core.cache import weights_sha256
 from medharness.core.errors import UserError, boundary, first_line
-from medharness.models.adapters import adapter_sha256, attach_adapter, merge_when_exact
+from medharness.models.adapters import (
+    adapter_sha256,
+    attach_adapter,
+    base_weights_copy,
+    merge_when_exact,
+    without_adapter,
+)
 from medharness.models.base import Completion, Progress, Prompt, Sampling
 from medharness.models.choice import auto_batch_size, cpu_threads
 from medharness.models.prompts import chat_prompt, encode_pairs
@@ -55,6 +61,26 @@ class HFModel:
     weights: str | None = None  # sha256 of the weight files, or the hub revision
     adapter_weights: str | None = None
     adapter_merged: bool = False  # folded into the weights for speed (see merge_when_exact)
+    # the base's weights as loaded, kept by an engine that swaps folded adapters (with_adapter)
+    base_weights: dict[str, Any] | None = None
+
+    def with_adapter(self, adapter: str | None, allow_pickle: bool = False) -> HFModel:
+        """This engine with ``adapter`` in place of its own (None: the base alone), its
+        answers those of a fresh load of base + adapter; the base is not loaded again. The
+        model this is called on shares the weights and must not be used after."""
+        base = without_adapter(self.model, self.adapter_merged, self.base_weights)
+        model, merged = (base, False)
+        if adapter:
+            model, merged = merge_when_exact(attach_adapter(base, adapter, allow_pickle))
+        model.to(self.device)
+        model.eval()
+        return replace(
+            self,
+            model=model,
+            adapter=adapter,
+            adapter_weights=adapter_sha256(adapter),
+            adapter_merged=merged,
+        )
 
     @property
     def device(self) -> Any:
@@ -319,9 +345,11 @@ def load_hf_model(
     batch_size: int | str,
     system_prompt: str | None,
     allow_pickle: bool,
+    swaps_adapters: bool = False,
 ) -> HFModel:
     """A transformers model for ``source`` (a local checkpoint or a hub id), safetensors only
-    unless ``allow_pickle``, never remote code; every failure is one UserError line."""
+    unless ``allow_pickle``, never remote code; every failure is one UserError line.
+    ``swaps_adapters``: the engine will serve other adapters after this one (with_adapter)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -333,7 +361,7 @@ def load_hf_model(
             use_safetensors=None if allow_pickle else True,
             trust_remote_code=False,
         )
-    merged = False
+    merged, base_weights = False, base_weights_copy(model) if swaps_adapters else None
     if adapter:
         model, merged = merge_when_exact(attach_adapter(model, adapter, allow_pickle))
     if tokenizer.pad_token_id is None:
@@ -354,6 +382,7 @@ def load_hf_model(
         weights=weights_record(source, model.config),
         adapter_weights=adapter_sha256(adapter),
         adapter_merged=merged,
+        base_weights=base_weights,
     )
 
 

@@ -9,7 +9,7 @@ from medharness.models.base import LanguageModel
 from medharness.models.builtin import builtin_model_dir
 from medharness.models.choice import pick_backend, pick_device, pick_dtype
 from medharness.models.fake import FakeModel
-from medharness.models.hf import load_hf_model
+from medharness.models.hf import HFModel, load_hf_model
 from medharness.models.hub import require_hub_model
 from medharness.models.specs import (
     BUILTIN_MODEL,
@@ -35,10 +35,11 @@ def load_model(
     api_key_env: str | None = None,
     requests: EndpointRequests | None = None,
     vllm: VLLMParallelism | None = None,
+    swaps_adapters: bool = False,
 ) -> LanguageModel:
     """Resolve a model spec to a ready model; every failure is one UserError line.
     ``base_url``, ``api_key_env`` and ``requests`` serve ``openai:`` specs; ``vllm`` the
-    vLLM backend."""
+    vLLM backend; ``swaps_adapters``: other adapters will be swapped in (swap_adapter)."""
     script = fake_script(spec)
     if script is not None:
         if adapter:
@@ -93,4 +94,16 @@ def load_model(
         batch_size=batch_size,
         system_prompt=system_prompt,
         allow_pickle=allow_pickle,
+        swaps_adapters=swaps_adapters,
     )
+
+
+def swap_adapter(
+    model: LanguageModel, adapter: str | None, allow_pickle: bool
+) -> LanguageModel | None:
+    """The engine of ``model`` serving ``adapter`` (None: the base alone) in its place,
+    the base not loaded again; None where this backend cannot swap (load anew). ``model``
+    must not be used after a swap."""
+    if isinstance(model, HFModel) and (model.base_weights is not None or not model.adapter_merged):
+        return model.with_adapter(adapter, allow_pickle)
+    return None
