@@ -318,6 +318,10 @@ class RunConfig(Strict):
     # (model, task, shard) on a Ray cluster, this process writing the run (pip extra [ray])
     executor: Literal["local", "ray"] = "local"
     ray: RaySettings = RaySettings()
+    # model entries that differ only in their adapter (fine-tunes of one base) are served by
+    # one loaded base, each adapter swapped in turn, with the answers of one load each
+    # (transformers backend, local executor); false loads each entry anew
+    share_base_models: bool = True
 
     @model_validator(mode="before")
     @classmethod

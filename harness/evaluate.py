@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from medharness.core.records import ChoiceRow, GenerationRow, InputRow, SampledA
 from medharness.models.base import Completion, LanguageModel, Sampling, count_tokens
 from medharness.models.identity import served_identity, weights_identity
 from medharness.models.loading import load_model
+from medharness.models.specs import endpoint_model, fake_script
 from medharness.tasks import Sample, Task
 from medharness.tasks.answers import DEFAULT_REASONING_TAGS, extract_choice
 from medharness.tasks.metrics import (
@@ -391,9 +393,16 @@ def input_row(sample: Sample) -> InputRow:
     )
 
 
-def load_entry(entry: ModelEntry, spec: str | None = None, adapter: str | None = None) -> Any:
+def load_entry(
+    entry: ModelEntry,
+    spec: str | None = None,
+    adapter: str | None = None,
+    *,
+    swaps_adapters: bool = False,
+) -> Any:
     """The model a config entry describes (or ``spec`` + ``adapter`` in its place, as
-    training made them), loaded with the entry's settings."""
+    training made them), loaded with the entry's settings; ``swaps_adapters``: entries that
+    share its base will be served by it (shared_base_key)."""
     return load_model(
         spec or entry.model,
         adapter=adapter if spec else entry.adapter,
@@ -407,7 +416,23 @@ def load_entry(entry: ModelEntry, spec: str | None = None, adapter: str | None =
         api_key_env=entry.api_key_env,
         requests=entry.requests,
         vllm=entry.vllm,
+        swaps_adapters=swaps_adapters,
     )
+
+
+def shared_base_key(entry: ModelEntry, spec: str) -> str | None:
+    """What entries must have equal to be served by one loaded base, their adapters swapped
+    in turn: the base and every setting of its loading (not the adapter). None for models
+    that load no weights here (fake, served by an endpoint)."""
+    if fake_script(spec) is not None or endpoint_model(spec) is not None:
+        return None
+    settings = entry.model_dump(mode="json", include=set(SHARED_BASE_SETTINGS))
+    return json.dumps({"model": spec, **settings}, sort_keys=True)
+
+
+SHARED_BASE_SETTINGS = (
+    "backend", "dtype", "device", "batch_size", "system_prompt", "allow_pickle", "vllm"
+)  # fmt: skip
 
 
 def answers_identity(entry: ModelEntry, labels: tuple[str, ...] = ()) -> dict[str, Any]:

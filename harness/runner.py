@@ -72,11 +72,13 @@ from medharness.evaluate import (
     input_row,
     load_entry,
     shard,
+    shared_base_key,
 )
 from medharness.judge import JudgedLog, Jury, judge_logs
 from medharness.models.fake import FakeModel
 from medharness.models.hub import require_hub_model
 from medharness.models.identity import served_identity
+from medharness.models.loading import swap_adapter
 from medharness.models.specs import (
     BUILTIN_MODEL,
     absolute_spec,
@@ -426,9 +428,8 @@ def evaluate_all(
     if cluster is not None:
         score_on_cluster(cluster, evaluation)
     else:
-        for entry in config.models:
-            if pending[entry.name]:
-                score_here(entry, evaluation)
+        for group in shared_bases(config, pending, trained):
+            score_here(group, evaluation)
     if not is_main_process():
         return {}, state, timings
     clock = time.time()
@@ -506,29 +507,58 @@ class Evaluation:
     timings: dict[str, Any]
 
 
-def score_here(entry: ModelEntry, evaluation: Evaluation) -> None:
-    """One model loaded in this process (each process of a launch) and scored on its
-    pending tasks."""
+def shared_bases(
+    config: RunConfig, pending: dict[str, list[str]], trained: dict[str, Trained]
+) -> list[list[ModelEntry]]:
+    """The entries with work left, those that can share one loaded base together (in the
+    order of their first entry), each other alone."""
+    groups: dict[str, list[ModelEntry]] = {}
+    for entry in config.models:
+        if not pending[entry.name]:
+            continue
+        key = shared_base_key(entry, weights_of(entry, trained)[0])
+        if key is None or not config.share_base_models:
+            key = "\0alone:" + entry.name
+        groups.setdefault(key, []).append(entry)
+    return list(groups.values())
+
+
+def score_here(entries: list[ModelEntry], evaluation: Evaluation) -> None:
+    """Models loaded in this process (each process of a launch) and scored on their pending
+    tasks. Entries that share a base are served by one engine, each adapter swapped in
+    turn; a backend that cannot swap loads each anew."""
     config, staging, trained, state, timings = (
         evaluation.config, evaluation.staging, evaluation.trained, evaluation.state,
         evaluation.timings,
     )  # fmt: skip
-    clock = time.time()
-    spec, adapter = weights_of(entry, trained)
-    print(
-        f"[{entry.name}] loading {spec}" + (f" + {adapter}" if adapter else ""),
-        file=sys.stderr,
-    )
-    model = load_entry(entry, spec, adapter)
-    state["models"][entry.name] = model_record(model.describe(), entry, trained, staging)
-    if is_main_process():
-        write_json_atomic(RunDir(staging).state, state)
-    timings[entry.name]["load_s"] = round(time.time() - clock, 3)
-    for item in evaluation.prepared:
-        if item.task.name in evaluation.pending[entry.name]:
-            clock = time.time()
-            complete_sample_log(config, entry, item, model, staging)
-            timings[entry.name][item.task.name + "_s"] = round(time.time() - clock, 3)
+    model: Any = None
+    for entry in entries:
+        clock = time.time()
+        spec, adapter = weights_of(entry, trained)
+        swapped = None if model is None else swap_adapter(model, adapter, entry.allow_pickle)
+        if swapped is None:
+            if model is not None:
+                close_engine(model)
+                del model
+                gc.collect()
+            print(
+                f"[{entry.name}] loading {spec}" + (f" + {adapter}" if adapter else ""),
+                file=sys.stderr,
+            )
+            model = load_entry(entry, spec, adapter, swaps_adapters=len(entries) > 1)
+        else:
+            served = f"adapter {adapter}" if adapter else "no adapter"
+            print(f"[{entry.name}] {spec} already loaded: {served} swapped in", file=sys.stderr)
+            model = swapped
+        state["models"][entry.name] = model_record(model.describe(), entry, trained, staging)
+        if is_main_process():
+            write_json_atomic(RunDir(staging).state, state)
+        timings[entry.name]["load_s"] = round(time.time() - clock, 3)
+        for item in evaluation.prepared:
+            if item.task.name in evaluation.pending[entry.name]:
+                clock = time.time()
+                complete_sample_log(config, entry, item, model, staging)
+                timings[entry.name][item.task.name + "_s"] = round(time.time() - clock, 3)
     close_engine(model)
     del model
     gc.collect()
