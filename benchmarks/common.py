@@ -82,14 +82,15 @@ def lm_eval_run(task: str, limit: int | None, weights: Path, out: Path, *options
     ]
 
 
-def save_random_lora(model_dir: str | Path) -> str:
-    """A rank-16 LoRA on every linear layer with small random B, so it changes the answers."""
+def save_random_lora(model_dir: str | Path, seed: int = 0) -> str:
+    """A rank-16 LoRA on every linear layer with small random B, so it changes the answers
+    (another ``seed``, another adapter)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     folder = Path(tempfile.mkdtemp(prefix="lora-bench-")) / "adapter"
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     lora = get_peft_model(
         AutoModelForCausalLM.from_pretrained(model_dir),
         LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"),
