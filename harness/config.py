@@ -320,7 +320,7 @@ class RunConfig(Strict):
     ray: RaySettings = RaySettings()
     # model entries that differ only in their adapter (fine-tunes of one base) are served by
     # one loaded base, each adapter swapped in turn, with the answers of one load each
-    # (transformers backend, local executor); false loads each entry anew
+    # (local executor; README: Config); false loads each entry anew
     share_base_models: bool = True
 
     @model_validator(mode="before")

@@ -398,11 +398,11 @@ def load_entry(
     spec: str | None = None,
     adapter: str | None = None,
     *,
-    swaps_adapters: bool = False,
+    later_adapters: Sequence[str | None] = (),
 ) -> Any:
     """The model a config entry describes (or ``spec`` + ``adapter`` in its place, as
-    training made them), loaded with the entry's settings; ``swaps_adapters``: entries that
-    share its base will be served by it (shared_base_key)."""
+    training made them), loaded with the entry's settings; ``later_adapters``: those of the
+    entries that share its base (shared_base_key), which it may serve next."""
     return load_model(
         spec or entry.model,
         adapter=adapter if spec else entry.adapter,
@@ -416,7 +416,7 @@ def load_entry(
         api_key_env=entry.api_key_env,
         requests=entry.requests,
         vllm=entry.vllm,
-        swaps_adapters=swaps_adapters,
+        later_adapters=later_adapters,
     )
 
 

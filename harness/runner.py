@@ -532,7 +532,8 @@ def score_here(entries: list[ModelEntry], evaluation: Evaluation) -> None:
         evaluation.timings,
     )  # fmt: skip
     model: Any = None
-    for entry in entries:
+    adapters = [weights_of(entry, trained)[1] for entry in entries]
+    for index, entry in enumerate(entries):
         clock = time.time()
         spec, adapter = weights_of(entry, trained)
         swapped = None if model is None else swap_adapter(model, adapter, entry.allow_pickle)
@@ -545,7 +546,7 @@ def score_here(entries: list[ModelEntry], evaluation: Evaluation) -> None:
                 f"[{entry.name}] loading {spec}" + (f" + {adapter}" if adapter else ""),
                 file=sys.stderr,
             )
-            model = load_entry(entry, spec, adapter, swaps_adapters=len(entries) > 1)
+            model = load_entry(entry, spec, adapter, later_adapters=adapters[index + 1 :])
         else:
             served = f"adapter {adapter}" if adapter else "no adapter"
             print(f"[{entry.name}] {spec} already loaded: {served} swapped in", file=sys.stderr)

@@ -11,6 +11,7 @@ import yaml
 from conftest import save_lora
 
 from medharness.cli import main
+from medharness.models.fake import FakeModel
 from medharness.models.hf import HFModel
 from medharness.models.loading import load_model, swap_adapter
 
@@ -44,7 +45,8 @@ def test_swapped_adapters_answer_as_fresh_loads(
         for adapter in [*adapters, None]
     }
     assert len({json.dumps(found) for found in fresh.values()}) == 3  # the adapters matter
-    model = load_model(str(tiny_llama), adapter=adapters[0], dtype=dtype, swaps_adapters=True)
+    later = [adapters[1], None]
+    model = load_model(str(tiny_llama), adapter=adapters[0], dtype=dtype, later_adapters=later)
     assert isinstance(model, HFModel)
     assert (model.adapter_merged, model.base_weights is not None) == ((dtype == "float32",) * 2)
     assert answers(model) == fresh[adapters[0]]
@@ -56,12 +58,13 @@ def test_swapped_adapters_answer_as_fresh_loads(
         assert model.describe()["adapter"] == adapter
 
 
-def test_a_folded_adapter_without_the_base_weights_is_loaded_anew(
-    tiny_llama: Path, adapters: list[str]
+def test_an_engine_that_cannot_swap_says_so(
+    tiny_llama: Path, adapters: list[str], fake_script: Path
 ) -> None:
-    model = load_model(str(tiny_llama), adapter=adapters[0])  # not loaded to swap
+    model = load_model(str(tiny_llama), adapter=adapters[0])  # not loaded to serve others
     assert isinstance(model, HFModel) and model.adapter_merged
     assert swap_adapter(model, adapters[1], allow_pickle=False) is None
+    assert swap_adapter(FakeModel.from_file(fake_script), adapters[1], allow_pickle=False) is None
 
 
 def write_config(tmp_path: Path, tiny_llama: Path, adapters: list[str], shared: bool) -> Path:

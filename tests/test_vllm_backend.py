@@ -107,6 +107,22 @@ def test_lora_served_unmerged_equals_the_transformers_adapter(
     assert description["adapter_sha256"] == reference.describe()["adapter_sha256"]
 
 
+def test_another_adapter_is_served_by_the_same_engine(
+    llama: Path, served: VLLMModel, tmp_path: Path
+) -> None:
+    save_lora(llama, tmp_path / "other", fill=-0.3)
+    other = served.with_adapter(str(tmp_path / "other"))
+    assert other is not None and other.engine is served.engine
+    assert other.lora.lora_int_id != served.lora.lora_int_id
+    reference = load_model(str(llama), adapter=str(tmp_path / "other"), backend="hf")
+    scores = other.loglikelihoods(REQUESTS)
+    assert scores == pytest.approx(reference.loglikelihoods(REQUESTS), abs=1e-4)
+    assert scores != pytest.approx(served.loglikelihoods(REQUESTS), abs=1e-3)
+    assert other.generate(MESSAGES, 12) == reference.generate(MESSAGES, 12)
+    assert other.describe()["adapter_sha256"] == reference.describe()["adapter_sha256"]
+    assert served.with_adapter(None) is None  # the base: an engine without LoRA, loaded anew
+
+
 def test_a_non_lora_adapter_is_refused(llama: Path, tmp_path: Path) -> None:
     from medharness.core.errors import UserError
 

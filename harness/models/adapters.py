@@ -54,7 +54,7 @@ def without_adapter(model: Any, merged: bool, base_weights: dict[str, Any] | Non
 
     if merged:
         if base_weights is None:
-            raise ValueError("a folded adapter can only be swapped out with the base's weights")
+            raise ValueError("a folded adapter can only be taken out with the base's weights")
         model.load_state_dict(base_weights)
         return model
     return model.unload() if isinstance(model, PeftModel) else model

@@ -64,10 +64,13 @@ class HFModel:
     # the base's weights as loaded, kept by an engine that swaps folded adapters (with_adapter)
     base_weights: dict[str, Any] | None = None
 
-    def with_adapter(self, adapter: str | None, allow_pickle: bool = False) -> HFModel:
+    def with_adapter(self, adapter: str | None, allow_pickle: bool = False) -> HFModel | None:
         """This engine with ``adapter`` in place of its own (None: the base alone), its
         answers those of a fresh load of base + adapter; the base is not loaded again. The
-        model this is called on shares the weights and must not be used after."""
+        model this is called on shares the weights and must not be used after. None where
+        a folded adapter cannot be taken out (the base's weights were not kept)."""
+        if self.adapter_merged and self.base_weights is None:
+            return None
         base = without_adapter(self.model, self.adapter_merged, self.base_weights)
         model, merged = (base, False)
         if adapter:

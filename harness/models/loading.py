@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from medharness.core.errors import UserError
@@ -9,7 +10,7 @@ from medharness.models.base import LanguageModel
 from medharness.models.builtin import builtin_model_dir
 from medharness.models.choice import pick_backend, pick_device, pick_dtype
 from medharness.models.fake import FakeModel
-from medharness.models.hf import HFModel, load_hf_model
+from medharness.models.hf import load_hf_model
 from medharness.models.hub import require_hub_model
 from medharness.models.specs import (
     BUILTIN_MODEL,
@@ -35,11 +36,12 @@ def load_model(
     api_key_env: str | None = None,
     requests: EndpointRequests | None = None,
     vllm: VLLMParallelism | None = None,
-    swaps_adapters: bool = False,
+    later_adapters: Sequence[str | None] = (),
 ) -> LanguageModel:
     """Resolve a model spec to a ready model; every failure is one UserError line.
     ``base_url``, ``api_key_env`` and ``requests`` serve ``openai:`` specs; ``vllm`` the
-    vLLM backend; ``swaps_adapters``: other adapters will be swapped in (swap_adapter)."""
+    vLLM backend; ``later_adapters``: what the engine will be asked to serve after this
+    adapter (swap_adapter; None: the base alone)."""
     script = fake_script(spec)
     if script is not None:
         if adapter:
@@ -84,6 +86,7 @@ def load_model(
             system_prompt=system_prompt,
             allow_pickle=allow_pickle,
             parallelism=vllm or VLLMParallelism(),
+            later_adapters=later_adapters,
         )
     return load_hf_model(
         spec,
@@ -94,16 +97,15 @@ def load_model(
         batch_size=batch_size,
         system_prompt=system_prompt,
         allow_pickle=allow_pickle,
-        swaps_adapters=swaps_adapters,
+        swaps_adapters=bool(later_adapters),
     )
 
 
 def swap_adapter(
     model: LanguageModel, adapter: str | None, allow_pickle: bool
 ) -> LanguageModel | None:
-    """The engine of ``model`` serving ``adapter`` (None: the base alone) in its place,
-    the base not loaded again; None where this backend cannot swap (load anew). ``model``
-    must not be used after a swap."""
-    if isinstance(model, HFModel) and (model.base_weights is not None or not model.adapter_merged):
-        return model.with_adapter(adapter, allow_pickle)
-    return None
+    """The engine of ``model`` serving ``adapter`` (None: the base alone) in its place, its
+    answers those of a fresh load, the base not loaded again; None where the engine cannot
+    (load anew). ``model`` must not be used after a swap."""
+    swap = getattr(model, "with_adapter", None)
+    return None if swap is None else swap(adapter, allow_pickle)

@@ -40,10 +40,12 @@ def load_vllm_model(
     system_prompt: str | None,
     allow_pickle: bool,
     parallelism: VLLMParallelism,
+    later_adapters: Sequence[str | None] = (),
 ) -> VLLMModel:
     """A vLLM engine for ``source`` (a local checkpoint or a hub id), with the adapter served
-    as a LoRARequest and the entry's parallelism settings passed through. Every failure is
-    one UserError line."""
+    as a LoRARequest and the entry's parallelism settings passed through. An engine started
+    with an adapter can serve ``later_adapters`` too (LoRA ranks up to the largest of them;
+    VLLMModel.with_adapter). Every failure is one UserError line."""
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     from transformers import AutoConfig, AutoTokenizer
     from vllm import LLM
@@ -54,16 +56,12 @@ def load_vllm_model(
     lora = None
     options: dict[str, Any] = parallelism.model_dump(exclude_none=True)
     if adapter:
-        refuse_pickles(Path(adapter).expanduser(), "adapter", allow_pickle)
-        rank = lora_rank(adapter)
-        if rank is None:
-            raise UserError(f"backend vllm serves LoRA adapters only; {adapter!r} is not one")
-        if rank > VLLM_LORA_RANKS[-1]:
-            raise UserError(f"backend vllm serves LoRA ranks up to 512; {adapter!r} has {rank}")
+        rank = served_lora_rank(adapter, allow_pickle)
+        later = [served_lora_rank(a, allow_pickle) for a in later_adapters if a]
         options.update(
             enable_lora=True,
             max_loras=1,
-            max_lora_rank=next(r for r in VLLM_LORA_RANKS if r >= rank),
+            max_lora_rank=next(r for r in VLLM_LORA_RANKS if r >= max([rank, *later])),
         )
         lora = LoRARequest("adapter", 1, os.path.expanduser(adapter))
     if current_platform.is_cpu():
@@ -95,6 +93,17 @@ def load_vllm_model(
         repetition_penalty=defaults.repetition_penalty,
         engine_options=options,
     )
+
+
+def served_lora_rank(adapter: str, allow_pickle: bool) -> int:
+    """The rank of a LoRA adapter vLLM can serve; anything else is refused in one line."""
+    refuse_pickles(Path(adapter).expanduser(), "adapter", allow_pickle)
+    rank = lora_rank(adapter)
+    if rank is None:
+        raise UserError(f"backend vllm serves LoRA adapters only; {adapter!r} is not one")
+    if rank > VLLM_LORA_RANKS[-1]:
+        raise UserError(f"backend vllm serves LoRA ranks up to 512; {adapter!r} has {rank}")
+    return rank
 
 
 @dataclass
@@ -216,6 +225,23 @@ class VLLMModel:
             prompts, params, lora_request=self.lora, use_tqdm=False
         )
         return outputs
+
+    def with_adapter(self, adapter: str | None, allow_pickle: bool = False) -> VLLMModel | None:
+        """This engine serving ``adapter`` in place of its own, as a LoRARequest of its own;
+        None where it cannot (no LoRA on this engine, a rank above the one it was started
+        for, or no adapter: the base is served by an engine without LoRA, as a fresh load
+        would be)."""
+        if adapter is None or self.lora is None:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        if served_lora_rank(adapter, allow_pickle) > self.engine_options["max_lora_rank"]:
+            return None
+        number = self.lora.lora_int_id + 1
+        lora = LoRARequest(f"adapter-{number}", number, os.path.expanduser(adapter))
+        return dataclasses.replace(
+            self, adapter=adapter, lora=lora, adapter_weights=adapter_sha256(adapter)
+        )
 
     def close(self) -> None:
         """Stop the engine's processes and free its memory before the next model loads."""
