@@ -44,7 +44,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +118,6 @@ class Suite:
     medqa_requests: list[tuple[str, str]]
     loaded: Any = None
     load_s: float = 0.0
-    memo: dict[str, Any] = field(default_factory=dict)
 
     def inference_model(self) -> Any:
         """The random model through medharness's transformers backend, loaded once for the
