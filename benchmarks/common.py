@@ -141,9 +141,12 @@ def served_by_vllm(model_dir: str | Path, name: str) -> Iterator[str]:
         server.wait(timeout=60)
 
 
-def backend_workload(limit: int, medqa_limit: int) -> tuple[list[str], list[Any], list[Any]]:
+def backend_workload(
+    limit: int | None, medqa_limit: int | None
+) -> tuple[list[str], list[Any], list[Any]]:
     """What the backend comparisons run: the first ``limit`` MedQuAD test questions, the
-    first ``medqa_limit`` MedQA 4-option questions, and those questions' option requests."""
+    first ``medqa_limit`` MedQA 4-option questions (all for None), and those questions'
+    option requests."""
     from medharness.tasks import get_task
 
     data = Path(os.environ["MEDHARNESS_DATA_DIR"])

@@ -21,6 +21,72 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+
+def empty_verdict_cache() -> None:
+    """Point medharness's cache at a new, empty folder, so no verdict of an earlier run is
+    reused; the built-in model, converted once, stays reachable there."""
+    from medharness.core.cache import cache_root
+
+    models = cache_root() / "models"
+    os.environ["MEDHARNESS_CACHE"] = tempfile.mkdtemp(prefix="judging-bench-")
+    if models.is_dir():
+        (cache_root() / "models").symlink_to(models)
+
+
+def answers_to_judge(limit: int) -> Any:
+    """The first ``limit`` MedQuAD test questions, each answered by the first two sentences
+    of its reference, as one log for ``judge_logs``."""
+    from medharness.core.records import GenerationRow
+    from medharness.evaluate import input_row
+    from medharness.judge import JudgedLog
+    from medharness.tasks import get_task
+
+    data = Path(os.environ["MEDHARNESS_DATA_DIR"]) / "medquad"
+    samples = get_task("medquad_gen").load(data).samples[:limit]
+    rows = [
+        GenerationRow(
+            doc_id=s.doc_id, target=s.target, prediction=". ".join(s.target.split(". ")[:2]),
+            metrics={},
+        )
+        for s in samples
+    ]  # fmt: skip
+    return JudgedLog("bench", list(rows), {s.doc_id: input_row(s) for s in samples})
+
+
+def time_judging(
+    log: Any, model: str, scoring: str, backend: str, max_new_tokens: int
+) -> dict[str, Any]:
+    """One scoring's figures: the judging with an empty cache (the judge loaded), then again
+    with the verdicts cached, and how many verdicts had all, none or retried criteria."""
+    from medharness.config import JudgeEntry, JurySettings
+    from medharness.core.records import GenerationRow
+    from medharness.judge import Jury, judge_logs
+    from medharness.tasks.judging.rubric import load_rubric
+
+    rubric = load_rubric("medical-qa", Path.cwd())
+    judge = JudgeEntry(name="judge", model=model, scoring=scoring, backend=backend)
+    jury = Jury([judge], rubric, JurySettings(max_new_tokens=max_new_tokens))
+    clock = time.perf_counter()
+    (judged,) = judge_logs(jury, [log])
+    cold = time.perf_counter() - clock
+    clock = time.perf_counter()
+    judge_logs(jury, [log])
+    warm = time.perf_counter() - clock
+    verdicts = [
+        row.judgments[0] for row in judged if isinstance(row, GenerationRow) and row.judgments
+    ]
+    return {
+        "answers": len(verdicts),
+        "criteria": len(rubric.criteria),
+        "cold_s": cold,
+        "answers_per_s": len(verdicts) / cold,
+        "warm_s": warm,
+        "complete": sum(len(v.scores) == len(rubric.criteria) for v in verdicts),
+        "unreadable": sum(not v.scores for v in verdicts),
+        "retried": sum(v.attempts > 1 for v in verdicts),
+    }
 
 
 def main() -> None:
@@ -34,52 +100,17 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--backend", choices=["auto", "hf", "vllm"], default="auto")
     args = parser.parse_args()
-    from medharness.core.cache import cache_root
-
-    models = cache_root() / "models"  # the built-in model converted once, kept
-    os.environ["MEDHARNESS_CACHE"] = tempfile.mkdtemp(prefix="judging-bench-")  # no verdicts
-    if models.is_dir():
-        (cache_root() / "models").symlink_to(models)
-
-    from medharness.config import JudgeEntry, JurySettings
-    from medharness.core.records import GenerationRow
-    from medharness.evaluate import input_row
-    from medharness.judge import JudgedLog, Jury, judge_logs
-    from medharness.tasks import get_task
-    from medharness.tasks.judging.rubric import load_rubric
-
-    data = Path(os.environ["MEDHARNESS_DATA_DIR"]) / "medquad"
-    samples = get_task("medquad_gen").load(data).samples[: args.limit]
-    rows = [
-        GenerationRow(
-            doc_id=s.doc_id, target=s.target, prediction=". ".join(s.target.split(". ")[:2]),
-            metrics={},
-        )
-        for s in samples
-    ]  # fmt: skip
-    log = JudgedLog("bench", list(rows), {s.doc_id: input_row(s) for s in samples})
-    rubric = load_rubric("medical-qa", Path.cwd())
-    print(f"judge {args.model}, {len(rows)} answers, backend {args.backend}")
+    empty_verdict_cache()
+    log = answers_to_judge(args.limit)
+    print(f"judge {args.model}, {len(log.rows)} answers, backend {args.backend}")
     for scoring in args.scoring:
-        judge = JudgeEntry(name="judge", model=args.model, scoring=scoring, backend=args.backend)
-        jury = Jury([judge], rubric, JurySettings(max_new_tokens=args.max_new_tokens))
-        clock = time.perf_counter()
-        (judged,) = judge_logs(jury, [log])
-        cold = time.perf_counter() - clock
-        clock = time.perf_counter()
-        judge_logs(jury, [log])
-        warm = time.perf_counter() - clock
-        verdicts = [
-            row.judgments[0] for row in judged if isinstance(row, GenerationRow) and row.judgments
-        ]
-        complete = sum(len(v.scores) == len(rubric.criteria) for v in verdicts)
-        unreadable = sum(not v.scores for v in verdicts)
-        retried = sum(v.attempts > 1 for v in verdicts)
+        found = time_judging(log, args.model, scoring, args.backend, args.max_new_tokens)
         print(
-            f"{scoring}: cold cache {cold:.1f} s with loading the judge "
-            f"({len(verdicts) / cold:.3f} answers/s); warm cache {warm:.3f} s, judge not "
-            f"loaded ({cold / warm:.0f}x less); {complete} with all criteria, {unreadable} "
-            f"with none, {retried} retried"
+            f"{scoring}: cold cache {found['cold_s']:.1f} s with loading the judge "
+            f"({found['answers_per_s']:.3f} answers/s); warm cache {found['warm_s']:.3f} s, "
+            f"judge not loaded ({found['cold_s'] / found['warm_s']:.0f}x less); "
+            f"{found['complete']} with all criteria, {found['unreadable']} with none, "
+            f"{found['retried']} retried"
         )
 
 
