@@ -218,7 +218,17 @@ def test_without_an_address_a_run_starts_a_ray_of_its_own(cluster: str, tmp_path
     assert {u["node_id"] for u in executor["units"]} <= ours
 
 
-@pytest.mark.parametrize("resources", [{"num_gpus": 4}, {"custom": {"a100": 1}}, {"num_cpus": 3}])
+@pytest.mark.parametrize(
+    "resources",
+    # one refusal path; CI checks it once
+    [
+        {"num_gpus": 4},
+        *(
+            pytest.param(r, marks=pytest.mark.heavy)
+            for r in ({"custom": {"a100": 1}}, {"num_cpus": 3})
+        ),
+    ],
+)
 def test_a_request_no_node_can_hold_is_refused_at_once(
     cluster: str, tmp_path: Path, resources: dict[str, Any]
 ) -> None:

@@ -157,6 +157,7 @@ def test_medquad_generation_equals_lm_eval_with_chat_template(tmp_path: Path) ->
     assert rouge1 == pytest.approx(reference["rouge1"], abs=0.02)
 
 
+@pytest.mark.heavy  # batch-size invariance; the lm-eval equality tests pin the numbers
 def test_medqa_choices_do_not_depend_on_batch_size() -> None:
     from medharness.models.loading import load_model
     from medharness.tasks import get_task
@@ -173,6 +174,7 @@ def test_medqa_choices_do_not_depend_on_batch_size() -> None:
     ]
 
 
+@pytest.mark.heavy  # batch-size invariance; the lm-eval equality tests pin the numbers
 def test_greedy_generation_does_not_depend_on_batch_size() -> None:
     from medharness.models.loading import load_model
     from medharness.tasks import get_task

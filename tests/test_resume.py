@@ -22,7 +22,11 @@ HERE = Path(__file__).resolve().parent
 # runner by tests/run_paused.py; either way the kill lands while the run is provably there.
 HELD_CALLS = {"generating": "generate", "scoring choices": "loglikelihood"}
 HELD_STAGES = ("aggregating", "writing the report")
-KILL_POINTS = [*HELD_CALLS, *HELD_STAGES]
+# the stages after the model calls hold nothing the calls' kill points miss: CI skips them
+KILL_POINTS = [
+    *HELD_CALLS,
+    *(pytest.param(stage, marks=pytest.mark.heavy) for stage in HELD_STAGES),
+]
 
 
 @pytest.fixture(scope="module")
