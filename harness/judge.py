@@ -24,12 +24,18 @@ from medharness.core.cache import VerdictCache
 from medharness.core.records import GenerationRow, InputRow, Judgment, SampleRow
 from medharness.evaluate import answers_identity, close_engine, load_entry
 from medharness.grading import grade_rows
-from medharness.models.base import LanguageModel, Progress
+from medharness.models.base import (
+    LanguageModel,
+    Progress,
+    SharedPrefix,
+    shared_prefix_loglikelihoods,
+)
 from medharness.tasks.judging.jury import jury_metrics
 from medharness.tasks.judging.rubric import Rubric, load_rubric
 from medharness.tasks.judging.verdicts import (
     PROMPT_VERSION,
-    criterion_prompt,
+    case_prompt,
+    criterion_ask,
     judge_prompt,
     parse_verdict,
     probability_weighted,
@@ -241,13 +247,11 @@ def weighted_verdicts(model: LanguageModel, jury: Jury, chunk: Pending) -> list[
     each right after the criterion's prompt (``...score:``, no space, so a digit is one token
     for most tokenizers and the five are read off one forward pass)."""
     rubric = jury.rubric
-    requests = [
-        (criterion_prompt(rubric, criterion, question_of(asked), asked.target, answer), f"{v}")
+    groups = [
+        criteria_requests(rubric, question_of(asked), asked.target, answer)
         for _, (asked, answer) in chunk
-        for criterion in rubric.criteria
-        for v in range(criterion.low, criterion.high + 1)
     ]
-    likelihoods = iter(model.loglikelihoods(requests))
+    likelihoods = iter(shared_prefix_loglikelihoods(model, groups))
     verdicts = []
     for key, _ in chunk:
         scores: dict[str, float] = {}
@@ -264,6 +268,16 @@ def weighted_verdicts(model: LanguageModel, jury: Jury, chunk: Pending) -> list[
              "output": "probability-weighted scores; " + ", ".join(shown)}
         )  # fmt: skip
     return verdicts
+
+
+def criteria_requests(rubric: Rubric, question: str, reference: str, answer: str) -> SharedPrefix:
+    """One answer's requests, each criterion's context and each value of its scale: the
+    contexts share the case and differ only in the criterion, so a backend that can runs
+    the case once per answer (their contexts are ``criterion_prompt``'s)."""
+    scales = tuple(
+        (criterion_ask(c), tuple(f"{v}" for v in range(c.low, c.high + 1))) for c in rubric.criteria
+    )
+    return SharedPrefix(case_prompt(rubric, question, reference, answer), scales)
 
 
 def prompt_for(rubric: Rubric, asked: InputRow, answer: str, *, strict: bool = False) -> str:

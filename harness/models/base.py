@@ -76,6 +76,36 @@ class LanguageModel(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class SharedPrefix:
+    """Log-likelihood requests whose contexts all open with ``prefix``: each branch is a
+    suffix (the context is ``prefix + suffix``) and the continuations scored after it. A
+    judge's criteria share the case they grade and differ only at the end."""
+
+    prefix: str
+    branches: tuple[tuple[str, tuple[str, ...]], ...]
+
+    def requests(self) -> list[tuple[str, str]]:
+        """The plain ``loglikelihoods`` requests these stand for, branch by branch."""
+        return [
+            (self.prefix + suffix, continuation)
+            for suffix, continuations in self.branches
+            for continuation in continuations
+        ]
+
+
+def shared_prefix_loglikelihoods(
+    model: LanguageModel, groups: Sequence[SharedPrefix]
+) -> list[float]:
+    """``loglikelihoods`` of every group's requests, in order: a backend that can compute a
+    shared prefix once and reuse it (transformers, by its KV cache) does; any other scores
+    the plain requests, which is what the results must equal either way."""
+    shared = getattr(model, "shared_prefix_loglikelihoods", None)
+    if shared is not None:
+        return list(shared(groups))
+    return model.loglikelihoods([request for group in groups for request in group.requests()])
+
+
 def answer_stream(model: LanguageModel, user_message: str, max_new_tokens: int) -> Iterator[str]:
     """One greedy answer as it grows: token by token where the backend streams (transformers),
     else whole once it is there."""

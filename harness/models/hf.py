@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import inspect
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -19,11 +21,59 @@ from medharness.models.adapters import (
     merge_when_exact,
     without_adapter,
 )
-from medharness.models.base import Completion, Progress, Prompt, Sampling
+from medharness.models.base import Completion, Progress, Prompt, Sampling, SharedPrefix
 from medharness.models.choice import auto_batch_size, cpu_threads
 from medharness.models.prompts import chat_prompt, encode_pairs
 
 T = TypeVar("T")
+# One sequence to run: its tokens, and for each request it scores (the request's index, the
+# position whose logits predict its first continuation token, the continuation's tokens).
+Row = tuple[list[int], list[tuple[int, int, list[int]]]]
+
+
+def scoring_rows(encoded: Sequence[tuple[list[int], list[int]]], first_index: int = 0) -> list[Row]:
+    """The sequences that score encoded requests (numbered from ``first_index``): requests
+    that share a context and whose continuations are single tokens share one row, the
+    context itself; any other request is its context and continuation but the last token."""
+    rows: list[Row] = []
+    shared: dict[tuple[int, ...], int] = {}
+    for index, (context, continuation) in enumerate(encoded, start=first_index):
+        if len(continuation) == 1:
+            key = tuple(context)
+            if key not in shared:
+                shared[key] = len(rows)
+                rows.append((context, []))
+            rows[shared[key]][1].append((index, len(context) - 1, continuation))
+        else:
+            # logits at position p predict token p + 1 of the unshifted sequence
+            tokens = (context + continuation)[:-1]
+            rows.append((tokens, [(index, len(context) - 1, continuation)]))
+    return rows
+
+
+def shared_split(rows: Sequence[Row]) -> int:
+    """How many leading tokens every row shares and can take from a cache: the longest
+    common token prefix, short of each row's last token and of every scored position
+    (whose logits must come out of the rows' own run)."""
+    if not rows:
+        return 0
+    first, *others = (tokens for tokens, _ in rows)
+    common = len(first)
+    for tokens in others:
+        common = next(
+            (i for i, (a, b) in enumerate(zip(first[:common], tokens, strict=False)) if a != b),
+            min(common, len(tokens)),
+        )
+    shortest = min(len(tokens) for tokens, _ in rows) - 1
+    earliest = min(position for _, wanted in rows for _, position, _ in wanted)
+    return max(0, min(common, shortest, earliest))
+
+
+def cache_keyword(model: Any) -> str:
+    """The forward argument that takes a KV cache: ``cache`` in recent transformers,
+    ``past_key_values`` before (a PEFT wrapper's forward is its base model's)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 class StepProgress:
@@ -96,37 +146,67 @@ class HFModel:
     def loglikelihoods(self, requests: Sequence[tuple[str, str]]) -> list[float]:
         """Requests that share a context and whose continuations are single tokens (option
         letters) are read off one forward pass of that context, as lm-eval does."""
+        results = [0.0] * len(requests)
+        self._score(scoring_rows(encode_pairs(self.tokenizer, requests)), results)
+        return results
+
+    def shared_prefix_loglikelihoods(self, groups: Sequence[SharedPrefix]) -> list[float]:
+        """``loglikelihoods`` of each group's requests, the tokens they share run once per
+        group and their KV cache reused by every branch. The requests are tokenised as the
+        plain path tokenises them and split where their tokens part (not where the prefix
+        text ends: a token may straddle it), so each branch sees the same tokens; a group
+        that shares no token, or has one row only, is scored the plain way."""
+        requests = [request for group in groups for request in group.requests()]
+        encoded = encode_pairs(self.tokenizer, requests)
+        results = [0.0] * len(requests)
+        plain: list[Row] = []
+        start = 0
+        for group in groups:
+            count = len(group.requests())
+            rows = scoring_rows(encoded[start : start + count], start)
+            split = shared_split(rows)
+            if split > 0 and len(rows) > 1:
+                self._score(rows, results, self._prefix_cache(rows[0][0][:split]))
+            else:
+                plain.extend(rows)
+            start += count
+        self._score(plain, results)
+        return results
+
+    def _prefix_cache(self, tokens: list[int]) -> Any:
+        """The KV cache of ``tokens`` run once (batch of one); no logits are kept."""
+        import torch
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        with torch.inference_mode():
+            self.model(
+                input_ids=torch.tensor([tokens], device=self.device),
+                logits_to_keep=1,
+                use_cache=True,
+                **{cache_keyword(self.model): cache},
+            )
+        return cache
+
+    def _score(self, rows: list[Row], results: list[float], prefix: Any = None) -> None:
+        """Each row's wanted log-likelihoods into ``results``, longest rows first in batches.
+        With ``prefix`` (the KV cache of the rows' first tokens), each batch runs only the
+        rest of its rows on a copy of it: a batch's own tokens never reach the next."""
         import torch
 
-        encoded = encode_pairs(self.tokenizer, requests)
-        # A row is one sequence to run: (input tokens, [(request, first position, targets)]).
-        rows: list[tuple[list[int], list[tuple[int, int, list[int]]]]] = []
-        shared: dict[tuple[int, ...], int] = {}
-        for index, (context, continuation) in enumerate(encoded):
-            if len(continuation) == 1:
-                key = tuple(context)
-                if key not in shared:
-                    shared[key] = len(rows)
-                    rows.append((context, []))
-                rows[shared[key]][1].append((index, len(context) - 1, continuation))
-            else:
-                # logits at position p predict token p + 1 of the unshifted sequence
-                tokens = (context + continuation)[:-1]
-                rows.append((tokens, [(index, len(context) - 1, continuation)]))
-
-        results = [0.0] * len(encoded)
+        skip = 0 if prefix is None else prefix.get_seq_length()
         pad = self.tokenizer.pad_token_id or 0
 
-        def score(batch: list[tuple[list[int], list[tuple[int, int, list[int]]]]]) -> None:
-            width = max(len(tokens) for tokens, _ in batch)
+        def score(batch: list[Row]) -> None:
+            width = max(len(tokens) - skip for tokens, _ in batch)
             # Right padding needs no attention mask: causal attention at a real position only
             # sees earlier, real tokens (what lm-eval does too; it keeps the fast causal kernel).
-            input_ids = torch.tensor([t + [pad] * (width - len(t)) for t, _ in batch])
+            input_ids = torch.tensor([t[skip:] + [pad] * (width - len(t) + skip) for t, _ in batch])
             # Only the positions that score a continuation go through the LM head: for option
             # letters that is one position per question instead of the whole context.
             needed = sorted(
                 {
-                    first + k
+                    first + k - skip
                     for _, wanted in batch
                     for _, first, targets in wanted
                     for k in range(len(targets))
@@ -134,19 +214,26 @@ class HFModel:
             )
             column = {position: i for i, position in enumerate(needed)}
             with torch.inference_mode():
+                reused = {}
+                if prefix is not None:
+                    cache = copy.deepcopy(prefix)
+                    cache.batch_repeat_interleave(len(batch))
+                    reused = {cache_keyword(self.model): cache}
                 logits = self.model(
                     input_ids=input_ids.to(self.device),
                     logits_to_keep=torch.tensor(needed, device=self.device),
+                    **reused,
                 ).logits
             for row_number, (_, wanted) in enumerate(batch):
                 for index, first, targets in wanted:
-                    positions = torch.tensor([column[first + k] for k in range(len(targets))])
+                    positions = torch.tensor(
+                        [column[first + k - skip] for k in range(len(targets))]
+                    )
                     logprobs = torch.log_softmax(logits[row_number, positions].float(), dim=-1)
                     picked = logprobs[torch.arange(len(targets)), torch.tensor(targets)]
                     results[index] = float(picked.sum().cpu())
 
         self._in_batches(sorted(rows, key=lambda row: -len(row[0])), score)
-        return results
 
     def generate(
         self, user_messages: Sequence[Prompt], max_new_tokens: int, progress: Progress | None = None

@@ -67,6 +67,10 @@ def load_vllm_model(
     if current_platform.is_cpu():
         # Compiling takes minutes on a CPU and buys little for the models run there.
         options.update(kv_cache_memory_bytes=CPU_KV_CACHE_BYTES, enforce_eager=True)
+    # Automatic prefix caching is left to vLLM's default: on for decoder-only models (a
+    # question's options, a judge's criteria reuse their shared prompt's KV blocks), off where
+    # vLLM deems it experimental (hybrid attention/state-space models), which forcing it on
+    # would override.
     with boundary(spec, lambda exc: load_failure(spec, exc, allow_pickle)):
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
         config = AutoConfig.from_pretrained(source, trust_remote_code=False)

@@ -43,8 +43,9 @@ def clipped(text: str) -> str:
     return text[:MAX_TEXT_CHARS] + f" [... {len(text) - MAX_TEXT_CHARS} characters not shown]"
 
 
-def _case(rubric: Rubric, question: str, reference: str, answer: str) -> str:
-    """The question, the reference and the delimited answer: what every prompt opens with."""
+def case_prompt(rubric: Rubric, question: str, reference: str, answer: str) -> str:
+    """The question, the reference and the delimited answer: what every prompt opens with
+    (each criterion's context too, so a judge's criteria share it)."""
     tag = answer_tag(answer)
     return (
         "You grade an answer to a patient's medical question against the reference answer.\n"
@@ -77,18 +78,20 @@ def judge_prompt(
         else f"Reply with these lines, each score a whole number:\n{form}"
     )
     criteria = "\n".join(_described(c) for c in rubric.criteria)
-    return _case(rubric, question, reference, answer) + f"Criteria:\n{criteria}\n\n{ending}"
+    return case_prompt(rubric, question, reference, answer) + f"Criteria:\n{criteria}\n\n{ending}"
 
 
 def criterion_prompt(
     rubric: Rubric, criterion: Criterion, question: str, reference: str, answer: str
 ) -> str:
     """The context whose continuation, one score of ``criterion``, a judge scored by its
-    probabilities is asked for (plain text, lm-eval style)."""
-    return (
-        _case(rubric, question, reference, answer)
-        + f"Criterion:\n{_described(criterion)}\n\n{criterion.name} score:"
-    )
+    probabilities is asked for (plain text, lm-eval style): the case, then the criterion."""
+    return case_prompt(rubric, question, reference, answer) + criterion_ask(criterion)
+
+
+def criterion_ask(criterion: Criterion) -> str:
+    """What a criterion's context ends with: the criterion, and its score asked for."""
+    return f"Criterion:\n{_described(criterion)}\n\n{criterion.name} score:"
 
 
 def probability_weighted(loglikelihoods: Sequence[float], scores: Sequence[int]) -> float | None:
