@@ -238,6 +238,21 @@ def test_a_question_in_one_request_scores_as_one_request_per_option(
     assert rare == 4 and (len(taken), told.count("does not take")) == expected[form]
 
 
+def test_options_never_among_the_top_log_probs_stop_that_form_after_one_chunk(
+    tmp_path: Path, stub: Stub, scaled_data: Path
+) -> None:
+    """A model whose options are never among its top next tokens (" D" is rare after every
+    question): the first chunk's questions go as lists, and the next chunk asks no top
+    log-probs at all."""
+    stub.state.rare_option_in = "Answer:"
+    config = write_config(tmp_path, stub, scaled_data, requests={"concurrency": 1})
+    assert main(["run", str(config)]) == 0
+    sent = [r["body"] for r in stub.state.completions()]
+    tops = [index for index, body in enumerate(sent) if "echo" not in body]
+    assert tops == list(range(16)) and len(sent) == 16 + 32  # chunks of 16 questions
+    assert len(rows(tmp_path / "runs" / "endpoint")) == 32
+
+
 def test_answers_are_reused_only_while_the_server_serves_the_same_model(
     tmp_path: Path, stub: Stub, fixture_data: Path
 ) -> None:

@@ -428,7 +428,8 @@ class EndpointModel:
     ) -> dict[int, float]:
         """One request per question, its context alone: each option that is one of the top
         next tokens after it gets that token's log-prob (the log-prob the echoed option
-        would get); a question with an option among none of them is left to the others."""
+        would get); a question with an option among none of them is left to the others,
+        and a batch of which no question was answered so turns this form off."""
         payloads = [
             {
                 "model": self.model,
@@ -449,6 +450,8 @@ class EndpointModel:
         for question, top in zip(questions, tops, strict=True):
             if all(split[index][1] in top for index in question):
                 scores.update({index: top[split[index][1]] for index in question})
+        if questions and not scores:  # options never among the top ones (a weak model)
+            self.next_token_options = False
         return scores
 
     def _listed_scores(
