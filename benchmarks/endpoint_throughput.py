@@ -7,6 +7,11 @@ backend at each --concurrency, each answering the first N MedQuAD test questions
 (--max-new-tokens) and scoring the four options of the first M MedQA questions. Prints
 requests/s, generated tokens/s, MedQA questions/s, and how many answers and choices equal
 transformers'. The server's startup is not counted; one warm-up request precedes the timing.
+Then, at each concurrency, MedQA side by side --repeats times, rotating which goes first:
+transformers in this process, the endpoint one echoed request per option (lm-eval's
+``local-completions``, the backend's fallback) and one request per question (the letters
+read off the next token's top log-probs), with the median of each's questions/s over
+transformers'. --medqa-only skips generation.
 
 Needs vLLM in the environment (`make setup-vllm` gives .venv-vllm with the CPU build; on a
 CUDA machine `pip install vllm` and the same command):
@@ -18,8 +23,11 @@ CUDA machine `pip install vllm` and the same command):
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import statistics
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from common import backend_workload, served_by_vllm
 
@@ -39,6 +47,8 @@ def main() -> None:
     parser.add_argument("--medqa-limit", type=int, default=50, help="MedQA questions")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--medqa-only", action="store_true", help="skip generation")
+    parser.add_argument("--repeats", type=int, default=1, help="MedQA side-by-side runs")
     args = parser.parse_args()
 
     from transformers import AutoTokenizer
@@ -48,30 +58,28 @@ def main() -> None:
     from medharness.models.loading import load_model
     from medharness.models.specs import EndpointRequests
 
-    questions, medqa, requests = backend_workload(args.limit, args.medqa_limit)
+    questions, medqa, requests = backend_workload(
+        0 if args.medqa_only else args.limit, args.medqa_limit
+    )
     tokenizer = AutoTokenizer.from_pretrained(builtin_model_dir())
 
     def measure(label: str, model: LanguageModel) -> Measured:
         start = time.perf_counter()
-        answers = model.generate(questions, args.max_new_tokens)
+        answers = model.generate(questions, args.max_new_tokens) if questions else []
         generated = time.perf_counter()
         scores = model.loglikelihoods(requests)
         scored = time.perf_counter()
         tokens = sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)
-        seconds = generated - start
+        seconds = max(generated - start, 1e-9)
         print(
             f"{label:16s} generation {seconds:6.1f} s: {len(questions) / seconds:6.2f} requests/s, "
             f"{tokens / seconds:7.1f} tokens/s   MedQA {scored - generated:6.1f} s: "
             f"{len(medqa) / (scored - generated):5.2f} questions/s"
         )
-        choices = [
-            scores[i : i + 4].index(max(scores[i : i + 4])) for i in range(0, len(scores), 4)
-        ]
-        return Measured(answers, choices, tokens / seconds)
+        return Measured(answers, choices_of(scores), tokens / seconds)
 
     reference = load_model("smollm2-135m-instruct", backend="hf", dtype="float32")
     hf = measure("transformers b8", reference)
-    del reference
 
     with served_by_vllm(builtin_model_dir(), "smollm2") as base_url:
         for concurrency in args.concurrency:
@@ -84,14 +92,58 @@ def main() -> None:
             )
             served.generate(["Warm up."], 4)
             result = measure(f"endpoint c={concurrency}", served)
-            served.close()
             same = sum(a == b for a, b in zip(hf.answers, result.answers, strict=True))
             agree = sum(a == b for a, b in zip(hf.choices, result.choices, strict=True))
-            print(
-                f"  tokens/s vs transformers {result.tokens_per_s / hf.tokens_per_s:.2f}; "
-                "identical answers "
-                f"{same}/{len(questions)}; same MedQA choice {agree}/{len(medqa)}"
-            )
+            if questions:
+                print(
+                    f"  tokens/s vs transformers {result.tokens_per_s / hf.tokens_per_s:.2f}; "
+                    f"identical answers {same}/{len(questions)}; "
+                    f"same MedQA choice {agree}/{len(medqa)}"
+                )
+            per_option = dataclasses.replace(served, next_token_options=False, prompt_lists=False)
+            sides: dict[str, Any] = {
+                "transformers": reference,
+                "per option": per_option,
+                "per question": served,
+            }
+            side_by_side(sides, requests, len(medqa), args.repeats)
+            served.close()
+
+
+def choices_of(scores: list[float]) -> list[int]:
+    return [scores[i : i + 4].index(max(scores[i : i + 4])) for i in range(0, len(scores), 4)]
+
+
+def side_by_side(sides: dict[str, Any], requests: list[Any], questions: int, repeats: int) -> None:
+    """MedQA scored by each side ``repeats`` times, rotating which goes first; each run's
+    questions/s, and the medians over transformers' (the first side)."""
+    names = list(sides)
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    scores: dict[str, list[float]] = {}
+    for repeat in range(repeats):
+        order = names[repeat % len(names) :] + names[: repeat % len(names)]
+        for name in order:
+            start = time.perf_counter()
+            scores[name] = sides[name].loglikelihoods(requests)
+            rates[name].append(questions / (time.perf_counter() - start))
+        print(
+            f"  MedQA run {repeat + 1} ({', '.join(order)}): "
+            + ", ".join(f"{name} {rates[name][-1]:.2f}" for name in names)
+            + " questions/s"
+        )
+    reference = names[0]
+    for name in names[1:]:
+        ratios = [ours / theirs for ours, theirs in zip(rates[name], rates[reference], strict=True)]
+        agree = sum(
+            a == b
+            for a, b in zip(choices_of(scores[name]), choices_of(scores[reference]), strict=True)
+        )
+        gap = max(abs(a - b) for a, b in zip(scores[name], scores["per option"], strict=True))
+        print(
+            f"  {name}: median {statistics.median(ratios):.2f}x transformers' questions/s "
+            f"({', '.join(f'{r:.2f}' for r in ratios)}); same choice {agree}/{questions}; "
+            f"largest difference from per option {gap:.2e}"
+        )
 
 
 if __name__ == "__main__":

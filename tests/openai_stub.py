@@ -2,9 +2,11 @@
 
 It answers ``/v1/models``, ``/v1/chat/completions`` and ``/v1/completions`` (with ``echo`` and
 ``logprobs``, the way vLLM does: whitespace-led tokens, their character offsets, no log-prob
-for the first) deterministically, records every request, and injects the faults a test
-schedules: 429 with Retry-After, 500, a hang past the client's timeout, malformed JSON, or an
-answer without log-probs.
+for the first; without ``echo``, the top log-probs of the token after the prompt; a list of
+prompts answered one choice each) deterministically, records every request, and injects the
+faults a test schedules: 429 with Retry-After, 500, a hang past the client's timeout,
+malformed JSON, or an answer without log-probs; and refuses what a test says it does not take
+(more top log-probs than ``max_logprobs``, lists of prompts), as a server would: HTTP 400.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 FAVOURED = " B"  # the option the stub's log-probs favour
+NEXT_TOKENS = (" A", " B", " C", " D", " E", ".")  # what may follow a prompt
 FAULTS = ("429", "500", "hang", "malformed")
 
 
@@ -36,6 +39,10 @@ class StubState:
     logprobs: bool = True
     retry_after: str = "0"
     hang_s: float = 2.0
+    max_logprobs: int = 20  # top log-probs a request may ask for (vLLM's default)
+    prompt_lists: bool = True  # whether a request may send a list of prompts
+    # prompts holding this have " D" outside their top log-probs (a rare next token)
+    rare_option_in: str = "symptom 1."
     faults: list[Fault] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)  # path, body, headers, at
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -51,16 +58,32 @@ class StubState:
         return None
 
 
+def token_logprob(token: str) -> float:
+    return -0.25 if token == FAVOURED else -1.0 - len(token.strip()) / 10
+
+
 def echo_logprobs(prompt: str) -> dict[str, Any]:
     tokens = [*re.findall(r"\s*\S+", prompt), "."]
     offsets, at = [], 0
     for token in tokens:
         offsets.append(at)
         at += len(token)
-    values: list[float | None] = [None] + [
-        -0.25 if token == FAVOURED else -1.0 - len(token.strip()) / 10 for token in tokens[1:]
-    ]
+    values: list[float | None] = [None] + [token_logprob(token) for token in tokens[1:]]
     return {"tokens": tokens, "text_offset": offsets, "token_logprobs": values}
+
+
+def next_token_logprobs(state: StubState, prompt: str, count: int) -> dict[str, Any]:
+    """The one generated token (the likeliest) and the ``count`` likeliest after the prompt."""
+    candidates = [
+        token for token in NEXT_TOKENS if not (token == " D" and state.rare_option_in in prompt)
+    ]
+    top = sorted(candidates, key=token_logprob, reverse=True)[:count]
+    return {
+        "tokens": [top[0]],
+        "text_offset": [len(prompt)],
+        "token_logprobs": [token_logprob(top[0])],
+        "top_logprobs": [{token: token_logprob(token) for token in top}],
+    }
 
 
 def chat_reply(message: str) -> str:
@@ -99,12 +122,30 @@ def chat_answer(message: str) -> dict[str, Any]:
     return {"choices": [choice], "usage": usage}
 
 
+def refusal(state: StubState, body: dict[str, Any]) -> str | None:
+    """Why the server does not take a completions request, if it does not."""
+    if isinstance(body.get("prompt"), list) and not state.prompt_lists:
+        return "prompt must be a string"
+    if body.get("logprobs", 0) > state.max_logprobs:
+        return f"logprobs must be at most {state.max_logprobs}"
+    return None
+
+
+def completion_choice(state: StubState, body: dict[str, Any], prompt: str, index: int) -> Any:
+    if body.get("echo"):
+        logprobs = echo_logprobs(prompt) if state.logprobs else None
+        return {"index": index, "text": prompt + ".", "logprobs": logprobs}
+    logprobs = (
+        next_token_logprobs(state, prompt, body.get("logprobs", 0)) if state.logprobs else None
+    )
+    return {"index": index, "text": FAVOURED, "logprobs": logprobs}
+
+
 def answer(state: StubState, path: str, body: dict[str, Any]) -> dict[str, Any]:
     if path.endswith("/chat/completions"):
         return chat_answer(body["messages"][-1]["content"])
-    prompt = body["prompt"]
-    logprobs = echo_logprobs(prompt) if state.logprobs else None
-    return {"choices": [{"index": 0, "text": prompt + ".", "logprobs": logprobs}]}
+    prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+    return {"choices": [completion_choice(state, body, p, i) for i, p in enumerate(prompts)]}
 
 
 @dataclass
@@ -133,7 +174,10 @@ def serve(state: StubState) -> Iterator[Stub]:
             body = json.loads(self.rfile.read(length))
             number = self.record(body)
             fault = state.fault_for(number)
-            if fault == "429":
+            refused = None if self.path.endswith("chat/completions") else refusal(state, body)
+            if refused is not None:
+                self.send_json(400, {"error": {"message": refused}})
+            elif fault == "429":
                 self.send_json(429, {"error": {"message": "slow down"}}, state.retry_after)
             elif fault == "500":
                 self.send_json(500, {"error": {"message": "engine crashed"}})

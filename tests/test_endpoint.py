@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 import yaml
 from conftest import write_fixture_data
-from openai_stub import FAVOURED, REASONED, Fault, Stub, StubState, serve
+from openai_stub import REASONED, Fault, Stub, StubState, refusal, serve
 from statsmodels.stats.proportion import proportion_confint
 
 from medharness.cli import main
 from medharness.core.io import read_jsonl
 from medharness.core.records import SAMPLE_ROWS
+from medharness.models.endpoint import TOP_LOGPROBS
 from medharness.tasks.answers import extract_choice
 
 SECRET = "sk-test-9f8e7d6c5b4a"
@@ -75,14 +76,20 @@ def test_requests_and_scores_follow_the_openai_protocol(
 
     choices = rows(run)
     assert {row.chosen for row in choices} == {1}  # the stub's log-probs favour " B"
-    # the continuation " B" is one echoed token of log-prob -0.25; " A" one of -1.1
+    # the continuation " B" is one token of log-prob -0.25; " A" one of -1.1
     assert {tuple(row.loglikelihoods) for row in choices} == {(-1.1, -0.25, -1.1, -1.1)}
     completions = [r["body"] for r in stub.state.completions() if r["path"] == "/v1/completions"]
-    assert len(completions) == 4 * len(choices)
-    assert all(
-        b["echo"] is True and b["logprobs"] == 1 and b["max_tokens"] == 1 for b in completions
-    )
-    assert sum(b["prompt"].endswith("Answer:" + FAVOURED) for b in completions) == len(choices)
+    # each question's context alone, its options read off the next token's top log-probs
+    tops = [b for b in completions if "echo" not in b]
+    assert len(tops) == len(choices)
+    assert all(b["logprobs"] == TOP_LOGPROBS and b["max_tokens"] == 1 for b in tops)
+    assert all(b["prompt"].endswith("Answer:") for b in tops)
+    # but " D" is not among the top ones after the question on symptom 1: its options are
+    # one list of echoed prompts
+    [listed] = [b for b in completions if "echo" in b]
+    assert listed["echo"] is True and listed["logprobs"] == 1 and listed["max_tokens"] == 1
+    assert stub.state.rare_option_in in listed["prompt"][0]
+    assert [p[-9:] for p in listed["prompt"]] == [f"Answer: {x}" for x in "ABCD"]
 
     chats = [r["body"] for r in stub.state.completions() if r["path"] == "/v1/chat/completions"]
     answers = [row.prediction for row in rows(run, "medquad_gen")]
@@ -118,7 +125,8 @@ def test_a_passing_fault_is_retried_and_changes_nothing(
     stub.state.hang_s = 3.0  # past the 1 s timeout
     config = write_config(tmp_path, stub, fixture_data, requests=HANG if fault == "hang" else {})
     assert main(["run", str(config)]) == 0
-    assert len(stub.state.completions()) == 8 * 4 + 2  # two requests sent again
+    # one request per question, one more for symptom 1's options, two sent again
+    assert len(stub.state.completions()) == 8 + 1 + 2
     assert {row.chosen for row in rows(tmp_path / "runs" / "endpoint")} == {1}
 
 
@@ -149,33 +157,100 @@ def test_a_lasting_fault_is_one_line_and_keeps_finished_samples(
 
 
 def resume_config(tmp_path: Path, stub: Stub, data: Path, **requests: Any) -> Path:
-    """32 MedQA questions, one request in flight: two chunks of 16 questions (64 requests)."""
+    """32 MedQA questions, one request in flight, every option among the top next tokens:
+    two chunks of 16 questions (16 requests each)."""
+    stub.state.rare_option_in = "no such question"
     return write_config(tmp_path, stub, data, requests={"concurrency": 1, **requests})
 
 
 def test_a_run_stopped_by_a_fault_resumes_without_sending_finished_requests(
     tmp_path: Path, stub: Stub, scaled_data: Path
 ) -> None:
-    stub.state.faults = [Fault("500", 10_000, skip=70)]  # in the second chunk
     config = resume_config(tmp_path, stub, scaled_data)
+    stub.state.faults = [Fault("500", 10_000, skip=20)]  # in the second chunk
     assert main(["run", str(config)]) == 2
-    first = [r["body"]["prompt"] for r in stub.state.completions()[:64]]
+    first = [r["body"]["prompt"] for r in stub.state.completions()[:16]]
     stub.state.faults, stub.state.requests = [], []
     assert main(["run", str(config)]) == 0
     again = [r["body"]["prompt"] for r in stub.state.completions()]
-    assert len(again) == 64 and not set(again) & set(first)
+    assert len(again) == 16 and not set(again) & set(first)
     assert len(rows(tmp_path / "runs" / "endpoint")) == 32
 
 
 def test_the_request_budget_stops_before_a_batch_it_cannot_finish(
     tmp_path: Path, stub: Stub, scaled_data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = resume_config(tmp_path, stub, scaled_data, max_requests=100)
+    config = resume_config(tmp_path, stub, scaled_data, max_requests=20)
     assert main(["run", str(config)]) == 2
-    assert "max_requests 100 reached (64 sent, 64 more needed" in capsys.readouterr().err
-    assert len(stub.state.completions()) == 64
+    assert "max_requests 20 reached (16 sent, 16 more needed" in capsys.readouterr().err
+    assert len(stub.state.completions()) == 16
     assert main(["run", str(config)]) == 0  # a new run, a new budget: the rest
-    assert len(stub.state.completions()) == 128
+    assert len(stub.state.completions()) == 32
+
+
+FORMS = {  # what a server does not take, as the stub's settings
+    "every form": {},
+    "no top log-probs": {"max_logprobs": 5},
+    "no lists": {"prompt_lists": False},
+}
+
+
+@pytest.mark.parametrize("form", sorted(FORMS))
+def test_a_question_in_one_request_scores_as_one_request_per_option(
+    form: str, tmp_path: Path, stub: Stub, scaled_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Whatever single-request form the server takes, every option's log-likelihood and
+    every choice equal those of one echoed request per option (the form lm-eval sends, and
+    what is left where the server takes neither); a refused form is said once and not asked
+    again (one request in flight: the refused one and at most one the pool already took)."""
+
+    def run(name: str, **refusals: Any) -> tuple[list[Any], list[Any], str]:
+        """The rows, the requests the stub took and what the run told."""
+        stub.state.requests = []
+        stub.state.max_logprobs = refusals.get("max_logprobs", 20)
+        stub.state.prompt_lists = refusals.get("prompt_lists", True)
+        (tmp_path / name).mkdir()
+        config = write_config(tmp_path / name, stub, scaled_data, requests={"concurrency": 1})
+        assert main(["run", str(config)]) == 0
+        sent = [r["body"] for r in stub.state.completions()]
+        taken = [body for body in sent if refusal(stub.state, body) is None]
+        told = capsys.readouterr().err
+        assert len(sent) - len(taken) <= 2 * told.count("does not take")
+        return rows(tmp_path / name / "runs" / "endpoint"), taken, told
+
+    each, taken, told = run("each", max_logprobs=5, prompt_lists=False)
+    assert "does not take top log-probs (logprobs must be at most 5)" in told
+    assert "does not take lists of prompts (prompt must be a string)" in told
+    assert len(taken) == 4 * 32 and all(isinstance(body["prompt"], str) for body in taken)
+    rows_of_ours, taken, told = run("ours", **FORMS[form])
+    ours = {row.doc_id: row for row in rows_of_ours}
+    assert sorted(ours) == sorted(row.doc_id for row in each)
+    for theirs in each:
+        assert ours[theirs.doc_id].chosen == theirs.chosen
+        assert ours[theirs.doc_id].loglikelihoods == pytest.approx(theirs.loglikelihoods, abs=1e-4)
+    questions = read_jsonl(scaled_data / "medqa" / "us_4opt_test.jsonl")
+    rare = sum(stub.state.rare_option_in in row["question"] for row in questions)
+    expected = {  # one request per question, and what the questions on symptom 1 add
+        "every form": (32 + rare, 0),
+        "no top log-probs": (32, 1),
+        "no lists": (32 + 4 * rare, 1),
+    }
+    assert rare == 4 and (len(taken), told.count("does not take")) == expected[form]
+
+
+def test_options_never_among_the_top_log_probs_stop_that_form_after_one_chunk(
+    tmp_path: Path, stub: Stub, scaled_data: Path
+) -> None:
+    """A model whose options are never among its top next tokens (" D" is rare after every
+    question): the first chunk's questions go as lists, and the next chunk asks no top
+    log-probs at all."""
+    stub.state.rare_option_in = "Answer:"
+    config = write_config(tmp_path, stub, scaled_data, requests={"concurrency": 1})
+    assert main(["run", str(config)]) == 0
+    sent = [r["body"] for r in stub.state.completions()]
+    tops = [index for index, body in enumerate(sent) if "echo" not in body]
+    assert tops == list(range(16)) and len(sent) == 16 + 32  # chunks of 16 questions
+    assert len(rows(tmp_path / "runs" / "endpoint")) == 32
 
 
 def test_answers_are_reused_only_while_the_server_serves_the_same_model(

@@ -20,7 +20,12 @@ import medharness.models.endpoint as endpoint_module
 from medharness.cli import main
 from medharness.core.errors import UserError
 from medharness.core.http import redact
-from medharness.models.endpoint import Endpoint, continuation_logprob, retry_after
+from medharness.models.endpoint import (
+    Endpoint,
+    continuation_logprob,
+    next_token_logprobs,
+    retry_after,
+)
 from medharness.models.specs import EndpointRequests, check_base_url
 from medharness.tasks.judging.rubric import load_rubric
 from medharness.tasks.judging.verdicts import parse_verdict
@@ -175,6 +180,19 @@ def test_echoed_log_probs_that_cannot_be_log_probabilities_are_refused(
 ) -> None:
     with pytest.raises(UserError, match="cannot be log-probabilities: " + re.escape(says)):
         continuation_logprob(answer, context_chars=5, prompt_chars=12)
+
+
+@pytest.mark.parametrize(
+    ("value", "says"), [(0.7, "a positive log-prob (0.7)"), (float("nan"), "a log-prob of nan")]
+)
+def test_top_log_probs_that_cannot_be_log_probabilities_are_refused(
+    value: float, says: str
+) -> None:
+    answer = {"choices": [{"logprobs": {"top_logprobs": [{" A": -1.0, " B": value}]}}]}
+    with pytest.raises(
+        UserError, match="top log-probs cannot be log-probabilities: " + re.escape(says)
+    ):
+        next_token_logprobs(answer)
 
 
 def test_possible_log_probs_still_sum() -> None:

@@ -42,6 +42,12 @@ REQUESTS = [
     ("Short", " continuation that is longer than its context"),
 ]
 MESSAGES = ["What is asthma?", "What causes gout and how is it treated?", "Hi"]
+# two questions whose options are one token each (the test tokenizer has no merges)
+LETTERS = [
+    (f"Question: {question}?\nA. heart\nB. lung\nC. liver\nD. skin\nAnswer: (", letter)
+    for question in ("Which organ pumps blood", "Where are the alveoli")
+    for letter in "ABCD"
+]
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +92,59 @@ def test_loglikelihoods_equal_transformers(llama: Path, served: VLLMModel) -> No
     assert base_of(served).loglikelihoods(REQUESTS) == pytest.approx(
         reference.loglikelihoods(REQUESTS), abs=1e-4
     )
+
+
+def engine_prompts(model: VLLMModel, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many prompts each engine call of ``model`` is given, as it is called."""
+    counts: list[int] = []
+    run = model._run
+
+    def counted(prompts: list[Any], params: Any) -> list[Any]:
+        counts.append(len(prompts))
+        return run(prompts, params)
+
+    monkeypatch.setattr(model, "_run", counted)
+    return counts
+
+
+def choices_of(scores: list[float], options: int) -> list[int]:
+    return [
+        max(range(options), key=lambda k, i=i: scores[i + k])
+        for i in range(0, len(scores), options)
+    ]
+
+
+def test_one_token_options_are_one_forward_and_score_as_each_option_alone(
+    llama: Path, served: VLLMModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A question whose options are one token each is one engine prompt, its options read
+    off the next-token distribution; each option in a full prompt of its own (the
+    per-option path) and transformers give the same log-likelihoods and choices."""
+    model = base_of(served)
+    prompts = engine_prompts(model, monkeypatch)
+    together = model.loglikelihoods(LETTERS)
+    assert prompts == [2]  # one prompt per question, in one engine call
+    alone = [model.loglikelihoods([request])[0] for request in LETTERS]
+    assert prompts == [2] + [1] * len(LETTERS)
+    assert together == pytest.approx(alone, abs=1e-4)
+    assert choices_of(together, 4) == choices_of(alone, 4)
+    reference = load_model(str(llama), backend="hf", dtype="float32")
+    assert together == pytest.approx(reference.loglikelihoods(LETTERS), abs=1e-4)
+
+
+def test_the_engine_scores_with_raw_log_probs_prefix_caching_and_every_core(
+    served: VLLMModel,
+) -> None:
+    """Log-probs are the model's log-softmax (before any sampling processor), a question's
+    longer options share its context through prefix caching, and on a CPU the model runs
+    on the cores transformers would use (vLLM's CPU build would leave one to its scheduler)."""
+    from medharness.models.choice import cpu_threads
+
+    config = served.engine.llm_engine.vllm_config
+    assert config.model_config.logprobs_mode == "raw_logprobs"
+    assert config.cache_config.enable_prefix_caching
+    cores = sorted(os.sched_getaffinity(0))[: cpu_threads()]
+    assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == ",".join(map(str, cores))
 
 
 def test_lora_served_unmerged_equals_the_transformers_adapter(
@@ -213,7 +272,9 @@ def test_cli_cot_run_with_the_vllm_backend_like_hf(llama: Path, tmp_path: Path) 
 
 @pytest.mark.slow
 @pytest.mark.skipif(REAL_DATA is None, reason="needs MEDHARNESS_DATA_DIR")
-def test_real_model_answers_and_choices_equal_transformers() -> None:
+def test_real_model_answers_and_choices_equal_transformers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from medharness.tasks import get_task
 
     assert REAL_DATA is not None
@@ -227,17 +288,19 @@ def test_real_model_answers_and_choices_equal_transformers() -> None:
     del reference
     model = load_model("smollm2-135m-instruct", backend="vllm", dtype="float32")
     assert isinstance(model, VLLMModel)
+    prompts = engine_prompts(model, monkeypatch)
     try:
         answers = model.generate(questions, 48)
         scores = model.loglikelihoods(requests)
+        alone = [model.loglikelihoods([request])[0] for request in requests]
     finally:
         model.close()
     assert answers == expected_answers
+    # one engine prompt per question (its letters one token each), as each option alone
+    assert prompts[:2] == [len(questions), len(medqa)]
+    assert scores == pytest.approx(alone, abs=1e-4)
     assert scores == pytest.approx(expected_scores, abs=1e-3)
-    choices = [max(range(4), key=lambda k, i=i: scores[i + k]) for i in range(0, len(scores), 4)]
-    assert choices == [
-        max(range(4), key=lambda k, i=i: expected_scores[i + k]) for i in range(0, len(scores), 4)
-    ]
+    assert choices_of(scores, 4) == choices_of(alone, 4) == choices_of(expected_scores, 4)
 
 
 SECRET = "sk-served-3c2b1a"
@@ -319,3 +382,39 @@ def test_a_served_model_gives_the_transformers_answers_and_choices(
     assert manifest["models"]["smollm2"]["server"]["root"] == str(builtin_model_dir())
     for path in (tmp_path / "served").rglob("*"):
         assert not path.is_file() or SECRET.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(REAL_DATA is None, reason="needs MEDHARNESS_DATA_DIR")
+def test_a_served_question_in_one_request_scores_as_one_request_per_option(
+    vllm_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against vllm serve: MedQA's letters read off the next token's top log-probs (one
+    request per question), or each question's options as one list of prompts, give the
+    log-likelihoods and choices of one echoed request per option."""
+    from medharness.models.endpoint import load_endpoint_model
+    from medharness.models.specs import EndpointRequests
+    from medharness.tasks import get_task
+
+    assert REAL_DATA is not None
+    monkeypatch.setenv("SERVED_KEY", SECRET)
+    medqa = get_task("medqa_4opt").load(REAL_DATA / "medqa").samples[:20]
+    requests = [(s.prompt, " " + choice) for s in medqa for choice in s.choices]
+    served = load_endpoint_model(
+        "smollm2",
+        base_url=vllm_server,
+        api_key_env="SERVED_KEY",
+        settings=EndpointRequests(),
+        system_prompt=None,
+    )
+    ours = served.loglikelihoods(requests)
+    # one per question, and a list for a question whose letters are not all in the top 20
+    first = served.endpoint.sent
+    assert len(medqa) <= first <= 2 * len(medqa)
+    listed = dataclasses.replace(served, next_token_options=False).loglikelihoods(requests)
+    assert served.endpoint.sent == first + len(medqa)
+    each = dataclasses.replace(served, next_token_options=False, prompt_lists=False)
+    alone = each.loglikelihoods(requests)
+    assert served.endpoint.sent == first + len(medqa) + len(requests)
+    assert ours == pytest.approx(alone, abs=1e-4) and listed == pytest.approx(alone, abs=1e-4)
+    assert choices_of(ours, 4) == choices_of(listed, 4) == choices_of(alone, 4)

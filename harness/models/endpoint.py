@@ -3,13 +3,17 @@ SGLang, Ollama, a llama.cpp server, a hosted API), as a model entry ``model: ope
 with a ``base_url``.
 
 Generation goes through chat completions, so the server applies its own chat template.
-Multiple-choice log-likelihoods come from the completions endpoint with ``echo`` and
-``logprobs`` (lm-eval's ``local-completions`` request): the log-probs of the prompt tokens
-that hold the continuation. A server that returns none is refused with the alternative named
-(``multiple_choice: generate``). Requests run ``concurrency`` at a time; 429, 5xx, timeouts,
-dropped connections and unreadable JSON are retried with exponential backoff, anything else
-(and a retry budget spent) is one error line. The API key is read from the environment
-variable the entry names at each request and is written nowhere.
+Multiple-choice log-likelihoods come from the completions endpoint, one request per question
+where the server allows: where every option is one token after the question (" A".." D"),
+they are read off the top log-probs of the token after it; else the options go as one list of
+prompts with ``echo`` and ``logprobs`` (lm-eval's ``local-completions`` request), each scored
+by the log-probs of the prompt tokens that hold its continuation; a server that refuses
+either is asked one option per request, as lm-eval does. A server that returns no log-probs
+is refused with the alternative named (``multiple_choice: generate``). Requests run
+``concurrency`` at a time; 429, 5xx, timeouts, dropped connections and unreadable JSON are
+retried with exponential backoff, anything else (and a retry budget spent) is one error
+line. The API key is read from the environment variable the entry names at each request and
+is written nowhere.
 """
 
 from __future__ import annotations
@@ -42,6 +46,10 @@ SERVER_FIELDS = ("id", "object", "owned_by", "root", "parent", "max_model_len")
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
 CHAT_TEMPLATE = "the server's own (chat completions)"
 MAX_ANSWER_BYTES = 64 << 20  # far above any chat or echoed-logprobs answer
+# top log-probs asked for with a question's next token: vLLM's default max_logprobs
+TOP_LOGPROBS = 20
+# what a server that does not take a request's form answers: bad request, unprocessable
+NOT_TAKEN = frozenset({400, 422})
 
 
 class Retryable(Exception):
@@ -318,6 +326,54 @@ def impossible_logprobs(starts: list[Any], values: list[Any]) -> str | None:
     return None
 
 
+def questions_of(split: Sequence[tuple[str, str]]) -> list[list[int]]:
+    """Request indexes grouped by context, in order of first appearance: each question's
+    options."""
+    groups: dict[str, list[int]] = {}
+    for index, (context, _) in enumerate(split):
+        groups.setdefault(context, []).append(index)
+    return list(groups.values())
+
+
+def next_token_logprobs(answer: Any) -> dict[str, float] | None:
+    """The top log-probs of the one token generated after the prompt, by token text: the
+    model's next-token distribution where the prompt ends; None where the answer carries
+    none (a server that returns only the chosen token's, or no log-probs)."""
+    try:
+        choice = answer["choices"][0]
+    except (KeyError, IndexError, TypeError):
+        raise Retryable("an answer without choices") from None
+    logprobs = choice.get("logprobs") if isinstance(choice, dict) else None
+    tops = logprobs.get("top_logprobs") if isinstance(logprobs, dict) else None
+    if not isinstance(tops, list) or not tops or not isinstance(tops[0], dict):
+        return None
+    values = list(tops[0].values())
+    impossible = impossible_logprobs([], values)
+    if impossible:
+        raise UserError(f"the server's top log-probs cannot be log-probabilities: {impossible}")
+    if any(value is None for value in values):
+        return None
+    return {str(token): float(value) for token, value in tops[0].items()}
+
+
+def listed_logprobs(answer: Any, parts: Sequence[tuple[str, str]]) -> list[float] | None:
+    """Each (context, continuation)'s log-prob from one answer to a list of prompts (one
+    choice per prompt, by ``index``); None where the server did not answer each prompt
+    (it took the list as one prompt or only the first)."""
+    try:
+        choices = answer["choices"]
+        indexes = [choice.get("index", position) for position, choice in enumerate(choices)]
+    except (KeyError, TypeError, AttributeError):
+        raise Retryable("an answer without choices") from None
+    if sorted(indexes) != list(range(len(parts))):
+        return None
+    ordered = [choice for _, choice in sorted(zip(indexes, choices, strict=True))]
+    return [
+        continuation_logprob({"choices": [choice]}, len(context), len(context + continuation))
+        for choice, (context, continuation) in zip(ordered, parts, strict=True)
+    ]
+
+
 def logprob_refusal(base_url: str, why: str) -> UserError:
     return UserError(
         f"{base_url} does not return prompt log-probs ({why}), which log-likelihood "
@@ -334,6 +390,9 @@ class EndpointModel:
     model: str
     server: dict[str, Any]
     system_prompt: str | None = None
+    # the forms of a question's one request the server takes; each turned off at its refusal
+    next_token_options: bool = True
+    prompt_lists: bool = True
 
     @property
     def chunk_size(self) -> int:
@@ -341,32 +400,137 @@ class EndpointModel:
         return max(16, 4 * self.endpoint.settings.concurrency)
 
     def loglikelihoods(self, requests: Sequence[tuple[str, str]]) -> list[float]:
+        """Each question in one request where the server allows (its options read off the
+        next token's top log-probs where each is one token, else sent as a list of prompts),
+        the rest one request per option; the first refusal of a form turns it off."""
         split = [split_context(context, continuation) for context, continuation in requests]
-        payloads = [
-            {
-                "model": self.model,
-                "prompt": context + continuation,
-                "max_tokens": 1,
-                "temperature": 0.0,
-                "logprobs": 1,
-                "echo": True,
-            }
-            for context, continuation in split
-        ]
-
-        def read(index: int, answer: Any) -> float:
-            context, continuation = split[index]
-            return continuation_logprob(answer, len(context), len(context + continuation))
-
+        questions = questions_of(split)
+        scores: dict[int, float] = {}
         try:
-            scores: list[float] = self.endpoint.post_all("/completions", payloads, read)
+            if self.next_token_options:
+                scores |= self._next_token_scores(split, questions)
+            rest = [question for question in questions if question[0] not in scores]
+            if self.prompt_lists and rest:
+                scores |= self._listed_scores(split, rest)
+            left = [index for index in range(len(split)) if index not in scores]
+            if left:
+                scores |= self._each_scores(split, left)
         except NoPromptLogprobs:
             raise logprob_refusal(self.endpoint.base_url, "its answers carry none") from None
         except Refused as refused:
             if "logprob" in refused.detail.lower() or "echo" in refused.detail.lower():
                 raise logprob_refusal(self.endpoint.base_url, refused.detail) from None
             raise
+        return [scores[index] for index in range(len(split))]
+
+    def _next_token_scores(
+        self, split: Sequence[tuple[str, str]], questions: Sequence[list[int]]
+    ) -> dict[int, float]:
+        """One request per question, its context alone: each option that is one of the top
+        next tokens after it gets that token's log-prob (the log-prob the echoed option
+        would get); a question with an option among none of them is left to the others,
+        and a batch of which no question was answered so turns this form off."""
+        payloads = [
+            {
+                "model": self.model,
+                "prompt": split[question[0]][0],
+                "max_tokens": 1,
+                "temperature": 0.0,
+                "logprobs": TOP_LOGPROBS,
+            }
+            for question in questions
+        ]
+        tops = self._unless_refused(
+            "top log-probs", "lists of prompts", payloads, next_token_logprobs
+        )
+        if tops is None or any(top is None for top in tops):
+            self.next_token_options = False
+            return {}
+        scores: dict[int, float] = {}
+        for question, top in zip(questions, tops, strict=True):
+            if all(split[index][1] in top for index in question):
+                scores.update({index: top[split[index][1]] for index in question})
+        if questions and not scores:  # options never among the top ones (a weak model)
+            self.next_token_options = False
         return scores
+
+    def _listed_scores(
+        self, split: Sequence[tuple[str, str]], questions: Sequence[list[int]]
+    ) -> dict[int, float]:
+        """One request per question, its options a list of prompts echoed with log-probs."""
+        parts = [[split[index] for index in question] for question in questions]
+        payloads = [
+            {
+                "model": self.model,
+                "prompt": [context + continuation for context, continuation in part],
+                "max_tokens": 1,
+                "temperature": 0.0,
+                "logprobs": 1,
+                "echo": True,
+            }
+            for part in parts
+        ]
+        answers = self._unless_refused(
+            "lists of prompts", "one request per option", payloads, listed_logprobs, parts
+        )
+        if answers is None or any(answer is None for answer in answers):
+            self.prompt_lists = False
+            return {}
+        return {
+            index: score
+            for question, answer in zip(questions, answers, strict=True)
+            for index, score in zip(question, answer, strict=True)
+        }
+
+    def _each_scores(
+        self, split: Sequence[tuple[str, str]], indexes: list[int]
+    ) -> dict[int, float]:
+        """One echoed request per option (lm-eval's ``local-completions``)."""
+        payloads = [
+            {
+                "model": self.model,
+                "prompt": split[index][0] + split[index][1],
+                "max_tokens": 1,
+                "temperature": 0.0,
+                "logprobs": 1,
+                "echo": True,
+            }
+            for index in indexes
+        ]
+
+        def read(position: int, answer: Any) -> float:
+            context, continuation = split[indexes[position]]
+            return continuation_logprob(answer, len(context), len(context + continuation))
+
+        scores: list[float] = self.endpoint.post_all("/completions", payloads, read)
+        return dict(zip(indexes, scores, strict=True))
+
+    def _unless_refused(
+        self,
+        form: str,
+        fallback: str,
+        payloads: Sequence[dict[str, Any]],
+        read: Callable[..., Any],
+        *extra: Sequence[Any],
+    ) -> list[Any] | None:
+        """The completions, each read as ``read(answer, *its extras)``; None where the
+        server refuses the requests' form (a bad request), which is then said once."""
+        try:
+            answers: list[Any] = self.endpoint.post_all(
+                "/completions",
+                payloads,
+                lambda index, answer: read(answer, *(items[index] for items in extra)),
+            )
+        except Refused as refused:
+            if refused.status not in NOT_TAKEN:
+                raise
+            tqdm.write(
+                f"{self.endpoint.base_url} does not take {form} ({refused.detail}); "
+                f"options are asked in {fallback}",
+                file=sys.stderr,
+            )
+            return None
+        return answers
 
     def generate(
         self, user_messages: Sequence[Prompt], max_new_tokens: int, progress: Progress | None = None
@@ -411,7 +575,7 @@ class EndpointModel:
             "base_url": self.endpoint.base_url,
             "server": self.server,
             "chat_template": CHAT_TEMPLATE,
-            "loglikelihoods": "completions with echo and logprobs",
+            "loglikelihoods": "completions: top logprobs of the next token, else echo and logprobs",
             "requests": self.endpoint.settings.model_dump(mode="json"),
             "system_prompt": self.system_prompt,
             "device": "server",

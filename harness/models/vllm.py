@@ -22,6 +22,7 @@ from medharness.core.errors import UserError, boundary
 from medharness.core.weights import refuse_pickles
 from medharness.models.adapters import adapter_sha256, lora_rank
 from medharness.models.base import Completion, Progress, Prompt, Sampling
+from medharness.models.choice import cpu_threads
 from medharness.models.hf import load_failure, weights_record
 from medharness.models.prompts import chat_prompt, encode_pairs
 from medharness.models.specs import VLLMParallelism
@@ -29,6 +30,7 @@ from medharness.models.specs import VLLMParallelism
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM takes
 MAX_TOKEN_IDS_PER_REQUEST = 128  # vLLM's limit on SamplingParams.logprob_token_ids
 CPU_KV_CACHE_BYTES = 2 * 1024**3  # on a CPU vLLM would otherwise reserve 92% of the RAM
+THREADS_BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"  # the cores vLLM's CPU build runs the model on
 
 
 def load_vllm_model(
@@ -67,6 +69,8 @@ def load_vllm_model(
     if current_platform.is_cpu():
         # Compiling takes minutes on a CPU and buys little for the models run there.
         options.update(kv_cache_memory_bytes=CPU_KV_CACHE_BYTES, enforce_eager=True)
+        if options.get("tensor_parallel_size", 1) == 1:
+            bind_cpu_threads()
     # Automatic prefix caching is left to vLLM's default: on for decoder-only models (a
     # question's options, a judge's criteria reuse their shared prompt's KV blocks), off where
     # vLLM deems it experimental (hybrid attention/state-space models), which forcing it on
@@ -81,6 +85,9 @@ def load_vllm_model(
             load_format="auto" if allow_pickle else "safetensors",
             trust_remote_code=False,
             seed=0,
+            # log-probs of the model's own log-softmax, before any sampling processor
+            # (vLLM's default, relied on by loglikelihoods)
+            logprobs_mode="raw_logprobs",
             **options,
         )
     defaults = engine.get_default_sampling_params()
@@ -110,6 +117,15 @@ def served_lora_rank(adapter: str, allow_pickle: bool) -> int:
     return rank
 
 
+def bind_cpu_threads() -> None:
+    """Run the model on the cores transformers would use (``cpu_threads``), unless the user
+    set ``$VLLM_CPU_OMP_THREADS_BIND``: vLLM's CPU build otherwise leaves one core to its
+    scheduler, half of a 2-core machine."""
+    if THREADS_BIND_ENV not in os.environ and hasattr(os, "sched_getaffinity"):
+        cores = sorted(os.sched_getaffinity(0))[: cpu_threads()]
+        os.environ[THREADS_BIND_ENV] = ",".join(str(core) for core in cores)
+
+
 @dataclass
 class VLLMModel:
     """A vLLM engine scored and prompted the way ``HFModel`` is."""
@@ -131,8 +147,11 @@ class VLLMModel:
 
     def loglikelihoods(self, requests: Sequence[tuple[str, str]]) -> list[float]:
         """Each continuation token is read as the next-token log-prob after its prefix, from
-        one-token engine requests; requests that share a prefix (a question's option letters)
-        share one engine request, and prefix caching shares the rest. Prompt log-probs would
+        one-token engine requests: requests that share a prefix share one engine request, so
+        a question whose options are one token each (" A".." D") is one forward, its options
+        read off the next-token distribution (``logprob_token_ids``, the raw log-softmax).
+        Longer options ask once per token, a question's asks one after the other so prefix
+        caching (vLLM's default) computes their shared context once. Prompt log-probs would
         need one request per continuation, but vLLM drops or breaks a LoRA adapter's part of
         them, while next-token log-probs carry it as generation does."""
         from vllm import SamplingParams
