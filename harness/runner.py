@@ -393,7 +393,8 @@ def previous_record(target: Path) -> dict[str, Any]:
         manifest = Manifest.model_validate_json(RunDir(target).manifest.read_bytes())
     except (OSError, ValueError):
         return {}  # no finished run there, or one this medharness cannot read: nothing reused
-    return {"dir": target, "pairs": manifest.pair_keys, "models": manifest.models}
+    models = {name: record.model_dump(mode="json") for name, record in manifest.models.items()}
+    return {"dir": target, "pairs": manifest.pair_keys, "models": models}
 
 
 def evaluate_all(
