@@ -10,6 +10,7 @@ report, each step a call into one module here:
                   data-parallel shards, adapters swapped on one shared base)
     cluster.py    the Ray executor: units on a cluster, rows back into the partial logs
     results.py    the jury's verdicts, each task's and suite's result
+    staging.py    the hidden folder a run is written in, renamed into place when whole
     manifest.py   manifest.json: config, models, data, versions, hardware, timings
     train.py      ``medharness train``: a config's trainings and nothing else
 """

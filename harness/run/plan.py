@@ -18,7 +18,6 @@ from pydantic import JsonValue
 from medharness.config import ModelEntry, RunConfig
 from medharness.core.distributed import from_main, is_main_process, process_count
 from medharness.core.errors import UserError
-from medharness.core.folders import is_ours, make_owned_folder
 from medharness.core.io import read_jsonl_prefix, resolve_inside, write_jsonl_atomic
 from medharness.core.records import TaskIdentity
 from medharness.core.rundir import RunDir
@@ -134,20 +133,6 @@ def limited_trainings(config: RunConfig, limit: int) -> RunConfig:
             entry = entry.model_copy(update={"train": spec.model_copy(update=update)})
         models.append(entry)
     return config.model_copy(update={"models": models})
-
-
-def made_by_main_process(folder: Path, timeout_s: float = 600.0) -> None:
-    """The folder a run writes, made and marked by the main process of a launch; the other
-    processes wait for its marker. Had every process made it, one could find the folder
-    another had just created and not yet marked, and refuse it as not medharness's."""
-    if is_main_process():
-        make_owned_folder(folder)
-        return
-    deadline = time.monotonic() + timeout_s
-    while not is_ours(folder):
-        if time.monotonic() > deadline:
-            raise UserError(f"{folder} did not appear: the main process did not make it")
-        time.sleep(0.05)
 
 
 def check_model_entry(entry: ModelEntry) -> None:

@@ -9,16 +9,12 @@ its staging folder holds.
 from __future__ import annotations
 
 import contextlib
-import errno
-import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from medharness.config import RunConfig
 from medharness.core.distributed import from_main, is_main_process, released_collectives
-from medharness.core.errors import UserError
-from medharness.core.folders import exclusive, finish, refuse_foreign
+from medharness.core.folders import exclusive, refuse_foreign
 from medharness.core.io import (
     read_jsonl_prefix,
     write_jsonl_atomic,
@@ -33,10 +29,10 @@ from medharness.reports.html import render_run_report
 from medharness.run.cluster import RayExecutor
 from medharness.run.executors import Executor, LocalExecutor, ModelLoaded
 from medharness.run.manifest import build_manifest
-from medharness.run.plan import Plan, made_by_main_process, make_plan, pending_work
+from medharness.run.plan import Plan, make_plan, pending_work
 from medharness.run.results import apply_jury, suites_of_run, task_results
+from medharness.run.staging import made_by_main_process, put_in_place, resumable
 from medharness.run.state import PreviousRun, RunState, Timings
-from medharness.trainers.spec import DONE_FILE
 from medharness.training import Trained, train_models
 
 
@@ -121,34 +117,3 @@ def judge(plan: Plan, staging: RunDir, timings: Timings) -> None:
     apply_jury(plan.jury, [entry.name for entry in plan.config.models], plan.prepared, staging)
     if plan.jury is not None:
         timings.judging_s = round(time.time() - clock, 3)
-
-
-def put_in_place(staging: RunDir, target: Path) -> None:
-    """The finished staging folder renamed to ``target``, replacing the run there."""
-    if target.exists():
-        refuse_foreign(target)
-        shutil.rmtree(target)
-    finish(staging.path)
-    staging.path.rename(target)
-    # only now: a kill before the rename must still find which logs are finished
-    RunDir(target).state.unlink(missing_ok=True)
-    RunDir(target).units.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def resumable(staging: RunDir) -> Iterator[None]:
-    """A full disk said in one line; a staging folder left only where it holds finished
-    work (sample logs, trainings) for the next attempt to resume from."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise UserError(
-                f"disk full while writing {exc.filename or staging.path}; finished "
-                f"samples are kept in {staging.path} for the next attempt"
-            ) from None
-        raise
-    finally:
-        worth_keeping = [*staging.samples.rglob("*.jsonl*"), *staging.train.rglob(DONE_FILE)]
-        if staging.path.exists() and not worth_keeping and is_main_process():
-            shutil.rmtree(staging.path, ignore_errors=True)  # nothing worth resuming

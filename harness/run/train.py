@@ -14,7 +14,8 @@ from medharness.core.folders import exclusive
 from medharness.core.io import resolve_inside
 from medharness.core.rundir import RunDir
 from medharness.data import resolve_data_root
-from medharness.run.plan import check_model_entry, made_by_main_process
+from medharness.run.plan import check_model_entry
+from medharness.run.staging import made_by_main_process
 from medharness.training import train_models
 
 
