@@ -11,9 +11,9 @@ import sys
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from medharness.config import ModelEntry
+from medharness.core.records import ModelRecord
 from medharness.evaluate import load_entry
 from medharness.models.base import LanguageModel, answer_stream
 from medharness.models.endpoint import refuse_recorded_keys
@@ -26,7 +26,7 @@ class Playground:
 
     run_dir: Path
     entries: list[ModelEntry]
-    recorded: dict[str, dict[str, Any]]  # the manifest's record of each model
+    recorded: dict[str, ModelRecord]  # the manifest's record of each model
     max_new_tokens: int
     _loaded: dict[str, LanguageModel] = field(default_factory=dict)
 
@@ -48,10 +48,10 @@ class Playground:
         """The entry's model as the run evaluated it: with the weights its training made."""
         if entry.name not in self._loaded:
             print(f"[{entry.name}] loading for the playground", file=sys.stderr)
-            record = self.recorded.get(entry.name, {})
-            if "trained" in record:  # paths relative to the run directory
-                model = str(self.run_dir / record["model"]) if "model" in record else entry.model
-                adapter = str(self.run_dir / record["adapter"]) if "adapter" in record else None
+            record = self.recorded.get(entry.name)
+            if record is not None and record.trained is not None:  # paths relative to the run
+                model = str(self.run_dir / record.model) if record.model else entry.model
+                adapter = str(self.run_dir / record.adapter) if record.adapter else None
                 self._loaded[entry.name] = load_entry(entry, model, adapter)
             else:
                 self._loaded[entry.name] = load_entry(entry)

@@ -162,6 +162,12 @@ def export_task(run: RunData, model: str, task: str, path: Path) -> str:
     )
 
 
+def model_args(manifest: Manifest, model: str) -> str:
+    """The manifest's record of ``model`` as lm-eval's ``model_args`` show it."""
+    record = manifest.models.get(model)
+    return json.dumps(record.model_dump(mode="json") if record else {}, sort_keys=True)
+
+
 def export_model(run: RunData, model: str, folder: Path) -> None:
     """One model of a run as lm-eval's results file and one samples file per task."""
     manifest = run.manifest
@@ -195,7 +201,7 @@ def export_model(run: RunData, model: str, folder: Path) -> None:
         },
         "config": {
             "model": "medharness",
-            "model_args": json.dumps(manifest.models.get(model, {}), sort_keys=True),
+            "model_args": model_args(manifest, model),
             "limit": manifest.config.get("limit"),
             "bootstrap_iters": resamples,
             "gen_kwargs": {"max_gen_toks": manifest.decoding.max_new_tokens, "do_sample": False},

@@ -282,15 +282,20 @@ class RunData:
         path = self.layout.checked(self.layout.training(model) / "log.jsonl")
         return validated_rows(path, TRAIN_LOG_ROWS) if path.is_file() else []
 
+    def trained(self, model: str) -> dict[str, Any]:
+        """The summary of a model's training; empty for a model the run did not train."""
+        record = self.manifest.models.get(model)
+        return (record.trained if record else None) or {}
+
     def best_step(self, model: str) -> int | None:
         """The checkpoint a training kept as its result, when it kept the best one."""
-        trained = self.manifest.models.get(model, {}).get("trained") or {}
+        trained = self.trained(model)
         best = trained.get("best") or {}
         return int(best["step"]) if best.get("step") is not None else None
 
     def training_warnings(self, model: str) -> list[str]:
         """What the run said of a training that may have left its model almost unchanged."""
-        trained = self.manifest.models.get(model, {}).get("trained") or {}
+        trained = self.trained(model)
         return [str(warning) for warning in trained.get("warnings") or []]
 
     def sweeps(self) -> dict[str, dict[str, Any]]:

@@ -10,10 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import medharness.runner
+import medharness.run.results
+import medharness.run.runner
 from medharness.cli import main
 
-STAGES = {"aggregating": "aggregate", "writing the report": "render_run_report"}
+STAGES = {
+    "aggregating": (medharness.run.results, "aggregate"),
+    "writing the report": (medharness.run.runner, "render_run_report"),
+}
 
 
 def held(function: Callable[..., Any], mark: Path) -> Callable[..., Any]:
@@ -27,6 +31,6 @@ def held(function: Callable[..., Any], mark: Path) -> Callable[..., Any]:
 
 if __name__ == "__main__":
     stage, mark, *arguments = sys.argv[1:]
-    name = STAGES[stage]
-    setattr(medharness.runner, name, held(getattr(medharness.runner, name), Path(mark)))
+    module, name = STAGES[stage]
+    setattr(module, name, held(getattr(module, name), Path(mark)))
     sys.exit(main(arguments))

@@ -264,12 +264,12 @@ def test_disk_full_is_one_line_and_exit_2(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import medharness.runner
+    import medharness.run.runner
 
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", "results.json")
 
-    monkeypatch.setattr(medharness.runner, "write_record", full)
+    monkeypatch.setattr(medharness.run.runner, "write_record", full)
     case = Case(tmp_path, fixture_data, fake_script, tiny_llama)
     assert main(case.argv()) == 2
     assert "disk full while writing results.json" in capsys.readouterr().err

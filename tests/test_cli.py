@@ -133,14 +133,14 @@ def test_failure_after_scoring_keeps_only_a_hidden_resumable_staging_folder(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import medharness.runner
+    import medharness.run.runner
 
     def explode(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk on fire")
 
     config = write_fake_config(tmp_path / "c.yaml", fake_script)
     with monkeypatch.context() as patch:
-        patch.setattr(medharness.runner, "render_run_report", explode)
+        patch.setattr(medharness.run.runner, "render_run_report", explode)
         with pytest.raises(RuntimeError):
             main(["run", str(config), "--out", str(tmp_path / "runs")])
     assert [p.name for p in (tmp_path / "runs").iterdir()] == [".demo.partial"]

@@ -79,7 +79,7 @@ def planted_copy(tmp_path: Path, module: str, line: str) -> Path:
 @pytest.mark.parametrize(
     ("module", "line", "broken"),
     [
-        ("medharness.tasks.medqa", "from medharness.runner import run", "downward"),
+        ("medharness.tasks.medqa", "from medharness.run.runner import run", "downward"),
         ("medharness.tasks.base", "from medharness.trainers.spec import TrainSpec", "downward"),
         (
             "medharness.reports.html",

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from medharness.cli import main
-from medharness.core.records import SAMPLE_ROWS, json_schemas
+from medharness.core.io import write_record
+from medharness.core.records import SAMPLE_ROWS, Manifest, json_schemas
 from medharness.core.rundir import RunDir
 from medharness.reports.runs import RunData
 from medharness.tasks import get_task
@@ -38,6 +39,30 @@ def test_a_run_written_before_records_loads_with_the_same_numbers() -> None:
     lines = (OLD_RUN / "samples/base/medqa_4opt.jsonl").read_text().splitlines()
     rows = SAMPLE_ROWS.validate_python([json.loads(line) for line in lines])
     assert [row.model_dump(mode="json") for row in rows] == [json.loads(x) for x in lines]
+
+
+def test_a_manifest_read_and_written_again_is_the_same_text(tmp_path: Path) -> None:
+    """Each model's record keeps its backend's keys in the backend's order, with the keys a
+    run adds (processes, trained weights) where they were, so a run that reuses an earlier
+    run's records writes them unchanged."""
+    old = Manifest.model_validate_json((OLD_RUN / "manifest.json").read_bytes())
+    raw = old.model_dump(mode="json")  # with the fields added since, at their defaults
+    raw["models"]["tuned"] = {
+        "kind": "hf",
+        "source": "base-model",
+        "adapter": "train/tuned/adapter",
+        "weights_sha256": {"model.safetensors": "ab"},
+        "processes": 2,
+        "model": "train/tuned/model",
+        "trained": {"key": "k1", "best": {"step": 4}},
+    }
+    source = tmp_path / "written.json"
+    source.write_text(json.dumps(raw, indent=2, ensure_ascii=False) + "\n")
+    manifest = Manifest.model_validate_json(source.read_bytes())
+    assert manifest.models["tuned"].processes == 2
+    assert manifest.models["tuned"].trained == {"key": "k1", "best": {"step": 4}}
+    write_record(tmp_path / "again.json", manifest)
+    assert (tmp_path / "again.json").read_text() == source.read_text()
 
 
 def test_the_run_layout_names_every_file_of_a_run_written_before_it() -> None:

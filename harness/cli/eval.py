@@ -190,7 +190,7 @@ def handle(args: argparse.Namespace) -> int:
     if args.name is None:
         refuse_replacing_another_eval(args.out / config.name, config)
     require_data_first(config)
-    from medharness.runner import run
+    from medharness.run.runner import run
 
     run_dir = run(config, base_dir=Path.cwd(), output_dir=args.out)
     if not is_main_process():

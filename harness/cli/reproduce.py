@@ -45,7 +45,7 @@ def handle(args: argparse.Namespace) -> int:
 
     from medharness.reports.cards import judge, load_card, plan_run
     from medharness.reports.verdict import render_verdict_html, render_verdict_markdown
-    from medharness.runner import run
+    from medharness.run.runner import run
 
     card = load_card(args.card)
     plan = plan_run(card, args.model, args.budget, torch.cuda.is_available())

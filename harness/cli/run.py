@@ -54,7 +54,7 @@ def add_parser(commands: Commands) -> None:
 def handle(args: argparse.Namespace) -> int:
     config = with_executor(config_of(args), args.executor, args.address)
     require_data_first(config)
-    from medharness.runner import run
+    from medharness.run.runner import run
 
     run_dir = run(config, base_dir=Path.cwd(), output_dir=args.out, limit=args.limit)
     if is_main_process():  # under a launcher, rank 0 wrote the run

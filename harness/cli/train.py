@@ -29,7 +29,7 @@ def add_parser(commands: Commands) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from medharness.runner import train_only
+    from medharness.run.train import train_only
 
     config = config_of(args)
     run_dir = train_only(config, base_dir=Path.cwd(), output_dir=args.out)

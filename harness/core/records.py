@@ -11,9 +11,21 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, Self
 
-from pydantic import BaseModel, Discriminator, Field, Tag, TypeAdapter
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    Tag,
+    TypeAdapter,
+    model_serializer,
+    model_validator,
+)
 
 from medharness.core.validation import Strict
 
@@ -287,6 +299,36 @@ class ExecutorRecord(Strict):
     units: list[UnitRecord] = Field(default_factory=list)  # in the order they finished
 
 
+class ModelRecord(BaseModel):
+    """The manifest's record of one model: its backend's own description (``kind``, then
+    the backend's fields), and what the run adds: the processes of a launch that scored it,
+    and for a trained model the weights' paths relative to the run and the training's
+    summary. Written back in the order its keys came in, so a record read from an earlier
+    run and written again is the same text."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
+
+    kind: str | None = None  # the backend that loaded it; absent for a run imported from lm-eval
+    processes: int | None = Field(None, ge=2)  # a launcher's processes, each scoring a share
+    model: str | None = None  # trained weights (relative to the run), or the model's name
+    adapter: str | None = None  # the adapter loaded (trained: relative to the run)
+    trained: dict[str, Any] | None = None  # the training's summary (train/MODEL/done.json)
+    _order: tuple[str, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_order(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        record = handler(data)
+        if isinstance(data, dict):
+            record._order = tuple(data)
+        return record
+
+    @model_serializer(mode="wrap")
+    def _in_given_order(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        dumped: dict[str, Any] = handler(self)
+        return {key: dumped[key] for key in self._order if key in dumped}
+
+
 class Manifest(Strict):
     """``manifest.json``: everything that makes a run's results reproducible."""
 
@@ -298,7 +340,7 @@ class Manifest(Strict):
     finished: str
     config: dict[str, Any]  # the RunConfig as resolved (medharness.config)
     tasks: dict[str, TaskIdentity]
-    models: dict[str, dict[str, Any]]  # each backend's own description of its model
+    models: dict[str, ModelRecord]
     pair_keys: dict[str, str]  # "model/task" -> what its sample log depends on
     data: DataRecord
     seeds: dict[str, int]
