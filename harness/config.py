@@ -6,16 +6,17 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PlainValidator, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from medharness.core.errors import UserError
 from medharness.core.validation import Strict, load_yaml_file, validate_file_data
 from medharness.models.specs import (
+    BACKENDS,
     EndpointRequests,
     VLLMParallelism,
-    check_base_url,
-    endpoint_model,
-    fake_script,
+    engine_names,
+    prefixed,
 )
 from medharness.tasks import TASKS, Task
 from medharness.tasks.answers import DEFAULT_REASONING_TAGS
@@ -31,6 +32,21 @@ Slug = Annotated[str, Field(pattern=SLUG)]
 
 
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+
+
+def registered_engine(value: Any) -> str:
+    """An entry's ``backend``: auto or a registered engine, refused as a Literal of them is."""
+    names = engine_names()
+    if not isinstance(value, str) or value not in names:
+        quoted = [repr(name) for name in names]
+        expected = ", ".join(quoted[:-1]) + " or " + quoted[-1]
+        raise PydanticCustomError(
+            "literal_error", "Input should be {expected}", {"expected": expected}
+        )
+    return value
+
+
+EngineName = Annotated[str, PlainValidator(registered_engine)]
 
 
 class WorkerResources(Strict):
@@ -99,7 +115,7 @@ class ModelEntry(Strict):
     model: str = Field(min_length=1)
     adapter: str | None = None  # PEFT adapter directory or hub id, applied on `model`
     # auto: vLLM on a CUDA device when it is installed (LoRA adapters too), else transformers
-    backend: Literal["auto", "hf", "vllm"] = "auto"
+    backend: EngineName = "auto"  # or a registered engine (models/specs.py)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA
     device: str = "auto"  # auto: cuda when present, else cpu
     # auto: 8 on a CPU; on CUDA what fits in free memory, halved if a batch still overflows
@@ -152,28 +168,16 @@ class ModelEntry(Strict):
         return self.sampling is not None and self.sampling.repeats > 1
 
     @model_validator(mode="after")
-    def trainable(self) -> ModelEntry:
-        if self.train is not None and fake_script(self.model) is not None:
-            raise ValueError("a fake model cannot be trained")
-        return self
-
-    @model_validator(mode="after")
-    def served(self) -> ModelEntry:
-        if endpoint_model(self.model) is None:
-            if (self.base_url, self.api_key_env, self.requests) != (None, None, None):
-                raise ValueError("base_url, api_key_env and requests belong to openai:NAME models")
-            if self.vllm is not None and self.backend != "vllm":
-                raise ValueError("vllm: settings need backend: vllm")
-            return self
-        if not endpoint_model(self.model):
-            raise ValueError("openai: needs the served model's name, as openai:NAME")
-        if self.base_url is None:
-            raise ValueError(f"{self.model} needs base_url: the server's URL, ending in /v1")
-        check_base_url(self.base_url)
-        if self.adapter is not None or self.train is not None:
-            raise ValueError("a served model cannot take an adapter or be trained here")
-        if self.backend != "auto" or self.vllm is not None:
-            raise ValueError("a served model runs on its server: no backend or vllm settings")
+    def fits_its_backend(self) -> ModelEntry:
+        """The checks of the backend a prefixed spec names, then no backend's settings on
+        an entry of another."""
+        found = prefixed(self.model)
+        if found is not None and found[0].check is not None:
+            found[0].check(self)
+        for backend in BACKENDS.values():
+            given = any(getattr(self, name) is not None for name in backend.settings)
+            if given and not backend.serves(self):
+                raise ValueError(backend.misplaced)
         return self
 
     def answers_alike(self, other: ModelEntry, task_kind: TaskKind) -> bool:

@@ -16,8 +16,8 @@ from medharness.config import GenerationSettings, ModelEntry, SamplingSettings
 from medharness.core.records import ChoiceRow, GenerationRow, InputRow, SampledAnswer, SampleRow
 from medharness.models.base import Completion, LanguageModel, Sampling, count_tokens
 from medharness.models.identity import served_identity, weights_identity
-from medharness.models.loading import load_model
-from medharness.models.specs import endpoint_model, fake_script
+from medharness.models.loading import LoadSettings, load_with
+from medharness.models.specs import BACKENDS, prefixed
 from medharness.tasks import Sample, Task
 from medharness.tasks.answers import DEFAULT_REASONING_TAGS, extract_choice
 from medharness.tasks.metrics import (
@@ -403,36 +403,28 @@ def load_entry(
     """The model a config entry describes (or ``spec`` + ``adapter`` in its place, as
     training made them), loaded with the entry's settings; ``later_adapters``: those of the
     entries that share its base (shared_base_key), which it may serve next."""
-    return load_model(
-        spec or entry.model,
-        adapter=adapter if spec else entry.adapter,
-        backend=entry.backend,
-        dtype=entry.dtype,
-        device=entry.device,
-        batch_size=entry.batch_size,
-        system_prompt=entry.system_prompt,
-        allow_pickle=entry.allow_pickle,
-        base_url=entry.base_url,
-        api_key_env=entry.api_key_env,
-        requests=entry.requests,
-        vllm=entry.vllm,
-        later_adapters=later_adapters,
-    )
+    weights = (spec, adapter) if spec else (entry.model, entry.adapter)
+    return load_with(*weights, LoadSettings.of(entry), later_adapters)
 
 
 def shared_base_key(entry: ModelEntry, spec: str) -> str | None:
     """What entries must have equal to be served by one loaded base, their adapters swapped
     in turn: the base and every setting of its loading (not the adapter). None for models
-    that load no weights here (fake, served by an endpoint)."""
-    if fake_script(spec) is not None or endpoint_model(spec) is not None:
+    that load no weights here (a backend's prefix names them: fake, served by an endpoint)."""
+    if prefixed(spec) is not None:
         return None
-    settings = entry.model_dump(mode="json", include=set(SHARED_BASE_SETTINGS))
+    settings = entry.model_dump(mode="json", include=set(shared_base_settings()))
     return json.dumps({"model": spec, **settings}, sort_keys=True)
 
 
-SHARED_BASE_SETTINGS = (
-    "backend", "dtype", "device", "batch_size", "system_prompt", "allow_pickle", "vllm"
-)  # fmt: skip
+def shared_base_settings() -> tuple[str, ...]:
+    """The entry settings an engine loads weights with: the ones every engine reads, and
+    each engine's own (vllm's parallelism)."""
+    engines = [backend for backend in BACKENDS.values() if backend.engine]
+    return (*ENGINE_SETTINGS, *(name for engine in engines for name in engine.settings))
+
+
+ENGINE_SETTINGS = ("backend", "dtype", "device", "batch_size", "system_prompt", "allow_pickle")
 
 
 def answers_identity(entry: ModelEntry, labels: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from medharness.core.distributed import is_main_process
 from medharness.core.errors import UserError
 from medharness.core.records import Manifest, ResultsFile
 from medharness.core.rundir import RunDir
-from medharness.models.specs import endpoint_model, fake_script
+from medharness.models.specs import endpoint_model, engine_names, prefixed
 from medharness.tasks import TASKS
 from medharness.tasks.metrics import is_metric
 from medharness.tasks.metrics import metric as metric_of
@@ -98,7 +98,7 @@ def add_parser(commands: Commands) -> None:
     )
     parser.add_argument(
         "--backend",
-        choices=("auto", "hf", "vllm"),
+        choices=engine_names(),
         default="auto",
         help="auto (default): vLLM on a CUDA device when installed, else transformers (hf)",
     )
@@ -114,8 +114,8 @@ def add_parser(commands: Commands) -> None:
 
 def model_name(spec: str) -> str:
     """A run-directory-safe name for a model spec: the script's or folder's last part."""
-    script = fake_script(spec)
-    named = script.stem if script is not None else endpoint_model(spec) or spec
+    found = prefixed(spec)
+    named = spec if found is None else found[0].label(found[1])
     return slug(named.rstrip("/").split("/")[-1])
 
 

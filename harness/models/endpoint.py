@@ -37,6 +37,7 @@ from tqdm import tqdm
 from medharness.core.errors import UserError, first_line
 from medharness.core.http import HttpFailure, HttpStatus, redact, send
 from medharness.models.base import Completion, Progress, Prompt, Sampling
+from medharness.models.loading import LoadRequest
 from medharness.models.prompts import chat_messages
 from medharness.models.specs import EndpointRequests, check_base_url
 
@@ -606,6 +607,20 @@ def chat_answer(answer: Any) -> Completion:
         tokens=tokens if isinstance(tokens, int) else None,
         reasoning=reasoning.strip() if isinstance(reasoning, str) and reasoning.strip() else None,
         reasoning_tokens=reasoning_tokens if isinstance(reasoning_tokens, int) else None,
+    )
+
+
+def load(request: LoadRequest) -> EndpointModel:
+    """The endpoint backend's loader (registered in models/specs.py): ``openai:NAME``."""
+    settings = request.settings
+    if request.adapter or settings.base_url is None:
+        raise UserError(f"{request.spec}: an endpoint model takes a base_url and no adapter")
+    return load_endpoint_model(
+        request.source,
+        base_url=settings.base_url,
+        api_key_env=settings.api_key_env,
+        settings=settings.requests or EndpointRequests(),
+        system_prompt=settings.system_prompt,
     )
 
 

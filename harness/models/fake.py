@@ -19,6 +19,7 @@ from medharness.core.errors import UserError
 from medharness.core.io import sha256_file
 from medharness.core.validation import Strict, load_yaml_file, validate_file_data
 from medharness.models.base import Completion, Progress, Prompt, Sampling
+from medharness.models.loading import LoadRequest
 from medharness.models.prompts import prompt_text
 
 FILLER_WORDS = ("the", "a", "is", "of", "and", "to", "in", "may", "include", "patients")
@@ -198,3 +199,10 @@ class FakeModel:
             "script_sha256": sha256_file(self.path),
             "device": "none",
         }
+
+
+def load(request: LoadRequest) -> FakeModel:
+    """The fake backend's loader (registered in models/specs.py): ``fake:SCRIPT``."""
+    if request.adapter:
+        raise UserError("a fake model cannot take an adapter")
+    return FakeModel.from_file(Path(request.source).expanduser())

@@ -23,6 +23,7 @@ from medharness.models.adapters import (
 )
 from medharness.models.base import Completion, Progress, Prompt, Sampling, SharedPrefix
 from medharness.models.choice import auto_batch_size, cpu_threads
+from medharness.models.loading import LoadRequest
 from medharness.models.prompts import chat_prompt, encode_pairs
 
 T = TypeVar("T")
@@ -423,6 +424,22 @@ def weights_record(source: str, config: Any) -> str | None:
     if local.is_dir():
         return weights_sha256(local)
     return f"revision:{getattr(config, '_commit_hash', None)}"
+
+
+def load(request: LoadRequest) -> HFModel:
+    """The transformers backend's loader (registered in models/specs.py)."""
+    settings = request.settings
+    return load_hf_model(
+        request.spec,
+        request.source,
+        adapter=request.adapter,
+        dtype=request.dtype,
+        device=settings.device,
+        batch_size=settings.batch_size,
+        system_prompt=settings.system_prompt,
+        allow_pickle=settings.allow_pickle,
+        swaps_adapters=bool(request.later_adapters),
+    )
 
 
 def load_hf_model(

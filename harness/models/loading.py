@@ -1,104 +1,124 @@
-"""Resolve a model spec to a ready model of the right backend."""
+"""Resolve a model spec to a ready model of the right backend: the registered backend its
+prefix names, or the engine the entry's ``backend`` picks for the weights it names."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 from medharness.core.errors import UserError
 from medharness.models.base import LanguageModel
 from medharness.models.builtin import builtin_model_dir
 from medharness.models.choice import pick_backend, pick_device, pick_dtype
-from medharness.models.fake import FakeModel
-from medharness.models.hf import load_hf_model
 from medharness.models.hub import require_hub_model
 from medharness.models.specs import (
+    BACKENDS,
     BUILTIN_MODEL,
+    Backend,
     EndpointRequests,
     VLLMParallelism,
-    endpoint_model,
-    fake_script,
     looks_like_path,
+    prefixed,
 )
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """How a model entry asks for its model to be loaded (its keys of these names);
+    ``base_url``, ``api_key_env`` and ``requests`` serve ``openai:`` specs, ``vllm`` the
+    vLLM backend."""
+
+    backend: str = "auto"
+    dtype: str = "auto"
+    device: str = "auto"
+    batch_size: int | str = "auto"
+    system_prompt: str | None = None
+    allow_pickle: bool = False
+    base_url: str | None = None
+    api_key_env: str | None = None
+    requests: EndpointRequests | None = None
+    vllm: VLLMParallelism | None = None
+
+    @classmethod
+    def of(cls, entry: Any) -> LoadSettings:
+        """A config entry's settings of these names."""
+        return cls(**{field.name: getattr(entry, field.name) for field in fields(cls)})
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """What a backend's loader is given: the spec; ``source``, the rest of the spec after
+    the backend's prefix, or the weights (folder or hub id) a plain spec names; the adapter;
+    the settings, for an engine with the device picked; the dtype picked for an engine;
+    ``later_adapters``, what the engine will be asked to serve after this adapter
+    (swap_adapter; None: the base alone)."""
+
+    spec: str
+    source: str
+    adapter: str | None
+    settings: LoadSettings
+    dtype: Any = None
+    later_adapters: Sequence[str | None] = ()
+
+
+Loader = Callable[[LoadRequest], LanguageModel]
 
 
 def load_model(
     spec: str,
     *,
     adapter: str | None = None,
-    backend: str = "auto",
-    dtype: str = "auto",
-    device: str = "auto",
-    batch_size: int | str = "auto",
-    system_prompt: str | None = None,
-    allow_pickle: bool = False,
-    base_url: str | None = None,
-    api_key_env: str | None = None,
-    requests: EndpointRequests | None = None,
-    vllm: VLLMParallelism | None = None,
     later_adapters: Sequence[str | None] = (),
+    **settings: Any,
 ) -> LanguageModel:
     """Resolve a model spec to a ready model; every failure is one UserError line.
-    ``base_url``, ``api_key_env`` and ``requests`` serve ``openai:`` specs; ``vllm`` the
-    vLLM backend; ``later_adapters``: what the engine will be asked to serve after this
-    adapter (swap_adapter; None: the base alone)."""
-    script = fake_script(spec)
-    if script is not None:
-        if adapter:
-            raise UserError("a fake model cannot take an adapter")
-        return FakeModel.from_file(script)
-    served = endpoint_model(spec)
-    if served is not None:
-        from medharness.models.endpoint import load_endpoint_model
+    ``settings``: LoadSettings' fields."""
+    return load_with(spec, adapter, LoadSettings(**settings), later_adapters)
 
-        if adapter or base_url is None:
-            raise UserError(f"{spec}: an endpoint model takes a base_url and no adapter")
-        return load_endpoint_model(
-            served,
-            base_url=base_url,
-            api_key_env=api_key_env,
-            settings=requests or EndpointRequests(),
-            system_prompt=system_prompt,
-        )
 
+def load_with(
+    spec: str,
+    adapter: str | None,
+    settings: LoadSettings,
+    later_adapters: Sequence[str | None] = (),
+) -> LanguageModel:
+    """The model ``spec`` (+ ``adapter``) names, loaded by its backend with ``settings``."""
+    found = prefixed(spec)
+    if found is not None:
+        backend, rest = found
+        return loader_of(backend)(LoadRequest(spec, rest, adapter, settings))
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    if spec == BUILTIN_MODEL:
-        source = str(builtin_model_dir())
-    elif Path(spec).expanduser().is_dir():
-        source = str(Path(spec).expanduser())
-    elif looks_like_path(spec):
-        raise UserError(f"model path does not exist: {spec}")
-    else:
-        require_hub_model(spec)
-        source = spec  # a hub id
-    chosen_device = pick_device(device)
-    chosen_dtype = pick_dtype(dtype, chosen_device)
-    if pick_backend(backend, chosen_device, adapter) == "vllm":
-        from medharness.models.vllm import load_vllm_model
+    source = weights_source(spec)
+    device = pick_device(settings.device)
+    dtype = pick_dtype(settings.dtype, device)
+    engine = BACKENDS[pick_backend(settings.backend, device, adapter)]
+    on_device = replace(settings, device=device)
+    return loader_of(engine)(LoadRequest(spec, source, adapter, on_device, dtype, later_adapters))
 
-        return load_vllm_model(
-            spec,
-            source,
-            adapter=adapter,
-            dtype=chosen_dtype,
-            system_prompt=system_prompt,
-            allow_pickle=allow_pickle,
-            parallelism=vllm or VLLMParallelism(),
-            later_adapters=later_adapters,
-        )
-    return load_hf_model(
-        spec,
-        source,
-        adapter=adapter,
-        dtype=chosen_dtype,
-        device=chosen_device,
-        batch_size=batch_size,
-        system_prompt=system_prompt,
-        allow_pickle=allow_pickle,
-        swaps_adapters=bool(later_adapters),
-    )
+
+def weights_source(spec: str) -> str:
+    """The weights a plain spec names: the built-in model's folder, a local folder, or a
+    hub id the hub or its cache can give."""
+    if spec == BUILTIN_MODEL:
+        return str(builtin_model_dir())
+    if Path(spec).expanduser().is_dir():
+        return str(Path(spec).expanduser())
+    if looks_like_path(spec):
+        raise UserError(f"model path does not exist: {spec}")
+    require_hub_model(spec)
+    return spec  # a hub id
+
+
+def loader_of(backend: Backend) -> Loader:
+    """A backend's loader, its module imported now (vLLM's only when it loads a model)."""
+    module, _, function = backend.loader.partition(":")
+    loader: Loader = getattr(importlib.import_module(module), function)
+    return loader
 
 
 def swap_adapter(

@@ -24,6 +24,7 @@ from medharness.models.adapters import adapter_sha256, lora_rank
 from medharness.models.base import Completion, Progress, Prompt, Sampling
 from medharness.models.choice import cpu_threads
 from medharness.models.hf import load_failure, weights_record
+from medharness.models.loading import LoadRequest
 from medharness.models.prompts import chat_prompt, encode_pairs
 from medharness.models.specs import VLLMParallelism
 
@@ -31,6 +32,21 @@ VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank va
 MAX_TOKEN_IDS_PER_REQUEST = 128  # vLLM's limit on SamplingParams.logprob_token_ids
 CPU_KV_CACHE_BYTES = 2 * 1024**3  # on a CPU vLLM would otherwise reserve 92% of the RAM
 THREADS_BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"  # the cores vLLM's CPU build runs the model on
+
+
+def load(request: LoadRequest) -> VLLMModel:
+    """The vLLM backend's loader (registered in models/specs.py)."""
+    settings = request.settings
+    return load_vllm_model(
+        request.spec,
+        request.source,
+        adapter=request.adapter,
+        dtype=request.dtype,
+        system_prompt=settings.system_prompt,
+        allow_pickle=settings.allow_pickle,
+        parallelism=settings.vllm or VLLMParallelism(),
+        later_adapters=request.later_adapters,
+    )
 
 
 def load_vllm_model(
