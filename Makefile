@@ -56,13 +56,23 @@ browser:
 # pytest, not python -m pytest: the checkout's root must not be on sys.path, so the tests
 # import the installed medharness.* and nothing else. Both suites always run and report;
 # the target fails if either failed.
-test: setup setup-vllm browser
-	@$(MAKE) --no-print-directory test-suites
+# The vLLM environment installs while the main suite runs (minutes of unpacking beside tests
+# that mostly use one core); its log is shown only if it fails.
+test: setup browser
+	@$(MAKE) --no-print-directory test-suites VLLM_SETUP="$(MAKE) --no-print-directory setup-vllm"
 
+# VLLM_SETUP, when given, is started before the main suite and waited for before vLLM's.
 test-suites:
-	@status=0; \
+	@status=0; setup=; \
+	if [ -n "$(VLLM_SETUP)" ]; then \
+	  mkdir -p build; $(VLLM_SETUP) > build/setup-vllm.log 2>&1 & setup=$$!; \
+	fi; \
 	$(BIN)/pytest -q || status=1; \
-	$(VLLM_BIN)/pytest -q tests/test_vllm_backend.py || status=1; \
+	if [ -n "$$setup" ] && ! wait $$setup; then \
+	  cat build/setup-vllm.log; echo "make setup-vllm failed"; status=1; \
+	else \
+	  $(VLLM_BIN)/pytest -q tests/test_vllm_backend.py || status=1; \
+	fi; \
 	exit $$status
 
 lint: setup
