@@ -53,6 +53,10 @@ TOP_LOGPROBS = 20
 NOT_TAKEN = frozenset({400, 422})
 
 
+class NotStarted(Exception):
+    """A request not sent because another of its batch had failed."""
+
+
 class Retryable(Exception):
     """A failure worth sending the request again for; ``wait_s`` is the server's Retry-After."""
 
@@ -185,13 +189,21 @@ class Endpoint:
         """Every payload posted, ``concurrency`` at a time, each answer passed through
         ``read(index, answer)`` (which raises Retryable on an answer of the wrong shape).
         The budget is taken for the whole batch before any is sent, so none is spent on a
-        batch that cannot finish; the first failure cancels what has not started."""
+        batch that cannot finish; after the first failure no request starts (a worker would
+        otherwise take the next one before the failure is seen), and that failure is raised."""
         self.reserve(len(payloads))
         if self.bar is None:
             self.bar = tqdm(desc=self.base_url, unit="req", position=1, leave=False)
+        failed = threading.Event()
 
         def one(index: int) -> Any:
-            result = self.request(path, payloads[index], lambda answer: read(index, answer))
+            if failed.is_set():
+                raise NotStarted
+            try:
+                result = self.request(path, payloads[index], lambda answer: read(index, answer))
+            except BaseException:
+                failed.set()
+                raise
             with self.lock:  # progress bars are not thread-safe
                 self.bar.update(1)
                 if done is not None:
@@ -201,10 +213,14 @@ class Endpoint:
         with ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool:
             futures = [pool.submit(one, index) for index in range(len(payloads))]
             wait(futures, return_when=FIRST_EXCEPTION)
-            if any(future.done() and future.exception() for future in futures):
+            if failed.is_set():
                 for future in futures:
-                    future.cancel()  # what has not started; the failure is raised below
-            return [future.result() for future in futures]
+                    future.cancel()
+        errors = (future.exception() for future in futures if not future.cancelled())
+        first = next((e for e in errors if e is not None and not isinstance(e, NotStarted)), None)
+        if first is not None:
+            raise first
+        return [future.result() for future in futures]
 
     def reserve(self, count: int) -> None:
         cap = self.settings.max_requests
