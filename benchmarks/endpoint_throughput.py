@@ -53,10 +53,10 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
+    from medharness.models.backends.endpoint import EndpointRequests
     from medharness.models.builtin import builtin_model_dir
     from medharness.models.endpoint import load_endpoint_model
     from medharness.models.loading import load_model
-    from medharness.models.specs import EndpointRequests
 
     questions, medqa, requests = backend_workload(
         0 if args.medqa_only else args.limit, args.medqa_limit

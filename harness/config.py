@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, PlainValidator, field_validator, model_validator
+from pydantic import Field, PlainValidator, create_model, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from medharness.core.errors import UserError
 from medharness.core.validation import Strict, load_yaml_file, validate_file_data
-from medharness.models.specs import (
-    BACKENDS,
-    EndpointRequests,
-    VLLMParallelism,
-    engine_names,
-    prefixed,
-)
+from medharness.models.specs import BACKENDS, answer_neutral_settings, engine_names, prefixed
 from medharness.tasks import TASKS, Task
 from medharness.tasks.answers import DEFAULT_REASONING_TAGS
 from medharness.tasks.base import TaskKind
@@ -29,9 +23,6 @@ from medharness.trainers.spec import TrainSpec
 # Names become folder names inside the run directory: no separators, no way out of it.
 SLUG = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 Slug = Annotated[str, Field(pattern=SLUG)]
-
-
-ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 
 
 def registered_engine(value: Any) -> str:
@@ -109,13 +100,15 @@ class SamplingSettings(Strict):
         )
 
 
-class ModelEntry(Strict):
+class EntryCommon(Strict):
+    """A model entry's keys every backend reads; ``ModelEntry`` adds each backend's own."""
+
     name: Slug  # column header in reports and folder under samples/
     # smollm2-135m-instruct | fake:PATH | openai:NAME (served; see base_url) | folder | hub id
     model: str = Field(min_length=1)
     adapter: str | None = None  # PEFT adapter directory or hub id, applied on `model`
     # auto: vLLM on a CUDA device when it is installed (LoRA adapters too), else transformers
-    backend: EngineName = "auto"  # or a registered engine (models/specs.py)
+    backend: EngineName = "auto"  # or a registered engine (models/backends/)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA
     device: str = "auto"  # auto: cuda when present, else cpu
     # auto: 8 on a CPU; on CUDA what fits in free memory, halved if a batch still overflows
@@ -135,17 +128,9 @@ class ModelEntry(Strict):
     # sampled decoding of generated answers: {repeats: K, temperature, top_p, seed};
     # absent, answers are greedy (one per question)
     sampling: SamplingSettings | None = Field(None, exclude_if=lambda value: value is None)
-    # openai:NAME entries: the server's OpenAI-compatible base URL (ending in /v1), the
-    # environment variable holding its API key (read at each request, never written), and
-    # how requests are sent (concurrency, timeout, retries, budget: models/specs.py)
-    base_url: str | None = None
-    api_key_env: Annotated[str, Field(pattern=ENV_NAME)] | None = None
-    requests: EndpointRequests | None = None
-    vllm: VLLMParallelism | None = None  # backend vllm: tensor_parallel_size, memory, length
-    resources: WorkerResources = WorkerResources()  # executor: ray: each worker's request
 
     @model_validator(mode="after")
-    def reasons_in_words(self) -> ModelEntry:
+    def reasons_in_words(self) -> EntryCommon:
         if self.reasoning is not None and self.multiple_choice == "loglikelihood":
             raise ValueError(
                 "reasoning: needs multiple_choice: cot or generate (log-likelihood scoring "
@@ -154,7 +139,7 @@ class ModelEntry(Strict):
         return self
 
     @model_validator(mode="after")
-    def repeats_in_words(self) -> ModelEntry:
+    def repeats_in_words(self) -> EntryCommon:
         if self.repeated and self.multiple_choice == "loglikelihood":
             raise ValueError(
                 "sampling.repeats needs multiple_choice: generate or cot (log-likelihood "
@@ -168,26 +153,52 @@ class ModelEntry(Strict):
         return self.sampling is not None and self.sampling.repeats > 1
 
     @model_validator(mode="after")
-    def fits_its_backend(self) -> ModelEntry:
+    def fits_its_backend(self) -> EntryCommon:
         """The checks of the backend a prefixed spec names, then no backend's settings on
         an entry of another."""
         found = prefixed(self.model)
         if found is not None and found[0].check is not None:
             found[0].check(self)
         for backend in BACKENDS.values():
-            given = any(getattr(self, name) is not None for name in backend.settings)
+            given = any(getattr(self, name) is not None for name in backend.setting_names)
             if given and not backend.serves(self):
                 raise ValueError(backend.misplaced)
         return self
 
-    def answers_alike(self, other: ModelEntry, task_kind: TaskKind) -> bool:
+    def answers_alike(self, other: EntryCommon, task_kind: TaskKind) -> bool:
         """Whether this entry and ``other``, in one run, answer a task of ``task_kind``
         alike by construction: every setting their answers depend on is equal. A system
         prompt is one only where the model writes: log-likelihood scoring never shows it."""
-        ignored = {"name", "requests", "resources"}
+        ignored = {"name", "resources", *answer_neutral_settings()}
         if task_kind == "multiple_choice" and self.multiple_choice == "loglikelihood":
             ignored.add("system_prompt")
         return self.model_dump(exclude=ignored) == other.model_dump(exclude=ignored)
+
+
+def with_backend_settings(common: type[EntryCommon]) -> type[EntryCommon]:
+    """``common`` with every registered backend's entry settings as keys of its own (in
+    registration order, each absent by default), so a backend declares them in one place."""
+    fields: dict[str, Any] = {
+        name: (field.annotation, field)
+        for backend in BACKENDS.values()
+        if backend.settings is not None
+        for name, field in backend.settings.model_fields.items()
+    }
+    return create_model("EntryWithBackends", __base__=common, __module__=__name__, **fields)
+
+
+if TYPE_CHECKING:  # mypy sees the common keys; the backends' are read through LoadSettings
+    EntryWithBackends = EntryCommon
+else:
+    EntryWithBackends = with_backend_settings(EntryCommon)
+
+
+class ModelEntry(EntryWithBackends):
+    """A model of the run: the common keys, each backend's own (declared in its module of
+    models/backends/: base_url, api_key_env and requests for openai:NAME; vllm for
+    backend: vllm), and what a Ray worker of it asks for."""
+
+    resources: WorkerResources = WorkerResources()  # executor: ray: each worker's request
 
 
 class JudgeEntry(ModelEntry):

@@ -17,7 +17,7 @@ from medharness.core.records import ChoiceRow, GenerationRow, InputRow, SampledA
 from medharness.models.base import Completion, LanguageModel, Sampling, count_tokens
 from medharness.models.identity import served_identity, weights_identity
 from medharness.models.loading import LoadSettings, load_with
-from medharness.models.specs import BACKENDS, prefixed
+from medharness.models.specs import BACKENDS, answer_neutral_settings, prefixed
 from medharness.tasks import Sample, Task
 from medharness.tasks.answers import DEFAULT_REASONING_TAGS, extract_choice
 from medharness.tasks.metrics import (
@@ -421,7 +421,7 @@ def shared_base_settings() -> tuple[str, ...]:
     """The entry settings an engine loads weights with: the ones every engine reads, and
     each engine's own (vllm's parallelism)."""
     engines = [backend for backend in BACKENDS.values() if backend.engine]
-    return (*ENGINE_SETTINGS, *(name for engine in engines for name in engine.settings))
+    return (*ENGINE_SETTINGS, *(name for engine in engines for name in engine.setting_names))
 
 
 ENGINE_SETTINGS = ("backend", "dtype", "device", "batch_size", "system_prompt", "allow_pickle")
@@ -431,12 +431,13 @@ def answers_identity(entry: ModelEntry, labels: tuple[str, ...] = ()) -> dict[st
     """What a model entry's answers depend on, known before it loads: the entry (not how
     requests to a server are sent, nor where it runs, nor ``labels``, fields that only name
     it), the sha256 of its local weights, and what its server says it serves."""
+    neutral = {"resources", *answer_neutral_settings(), *labels}
     identity = {
-        "model": entry.model_dump(mode="json", exclude={"requests", "resources", *labels}),
+        "model": entry.model_dump(mode="json", exclude=neutral),
         "weights": weights_identity(entry.model),
         "adapter_weights": weights_identity(entry.adapter) if entry.adapter else None,
     }
-    server = served_identity(entry.model, entry.base_url, entry.api_key_env, entry.requests)
+    server = served_identity(entry.model, LoadSettings.of(entry))
     return identity if server is None else {**identity, "server": server}
 
 

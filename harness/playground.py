@@ -17,6 +17,7 @@ from medharness.core.records import ModelRecord
 from medharness.evaluate import load_entry
 from medharness.models.base import LanguageModel, answer_stream
 from medharness.models.endpoint import refuse_recorded_keys
+from medharness.models.loading import LoadSettings
 from medharness.reports.runs import RunData
 
 
@@ -36,7 +37,7 @@ class Playground:
         the user names its URL again in ``endpoints``, as ``rescore`` asks of judges."""
         manifest = RunData.open(run_dir).manifest
         entries = [ModelEntry.model_validate(item) for item in manifest.config.get("models", [])]
-        servers = [(f"model {e.name}", e.base_url, e.api_key_env) for e in entries]
+        servers = [(f"model {e.name}", LoadSettings.of(e)) for e in entries]
         refuse_recorded_keys(run_dir, servers, endpoints, "name it yourself with --endpoint URL")
         return cls(run_dir, entries, manifest.models, manifest.decoding.max_new_tokens)
 

@@ -24,6 +24,7 @@ from medharness.core.rundir import RunDir
 from medharness.core.validation import Strict, load_yaml_file, validate_file_data
 from medharness.judge import JudgedLog, Jury, judge_logs
 from medharness.models.endpoint import refuse_recorded_keys
+from medharness.models.loading import LoadSettings
 from medharness.reports.html import render_run_report
 from medharness.reports.runs import RunData
 from medharness.tasks import Task
@@ -70,7 +71,7 @@ def rescore(
     if judges_file is not None:
         config = load_judging(judges_file, config)
     else:
-        judges = [(f"judge {j.name}", j.base_url, j.api_key_env) for j in config.judges]
+        judges = [(f"judge {j.name}", LoadSettings.of(j)) for j in config.judges]
         refuse_recorded_keys(run_dir, judges, (), "name the judges yourself with --judges FILE")
     unknown = [m for m in metrics if m not in METRICS or METRICS[m].scorer is None]
     if unknown:

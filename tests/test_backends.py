@@ -8,11 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from medharness.config import ModelEntry, parse_config
+from medharness.config import EntryCommon, ModelEntry, parse_config, with_backend_settings
 from medharness.core.errors import UserError
+from medharness.core.validation import Strict
 from medharness.evaluate import load_entry, shared_base_key
-from medharness.models.loading import LoadRequest, load_model
+from medharness.models.loading import LoadRequest, LoadSettings, load_model, load_with
 from medharness.models.specs import BACKENDS, Backend, is_hub_id, register
 
 
@@ -79,3 +81,39 @@ def test_a_name_or_prefix_is_registered_once() -> None:
 def test_the_shipped_backends_keep_their_prefixes_and_engines() -> None:
     prefixes = {name: backend.prefix for name, backend in BACKENDS.items()}
     assert prefixes == {"hf": None, "fake": "fake:", "openai": "openai:", "vllm": None}
+
+
+class EchoSettings(Strict):
+    """An echo backend's own entry key."""
+
+    echo_volume: int | None = None
+
+
+def test_a_backends_settings_are_entry_keys_it_alone_takes_and_its_loader_reads() -> None:
+    """Declared once with the backend, its settings become keys of every model entry (no
+    field in the config for them), refused on entries of another kind, and handed to its
+    loader typed."""
+    echo = Backend("echo", f"{__name__}:load_echo", prefix="echo:", settings=EchoSettings,
+                   misplaced="echo_volume belongs to echo: models")  # fmt: skip
+    register(echo)
+    try:
+        entry_model = with_backend_settings(EntryCommon)
+        entry = entry_model.model_validate({"name": "m", "model": "echo:x", "echo_volume": 3})
+        settings = LoadSettings.of(entry)
+        assert settings.of_backend(EchoSettings) == EchoSettings(echo_volume=3)
+        request = load_with(entry.model, None, settings)
+        assert isinstance(request, LoadRequest)
+        assert request.settings.of_backend(EchoSettings).echo_volume == 3
+        with pytest.raises(ValidationError, match="echo_volume belongs to echo: models"):
+            entry_model.model_validate({"name": "m", "model": "fake:x.yaml", "echo_volume": 3})
+        with pytest.raises(ValidationError, match="echo_volume"):
+            EntryCommon.model_validate({"name": "m", "model": "echo:x", "echo_volume": 3})
+    finally:
+        del BACKENDS["echo"]
+
+
+def test_the_config_declares_no_backends_keys_of_its_own() -> None:
+    """Every model-entry key that is not common to all backends is one a backend declares."""
+    declared = {name for backend in BACKENDS.values() for name in backend.setting_names}
+    own = set(ModelEntry.model_fields) - set(EntryCommon.model_fields) - {"resources"}
+    assert own == declared == {"base_url", "api_key_env", "requests", "vllm"}

@@ -20,13 +20,13 @@ import medharness.models.endpoint as endpoint_module
 from medharness.cli import main
 from medharness.core.errors import UserError
 from medharness.core.http import redact
+from medharness.models.backends.endpoint import EndpointRequests, check_base_url
 from medharness.models.endpoint import (
     Endpoint,
     continuation_logprob,
     next_token_logprobs,
     retry_after,
 )
-from medharness.models.specs import EndpointRequests, check_base_url
 from medharness.tasks.judging.rubric import load_rubric
 from medharness.tasks.judging.verdicts import parse_verdict
 

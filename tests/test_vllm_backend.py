@@ -25,11 +25,11 @@ import pytest
 from conftest import REAL_DATA, make_tiny_llama, save_ia3, save_lora, write_fixture_data
 
 from medharness.cli import main
+from medharness.models.backends.vllm import VLLMParallelism
 from medharness.models.base import Sampling
 from medharness.models.builtin import builtin_model_dir
 from medharness.models.hf import HFModel
 from medharness.models.loading import load_model
-from medharness.models.specs import VLLMParallelism
 
 pytest.importorskip("vllm")
 
@@ -392,8 +392,8 @@ def test_a_served_question_in_one_request_scores_as_one_request_per_option(
     """Against vllm serve: MedQA's letters read off the next token's top log-probs (one
     request per question), or each question's options as one list of prompts, give the
     log-likelihoods and choices of one echoed request per option."""
+    from medharness.models.backends.endpoint import EndpointRequests
     from medharness.models.endpoint import load_endpoint_model
-    from medharness.models.specs import EndpointRequests
     from medharness.tasks import get_task
 
     assert REAL_DATA is not None

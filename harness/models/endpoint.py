@@ -36,10 +36,14 @@ from tqdm import tqdm
 
 from medharness.core.errors import UserError, first_line
 from medharness.core.http import HttpFailure, HttpStatus, redact, send
+from medharness.models.backends.endpoint import (
+    EndpointRequests,
+    EndpointSettings,
+    check_base_url,
+)
 from medharness.models.base import Completion, Progress, Prompt, Sampling
-from medharness.models.loading import LoadRequest
+from medharness.models.loading import LoadRequest, LoadSettings
 from medharness.models.prompts import chat_messages
-from medharness.models.specs import EndpointRequests, check_base_url
 
 # What /models says of a model that stays the same between requests (``created`` and the
 # permission ids change on every call); it keys cached answers and the manifest records it.
@@ -79,15 +83,17 @@ class NoPromptLogprobs(UserError):
 
 def refuse_recorded_keys(
     run_dir: Path,
-    servers: Iterable[tuple[str, str | None, str | None]],
+    models: Iterable[tuple[str, LoadSettings]],
     named: Collection[str],
     how_to_name: str,
 ) -> None:
-    """A run folder may come from anyone: of its ``servers`` (what, base_url, api_key_env),
-    one gets the user's API key only where the user names its URL again (``named``, in the
-    words ``how_to_name`` gives), never from the folder alone."""
+    """A run folder may come from anyone: of its ``models`` (what, its entry's settings), a
+    server gets the user's API key only where the user names its URL again (``named``, in
+    the words ``how_to_name`` gives), never from the folder alone."""
     trusted = {url.rstrip("/") for url in named}
-    for what, base_url, key_env in servers:
+    for what, settings in models:
+        own = settings.of_backend(EndpointSettings)
+        key_env, base_url = own.api_key_env, own.base_url
         if key_env is not None and (base_url or "").rstrip("/") not in trusted:
             raise UserError(
                 f"{run_dir}: {what} would send ${key_env} to {base_url}, a server only the "
@@ -627,16 +633,17 @@ def chat_answer(answer: Any) -> Completion:
 
 
 def load(request: LoadRequest) -> EndpointModel:
-    """The endpoint backend's loader (registered in models/specs.py): ``openai:NAME``."""
-    settings = request.settings
-    if request.adapter or settings.base_url is None:
+    """The endpoint backend's loader (declared in models/backends/endpoint.py):
+    ``openai:NAME``."""
+    own = request.settings.of_backend(EndpointSettings)
+    if request.adapter or own.base_url is None:
         raise UserError(f"{request.spec}: an endpoint model takes a base_url and no adapter")
     return load_endpoint_model(
         request.source,
-        base_url=settings.base_url,
-        api_key_env=settings.api_key_env,
-        settings=settings.requests or EndpointRequests(),
-        system_prompt=settings.system_prompt,
+        base_url=own.base_url,
+        api_key_env=own.api_key_env,
+        settings=own.requests or EndpointRequests(),
+        system_prompt=request.settings.system_prompt,
     )
 
 

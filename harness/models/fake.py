@@ -202,7 +202,7 @@ class FakeModel:
 
 
 def load(request: LoadRequest) -> FakeModel:
-    """The fake backend's loader (registered in models/specs.py): ``fake:SCRIPT``."""
+    """The fake backend's loader (declared in models/backends/fake.py): ``fake:SCRIPT``."""
     if request.adapter:
         raise UserError("a fake model cannot take an adapter")
     return FakeModel.from_file(Path(request.source).expanduser())

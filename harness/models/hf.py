@@ -427,7 +427,7 @@ def weights_record(source: str, config: Any) -> str | None:
 
 
 def load(request: LoadRequest) -> HFModel:
-    """The transformers backend's loader (registered in models/specs.py)."""
+    """The transformers backend's loader (declared in models/backends/hf.py)."""
     settings = request.settings
     return load_hf_model(
         request.spec,

@@ -7,14 +7,10 @@ from typing import Any
 
 from medharness.core.cache import weights_sha256
 from medharness.core.io import sha256_file
+from medharness.models.backends.endpoint import EndpointRequests, EndpointSettings, check_base_url
 from medharness.models.builtin import builtin_model_dir
-from medharness.models.specs import (
-    BUILTIN_MODEL,
-    EndpointRequests,
-    check_base_url,
-    endpoint_model,
-    fake_script,
-)
+from medharness.models.loading import LoadSettings
+from medharness.models.specs import BUILTIN_MODEL, endpoint_model, fake_script
 
 
 def weights_identity(spec: str) -> str | None:
@@ -27,15 +23,14 @@ def weights_identity(spec: str) -> str | None:
     return weights_sha256(folder) if folder.is_dir() else None
 
 
-def served_identity(
-    spec: str, base_url: str | None, api_key_env: str | None, requests: EndpointRequests | None
-) -> dict[str, Any] | None:
+def served_identity(spec: str, settings: LoadSettings) -> dict[str, Any] | None:
     """What the server of an ``openai:NAME`` spec says of the model (None for other specs);
     asking also proves the server is there before any work is done."""
-    served = endpoint_model(spec)
-    if served is None or base_url is None:
+    served, own = endpoint_model(spec), settings.of_backend(EndpointSettings)
+    if served is None or own.base_url is None:
         return None
     from medharness.models.endpoint import Endpoint, server_identity
 
-    endpoint = Endpoint(check_base_url(base_url), api_key_env, requests or EndpointRequests())
+    requests = own.requests or EndpointRequests()
+    endpoint = Endpoint(check_base_url(own.base_url), own.api_key_env, requests)
     return server_identity(endpoint, served)

@@ -4,32 +4,27 @@ prefix names, or the engine the entry's ``backend`` picks for the weights it nam
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from medharness.core.errors import UserError
 from medharness.models.base import LanguageModel
 from medharness.models.builtin import builtin_model_dir
 from medharness.models.choice import pick_backend, pick_device, pick_dtype
 from medharness.models.hub import require_hub_model
-from medharness.models.specs import (
-    BACKENDS,
-    BUILTIN_MODEL,
-    Backend,
-    EndpointRequests,
-    VLLMParallelism,
-    looks_like_path,
-    prefixed,
-)
+from medharness.models.specs import BACKENDS, BUILTIN_MODEL, Backend, looks_like_path, prefixed
+
+Settings = TypeVar("Settings", bound=BaseModel)
 
 
 @dataclass(frozen=True)
 class LoadSettings:
-    """How a model entry asks for its model to be loaded (its keys of these names);
-    ``base_url``, ``api_key_env`` and ``requests`` serve ``openai:`` specs, ``vllm`` the
-    vLLM backend."""
+    """How a model entry asks for its model to be loaded: its keys every backend reads, and
+    ``own``, each backend's settings (of its declared model) the entry gave."""
 
     backend: str = "auto"
     dtype: str = "auto"
@@ -37,15 +32,28 @@ class LoadSettings:
     batch_size: int | str = "auto"
     system_prompt: str | None = None
     allow_pickle: bool = False
-    base_url: str | None = None
-    api_key_env: str | None = None
-    requests: EndpointRequests | None = None
-    vllm: VLLMParallelism | None = None
+    own: tuple[BaseModel, ...] = ()
 
     @classmethod
     def of(cls, entry: Any) -> LoadSettings:
-        """A config entry's settings of these names."""
-        return cls(**{field.name: getattr(entry, field.name) for field in fields(cls)})
+        """A config entry's settings."""
+        names = [field.name for field in fields(cls) if field.name != "own"]
+        names += [name for backend in BACKENDS.values() for name in backend.setting_names]
+        return cls.of_keys({name: getattr(entry, name) for name in names})
+
+    @classmethod
+    def of_keys(cls, keys: Mapping[str, Any]) -> LoadSettings:
+        """Settings from entry keys: the common ones, and any backend's own."""
+        common, own = dict(keys), []
+        for backend in BACKENDS.values():
+            given = {name: common.pop(name) for name in backend.setting_names if name in common}
+            if backend.settings is not None and any(v is not None for v in given.values()):
+                own.append(backend.settings.model_validate(given))
+        return cls(**common, own=tuple(own))
+
+    def of_backend(self, kind: type[Settings]) -> Settings:
+        """A backend's own settings: the entry's, else the defaults."""
+        return next((own for own in self.own if isinstance(own, kind)), kind())
 
 
 @dataclass(frozen=True)
@@ -75,8 +83,8 @@ def load_model(
     **settings: Any,
 ) -> LanguageModel:
     """Resolve a model spec to a ready model; every failure is one UserError line.
-    ``settings``: LoadSettings' fields."""
-    return load_with(spec, adapter, LoadSettings(**settings), later_adapters)
+    ``settings``: a model entry's keys (LoadSettings.of_keys)."""
+    return load_with(spec, adapter, LoadSettings.of_keys(settings), later_adapters)
 
 
 def load_with(

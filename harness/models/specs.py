@@ -1,28 +1,26 @@
-"""Model specs as users write them, and the backends that load them: the one place that
-tells the kinds apart.
+"""Model specs as users write them, and the registry of the backends that load them: the
+one place that tells the kinds apart.
 
 A spec is one of ``smollm2-135m-instruct`` (the built-in model), ``fake:PATH`` (a scripted
 model), ``openai:NAME`` (a model an OpenAI-compatible server serves), a local directory, or a
-hub id. A backend is one registered ``Backend``: its spec prefix (or none: an engine for the
-weights a plain spec names, picked by the entry's ``backend``), the entry settings that
-belong to it, and its loader, imported only when a model of its kind loads, so that parsing
-a config or printing --help never imports a backend (nor vLLM or torch). How an endpoint is
-called and how vLLM spreads a model over GPUs are settings of the entry, defined here so the
-config and the backends share them.
+hub id. A backend is one ``Backend``, declared in its own module of ``models/backends/`` and
+registered here: its spec prefix (or none: an engine for the weights a plain spec names,
+picked by the entry's ``backend``), the entry settings that belong to it, and its loader,
+imported only when a model of its kind loads, so that parsing a config or printing --help
+never imports a backend (nor vLLM or torch).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
-from urllib.parse import urlsplit
+from typing import Any
 
-from pydantic import Field
-
-from medharness.core.validation import Strict
+from pydantic import BaseModel
 
 BUILTIN_MODEL = "smollm2-135m-instruct"
 AUTO_BACKEND = "auto"  # the entry's default: the engine is picked where the model loads
@@ -31,18 +29,26 @@ AUTO_BACKEND = "auto"  # the entry's default: the engine is picked where the mod
 @dataclass(frozen=True)
 class Backend:
     """One kind of model, declared once. ``loader`` is ``module:function``, a function of a
-    ``loading.LoadRequest`` that returns the loaded model; ``settings`` are the entry's keys
-    that only this backend takes (given elsewhere, ``misplaced`` is the error); ``check``
-    refuses at config time an entry this backend cannot serve (ValueError); ``label`` names
-    a model of this kind from the rest of its spec (run-directory names)."""
+    ``loading.LoadRequest`` that returns the loaded model; ``settings`` is a model of the
+    entry's keys that only this backend takes (every model entry has them; given on an entry
+    of another kind, ``misplaced`` is the error), ``answer_neutral`` those of them its
+    answers do not depend on (how it is asked, not what); ``check`` refuses at config time an
+    entry this backend cannot serve (ValueError); ``label`` names a model of this kind from
+    the rest of its spec (run-directory names)."""
 
     name: str
     loader: str
     prefix: str | None = None
-    settings: tuple[str, ...] = ()
+    settings: type[BaseModel] | None = None
     misplaced: str = ""
     check: Callable[[Any], None] | None = None
     label: Callable[[str], str] = str
+    answer_neutral: tuple[str, ...] = ()
+
+    @property
+    def setting_names(self) -> tuple[str, ...]:
+        """The entry keys this backend's settings add."""
+        return () if self.settings is None else tuple(self.settings.model_fields)
 
     @property
     def engine(self) -> bool:
@@ -114,46 +120,6 @@ def endpoint_model(spec: str) -> str | None:
     return BACKENDS["openai"].named(spec)
 
 
-def check_base_url(base_url: str) -> str:
-    """A base URL without trailing slash; credentials in it are refused (they would be
-    recorded with the URL): the key belongs in the variable ``api_key_env`` names."""
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"base_url must be an http(s) URL, not {base_url!r}")
-    if parts.username or parts.password or parts.query or parts.fragment:
-        raise ValueError(
-            "base_url must not hold credentials, a query string or a fragment (they would be "
-            "recorded with the URL); put the key in the variable api_key_env names"
-        )
-    return base_url.rstrip("/")
-
-
-class EndpointRequests(Strict):
-    """How an ``openai:`` entry's requests are sent."""
-
-    concurrency: Annotated[int, Field(ge=1, le=1024)] = 8  # requests in flight at once
-    timeout_s: Annotated[float, Field(gt=0, le=3600)] = 120.0  # per request, then a retry
-    # a request that meets 429, 5xx, a timeout, a dropped connection or unreadable JSON is
-    # sent again this many times, waiting backoff_s, 2x, 4x ... (or the server's Retry-After)
-    retries: Annotated[int, Field(ge=0, le=20)] = 5
-    backoff_s: Annotated[float, Field(ge=0, le=600)] = 1.0
-    max_backoff_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
-    # at most this many requests per run (a paid API's budget); finished samples are kept
-    # and a re-run continues after them
-    max_requests: Annotated[int, Field(ge=1)] | None = None
-
-
-class VLLMParallelism(Strict):
-    """vLLM engine settings passed through as they are and recorded in the manifest."""
-
-    # GPUs one model spans. Replicas (data parallel) are not an in-process setting: vLLM
-    # refuses LLM(data_parallel_size>1); launch medharness under accelerate (one engine per
-    # GPU) or serve with `vllm serve --data-parallel-size N` and use an openai: entry
-    tensor_parallel_size: Annotated[int, Field(ge=1, le=64)] = 1
-    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] | None = None  # vLLM: 0.9
-    max_model_len: Annotated[int, Field(ge=16)] | None = None  # vLLM: the model's own
-
-
 def absolute_spec(spec: str) -> str:
     """``spec`` with a local path (a fake script, a folder) made absolute, as a process
     started elsewhere must be given it; hub ids and other names unchanged."""
@@ -164,50 +130,18 @@ def absolute_spec(spec: str) -> str:
     return str(path.resolve()) if path.exists() else spec
 
 
-def check_fake_entry(entry: Any) -> None:
-    if entry.train is not None:
-        raise ValueError("a fake model cannot be trained")
+def answer_neutral_settings() -> tuple[str, ...]:
+    """The entry settings no model's answers depend on (how a server is asked)."""
+    return tuple(name for backend in BACKENDS.values() for name in backend.answer_neutral)
 
 
-def check_endpoint_entry(entry: Any) -> None:
-    if not endpoint_model(entry.model):
-        raise ValueError("openai: needs the served model's name, as openai:NAME")
-    if entry.base_url is None:
-        raise ValueError(f"{entry.model} needs base_url: the server's URL, ending in /v1")
-    check_base_url(entry.base_url)
-    if entry.adapter is not None or entry.train is not None:
-        raise ValueError("a served model cannot take an adapter or be trained here")
-    engine_settings = [name for b in BACKENDS.values() if b.engine for name in b.settings]
-    if entry.backend != AUTO_BACKEND or any(getattr(entry, n) is not None for n in engine_settings):
-        raise ValueError("a served model runs on its server: no backend or vllm settings")
+def register_shipped_backends() -> None:
+    """Register the backend each module of ``models/backends/`` declares, in name order (the
+    order specs are matched and engines are listed). The modules are found, not imported by
+    name: each imports this one for ``Backend``, and this one names none of them."""
+    package = importlib.import_module(f"{__package__}.backends")
+    for module in sorted(info.name for info in pkgutil.iter_modules(package.__path__)):
+        register(importlib.import_module(f"{package.__name__}.{module}").BACKEND)
 
 
-# The backends medharness ships, in the order specs are matched and engines are listed.
-register(Backend("hf", "medharness.models.hf:load"))
-register(
-    Backend(
-        "fake",
-        "medharness.models.fake:load",
-        prefix="fake:",
-        check=check_fake_entry,
-        label=lambda rest: Path(rest).expanduser().stem,
-    )
-)
-register(
-    Backend(
-        "openai",
-        "medharness.models.endpoint:load",
-        prefix="openai:",
-        settings=("base_url", "api_key_env", "requests"),
-        misplaced="base_url, api_key_env and requests belong to openai:NAME models",
-        check=check_endpoint_entry,
-    )
-)
-register(
-    Backend(
-        "vllm",
-        "medharness.models.vllm:load",
-        settings=("vllm",),
-        misplaced="vllm: settings need backend: vllm",
-    )
-)
+register_shipped_backends()

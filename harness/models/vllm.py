@@ -21,12 +21,12 @@ from typing import Any
 from medharness.core.errors import UserError, boundary
 from medharness.core.weights import refuse_pickles
 from medharness.models.adapters import adapter_sha256, lora_rank
+from medharness.models.backends.vllm import VLLMParallelism, VLLMSettings
 from medharness.models.base import Completion, Progress, Prompt, Sampling
 from medharness.models.choice import cpu_threads
 from medharness.models.hf import load_failure, weights_record
 from medharness.models.loading import LoadRequest
 from medharness.models.prompts import chat_prompt, encode_pairs
-from medharness.models.specs import VLLMParallelism
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM takes
 MAX_TOKEN_IDS_PER_REQUEST = 128  # vLLM's limit on SamplingParams.logprob_token_ids
@@ -35,7 +35,7 @@ THREADS_BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"  # the cores vLLM's CPU build run
 
 
 def load(request: LoadRequest) -> VLLMModel:
-    """The vLLM backend's loader (registered in models/specs.py)."""
+    """The vLLM backend's loader (declared in models/backends/vllm.py)."""
     settings = request.settings
     return load_vllm_model(
         request.spec,
@@ -44,7 +44,7 @@ def load(request: LoadRequest) -> VLLMModel:
         dtype=request.dtype,
         system_prompt=settings.system_prompt,
         allow_pickle=settings.allow_pickle,
-        parallelism=settings.vllm or VLLMParallelism(),
+        parallelism=settings.of_backend(VLLMSettings).vllm or VLLMParallelism(),
         later_adapters=request.later_adapters,
     )
 

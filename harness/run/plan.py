@@ -27,6 +27,7 @@ from medharness.judge import Jury
 from medharness.models.fake import FakeModel
 from medharness.models.hub import require_hub_model
 from medharness.models.identity import served_identity
+from medharness.models.loading import LoadSettings
 from medharness.models.specs import BUILTIN_MODEL, fake_script, is_hub_id, looks_like_path
 from medharness.ray_executor import require_ray
 from medharness.run.state import PreviousRun, RunState, pair_name
@@ -140,7 +141,7 @@ def check_model_entry(entry: ModelEntry) -> None:
     work is done."""
     spec = entry.model
     try:
-        served_identity(spec, entry.base_url, entry.api_key_env, entry.requests)
+        served_identity(spec, LoadSettings.of(entry))
     except UserError as exc:
         raise UserError(f"model {entry.name}: {exc}") from None
     script = fake_script(spec)
