@@ -81,8 +81,10 @@ def shared_bases(pending: Pending) -> list[list[ModelEntry]]:
     for entry in config.models:
         if not pending.tasks[entry.name]:
             continue
-        key = shared_base_key(entry, weights_of(entry, pending.trained)[0])
-        if key is None or not config.share_base_models:
+        key = None
+        if config.share_base_models:
+            key = shared_base_key(entry, weights_of(entry, pending.trained)[0])
+        if key is None:
             key = "\0alone:" + entry.name
         groups.setdefault(key, []).append(entry)
     return list(groups.values())
@@ -92,10 +94,9 @@ def score_group(entries: list[ModelEntry], pending: Pending) -> Iterator[Event]:
     """Entries that share a base served by one engine, each adapter swapped in turn; a
     backend that cannot swap loads each anew."""
     model: Any = None
-    adapters = [weights_of(entry, pending.trained)[1] for entry in entries]
-    for index, entry in enumerate(entries):
+    weights = [weights_of(entry, pending.trained) for entry in entries]
+    for index, (entry, (spec, adapter)) in enumerate(zip(entries, weights, strict=True)):
         clock = time.time()
-        spec, adapter = weights_of(entry, pending.trained)
         swapped = None if model is None else swap_adapter(model, adapter, entry.allow_pickle)
         if swapped is None:
             if model is not None:
@@ -106,7 +107,8 @@ def score_group(entries: list[ModelEntry], pending: Pending) -> Iterator[Event]:
                 f"[{entry.name}] loading {spec}" + (f" + {adapter}" if adapter else ""),
                 file=sys.stderr,
             )
-            model = load_entry(entry, spec, adapter, later_adapters=adapters[index + 1 :])
+            later_adapters = [later for _, later in weights[index + 1 :]]
+            model = load_entry(entry, spec, adapter, later_adapters=later_adapters)
         else:
             served = f"adapter {adapter}" if adapter else "no adapter"
             print(f"[{entry.name}] {spec} already loaded: {served} swapped in", file=sys.stderr)
