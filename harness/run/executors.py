@@ -1,6 +1,7 @@
 """Where the models run. An executor takes the pending work and scores it, writing each
-sample log through ``logs.PartialLog``, and tells the runner what happened as typed events:
-a model loaded (its record for the manifest) and a unit of a task scored (its seconds).
+sample log through ``logs.PartialLog``, and tells the runner what happened as typed events
+(``core.events``): a model loaded (how its backend describes it) and a unit of a task scored
+(its seconds).
 
 The local executor scores in this process, or in each process of a launcher (accelerate,
 torchrun): every process takes its share of each task's chunks and rank 0 gathers the rows.
@@ -14,12 +15,11 @@ import gc
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from medharness.config import ModelEntry
 from medharness.core.distributed import gather_on_main, process_count, process_rank
-from medharness.core.records import ModelRecord
+from medharness.core.events import Event, ModelLoaded, UnitDone
 from medharness.evaluate import (
     ChoiceScoring,
     close_engine,
@@ -30,33 +30,8 @@ from medharness.evaluate import (
 )
 from medharness.models.loading import swap_adapter
 from medharness.run.logs import PartialLog
-from medharness.run.manifest import model_record
 from medharness.run.plan import Pending, PreparedTask, weights_of
 from medharness.run.state import JsonRow
-
-
-@dataclass(frozen=True)
-class ModelLoaded:
-    """A model is ready to score: its record, the seconds loading it took, and on a cluster
-    those from asking for its first worker to that worker being ready."""
-
-    model: str
-    record: ModelRecord
-    load_s: float
-    ready_s: float | None = None
-
-
-@dataclass(frozen=True)
-class UnitDone:
-    """Rows of a (model, task) scored and in its partial log (the task's last unit also
-    wrote its finished log), in ``seconds``."""
-
-    model: str
-    task: str
-    seconds: float
-
-
-Event = ModelLoaded | UnitDone
 
 
 class Executor(Protocol):
@@ -113,8 +88,7 @@ def score_group(entries: list[ModelEntry], pending: Pending) -> Iterator[Event]:
             served = f"adapter {adapter}" if adapter else "no adapter"
             print(f"[{entry.name}] {spec} already loaded: {served} swapped in", file=sys.stderr)
             model = swapped
-        record = model_record(model.describe(), entry, pending.trained, pending.run_dir)
-        yield ModelLoaded(entry.name, record, time.time() - clock)
+        yield ModelLoaded(entry.name, model.describe(), time.time() - clock)
         for item in pending.of(entry):
             clock = time.time()
             complete_sample_log(entry, item, model, pending)
