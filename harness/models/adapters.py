@@ -41,10 +41,14 @@ def base_weights_copy(model: Any) -> dict[str, Any] | None:
     """A copy of a base model's weights, kept where an adapter will be folded into them:
     unmerging a folded adapter (W + BA - BA) does not give W back bit for bit, and the next
     adapter must start from W exactly. None where adapters stay unmerged (PEFT removes
-    those exactly)."""
+    those exactly). A weight tied under two names (the embeddings an output layer shares)
+    is copied once."""
     if not foldable(model):
         return None
-    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+    weights = model.state_dict(keep_vars=True)  # the tensors themselves: a tied one is one
+    originals = {id(tensor): tensor for tensor in weights.values()}
+    copies = {key: tensor.detach().clone() for key, tensor in originals.items()}
+    return {name: copies[id(tensor)] for name, tensor in weights.items()}
 
 
 def without_adapter(model: Any, merged: bool, base_weights: dict[str, Any] | None) -> Any:
