@@ -53,12 +53,11 @@ def base_weights_copy(model: Any) -> dict[str, Any] | None:
 
 def without_adapter(model: Any, merged: bool, base_weights: dict[str, Any] | None) -> Any:
     """The base model, its weights exactly as loaded: a folded adapter is overwritten with
-    the kept copy, an unmerged one removed."""
+    the kept copy (``HFModel.with_adapter`` takes a folded one out only where it was kept),
+    an unmerged one removed."""
     from peft import PeftModel
 
     if merged:
-        if base_weights is None:
-            raise ValueError("a folded adapter can only be taken out with the base's weights")
         model.load_state_dict(base_weights)
         return model
     return model.unload() if isinstance(model, PeftModel) else model
