@@ -35,7 +35,7 @@ from medharness.tasks.judging.items import (
     reported_tag,
     tag_scores,
 )
-from medharness.tasks.metrics import RUBRIC_METRIC, TAG_PREFIX
+from medharness.tasks.metrics import RUBRIC_METRIC, TAG_PREFIX, is_breakdown
 from medharness.tasks.metrics.agreement import macro_f1, macro_f1_interval, pairwise_counts
 
 
@@ -107,9 +107,8 @@ def ungraded(row: SampleRow) -> SampleRow:
 
 
 def ungraded_metrics(row: GenerationRow) -> dict[str, float]:
-    return {
-        k: v for k, v in row.metrics.items() if k != RUBRIC_METRIC and not k.startswith(TAG_PREFIX)
-    }
+    """The row's metrics but those grading gives (the rubric score and its breakdowns)."""
+    return {k: v for k, v in row.metrics.items() if k != RUBRIC_METRIC and not is_breakdown(k)}
 
 
 def majority(verdicts: Sequence[ItemVerdict]) -> bool | None:

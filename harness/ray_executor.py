@@ -27,7 +27,7 @@ import tarfile
 import tempfile
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from medharness.config import ModelEntry, RaySettings, RunConfig, SamplingSettings, WorkerResources
 from medharness.core.errors import UserError
+from medharness.core.events import Event, ModelLoaded, UnitDone
 from medharness.core.folders import whole_or_absent
 from medharness.core.records import ClusterNode, ExecutorRecord, UnitRecord
 from medharness.core.rundir import RunDir
@@ -113,22 +114,9 @@ class UnitRows:
     seconds: float
 
 
-@dataclass(frozen=True)
-class ModelLoaded:
-    """A model's first worker is up: how the backend describes the model, the seconds the
-    worker took to load it, and those from asking for the worker to its being ready (a
-    process started, Python packages imported, the model loaded)."""
-
-    model: str
-    description: dict[str, Any]
-    load_s: float
-    ready_s: float
-
-
-@dataclass(frozen=True)
-class UnitDone:
-    record: UnitRecord
-    rows: list[dict[str, Any]]
+KeepUnit = Callable[[UnitRecord, list[dict[str, Any]]], None]
+"""What the driver does with a unit's record and rows as they come back (it alone writes
+the run directory)."""
 
 
 def pack(folder: Path) -> bytes:
@@ -328,9 +316,9 @@ class Cluster:
             with whole_or_absent(target) as folder:
                 unpack(blob, folder)
 
-    def score(self, work: list[ModelWork]) -> Iterator[ModelLoaded | UnitDone]:
+    def score(self, work: list[ModelWork], keep: KeepUnit) -> Iterator[Event]:
         """Score every unit of ``work``, yielding each model's description once its first
-        worker is up and each unit's rows as it finishes."""
+        worker is up and each unit once ``keep`` has taken its record and rows."""
         ray = self.ray
         queues: dict[str, deque[Unit]] = {}
         busy: dict[Any, Call] = {}  # what each call in flight is
@@ -360,8 +348,9 @@ class Cluster:
                     yield ModelLoaded(name, value.description, value.load_s, ready_s)
                 elif unit is not None:
                     record = unit.record(name, value)
+                    keep(record, value.rows)
                     bars.done(record)
-                    yield UnitDone(record, value.rows)
+                    yield UnitDone(name, record.task, record.seconds)
                 if queues[name]:
                     unit = queues[name].popleft()
                     scored = actor.score.remote(unit.work.task, unit.samples, item.scoring)

@@ -247,9 +247,10 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
-def make_tiny_llama(path: Path, head_dim: int = 8) -> Path:
+def make_tiny_llama(path: Path, head_dim: int = 8, tied: bool = False) -> Path:
     """A random 2-layer Llama with a real byte-level tokenizer and a ChatML template.
-    (vLLM's CPU attention needs a head_dim of 32 or more.)"""
+    (vLLM's CPU attention needs a head_dim of 32 or more.) ``tied``: its output layer is its
+    embeddings, as in SmolLM2."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -285,6 +286,7 @@ def make_tiny_llama(path: Path, head_dim: int = 8) -> Path:
         eos_token_id=vocab["<|im_end|>"],
         bos_token_id=vocab["<|im_start|>"],
         pad_token_id=vocab["<|im_end|>"],
+        tie_word_embeddings=tied,
     )
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import save_lora
+from conftest import make_tiny_llama, save_lora
 
 from medharness.cli import main
+from medharness.models.adapters import base_weights_copy, without_adapter
 from medharness.models.fake import FakeModel
 from medharness.models.hf import HFModel
 from medharness.models.loading import load_model, swap_adapter
@@ -56,6 +57,26 @@ def test_swapped_adapters_answer_as_fresh_loads(
         model = swapped
         assert answers(model) == fresh[adapter]  # exactly, not approximately
         assert model.describe()["adapter"] == adapter
+
+
+def test_a_tied_weight_is_kept_once_and_put_back_exactly(tmp_path: Path) -> None:
+    """The base's weights an engine keeps to take a folded adapter out: the embeddings the
+    output layer shares are one copy, and putting the weights back keeps them shared."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tied = make_tiny_llama(tmp_path / "tied", tied=True)
+    model = AutoModelForCausalLM.from_pretrained(tied, dtype=torch.float32)
+    loaded = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    kept = base_weights_copy(model)
+    assert kept is not None and kept.keys() == loaded.keys()
+    assert kept["lm_head.weight"] is kept["model.embed_tokens.weight"]
+    with torch.no_grad():
+        for parameter in model.parameters():  # as folding an adapter changes them
+            parameter.add_(0.25)
+    base = without_adapter(model, True, kept)
+    assert base.lm_head.weight is base.model.embed_tokens.weight
+    assert all(torch.equal(base.state_dict()[name], weight) for name, weight in loaded.items())
 
 
 def test_an_engine_that_cannot_swap_says_so(

@@ -41,20 +41,23 @@ def base_weights_copy(model: Any) -> dict[str, Any] | None:
     """A copy of a base model's weights, kept where an adapter will be folded into them:
     unmerging a folded adapter (W + BA - BA) does not give W back bit for bit, and the next
     adapter must start from W exactly. None where adapters stay unmerged (PEFT removes
-    those exactly)."""
+    those exactly). A weight tied under two names (the embeddings an output layer shares)
+    is copied once."""
     if not foldable(model):
         return None
-    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+    weights = model.state_dict(keep_vars=True)  # the tensors themselves: a tied one is one
+    originals = {id(tensor): tensor for tensor in weights.values()}
+    copies = {key: tensor.detach().clone() for key, tensor in originals.items()}
+    return {name: copies[id(tensor)] for name, tensor in weights.items()}
 
 
 def without_adapter(model: Any, merged: bool, base_weights: dict[str, Any] | None) -> Any:
     """The base model, its weights exactly as loaded: a folded adapter is overwritten with
-    the kept copy, an unmerged one removed."""
+    the kept copy (``HFModel.with_adapter`` takes a folded one out only where it was kept),
+    an unmerged one removed."""
     from peft import PeftModel
 
     if merged:
-        if base_weights is None:
-            raise ValueError("a folded adapter can only be taken out with the base's weights")
         model.load_state_dict(base_weights)
         return model
     return model.unload() if isinstance(model, PeftModel) else model

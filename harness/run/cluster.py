@@ -7,16 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from medharness.config import ModelEntry
+from medharness.core.events import Event
 from medharness.core.io import append_jsonl_durable
+from medharness.core.records import UnitRecord
 from medharness.evaluate import ChoiceScoring
 from medharness.models.specs import absolute_spec
 from medharness.ray_executor import Cluster, ModelWork, Scoring, TaskWork, pack
-from medharness.ray_executor import ModelLoaded as WorkerLoaded
-from medharness.run.executors import Event, ModelLoaded, UnitDone
 from medharness.run.logs import PartialLog
-from medharness.run.manifest import model_record
 from medharness.run.plan import Pending, PreparedTask, weights_of
 
 
@@ -38,20 +38,16 @@ class RayExecutor:
                 tasks.append(TaskWork(item.task, item.samples, frozenset(log.done)))
             if tasks:
                 work.append(model_work(entry, tasks, pending))
-        entries = {entry.name: entry for entry in pending.config.models}
-        for event in self.cluster.score(work):
-            if isinstance(event, WorkerLoaded):
-                entry = entries[event.model]
-                record = model_record(event.description, entry, pending.trained, pending.run_dir)
-                yield ModelLoaded(entry.name, record, event.load_s, event.ready_s)
-                continue
-            unit = event.record
+
+        def keep(unit: UnitRecord, rows: list[dict[str, Any]]) -> None:
+            """A unit's rows appended to its pair's partial log, its record to the run's."""
             item, log = logs[unit.model, unit.task]
-            log.append(event.rows)
+            log.append(rows)
             append_jsonl_durable(pending.run_dir.units, [unit.model_dump(mode="json")])
             if log.whole(item.samples):
                 log.finish(item.samples)
-            yield UnitDone(unit.model, unit.task, unit.seconds)
+
+        yield from self.cluster.score(work, keep)
 
 
 def model_work(entry: ModelEntry, tasks: list[TaskWork], pending: Pending) -> ModelWork:

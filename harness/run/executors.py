@@ -1,6 +1,7 @@
 """Where the models run. An executor takes the pending work and scores it, writing each
-sample log through ``logs.PartialLog``, and tells the runner what happened as typed events:
-a model loaded (its record for the manifest) and a unit of a task scored (its seconds).
+sample log through ``logs.PartialLog``, and tells the runner what happened as typed events
+(``core.events``): a model loaded (how its backend describes it) and a unit of a task scored
+(its seconds).
 
 The local executor scores in this process, or in each process of a launcher (accelerate,
 torchrun): every process takes its share of each task's chunks and rank 0 gathers the rows.
@@ -14,12 +15,11 @@ import gc
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from medharness.config import ModelEntry
 from medharness.core.distributed import gather_on_main, process_count, process_rank
-from medharness.core.records import ModelRecord
+from medharness.core.events import Event, ModelLoaded, UnitDone
 from medharness.evaluate import (
     ChoiceScoring,
     close_engine,
@@ -30,33 +30,8 @@ from medharness.evaluate import (
 )
 from medharness.models.loading import swap_adapter
 from medharness.run.logs import PartialLog
-from medharness.run.manifest import model_record
 from medharness.run.plan import Pending, PreparedTask, weights_of
 from medharness.run.state import JsonRow
-
-
-@dataclass(frozen=True)
-class ModelLoaded:
-    """A model is ready to score: its record, the seconds loading it took, and on a cluster
-    those from asking for its first worker to that worker being ready."""
-
-    model: str
-    record: ModelRecord
-    load_s: float
-    ready_s: float | None = None
-
-
-@dataclass(frozen=True)
-class UnitDone:
-    """Rows of a (model, task) scored and in its partial log (the task's last unit also
-    wrote its finished log), in ``seconds``."""
-
-    model: str
-    task: str
-    seconds: float
-
-
-Event = ModelLoaded | UnitDone
 
 
 class Executor(Protocol):
@@ -81,8 +56,10 @@ def shared_bases(pending: Pending) -> list[list[ModelEntry]]:
     for entry in config.models:
         if not pending.tasks[entry.name]:
             continue
-        key = shared_base_key(entry, weights_of(entry, pending.trained)[0])
-        if key is None or not config.share_base_models:
+        key = None
+        if config.share_base_models:
+            key = shared_base_key(entry, weights_of(entry, pending.trained)[0])
+        if key is None:
             key = "\0alone:" + entry.name
         groups.setdefault(key, []).append(entry)
     return list(groups.values())
@@ -92,10 +69,9 @@ def score_group(entries: list[ModelEntry], pending: Pending) -> Iterator[Event]:
     """Entries that share a base served by one engine, each adapter swapped in turn; a
     backend that cannot swap loads each anew."""
     model: Any = None
-    adapters = [weights_of(entry, pending.trained)[1] for entry in entries]
-    for index, entry in enumerate(entries):
+    weights = [weights_of(entry, pending.trained) for entry in entries]
+    for index, (entry, (spec, adapter)) in enumerate(zip(entries, weights, strict=True)):
         clock = time.time()
-        spec, adapter = weights_of(entry, pending.trained)
         swapped = None if model is None else swap_adapter(model, adapter, entry.allow_pickle)
         if swapped is None:
             if model is not None:
@@ -106,13 +82,13 @@ def score_group(entries: list[ModelEntry], pending: Pending) -> Iterator[Event]:
                 f"[{entry.name}] loading {spec}" + (f" + {adapter}" if adapter else ""),
                 file=sys.stderr,
             )
-            model = load_entry(entry, spec, adapter, later_adapters=adapters[index + 1 :])
+            later_adapters = [later for _, later in weights[index + 1 :]]
+            model = load_entry(entry, spec, adapter, later_adapters=later_adapters)
         else:
             served = f"adapter {adapter}" if adapter else "no adapter"
             print(f"[{entry.name}] {spec} already loaded: {served} swapped in", file=sys.stderr)
             model = swapped
-        record = model_record(model.describe(), entry, pending.trained, pending.run_dir)
-        yield ModelLoaded(entry.name, record, time.time() - clock)
+        yield ModelLoaded(entry.name, model.describe(), time.time() - clock)
         for item in pending.of(entry):
             clock = time.time()
             complete_sample_log(entry, item, model, pending)

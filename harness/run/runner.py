@@ -14,6 +14,7 @@ from pathlib import Path
 
 from medharness.config import RunConfig
 from medharness.core.distributed import from_main, is_main_process, released_collectives
+from medharness.core.events import ModelLoaded
 from medharness.core.folders import exclusive, refuse_foreign
 from medharness.core.io import (
     read_jsonl_prefix,
@@ -27,8 +28,8 @@ from medharness.evaluate import input_row
 from medharness.ray_executor import Cluster, connected
 from medharness.reports.html import render_run_report
 from medharness.run.cluster import RayExecutor
-from medharness.run.executors import Executor, LocalExecutor, ModelLoaded
-from medharness.run.manifest import build_manifest
+from medharness.run.executors import Executor, LocalExecutor
+from medharness.run.manifest import build_manifest, model_record
 from medharness.run.plan import Plan, make_plan, pending_work
 from medharness.run.results import apply_jury, suites_of_run, task_results
 from medharness.run.staging import made_by_main_process, put_in_place, resumable
@@ -100,9 +101,11 @@ def execute(
     previous = PreviousRun.at(plan.target)
     pending = pending_work(plan.config, plan.prepared, staging, trained, previous, state)
     executor: Executor = RayExecutor(cluster) if cluster is not None else LocalExecutor()
+    entries = {entry.name: entry for entry in plan.config.models}
     for event in executor.score(pending):
         if isinstance(event, ModelLoaded):
-            state.models[event.model] = event.record
+            entry = entries[event.model]
+            state.models[entry.name] = model_record(event.description, entry, trained, staging)
             if is_main_process():
                 state.save(staging)
             timings.loaded(event.model, event.load_s, event.ready_s)
