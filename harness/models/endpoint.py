@@ -11,12 +11,11 @@ those, each such option is forced as that token (``logit_bias``, its id from the
 among its options; else the options go as one list of prompts with ``echo`` and
 ``logprobs`` (lm-eval's ``local-completions`` request), each scored by the log-probs of the
 prompt tokens that hold its continuation; a server that refuses these is asked one option
-per request, as lm-eval does. A server that returns no log-probs
-is refused with the alternative named (``multiple_choice: generate``). Requests run
-``concurrency`` at a time; 429, 5xx, timeouts, dropped connections and unreadable JSON are
-retried with exponential backoff, anything else (and a retry budget spent) is one error
-line. The API key is read from the environment variable the entry names at each request and
-is written nowhere.
+per request, as lm-eval does. A server that returns no log-probs is refused with the
+alternative named (``multiple_choice: generate``). Requests run ``concurrency`` at a time;
+429, 5xx, timeouts, dropped connections and unreadable JSON are retried with exponential
+backoff, anything else (and a retry budget spent) is one error line. The API key is read
+from the environment variable the entry names at each request and is written nowhere.
 """
 
 from __future__ import annotations
