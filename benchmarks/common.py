@@ -106,7 +106,9 @@ def save_random_lora(model_dir: str | Path, seed: int = 0) -> str:
 @contextlib.contextmanager
 def served_by_vllm(model_dir: str | Path, name: str) -> Iterator[str]:
     """vLLM's OpenAI-compatible server for ``model_dir`` on a free loopback port (fp32 and
-    eager with a 2 GiB KV cache on a CPU; vLLM's defaults on CUDA); its base URL."""
+    eager with a 2 GiB KV cache on a CPU; vLLM's defaults on CUDA); its base URL. Its
+    development routes are on (loopback only), so that a timing can start from an empty
+    prefix cache (POST /reset_prefix_cache)."""
     import torch
 
     with socket.socket() as probe:
@@ -124,7 +126,12 @@ def served_by_vllm(model_dir: str | Path, name: str) -> Iterator[str]:
             "--kv-cache-memory-bytes",
             "2147483648",
         ]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "VLLM_SERVER_DEV_MODE": "1"},
+    )
     try:
         deadline = time.monotonic() + 600
         while True:

@@ -9,9 +9,12 @@ requests/s, generated tokens/s, MedQA questions/s, and how many answers and choi
 transformers'. The server's startup is not counted; one warm-up request precedes the timing.
 Then, at each concurrency, MedQA side by side --repeats times, rotating which goes first:
 transformers in this process, the endpoint one echoed request per option (lm-eval's
-``local-completions``, the backend's fallback) and one request per question (the letters
-read off the next token's top log-probs), with the median of each's questions/s over
-transformers'. --medqa-only skips generation.
+``local-completions``, the backend's last fallback), the letters read off the next token's
+top log-probs else each question's options as one list of echoed prompts (``lists``), and
+the backend's default, the letters read off the top log-probs else each forced by
+``logit_bias`` after the question alone (``forced``); each timed run starts from an empty
+prefix cache (the server's, emptied between runs), with the median of each's questions/s
+over transformers' and over one request per option's. --medqa-only skips generation.
 
 Needs vLLM in the environment (`make setup-vllm` gives .venv-vllm with the CPU build; on a
 CUDA machine `pip install vllm` and the same command):
@@ -24,8 +27,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import statistics
 import time
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,13 +106,17 @@ def main() -> None:
                     f"identical answers {same}/{len(questions)}; "
                     f"same MedQA choice {agree}/{len(medqa)}"
                 )
-            per_option = dataclasses.replace(served, next_token_options=False, prompt_lists=False)
+            per_option = dataclasses.replace(
+                served, next_token_options=False, forced_options=False, prompt_lists=False
+            )
             sides: dict[str, Any] = {
                 "transformers": reference,
                 "per option": per_option,
-                "per question": served,
+                "lists": dataclasses.replace(served, forced_options=False),
+                "forced": served,
             }
-            side_by_side(sides, requests, len(medqa), args.repeats)
+            empty_cache = functools.partial(reset_prefix_cache, base_url)
+            side_by_side(sides, requests, len(medqa), args.repeats, empty_cache)
             served.close()
 
 
@@ -114,15 +124,31 @@ def choices_of(scores: list[float]) -> list[int]:
     return [scores[i : i + 4].index(max(scores[i : i + 4])) for i in range(0, len(scores), 4)]
 
 
-def side_by_side(sides: dict[str, Any], requests: list[Any], questions: int, repeats: int) -> None:
-    """MedQA scored by each side ``repeats`` times, rotating which goes first; each run's
-    questions/s, and the medians over transformers' (the first side)."""
+def reset_prefix_cache(base_url: str) -> None:
+    """Empty the server's prefix cache, so that no timed run reads what another computed."""
+    root = base_url.removesuffix("/v1")
+    request = urllib.request.Request(f"{root}/reset_prefix_cache", data=b"", method="POST")
+    with urllib.request.urlopen(request, timeout=60):
+        pass
+
+
+def side_by_side(
+    sides: dict[str, Any],
+    requests: list[Any],
+    questions: int,
+    repeats: int,
+    before_each: Callable[[], None],
+) -> None:
+    """MedQA scored by each side ``repeats`` times, rotating which goes first, after
+    ``before_each``; each run's questions/s, and the medians over transformers' (the first
+    side) and over one request per option's."""
     names = list(sides)
     rates: dict[str, list[float]] = {name: [] for name in names}
     scores: dict[str, list[float]] = {}
     for repeat in range(repeats):
         order = names[repeat % len(names) :] + names[: repeat % len(names)]
         for name in order:
+            before_each()
             start = time.perf_counter()
             scores[name] = sides[name].loglikelihoods(requests)
             rates[name].append(questions / (time.perf_counter() - start))
@@ -134,14 +160,24 @@ def side_by_side(sides: dict[str, Any], requests: list[Any], questions: int, rep
     reference = names[0]
     for name in names[1:]:
         ratios = [ours / theirs for ours, theirs in zip(rates[name], rates[reference], strict=True)]
-        agree = sum(
-            a == b
-            for a, b in zip(choices_of(scores[name]), choices_of(scores[reference]), strict=True)
+        agree, agree_per_option = (
+            sum(
+                a == b
+                for a, b in zip(choices_of(scores[name]), choices_of(scores[other]), strict=True)
+            )
+            for other in (reference, "per option")
         )
         gap = max(abs(a - b) for a, b in zip(scores[name], scores["per option"], strict=True))
+        per_option = [
+            ours / theirs for ours, theirs in zip(rates[name], rates["per option"], strict=True)
+        ]
         print(
-            f"  {name}: median {statistics.median(ratios):.2f}x transformers' questions/s "
-            f"({', '.join(f'{r:.2f}' for r in ratios)}); same choice {agree}/{questions}; "
+            f"  {name}: median {statistics.median(rates[name]):.2f} questions/s, "
+            f"{statistics.median(ratios):.2f}x transformers' "
+            f"({', '.join(f'{r:.2f}' for r in ratios)}), "
+            f"{statistics.median(per_option):.2f}x per option's "
+            f"({', '.join(f'{r:.2f}' for r in per_option)}); same choice as transformers "
+            f"{agree}/{questions}, as per option {agree_per_option}/{questions}; "
             f"largest difference from per option {gap:.2e}"
         )
 

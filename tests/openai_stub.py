@@ -1,12 +1,16 @@
 """A small OpenAI-compatible server on 127.0.0.1 for the endpoint backend's tests.
 
-It answers ``/v1/models``, ``/v1/chat/completions`` and ``/v1/completions`` (with ``echo`` and
+It answers ``/v1/models``, ``/v1/chat/completions``, ``/v1/completions`` (with ``echo`` and
 ``logprobs``, the way vLLM does: whitespace-led tokens, their character offsets, no log-prob
-for the first; without ``echo``, the top log-probs of the token after the prompt; a list of
-prompts answered one choice each) deterministically, records every request, and injects the
+for the first; without ``echo``, the top log-probs of the token after the prompt, or with
+``logit_bias`` the biased token and its log-prob from before the bias, vLLM's default
+``raw_logprobs``; a list of prompts answered one choice each) and vLLM's ``/tokenize`` at the
+server's root (those tokens' ids) deterministically, records every request, and injects the
 faults a test schedules: 429 with Retry-After, 500, a hang past the client's timeout,
 malformed JSON, or an answer without log-probs; and refuses what a test says it does not take
-(more top log-probs than ``max_logprobs``, lists of prompts), as a server would: HTTP 400.
+(more top log-probs than ``max_logprobs``, lists of prompts, ``logit_bias``), as a server
+would: HTTP 400; or answers a forced token's log-prob after the bias (``processed_logprobs``),
+or has no ``/tokenize`` (404).
 """
 
 from __future__ import annotations
@@ -41,11 +45,24 @@ class StubState:
     hang_s: float = 2.0
     max_logprobs: int = 20  # top log-probs a request may ask for (vLLM's default)
     prompt_lists: bool = True  # whether a request may send a list of prompts
+    logit_bias: bool = True  # whether a request may send logit_bias
+    tokenize: bool = True  # whether the server has /tokenize
+    # whether a biased token's log-prob is after the bias (vLLM's processed_logprobs)
+    processed_logprobs: bool = False
     # prompts holding this have " D" outside their top log-probs (a rare next token)
     rare_option_in: str = "symptom 1."
     faults: list[Fault] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)  # path, body, headers, at
+    vocabulary: dict[str, int] = field(default_factory=dict)  # token ids, as /tokenize gave
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def token_id(self, token: str) -> int:
+        with self.lock:
+            return self.vocabulary.setdefault(token, 1000 + len(self.vocabulary))
+
+    def token_of(self, token_id: int) -> str:
+        with self.lock:
+            return next(token for token, known in self.vocabulary.items() if known == token_id)
 
     def completions(self) -> list[dict[str, Any]]:
         """The completion requests received (chat and text), in arrival order."""
@@ -59,11 +76,16 @@ class StubState:
 
 
 def token_logprob(token: str) -> float:
-    return -0.25 if token == FAVOURED else -1.0 - len(token.strip()) / 10
+    """A log-prob of the token wherever it comes; those of NEXT_TOKENS sum below 1."""
+    return -0.5 if token == FAVOURED else -2.5 - len(token.strip()) / 10
+
+
+def tokens_of(prompt: str) -> list[str]:
+    return re.findall(r"\s*\S+", prompt)
 
 
 def echo_logprobs(prompt: str) -> dict[str, Any]:
-    tokens = [*re.findall(r"\s*\S+", prompt), "."]
+    tokens = [*tokens_of(prompt), "."]
     offsets, at = [], 0
     for token in tokens:
         offsets.append(at)
@@ -84,6 +106,25 @@ def next_token_logprobs(state: StubState, prompt: str, count: int) -> dict[str, 
         "token_logprobs": [token_logprob(top[0])],
         "top_logprobs": [{token: token_logprob(token) for token in top}],
     }
+
+
+def forced_logprobs(state: StubState, prompt: str, bias: dict[str, float]) -> dict[str, Any]:
+    """The token ``logit_bias`` favours most generated after the prompt, with its log-prob
+    before the bias (after it, where the server says processed: as good as certain)."""
+    token = state.token_of(int(max(bias, key=lambda token_id: bias[token_id])))
+    value = -1e-7 if state.processed_logprobs else token_logprob(token)
+    return {
+        "tokens": [token],
+        "text_offset": [len(prompt)],
+        "token_logprobs": [value],
+        "top_logprobs": [{token: value}],
+    }
+
+
+def tokenized(state: StubState, body: dict[str, Any]) -> dict[str, Any]:
+    """vLLM's /tokenize answer for a prompt."""
+    tokens = [state.token_id(token) for token in tokens_of(body["prompt"])]
+    return {"count": len(tokens), "max_model_len": 2048, "tokens": tokens}
 
 
 def chat_reply(message: str) -> str:
@@ -128,6 +169,8 @@ def refusal(state: StubState, body: dict[str, Any]) -> str | None:
         return "prompt must be a string"
     if body.get("logprobs", 0) > state.max_logprobs:
         return f"logprobs must be at most {state.max_logprobs}"
+    if "logit_bias" in body and not state.logit_bias:
+        return "logit_bias is not supported"
     return None
 
 
@@ -135,10 +178,14 @@ def completion_choice(state: StubState, body: dict[str, Any], prompt: str, index
     if body.get("echo"):
         logprobs = echo_logprobs(prompt) if state.logprobs else None
         return {"index": index, "text": prompt + ".", "logprobs": logprobs}
-    logprobs = (
-        next_token_logprobs(state, prompt, body.get("logprobs", 0)) if state.logprobs else None
-    )
-    return {"index": index, "text": FAVOURED, "logprobs": logprobs}
+    if not state.logprobs:
+        logprobs = None
+    elif body.get("logit_bias"):
+        logprobs = forced_logprobs(state, prompt, body["logit_bias"])
+    else:
+        logprobs = next_token_logprobs(state, prompt, body.get("logprobs", 0))
+    text = logprobs["tokens"][0] if logprobs else FAVOURED
+    return {"index": index, "text": text, "logprobs": logprobs}
 
 
 def answer(state: StubState, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -173,6 +220,12 @@ def serve(state: StubState) -> Iterator[Stub]:
             length = int(self.headers.get("Content-Length", 0))
             body = json.loads(self.rfile.read(length))
             number = self.record(body)
+            if self.path == "/tokenize":  # vLLM's, at the server's root; never a fault
+                if state.tokenize:
+                    self.send_json(200, tokenized(state, body))
+                else:
+                    self.send_json(404, {"detail": "Not Found"})
+                return
             fault = state.fault_for(number)
             refused = None if self.path.endswith("chat/completions") else refusal(state, body)
             if refused is not None:

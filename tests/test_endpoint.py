@@ -76,20 +76,25 @@ def test_requests_and_scores_follow_the_openai_protocol(
 
     choices = rows(run)
     assert {row.chosen for row in choices} == {1}  # the stub's log-probs favour " B"
-    # the continuation " B" is one token of log-prob -0.25; " A" one of -1.1
-    assert {tuple(row.loglikelihoods) for row in choices} == {(-1.1, -0.25, -1.1, -1.1)}
+    # the continuation " B" is one token of log-prob -0.5; " A" one of -2.6
+    assert {tuple(row.loglikelihoods) for row in choices} == {(-2.6, -0.5, -2.6, -2.6)}
     completions = [r["body"] for r in stub.state.completions() if r["path"] == "/v1/completions"]
     # each question's context alone, its options read off the next token's top log-probs
-    tops = [b for b in completions if "echo" not in b]
-    assert len(tops) == len(choices)
+    tops = [b for b in completions if "logit_bias" not in b]
+    assert len(tops) == len(choices) and not any("echo" in b for b in completions)
     assert all(b["logprobs"] == TOP_LOGPROBS and b["max_tokens"] == 1 for b in tops)
     assert all(b["prompt"].endswith("Answer:") for b in tops)
-    # but " D" is not among the top ones after the question on symptom 1: its options are
-    # one list of echoed prompts
-    [listed] = [b for b in completions if "echo" in b]
-    assert listed["echo"] is True and listed["logprobs"] == 1 and listed["max_tokens"] == 1
-    assert stub.state.rare_option_in in listed["prompt"][0]
-    assert [p[-9:] for p in listed["prompt"]] == [f"Answer: {x}" for x in "ABCD"]
+    # but " D" is not among the top ones after the question on symptom 1: each of its
+    # options is forced after the question alone, by the token id the server's /tokenize
+    # (at its root, not under /v1) gives for it after the question
+    forced = [b for b in completions if "logit_bias" in b]
+    [question] = {b["prompt"] for b in forced}
+    assert stub.state.rare_option_in in question and question.endswith("Answer:")
+    assert all(b["max_tokens"] == 1 and b["temperature"] == 0.0 for b in forced)
+    biases = sorted(tuple(b["logit_bias"].items()) for b in forced)
+    assert biases == sorted(((str(stub.state.vocabulary[f" {x}"]), 100),) for x in "ABCD")
+    tokenized = [r["body"]["prompt"] for r in stub.state.requests if r["path"] == "/tokenize"]
+    assert sorted(tokenized) == sorted([question] + [f"{question} {x}" for x in "ABCD"])
 
     chats = [r["body"] for r in stub.state.completions() if r["path"] == "/v1/chat/completions"]
     answers = [row.prediction for row in rows(run, "medquad_gen")]
@@ -125,8 +130,8 @@ def test_a_passing_fault_is_retried_and_changes_nothing(
     stub.state.hang_s = 3.0  # past the 1 s timeout
     config = write_config(tmp_path, stub, fixture_data, requests=HANG if fault == "hang" else {})
     assert main(["run", str(config)]) == 0
-    # one request per question, one more for symptom 1's options, two sent again
-    assert len(stub.state.completions()) == 8 + 1 + 2
+    # one request per question, one per option of symptom 1's question, two sent again
+    assert len(stub.state.completions()) == 8 + 4 + 2
     assert {row.chosen for row in rows(tmp_path / "runs" / "endpoint")} == {1}
 
 
@@ -190,27 +195,35 @@ def test_the_request_budget_stops_before_a_batch_it_cannot_finish(
     assert len(stub.state.completions()) == 32
 
 
-FORMS = {  # what a server does not take, as the stub's settings
+FORMS = {  # what a server does not take or does otherwise, as the stub's settings
     "every form": {},
     "no top log-probs": {"max_logprobs": 5},
-    "no lists": {"prompt_lists": False},
+    "no logit_bias": {"logit_bias": False},
+    "no /tokenize": {"tokenize": False},
+    "no /tokenize, no lists": {"tokenize": False, "prompt_lists": False},
+    "log-probs after the bias": {"processed_logprobs": True},
 }
+PER_OPTION = {"max_logprobs": 5, "tokenize": False, "prompt_lists": False}
 
 
 @pytest.mark.parametrize("form", sorted(FORMS))
 def test_a_question_in_one_request_scores_as_one_request_per_option(
     form: str, tmp_path: Path, stub: Stub, scaled_data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Whatever single-request form the server takes, every option's log-likelihood and
-    every choice equal those of one echoed request per option (the form lm-eval sends, and
-    what is left where the server takes neither); a refused form is said once and not asked
-    again (one request in flight: no other request of its batch is sent after the refusal)."""
+    """Whatever cheaper form the server takes (top log-probs, forced options, lists),
+    every option's log-likelihood and every choice equal those of one echoed request per
+    option (the form lm-eval sends, and what is left where the server takes none); a refused
+    form is said once and not asked again (one request in flight: no other request of its
+    batch is sent after the refusal); so is a server without /tokenize, and one whose forced
+    log-probs are after the bias, whose questions go on as lists."""
 
     def run(name: str, **refusals: Any) -> tuple[list[Any], list[Any], str]:
         """The rows, the requests the stub took and what the run told."""
         stub.state.requests = []
-        stub.state.max_logprobs = refusals.get("max_logprobs", 20)
-        stub.state.prompt_lists = refusals.get("prompt_lists", True)
+        defaults = StubState()
+        for setting in ("max_logprobs", "prompt_lists", "logit_bias", "tokenize"):
+            setattr(stub.state, setting, refusals.get(setting, getattr(defaults, setting)))
+        stub.state.processed_logprobs = refusals.get("processed_logprobs", False)
         (tmp_path / name).mkdir()
         config = write_config(tmp_path / name, stub, scaled_data, requests={"concurrency": 1})
         assert main(["run", str(config)]) == 0
@@ -220,10 +233,11 @@ def test_a_question_in_one_request_scores_as_one_request_per_option(
         assert len(sent) - len(taken) == told.count("does not take")
         return rows(tmp_path / name / "runs" / "endpoint"), taken, told
 
-    each, taken, told = run("each", max_logprobs=5, prompt_lists=False)
+    each, taken, told = run("each", **PER_OPTION)
     assert "does not take top log-probs (logprobs must be at most 5)" in told
+    assert "gives no token ids at http://127.0.0.1" in told and "/tokenize (HTTP 404)" in told
     assert "does not take lists of prompts (prompt must be a string)" in told
-    assert len(taken) == 4 * 32 and all(isinstance(body["prompt"], str) for body in taken)
+    assert len(taken) == 4 * 32 and all(body.get("echo") for body in taken)
     rows_of_ours, taken, told = run("ours", **FORMS[form])
     ours = {row.doc_id: row for row in rows_of_ours}
     assert sorted(ours) == sorted(row.doc_id for row in each)
@@ -231,27 +245,36 @@ def test_a_question_in_one_request_scores_as_one_request_per_option(
         assert ours[theirs.doc_id].chosen == theirs.chosen
         assert ours[theirs.doc_id].loglikelihoods == pytest.approx(theirs.loglikelihoods, abs=1e-4)
     questions = read_jsonl(scaled_data / "medqa" / "us_4opt_test.jsonl")
-    rare = sum(stub.state.rare_option_in in row["question"] for row in questions)
+    rare_in = [stub.state.rare_option_in in row["question"] for row in questions]
+    rare = sum(rare_in)
+    # the first chunk (16 questions at one request in flight) with a question on symptom 1:
+    # its options forced, before log-probs after the bias are seen and the form turned off
+    found = next(sum(rare_in[at : at + 16]) for at in range(0, 32, 16) if any(rare_in[at:]))
     expected = {  # one request per question, and what the questions on symptom 1 add
-        "every form": (32 + rare, 0),
-        "no top log-probs": (32, 1),
-        "no lists": (32 + 4 * rare, 1),
+        "every form": (32 + 4 * rare, 0),
+        "no top log-probs": (4 * 32, 1),
+        "no logit_bias": (32 + rare, 1),
+        "no /tokenize": (32 + rare, 0),
+        "no /tokenize, no lists": (32 + 4 * rare, 1),
+        "log-probs after the bias": (32 + 4 * found + rare, 0),
     }
     assert rare == 4 and (len(taken), told.count("does not take")) == expected[form]
+    after_bias = told.count("returns log-probs after logit_bias")
+    assert after_bias == (form == "log-probs after the bias")
 
 
 def test_options_never_among_the_top_log_probs_stop_that_form_after_one_chunk(
     tmp_path: Path, stub: Stub, scaled_data: Path
 ) -> None:
     """A model whose options are never among its top next tokens (" D" is rare after every
-    question): the first chunk's questions go as lists, and the next chunk asks no top
-    log-probs at all."""
+    question): the first chunk's options are forced one by one, and the next chunk asks no
+    top log-probs at all."""
     stub.state.rare_option_in = "Answer:"
     config = write_config(tmp_path, stub, scaled_data, requests={"concurrency": 1})
     assert main(["run", str(config)]) == 0
     sent = [r["body"] for r in stub.state.completions()]
-    tops = [index for index, body in enumerate(sent) if "echo" not in body]
-    assert tops == list(range(16)) and len(sent) == 16 + 32  # chunks of 16 questions
+    tops = [index for index, body in enumerate(sent) if "logit_bias" not in body]
+    assert tops == list(range(16)) and len(sent) == 16 + 4 * 32  # chunks of 16 questions
     assert len(rows(tmp_path / "runs" / "endpoint")) == 32
 
 

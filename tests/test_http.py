@@ -24,7 +24,9 @@ from medharness.models.backends.endpoint import EndpointRequests, check_base_url
 from medharness.models.endpoint import (
     Endpoint,
     continuation_logprob,
+    forced_logprob,
     next_token_logprobs,
+    one_token_after,
     retry_after,
 )
 from medharness.tasks.judging.rubric import load_rubric
@@ -193,6 +195,27 @@ def test_top_log_probs_that_cannot_be_log_probabilities_are_refused(
         UserError, match="top log-probs cannot be log-probabilities: " + re.escape(says)
     ):
         next_token_logprobs(answer)
+
+
+def forced(token: str, value: object) -> dict[str, object]:
+    return {"choices": [{"logprobs": {"tokens": [token], "token_logprobs": [value]}}]}
+
+
+def test_a_forced_option_is_read_only_where_its_token_came() -> None:
+    assert forced_logprob(forced(" B", -1.5), " B", 33) == -1.5
+    assert forced_logprob(forced("token_id:33", -1.5), " B", 33) == -1.5  # vLLM's ids as text
+    assert forced_logprob(forced(" A", -0.2), " B", 33) is None  # the bias was ignored
+    assert forced_logprob(forced(" B", None), " B", 33) is None
+    assert forced_logprob({"choices": [{"text": " B"}]}, " B", 33) is None  # no log-probs
+    with pytest.raises(UserError, match=re.escape("forced log-probs cannot be log-prob")):
+        forced_logprob(forced(" B", 0.7), " B", 33)
+
+
+def test_an_option_is_forced_only_where_it_is_one_token_after_the_question() -> None:
+    assert one_token_after([5, 6], [5, 6, 7]) == 7
+    assert one_token_after([5, 6], [5, 6, 7, 8]) is None  # two tokens
+    assert one_token_after([5, 6], [5, 9, 7]) is None  # merged across the boundary
+    assert one_token_after([5, 6], [5, 6]) is None
 
 
 def test_possible_log_probs_still_sum() -> None:

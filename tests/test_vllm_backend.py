@@ -390,8 +390,9 @@ def test_a_served_question_in_one_request_scores_as_one_request_per_option(
     vllm_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Against vllm serve: MedQA's letters read off the next token's top log-probs (one
-    request per question), or each question's options as one list of prompts, give the
-    log-likelihoods and choices of one echoed request per option."""
+    request per question), each letter forced by logit_bias after the question alone (vLLM
+    returns its log-prob from before the bias), or each question's options as one list of
+    prompts, give the log-likelihoods and choices of one echoed request per option."""
     from medharness.models.backends.endpoint import EndpointRequests
     from medharness.models.endpoint import load_endpoint_model
     from medharness.tasks import get_task
@@ -407,14 +408,24 @@ def test_a_served_question_in_one_request_scores_as_one_request_per_option(
         settings=EndpointRequests(),
         system_prompt=None,
     )
-    ours = served.loglikelihoods(requests)
-    # one per question, and a list for a question whose letters are not all in the top 20
-    first = served.endpoint.sent
-    assert len(medqa) <= first <= 2 * len(medqa)
-    listed = dataclasses.replace(served, next_token_options=False).loglikelihoods(requests)
-    assert served.endpoint.sent == first + len(medqa)
-    each = dataclasses.replace(served, next_token_options=False, prompt_lists=False)
-    alone = each.loglikelihoods(requests)
-    assert served.endpoint.sent == first + len(medqa) + len(requests)
-    assert ours == pytest.approx(alone, abs=1e-4) and listed == pytest.approx(alone, abs=1e-4)
-    assert choices_of(ours, 4) == choices_of(listed, 4) == choices_of(alone, 4)
+
+    def scored(**forms: bool) -> tuple[list[float], int]:
+        """The scores with only ``forms`` of the single-request ones, and the requests sent."""
+        sent = served.endpoint.sent
+        scores = dataclasses.replace(served, **forms).loglikelihoods(requests)
+        return scores, served.endpoint.sent - sent
+
+    ours, sent = scored()
+    # one per question; for a question whose letters are not all in the top 20, its prompt
+    # and its four options after it tokenized and each letter forced: 9 more
+    assert len(medqa) <= sent <= 10 * len(medqa) and (sent - len(medqa)) % 9 == 0
+    forced, sent = scored(next_token_options=False, prompt_lists=False)
+    assert sent == (1 + 4) * len(medqa) + len(requests)  # none left to one echo per option
+    listed, sent = scored(next_token_options=False, forced_options=False)
+    assert sent == len(medqa)
+    off = {"next_token_options": False, "forced_options": False, "prompt_lists": False}
+    alone, sent = scored(**off)
+    assert sent == len(requests)
+    for scores in (ours, forced, listed):
+        assert scores == pytest.approx(alone, abs=1e-4)
+        assert choices_of(scores, 4) == choices_of(alone, 4)

@@ -5,15 +5,17 @@ with a ``base_url``.
 Generation goes through chat completions, so the server applies its own chat template.
 Multiple-choice log-likelihoods come from the completions endpoint, one request per question
 where the server allows: where every option is one token after the question (" A".." D"),
-they are read off the top log-probs of the token after it; else the options go as one list of
-prompts with ``echo`` and ``logprobs`` (lm-eval's ``local-completions`` request), each scored
-by the log-probs of the prompt tokens that hold its continuation; a server that refuses
-either is asked one option per request, as lm-eval does. A server that returns no log-probs
-is refused with the alternative named (``multiple_choice: generate``). Requests run
-``concurrency`` at a time; 429, 5xx, timeouts, dropped connections and unreadable JSON are
-retried with exponential backoff, anything else (and a retry budget spent) is one error
-line. The API key is read from the environment variable the entry names at each request and
-is written nowhere.
+they are read off the top log-probs of the token after it; where they are not all among
+those, each such option is forced as that token (``logit_bias``, its id from the server's
+``/tokenize``) after the question alone, so the server's prefix cache shares the question
+among its options; else the options go as one list of prompts with ``echo`` and
+``logprobs`` (lm-eval's ``local-completions`` request), each scored by the log-probs of the
+prompt tokens that hold its continuation; a server that refuses these is asked one option
+per request, as lm-eval does. A server that returns no log-probs is refused with the
+alternative named (``multiple_choice: generate``). Requests run ``concurrency`` at a time;
+429, 5xx, timeouts, dropped connections and unreadable JSON are retried with exponential
+backoff, anything else (and a retry budget spent) is one error line. The API key is read
+from the environment variable the entry names at each request and is written nowhere.
 """
 
 from __future__ import annotations
@@ -55,6 +57,13 @@ MAX_ANSWER_BYTES = 64 << 20  # far above any chat or echoed-logprobs answer
 TOP_LOGPROBS = 20
 # what a server that does not take a request's form answers: bad request, unprocessable
 NOT_TAKEN = frozenset({400, 422})
+# what a server without a usable /tokenize answers: also not found, method not allowed
+NO_TOKENIZE = NOT_TAKEN | {404, 405}
+# a forced option's logit bias: OpenAI's largest, far above any gap between two logits
+FORCING_BIAS = 100
+# how far the probabilities of a question's distinct forced options may sum past 1 before
+# they are taken for log-probs after the bias (each near 0, so near 1 each), not before it
+PROBABILITY_SLACK = 0.01
 
 
 class NotStarted(Exception):
@@ -127,10 +136,10 @@ class Endpoint:
         payload: dict[str, Any] | None = None,
         read: Callable[[Any], Any] = lambda answer: answer,
     ) -> Any:
-        """One request (a GET without payload), sent again on a retryable failure or an
-        answer ``read`` finds the wrong shape (it raises Retryable); what ``read`` makes of
-        the JSON answer."""
-        url = f"{self.base_url}{path}"
+        """One request (a GET without payload) to ``path`` under the base URL (or to a whole
+        URL of the same server), sent again on a retryable failure or an answer ``read``
+        finds the wrong shape (it raises Retryable); what ``read`` makes of the JSON answer."""
+        url = path if path.startswith(("http://", "https://")) else f"{self.base_url}{path}"
         attempt = 0
         while True:
             try:
@@ -242,6 +251,11 @@ class Endpoint:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+    @property
+    def root(self) -> str:
+        """The server's root, where vLLM serves ``/tokenize``: the base URL without ``/v1``."""
+        return self.base_url.removesuffix("/v1")
 
 
 def server_message(body: bytes) -> str:
@@ -379,6 +393,54 @@ def next_token_logprobs(answer: Any) -> dict[str, float] | None:
     return {str(token): float(value) for token, value in tops[0].items()}
 
 
+def token_ids(answer: Any) -> list[int] | None:
+    """The token ids of a ``/tokenize`` answer (vLLM's ``{"tokens": [...]}``); None where
+    the answer is of another shape (another server's ``/tokenize``)."""
+    tokens = answer.get("tokens") if isinstance(answer, dict) else None
+    if not isinstance(tokens, list) or not all(
+        isinstance(token, int) and not isinstance(token, bool) for token in tokens
+    ):
+        return None
+    return tokens
+
+
+def one_token_after(context: list[int], whole: list[int]) -> int | None:
+    """The one token a continuation is, split as lm-eval splits it (the tokens of context
+    and continuation after those of the context), where the context's tokens begin the
+    whole's; None otherwise."""
+    if len(whole) == len(context) + 1 and whole[: len(context)] == context:
+        return whole[-1]
+    return None
+
+
+def forced_logprob(answer: Any, continuation: str, token: int) -> float | None:
+    """The log-prob of the one token generated after the prompt, where it is the forced
+    ``token`` (by its text, or vLLM's ``token_id:N``); None where another token came or
+    the answer carries no log-prob."""
+    try:
+        choice = answer["choices"][0]
+    except (KeyError, IndexError, TypeError):
+        raise Retryable("an answer without choices") from None
+    logprobs = choice.get("logprobs") if isinstance(choice, dict) else None
+    if not isinstance(logprobs, dict):
+        return None
+    tokens, values = logprobs.get("tokens"), logprobs.get("token_logprobs")
+    if not isinstance(tokens, list) or not isinstance(values, list) or not values:
+        return None
+    if tokens[:1] not in ([continuation], [f"token_id:{token}"]) or values[0] is None:
+        return None
+    impossible = impossible_logprobs([], values[:1])
+    if impossible:
+        raise UserError(f"the server's forced log-probs cannot be log-probabilities: {impossible}")
+    return float(values[0])
+
+
+def probability_sum(logprobs: dict[int, float]) -> float:
+    """The probability a question's distinct option tokens hold together: at most 1 where
+    the log-probs are the model's."""
+    return sum(math.exp(value) for value in logprobs.values())
+
+
 def listed_logprobs(answer: Any, parts: Sequence[tuple[str, str]]) -> list[float] | None:
     """Each (context, continuation)'s log-prob from one answer to a list of prompts (one
     choice per prompt, by ``index``); None where the server did not answer each prompt
@@ -415,6 +477,7 @@ class EndpointModel:
     system_prompt: str | None = None
     # the forms of a question's one request the server takes; each turned off at its refusal
     next_token_options: bool = True
+    forced_options: bool = True
     prompt_lists: bool = True
 
     @property
@@ -424,17 +487,23 @@ class EndpointModel:
 
     def loglikelihoods(self, requests: Sequence[tuple[str, str]]) -> list[float]:
         """Each question in one request where the server allows (its options read off the
-        next token's top log-probs where each is one token, else sent as a list of prompts),
-        the rest one request per option; the first refusal of a form turns it off."""
+        next token's top log-probs where each is one token), else each one-token option
+        forced after the question alone, else the options sent as a list of prompts, the
+        rest one request per option; the first refusal of a form turns it off."""
         split = [split_context(context, continuation) for context, continuation in requests]
         questions = questions_of(split)
         scores: dict[int, float] = {}
+
+        def rest() -> list[list[int]]:
+            return [question for question in questions if question[0] not in scores]
+
         try:
             if self.next_token_options:
                 scores |= self._next_token_scores(split, questions)
-            rest = [question for question in questions if question[0] not in scores]
-            if self.prompt_lists and rest:
-                scores |= self._listed_scores(split, rest)
+            if self.forced_options and rest():
+                scores |= self._forced_scores(split, rest())
+            if self.prompt_lists and rest():
+                scores |= self._listed_scores(split, rest())
             left = [index for index in range(len(split)) if index not in scores]
             if left:
                 scores |= self._each_scores(split, left)
@@ -476,6 +545,109 @@ class EndpointModel:
         if questions and not scores:  # options never among the top ones (a weak model)
             self.next_token_options = False
         return scores
+
+    def _forced_scores(
+        self, split: Sequence[tuple[str, str]], questions: Sequence[list[int]]
+    ) -> dict[int, float]:
+        """One request per option, the question alone as prompt and the option's one token
+        forced by ``logit_bias``: the log-prob the server returns for it is the echoed
+        option's where the server returns log-probs from before the bias (vLLM's default
+        ``raw_logprobs``), and the question's prefill is shared among its options by the
+        prefix cache (no prompt log-probs asked). A question with an option of other than one
+        token, or with another token generated, is left to the others; log-probs after the
+        bias (options likelier together than certain) turn this form off, and so does a
+        batch of which no question asked was answered so."""
+        tokens = self._option_tokens(split, questions)
+        if tokens is None:
+            self.forced_options = False
+            return {}
+        asked = [question for question in questions if all(i in tokens for i in question)]
+        # each question's first option before any second one: its prefill is cached first
+        order = [
+            question[position]
+            for position in range(max((len(question) for question in asked), default=0))
+            for question in asked
+            if position < len(question)
+        ]
+        payloads = [
+            {
+                "model": self.model,
+                "prompt": split[index][0],
+                "max_tokens": 1,
+                "temperature": 0.0,
+                "logprobs": 1,
+                "logit_bias": {str(tokens[index]): FORCING_BIAS},
+            }
+            for index in order
+        ]
+        extras = ([split[index][1] for index in order], [tokens[index] for index in order])
+        answers = self._unless_refused(
+            "forced options", self._after_forced(), payloads, forced_logprob, *extras
+        )
+        if answers is None:
+            self.forced_options = False
+            return {}
+        forced = dict(zip(order, answers, strict=True))
+        scores: dict[int, float] = {}
+        for question in asked:
+            if any(forced[index] is None for index in question):
+                continue
+            if probability_sum({tokens[i]: forced[i] for i in question}) > 1 + PROBABILITY_SLACK:
+                self._say_off(
+                    "returns log-probs after logit_bias (its forced options are together "
+                    "likelier than certain)"
+                )
+                return {}
+            scores.update({index: forced[index] for index in question})
+        if asked and not scores:  # a server that ignores logit_bias or returns no log-probs
+            self.forced_options = False
+        return scores
+
+    def _option_tokens(
+        self, split: Sequence[tuple[str, str]], questions: Sequence[list[int]]
+    ) -> dict[int, int] | None:
+        """Each option's one token (where it is one), from the server's ``/tokenize``; each
+        text tokenized once. None where the server has no such ``/tokenize``, said once."""
+        texts = list(
+            dict.fromkeys(
+                text
+                for question in questions
+                for index in question
+                for text in (split[index][0], split[index][0] + split[index][1])
+            )
+        )
+        payloads = [{"model": self.model, "prompt": text} for text in texts]
+        url = f"{self.endpoint.root}/tokenize"
+        try:
+            answers = self.endpoint.post_all(url, payloads, lambda _, answer: token_ids(answer))
+        except Refused as refused:
+            if refused.status not in NO_TOKENIZE:
+                raise
+            self._say_off(f"gives no token ids at {url} (HTTP {refused.status})")
+            return None
+        if any(answer is None for answer in answers):
+            self._say_off(f"gives no token ids at {url} (not vLLM's answer)")
+            return None
+        tokenized = dict(zip(texts, answers, strict=True))
+        tokens: dict[int, int] = {}
+        for question in questions:
+            for index in question:
+                context, continuation = split[index]
+                token = one_token_after(tokenized[context], tokenized[context + continuation])
+                if token is not None:
+                    tokens[index] = token
+        return tokens
+
+    def _after_forced(self) -> str:
+        return "lists of prompts" if self.prompt_lists else "one request per option"
+
+    def _say_off(self, why: str) -> None:
+        """The forced form turned off, said once."""
+        self.forced_options = False
+        tqdm.write(
+            f"{self.endpoint.base_url} {why}; options are asked in {self._after_forced()}",
+            file=sys.stderr,
+        )
 
     def _listed_scores(
         self, split: Sequence[tuple[str, str]], questions: Sequence[list[int]]
@@ -598,7 +770,10 @@ class EndpointModel:
             "base_url": self.endpoint.base_url,
             "server": self.server,
             "chat_template": CHAT_TEMPLATE,
-            "loglikelihoods": "completions: top logprobs of the next token, else echo and logprobs",
+            "loglikelihoods": (
+                "completions: top logprobs of the next token, else each option forced by "
+                "logit_bias (its raw logprob), else echo and logprobs"
+            ),
             "requests": self.endpoint.settings.model_dump(mode="json"),
             "system_prompt": self.system_prompt,
             "device": "server",
