@@ -427,38 +427,16 @@ def weights_record(source: str, config: Any) -> str | None:
 
 
 def load(request: LoadRequest) -> HFModel:
-    """The transformers backend's loader (declared in models/backends/hf.py)."""
-    settings = request.settings
-    return load_hf_model(
-        request.spec,
-        request.source,
-        adapter=request.adapter,
-        dtype=request.dtype,
-        device=settings.device,
-        batch_size=settings.batch_size,
-        system_prompt=settings.system_prompt,
-        allow_pickle=settings.allow_pickle,
-        swaps_adapters=bool(request.later_adapters),
-    )
-
-
-def load_hf_model(
-    spec: str,
-    source: str,
-    *,
-    adapter: str | None,
-    dtype: Any,
-    device: str,
-    batch_size: int | str,
-    system_prompt: str | None,
-    allow_pickle: bool,
-    swaps_adapters: bool = False,
-) -> HFModel:
-    """A transformers model for ``source`` (a local checkpoint or a hub id), safetensors only
-    unless ``allow_pickle``, never remote code; every failure is one UserError line.
-    ``swaps_adapters``: the engine will serve other adapters after this one (with_adapter)."""
+    """The transformers backend's loader (declared in models/backends/hf.py): a model for
+    the request's source (a local checkpoint or a hub id), safetensors only unless
+    ``allow_pickle``, never remote code, its base weights kept where it will serve other
+    adapters after this one (with_adapter); every failure is one UserError line."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec, source, adapter, dtype = request.spec, request.source, request.adapter, request.dtype
+    allow_pickle, batch_size = request.settings.allow_pickle, request.settings.batch_size
+    device, swaps_adapters = request.settings.device, bool(request.later_adapters)
 
     with boundary(spec, lambda exc: load_failure(spec, exc, allow_pickle)):
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
@@ -484,7 +462,7 @@ def load_hf_model(
         tokenizer=tokenizer,
         source=spec,
         batch_size=int(batch_size),
-        system_prompt=system_prompt,
+        system_prompt=request.settings.system_prompt,
         adapter=adapter,
         weights=weights_record(source, model.config),
         adapter_weights=adapter_sha256(adapter),

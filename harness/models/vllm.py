@@ -35,47 +35,30 @@ THREADS_BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"  # the cores vLLM's CPU build run
 
 
 def load(request: LoadRequest) -> VLLMModel:
-    """The vLLM backend's loader (declared in models/backends/vllm.py)."""
-    settings = request.settings
-    return load_vllm_model(
-        request.spec,
-        request.source,
-        adapter=request.adapter,
-        dtype=request.dtype,
-        system_prompt=settings.system_prompt,
-        allow_pickle=settings.allow_pickle,
-        parallelism=settings.of_backend(VLLMSettings).vllm or VLLMParallelism(),
-        later_adapters=request.later_adapters,
-    )
-
-
-def load_vllm_model(
-    spec: str,
-    source: str,
-    *,
-    adapter: str | None,
-    dtype: Any,
-    system_prompt: str | None,
-    allow_pickle: bool,
-    parallelism: VLLMParallelism,
-    later_adapters: Sequence[str | None] = (),
-) -> VLLMModel:
-    """A vLLM engine for ``source`` (a local checkpoint or a hub id), with the adapter served
-    as a LoRARequest and the entry's parallelism settings passed through. An engine started
-    with an adapter can serve ``later_adapters`` too (LoRA ranks up to the largest of them;
-    VLLMModel.with_adapter). Every failure is one UserError line."""
+    """The vLLM backend's loader (declared in models/backends/vllm.py): an engine for the
+    request's source (a local checkpoint or a hub id), with the adapter served as a
+    LoRARequest and the entry's parallelism settings passed through. An engine started with
+    an adapter can serve the request's later adapters too (LoRA ranks up to the largest of
+    them; VLLMModel.with_adapter). Every failure is one UserError line."""
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     from transformers import AutoConfig, AutoTokenizer
     from vllm import LLM
     from vllm.lora.request import LoRARequest
     from vllm.platforms import current_platform
 
-    dtype_name = str(dtype).removeprefix("torch.")
+    spec, source, adapter, allow_pickle = (
+        request.spec,
+        request.source,
+        request.adapter,
+        request.settings.allow_pickle,
+    )
+    parallelism = request.settings.of_backend(VLLMSettings).vllm or VLLMParallelism()
+    dtype_name = str(request.dtype).removeprefix("torch.")
     lora = None
     options: dict[str, Any] = parallelism.model_dump(exclude_none=True)
     if adapter:
         rank = served_lora_rank(adapter, allow_pickle)
-        later = [served_lora_rank(a, allow_pickle) for a in later_adapters if a]
+        later = [served_lora_rank(a, allow_pickle) for a in request.later_adapters if a]
         options.update(
             enable_lora=True,
             max_loras=1,
@@ -112,7 +95,7 @@ def load_vllm_model(
         tokenizer=tokenizer,
         source=spec,
         dtype=dtype_name,
-        system_prompt=system_prompt,
+        system_prompt=request.settings.system_prompt,
         adapter=adapter,
         lora=lora,
         weights=weights_record(source, config),
