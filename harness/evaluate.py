@@ -421,10 +421,8 @@ def shared_base_settings() -> tuple[str, ...]:
     """The entry settings an engine loads weights with: the ones every engine reads, and
     each engine's own (vllm's parallelism)."""
     engines = [backend for backend in BACKENDS.values() if backend.engine]
-    return (*ENGINE_SETTINGS, *(name for engine in engines for name in engine.setting_names))
-
-
-ENGINE_SETTINGS = ("backend", "dtype", "device", "batch_size", "system_prompt", "allow_pickle")
+    own = (name for engine in engines for name in engine.setting_names)
+    return (*LoadSettings.common_keys(), *own)
 
 
 def answers_identity(entry: ModelEntry, labels: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -372,16 +372,22 @@ def questions_of(split: Sequence[tuple[str, str]]) -> list[list[int]]:
     return list(groups.values())
 
 
-def next_token_logprobs(answer: Any) -> dict[str, float] | None:
-    """The top log-probs of the one token generated after the prompt, by token text: the
-    model's next-token distribution where the prompt ends; None where the answer carries
-    none (a server that returns only the chosen token's, or no log-probs)."""
+def first_logprobs(answer: Any) -> dict[str, Any] | None:
+    """The ``logprobs`` object of an answer's first choice; None where it has none."""
     try:
         choice = answer["choices"][0]
     except (KeyError, IndexError, TypeError):
         raise Retryable("an answer without choices") from None
     logprobs = choice.get("logprobs") if isinstance(choice, dict) else None
-    tops = logprobs.get("top_logprobs") if isinstance(logprobs, dict) else None
+    return logprobs if isinstance(logprobs, dict) else None
+
+
+def next_token_logprobs(answer: Any) -> dict[str, float] | None:
+    """The top log-probs of the one token generated after the prompt, by token text: the
+    model's next-token distribution where the prompt ends; None where the answer carries
+    none (a server that returns only the chosen token's, or no log-probs)."""
+    logprobs = first_logprobs(answer)
+    tops = None if logprobs is None else logprobs.get("top_logprobs")
     if not isinstance(tops, list) or not tops or not isinstance(tops[0], dict):
         return None
     values = list(tops[0].values())
@@ -417,12 +423,8 @@ def forced_logprob(answer: Any, continuation: str, token: int) -> float | None:
     """The log-prob of the one token generated after the prompt, where it is the forced
     ``token`` (by its text, or vLLM's ``token_id:N``); None where another token came or
     the answer carries no log-prob."""
-    try:
-        choice = answer["choices"][0]
-    except (KeyError, IndexError, TypeError):
-        raise Retryable("an answer without choices") from None
-    logprobs = choice.get("logprobs") if isinstance(choice, dict) else None
-    if not isinstance(logprobs, dict):
+    logprobs = first_logprobs(answer)
+    if logprobs is None:
         return None
     tokens, values = logprobs.get("tokens"), logprobs.get("token_logprobs")
     if not isinstance(tokens, list) or not isinstance(values, list) or not values:
@@ -522,16 +524,7 @@ class EndpointModel:
         next tokens after it gets that token's log-prob (the log-prob the echoed option
         would get); a question with an option among none of them is left to the others,
         and a batch of which no question was answered so turns this form off."""
-        payloads = [
-            {
-                "model": self.model,
-                "prompt": split[question[0]][0],
-                "max_tokens": 1,
-                "temperature": 0.0,
-                "logprobs": TOP_LOGPROBS,
-            }
-            for question in questions
-        ]
+        payloads = [self._one_token(split[question[0]][0], TOP_LOGPROBS) for question in questions]
         tops = self._unless_refused(
             "top log-probs", "lists of prompts", payloads, next_token_logprobs
         )
@@ -570,14 +563,7 @@ class EndpointModel:
             if position < len(question)
         ]
         payloads = [
-            {
-                "model": self.model,
-                "prompt": split[index][0],
-                "max_tokens": 1,
-                "temperature": 0.0,
-                "logprobs": 1,
-                "logit_bias": {str(tokens[index]): FORCING_BIAS},
-            }
+            self._one_token(split[index][0], 1, logit_bias={str(tokens[index]): FORCING_BIAS})
             for index in order
         ]
         extras = ([split[index][1] for index in order], [tokens[index] for index in order])
@@ -655,14 +641,9 @@ class EndpointModel:
         """One request per question, its options a list of prompts echoed with log-probs."""
         parts = [[split[index] for index in question] for question in questions]
         payloads = [
-            {
-                "model": self.model,
-                "prompt": [context + continuation for context, continuation in part],
-                "max_tokens": 1,
-                "temperature": 0.0,
-                "logprobs": 1,
-                "echo": True,
-            }
+            self._one_token(
+                [context + continuation for context, continuation in part], 1, echo=True
+            )
             for part in parts
         ]
         answers = self._unless_refused(
@@ -682,15 +663,7 @@ class EndpointModel:
     ) -> dict[int, float]:
         """One echoed request per option (lm-eval's ``local-completions``)."""
         payloads = [
-            {
-                "model": self.model,
-                "prompt": split[index][0] + split[index][1],
-                "max_tokens": 1,
-                "temperature": 0.0,
-                "logprobs": 1,
-                "echo": True,
-            }
-            for index in indexes
+            self._one_token(split[index][0] + split[index][1], 1, echo=True) for index in indexes
         ]
 
         def read(position: int, answer: Any) -> float:
@@ -699,6 +672,18 @@ class EndpointModel:
 
         scores: list[float] = self.endpoint.post_all("/completions", payloads, read)
         return dict(zip(indexes, scores, strict=True))
+
+    def _one_token(self, prompt: str | list[str], logprobs: int, **extra: Any) -> dict[str, Any]:
+        """A completion request of one greedy token with its ``logprobs`` top log-probs:
+        every multiple-choice form asks one, and reads the prompt's or that token's."""
+        return {
+            "model": self.model,
+            "prompt": prompt,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "logprobs": logprobs,
+            **extra,
+        }
 
     def _unless_refused(
         self,

@@ -157,13 +157,13 @@ class HFModel:
         plain path tokenises them and split where their tokens part (not where the prefix
         text ends: a token may straddle it), so each branch sees the same tokens; a group
         that shares no token, or has one row only, is scored the plain way."""
-        requests = [request for group in groups for request in group.requests()]
-        encoded = encode_pairs(self.tokenizer, requests)
-        results = [0.0] * len(requests)
+        grouped = [group.requests() for group in groups]
+        encoded = encode_pairs(self.tokenizer, [request for group in grouped for request in group])
+        results = [0.0] * len(encoded)
         plain: list[Row] = []
         start = 0
-        for group in groups:
-            count = len(group.requests())
+        for group in grouped:
+            count = len(group)
             rows = scoring_rows(encoded[start : start + count], start)
             split = shared_split(rows)
             if split > 0 and len(rows) > 1:

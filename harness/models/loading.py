@@ -37,9 +37,14 @@ class LoadSettings:
     @classmethod
     def of(cls, entry: Any) -> LoadSettings:
         """A config entry's settings."""
-        names = [field.name for field in fields(cls) if field.name != "own"]
+        names = [*cls.common_keys()]
         names += [name for backend in BACKENDS.values() for name in backend.setting_names]
         return cls.of_keys({name: getattr(entry, name) for name in names})
+
+    @classmethod
+    def common_keys(cls) -> tuple[str, ...]:
+        """The entry keys every backend is loaded with."""
+        return tuple(field.name for field in fields(cls) if field.name != "own")
 
     @classmethod
     def of_keys(cls, keys: Mapping[str, Any]) -> LoadSettings:

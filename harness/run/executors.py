@@ -56,9 +56,8 @@ def shared_bases(pending: Pending) -> list[list[ModelEntry]]:
     for entry in config.models:
         if not pending.tasks[entry.name]:
             continue
-        key = None
-        if config.share_base_models:
-            key = shared_base_key(entry, weights_of(entry, pending.trained)[0])
+        spec = weights_of(entry, pending.trained)[0]
+        key = shared_base_key(entry, spec) if config.share_base_models else None
         if key is None:
             key = "\0alone:" + entry.name
         groups.setdefault(key, []).append(entry)
